@@ -1,0 +1,998 @@
+/* vectordb._core — the only file that speaks Python: converts arguments, calls the engine with the
+ * GIL released, converts results, and maps engine error codes to exceptions in one place.
+ * Validation with user-facing messages happens in the Python layer before these calls; the checks
+ * here only guard the engine against misuse. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <numpy/arrayobject.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "vdb_bytes.h"
+#include "vdb_collection.h"
+#include "vdb_cpu.h"
+#include "vdb_distance.h"
+#include "vdb_error.h"
+#include "vdb_filter.h"
+#include "vdb_flat.h"
+#include "vdb_meta.h"
+#include "vdb_threads.h"
+
+typedef struct {
+    PyObject *error;          /* VectorDBError base, set by vectordb.errors via _set_exceptions */
+    PyObject *corrupt_error;  /* CorruptionError */
+    PyObject *locked_error;   /* LockedError */
+    PyObject *dim_error;      /* InvalidDimensionError */
+    PyObject *arg_error;      /* InvalidArgumentError */
+    PyObject *readonly_error; /* ReadOnlyError */
+    PyTypeObject *collection_type;
+    PyTypeObject *filter_type;
+} core_state;
+
+static core_state *get_state(PyObject *module) { return (core_state *)PyModule_GetState(module); }
+
+/* One place maps engine codes to Python exceptions. */
+static PyObject *raise_engine(PyObject *module, int rc)
+{
+    core_state *st = get_state(module);
+    const char *msg = vdb_last_error();
+    PyObject *exc = st->error ? st->error : PyExc_RuntimeError;
+    switch (rc) {
+    case VDB_ENOMEM: return PyErr_Format(PyExc_MemoryError, "%s", msg);
+    case VDB_EINVAL: exc = st->arg_error ? st->arg_error : PyExc_ValueError; break;
+    case VDB_ECORRUPT: exc = st->corrupt_error ? st->corrupt_error : exc; break;
+    case VDB_ELOCKED: exc = st->locked_error ? st->locked_error : exc; break;
+    case VDB_EDIM: exc = st->dim_error ? st->dim_error : PyExc_ValueError; break;
+    case VDB_EREADONLY: exc = st->readonly_error ? st->readonly_error : exc; break;
+    case VDB_EIO: exc = PyExc_OSError; break;
+    default: break;
+    }
+    if (!PyErr_Occurred()) PyErr_SetString(exc, msg);
+    return NULL;
+}
+
+static int metric_from_str(const char *s, vdb_metric *m)
+{
+    if (!strcmp(s, "l2")) *m = VDB_METRIC_L2;
+    else if (!strcmp(s, "ip")) *m = VDB_METRIC_IP;
+    else if (!strcmp(s, "cosine")) *m = VDB_METRIC_COSINE;
+    else {
+        PyErr_Format(PyExc_ValueError, "unknown metric '%s': expected 'l2', 'ip' or 'cosine'", s);
+        return -1;
+    }
+    return 0;
+}
+
+/* A float32, C-contiguous 2-D array view (new reference) or NULL with an exception. */
+static PyArrayObject *as_matrix(PyObject *obj, const char *what)
+{
+    PyArrayObject *a = (PyArrayObject *)PyArray_FROMANY(obj, NPY_FLOAT32, 1, 2, NPY_ARRAY_IN_ARRAY);
+    if (!a) return NULL;
+    if (PyArray_NDIM(a) == 1) {
+        npy_intp dims[2] = {1, PyArray_DIM(a, 0)};
+        PyArray_Dims shape = {dims, 2};
+        PyArrayObject *b = (PyArrayObject *)PyArray_Newshape(a, &shape, NPY_CORDER);
+        Py_DECREF(a);
+        a = b;
+        if (!a) return NULL;
+    }
+    if (PyArray_DIM(a, 1) == 0) {
+        Py_DECREF(a);
+        PyErr_Format(PyExc_ValueError, "%s must have a positive dimension", what);
+        return NULL;
+    }
+    return a;
+}
+
+/* ---- kernels API (tests, benchmarks) ---- */
+
+static PyObject *feature_list(unsigned mask)
+{
+    PyObject *l = PyList_New(0);
+    if (!l) return NULL;
+    static const struct { unsigned bit; const char *name; } names[] = {
+        {VDB_CPU_AVX2, "avx2"}, {VDB_CPU_AVX512, "avx512"}, {VDB_CPU_NEON, "neon"}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (!(mask & names[i].bit)) continue;
+        PyObject *s = PyUnicode_FromString(names[i].name);
+        if (!s || PyList_Append(l, s)) {
+            Py_XDECREF(s);
+            Py_DECREF(l);
+            return NULL;
+        }
+        Py_DECREF(s);
+    }
+    return l;
+}
+
+static PyObject *core_capabilities(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    PyObject *det = feature_list(vdb_cpu_detected()), *en = feature_list(vdb_cpu_enabled());
+    if (!det || !en) {
+        Py_XDECREF(det);
+        Py_XDECREF(en);
+        return NULL;
+    }
+    return Py_BuildValue("{sNsNsssn}", "detected", det, "enabled", en, "kernel", vdb_cpu_kernel_name(), "threads",
+                         (Py_ssize_t)vdb_threads_count());
+}
+
+static PyObject *core_set_cpu_features(PyObject *module, PyObject *names)
+{
+    unsigned mask = 0;
+    PyObject *seq = PySequence_Fast(names, "set_cpu_features takes a list of feature names");
+    if (!seq) return NULL;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        const char *s = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(seq, i));
+        if (!s) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        if (!strcmp(s, "avx2")) mask |= VDB_CPU_AVX2;
+        else if (!strcmp(s, "avx512")) mask |= VDB_CPU_AVX512;
+        else if (!strcmp(s, "neon")) mask |= VDB_CPU_NEON;
+        else {
+            Py_DECREF(seq);
+            return PyErr_Format(PyExc_ValueError, "unknown CPU feature '%s': expected avx2, avx512 or neon", s);
+        }
+    }
+    Py_DECREF(seq);
+    vdb_cpu_set_enabled(mask);
+    return core_capabilities(module, NULL);
+}
+
+static PyObject *core_set_num_threads(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    if (n < 1 || n > 64) return PyErr_Format(PyExc_ValueError, "thread count must be in 1..64, got %zd", n);
+    return PyLong_FromSize_t(vdb_threads_set_count((size_t)n));
+}
+
+static PyObject *distance_common(PyObject *args, int block)
+{
+    const char *isa, *metric_s;
+    PyObject *qo, *ro;
+    vdb_metric m;
+    if (!PyArg_ParseTuple(args, "ssOO", &isa, &metric_s, &qo, &ro) || metric_from_str(metric_s, &m)) return NULL;
+    PyArrayObject *q = as_matrix(qo, "queries"), *r = q ? as_matrix(ro, "rows") : NULL;
+    PyArrayObject *out = NULL;
+    if (!q || !r) goto done;
+    size_t d = (size_t)PyArray_DIM(q, 1), nq = (size_t)PyArray_DIM(q, 0), n = (size_t)PyArray_DIM(r, 0);
+    if ((size_t)PyArray_DIM(r, 1) != d) {
+        PyErr_SetString(PyExc_ValueError, "queries and rows must have the same dimension");
+        goto done;
+    }
+    if (!block && nq != 1) {
+        PyErr_SetString(PyExc_ValueError, "distance_batch takes one query vector");
+        goto done;
+    }
+    npy_intp dims[2] = {(npy_intp)nq, (npy_intp)n};
+    out = block ? (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32)
+                : (PyArrayObject *)PyArray_SimpleNew(1, dims + 1, NPY_FLOAT32);
+    if (!out) goto done;
+    int rc;
+    const float *qp = PyArray_DATA(q), *rp = PyArray_DATA(r);
+    float *op = PyArray_DATA(out);
+    Py_BEGIN_ALLOW_THREADS
+    rc = block ? vdb_distance_block_isa(isa, m, qp, nq, rp, n, d, op) : vdb_distance_batch_isa(isa, m, qp, rp, n, d, op);
+    Py_END_ALLOW_THREADS
+    if (rc != 0) {
+        Py_CLEAR(out);
+        PyErr_Format(PyExc_ValueError, "kernel variant '%s' is not available on this CPU or build", isa);
+    }
+done:
+    Py_XDECREF(q);
+    Py_XDECREF(r);
+    return (PyObject *)out;
+}
+
+static PyObject *core_distance_batch(PyObject *m, PyObject *args) { (void)m; return distance_common(args, 0); }
+static PyObject *core_distance_block(PyObject *m, PyObject *args) { (void)m; return distance_common(args, 1); }
+
+/* Builds a row bitmap from a boolean array of n entries (caller frees). */
+static uint64_t *bitmap_from_bools(PyObject *obj, size_t n)
+{
+    PyArrayObject *a = (PyArrayObject *)PyArray_FROMANY(obj, NPY_BOOL, 1, 1, NPY_ARRAY_IN_ARRAY);
+    if (!a) return NULL;
+    if ((size_t)PyArray_DIM(a, 0) != n) {
+        Py_DECREF(a);
+        PyErr_Format(PyExc_ValueError, "allow must have one entry per row (%zu)", n);
+        return NULL;
+    }
+    uint64_t *bm = calloc((n + 63) / 64 + 1, sizeof *bm);
+    const npy_bool *b = PyArray_DATA(a);
+    if (!bm) {
+        Py_DECREF(a);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (b[i]) bm[i >> 6] |= 1ull << (i & 63);
+    Py_DECREF(a);
+    return bm;
+}
+
+static PyObject *core_flat_search(PyObject *module, PyObject *args)
+{
+    const char *metric_s;
+    PyObject *data_o, *q_o, *allow_o = Py_None, *res = NULL;
+    Py_ssize_t k;
+    vdb_metric m;
+    uint64_t *allow = NULL;
+    PyArrayObject *data = NULL, *q = NULL, *dist = NULL, *rows = NULL;
+    if (!PyArg_ParseTuple(args, "sOOn|O", &metric_s, &data_o, &q_o, &k, &allow_o) || metric_from_str(metric_s, &m))
+        return NULL;
+    if (k < 0) return PyErr_Format(PyExc_ValueError, "k must be >= 0");
+    if (!(data = as_matrix(data_o, "data")) || !(q = as_matrix(q_o, "queries"))) goto done;
+    size_t n = (size_t)PyArray_DIM(data, 0), d = (size_t)PyArray_DIM(data, 1), nq = (size_t)PyArray_DIM(q, 0);
+    if ((size_t)PyArray_DIM(q, 1) != d) {
+        PyErr_SetString(PyExc_ValueError, "queries and data must have the same dimension");
+        goto done;
+    }
+    if (allow_o != Py_None && !(allow = bitmap_from_bools(allow_o, n))) goto done;
+    npy_intp dims[2] = {(npy_intp)nq, k};
+    dist = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+    rows = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_INT64);
+    if (!dist || !rows) goto done;
+    vdb_vec_range range = {PyArray_DATA(data), 0, n};
+    const float *qp = PyArray_DATA(q);
+    float *dp = PyArray_DATA(dist);
+    int64_t *rp = PyArray_DATA(rows);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = vdb_flat_search(m, d, &range, 1, allow, qp, nq, (size_t)k, dp, rp);
+    Py_END_ALLOW_THREADS
+    if (rc) {
+        raise_engine(module, rc);
+        goto done;
+    }
+    res = PyTuple_Pack(2, dist, rows);
+done:
+    free(allow);
+    Py_XDECREF(data);
+    Py_XDECREF(q);
+    Py_XDECREF(dist);
+    Py_XDECREF(rows);
+    return res;
+}
+
+/* ---- metadata blobs ---- */
+
+static int put_scalar(vdb_buf *b, PyObject *v, uint8_t tag)
+{
+    switch (tag) {
+    case VDB_TAG_STR: {
+        Py_ssize_t len;
+        const char *s = PyUnicode_AsUTF8AndSize(v, &len);
+        if (!s) return -1;
+        if (vdb_buf_u32(b, (uint32_t)len) || vdb_buf_append(b, s, (size_t)len)) goto nomem;
+        return 0;
+    }
+    case VDB_TAG_INT: {
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow) {
+            PyErr_SetString(PyExc_ValueError, "metadata integer out of the 64-bit range");
+            return -1;
+        }
+        if (x == -1 && PyErr_Occurred()) return -1;
+        if (vdb_buf_u64(b, (uint64_t)x)) goto nomem;
+        return 0;
+    }
+    case VDB_TAG_FLOAT: {
+        double x = PyFloat_AsDouble(v);
+        uint64_t bits;
+        if (x == -1.0 && PyErr_Occurred()) return -1;
+        memcpy(&bits, &x, 8);
+        if (vdb_buf_u64(b, bits)) goto nomem;
+        return 0;
+    }
+    case VDB_TAG_BOOL: {
+        uint8_t x = v == Py_True;
+        if (vdb_buf_append(b, &x, 1)) goto nomem;
+        return 0;
+    }
+    }
+    return -1;
+nomem:
+    PyErr_NoMemory();
+    return -1;
+}
+
+static int scalar_tag(PyObject *v)
+{
+    if (PyBool_Check(v)) return VDB_TAG_BOOL;
+    if (PyLong_Check(v)) return VDB_TAG_INT;
+    if (PyFloat_Check(v)) return VDB_TAG_FLOAT;
+    if (PyUnicode_Check(v)) return VDB_TAG_STR;
+    return -1;
+}
+
+/* Encodes a metadata dict into the blob format of vdb_meta.h (None values become NULL entries). */
+static int encode_meta(PyObject *dict, vdb_buf *b)
+{
+    PyObject *key, *val;
+    Py_ssize_t pos = 0;
+    if (!PyDict_Check(dict)) {
+        PyErr_SetString(PyExc_TypeError, "metadata must be a dict or None");
+        return -1;
+    }
+    if (vdb_buf_u32(b, (uint32_t)PyDict_Size(dict))) goto nomem;
+    while (PyDict_Next(dict, &pos, &key, &val)) {
+        Py_ssize_t klen;
+        const char *k = PyUnicode_Check(key) ? PyUnicode_AsUTF8AndSize(key, &klen) : NULL;
+        if (!k) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "metadata keys must be str");
+            return -1;
+        }
+        if (vdb_buf_u32(b, (uint32_t)klen) || vdb_buf_append(b, k, (size_t)klen)) goto nomem;
+        uint8_t tag;
+        if (val == Py_None) {
+            tag = VDB_TAG_NULL;
+            if (vdb_buf_append(b, &tag, 1)) goto nomem;
+            continue;
+        }
+        int t = scalar_tag(val);
+        if (t > 0) {
+            tag = (uint8_t)t;
+            if (vdb_buf_append(b, &tag, 1) || put_scalar(b, val, tag)) goto fail_or_nomem;
+            continue;
+        }
+        if (!PyList_Check(val) || PyList_GET_SIZE(val) == 0 || (t = scalar_tag(PyList_GET_ITEM(val, 0))) < 0) {
+            PyErr_Format(PyExc_TypeError, "metadata value of '%s' must be str, int, float, bool or a non-empty list of one of those", k);
+            return -1;
+        }
+        tag = (uint8_t)(VDB_TAG_LIST | t);
+        Py_ssize_t n = PyList_GET_SIZE(val);
+        if (vdb_buf_append(b, &tag, 1) || vdb_buf_u32(b, (uint32_t)n)) goto nomem;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *item = PyList_GET_ITEM(val, i);
+            if (scalar_tag(item) != t) {
+                PyErr_Format(PyExc_TypeError, "metadata list '%s' mixes element types", k);
+                return -1;
+            }
+            if (put_scalar(b, item, (uint8_t)t)) return -1;
+        }
+    }
+    return 0;
+fail_or_nomem:
+    if (!PyErr_Occurred()) PyErr_NoMemory();
+    return -1;
+nomem:
+    PyErr_NoMemory();
+    return -1;
+}
+
+static PyObject *decode_scalar(vdb_reader *r, uint8_t tag)
+{
+    const uint8_t *p;
+    uint32_t len;
+    uint64_t u;
+    double f;
+    uint8_t byte;
+    switch (tag) {
+    case VDB_TAG_STR:
+        if (vdb_take_u32(r, &len) || vdb_take(r, len, &p)) break;
+        return PyUnicode_DecodeUTF8((const char *)p, len, "replace");
+    case VDB_TAG_INT:
+        if (vdb_take_u64(r, &u)) break;
+        return PyLong_FromLongLong((long long)u);
+    case VDB_TAG_FLOAT:
+        if (vdb_take_u64(r, &u)) break;
+        memcpy(&f, &u, 8);
+        return PyFloat_FromDouble(f);
+    case VDB_TAG_BOOL:
+        if (vdb_take_u8(r, &byte)) break;
+        return PyBool_FromLong(byte);
+    }
+    PyErr_SetString(PyExc_RuntimeError, "malformed metadata blob");
+    return NULL;
+}
+
+/* Decodes a stored (already validated) blob into a dict. */
+static PyObject *decode_meta(const uint8_t *blob, size_t len)
+{
+    vdb_reader r = {blob, len};
+    uint32_t n, klen, count;
+    const uint8_t *k;
+    uint8_t tag;
+    PyObject *d = PyDict_New();
+    if (!d || vdb_take_u32(&r, &n)) goto bad;
+    for (uint32_t i = 0; i < n; i++) {
+        PyObject *v;
+        if (vdb_take_u32(&r, &klen) || vdb_take(&r, klen, &k) || vdb_take_u8(&r, &tag)) goto bad;
+        if (tag & VDB_TAG_LIST) {
+            if (vdb_take_u32(&r, &count) || !(v = PyList_New(count))) goto bad;
+            for (uint32_t j = 0; j < count; j++) {
+                PyObject *item = decode_scalar(&r, tag & 0x0F);
+                if (!item) {
+                    Py_DECREF(v);
+                    goto bad;
+                }
+                PyList_SET_ITEM(v, j, item);
+            }
+        } else if (!(v = decode_scalar(&r, tag))) {
+            goto bad;
+        }
+        PyObject *key = PyUnicode_DecodeUTF8((const char *)k, klen, "replace");
+        int rc = key ? PyDict_SetItem(d, key, v) : -1;
+        Py_XDECREF(key);
+        Py_DECREF(v);
+        if (rc) goto bad;
+    }
+    return d;
+bad:
+    Py_XDECREF(d);
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "malformed metadata blob");
+    return NULL;
+}
+
+/* ---- Filter type ---- */
+
+typedef struct {
+    PyObject_HEAD
+    vdb_filter *filter;
+    PyObject *regexes; /* list of compiled patterns (objects with .search), or NULL */
+} FilterObject;
+
+/* Matcher for $regex nodes: called by the engine (GIL released, collection read-locked). */
+static int filter_regex_match(void *ctx, uint32_t index, size_t n, const char *const *docs, const size_t *lens,
+                              uint8_t *match)
+{
+    FilterObject *self = ctx;
+    int rc = VDB_OK;
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyObject *pat = PyList_GetItem(self->regexes, (Py_ssize_t)index);
+    for (size_t i = 0; pat && i < n; i++) {
+        PyObject *s = PyUnicode_DecodeUTF8(docs[i], (Py_ssize_t)lens[i], "replace");
+        PyObject *m = s ? PyObject_CallMethod(pat, "search", "O", s) : NULL;
+        Py_XDECREF(s);
+        if (!m) {
+            rc = vdb_set_error(VDB_EINVAL, "regular expression %u failed", index);
+            PyErr_Clear();
+            break;
+        }
+        match[i] = m != Py_None;
+        Py_DECREF(m);
+    }
+    if (!pat) {
+        PyErr_Clear();
+        rc = vdb_set_error(VDB_EINVAL, "regular expression %u missing", index);
+    }
+    PyGILState_Release(g);
+    return rc;
+}
+
+static int Filter_init(FilterObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"program", "regexes", NULL};
+    Py_buffer prog;
+    PyObject *regexes = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|O", kwlist, &prog, &regexes)) return -1;
+    vdb_filter *f = NULL;
+    int rc = vdb_filter_compile(prog.buf, (size_t)prog.len, &f);
+    PyBuffer_Release(&prog);
+    if (rc) {
+        PyErr_Format(PyExc_ValueError, "invalid filter program: %s", vdb_last_error());
+        return -1;
+    }
+    vdb_filter_free(self->filter);
+    self->filter = f;
+    size_t n_regex = vdb_filter_regex_count(f);
+    if (n_regex) {
+        if (!regexes || !PyList_Check(regexes) || (size_t)PyList_GET_SIZE(regexes) != n_regex) {
+            PyErr_Format(PyExc_ValueError, "filter needs a list of %zu compiled regular expressions", n_regex);
+            return -1;
+        }
+        Py_XSETREF(self->regexes, Py_NewRef(regexes));
+        vdb_filter_set_regex(f, filter_regex_match, self);
+    }
+    return 0;
+}
+
+static void Filter_dealloc(FilterObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    vdb_filter_free(self->filter);
+    Py_XDECREF(self->regexes);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyType_Slot filter_slots[] = {
+    {Py_tp_init, Filter_init},
+    {Py_tp_dealloc, Filter_dealloc},
+    {Py_tp_doc, "Filter(program: bytes, regexes=None): a compiled where / where_document filter."},
+    {0, NULL},
+};
+static PyType_Spec filter_spec = {"vectordb._core.Filter", sizeof(FilterObject), 0, Py_TPFLAGS_DEFAULT, filter_slots};
+
+/* ---- Collection type ---- */
+
+typedef struct {
+    PyObject_HEAD
+    vdb_collection *col;
+    pthread_rwlock_t use; /* shared by calls, exclusive for close: no call sees a freed collection */
+    PyObject *module;
+} CollectionObject;
+
+static int Collection_init(CollectionObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"path", "metric", "dim", "durable", NULL};
+    PyObject *path_o = Py_None;
+    const char *metric_s = "l2";
+    long long dim = 0;
+    int durable = 1;
+    vdb_metric m;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OsLp", kwlist, &path_o, &metric_s, &dim, &durable)) return -1;
+    if (metric_from_str(metric_s, &m)) return -1;
+    if (self->col) {
+        PyErr_SetString(PyExc_RuntimeError, "collection already open");
+        return -1;
+    }
+    PyObject *path_b = NULL;
+    if (path_o != Py_None && !PyUnicode_FSConverter(path_o, &path_b)) return -1;
+    vdb_collection_config cfg = {m, dim, durable};
+    const char *path = path_b ? PyBytes_AS_STRING(path_b) : NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = vdb_collection_open(path, &cfg, &self->col);
+    Py_END_ALLOW_THREADS
+    Py_XDECREF(path_b);
+    if (rc) {
+        raise_engine(self->module, rc);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *Collection_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    (void)args;
+    (void)kw;
+    CollectionObject *self = (CollectionObject *)type->tp_alloc(type, 0);
+    if (!self) return NULL;
+    pthread_rwlock_init(&self->use, NULL);
+    self->module = PyType_GetModule(type);
+    Py_XINCREF(self->module);
+    return (PyObject *)self;
+}
+
+static void Collection_dealloc(CollectionObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    vdb_collection_close(self->col);
+    pthread_rwlock_destroy(&self->use);
+    Py_XDECREF(self->module);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+/* Every call: GIL released, handle use-lock shared; returns the engine code, or 1 when closed. */
+#define WITH_COLLECTION(self, rc, call)                   \
+    do {                                                  \
+        Py_BEGIN_ALLOW_THREADS                            \
+        pthread_rwlock_rdlock(&(self)->use);              \
+        rc = (self)->col ? (call) : 1;                    \
+        pthread_rwlock_unlock(&(self)->use);              \
+        Py_END_ALLOW_THREADS                              \
+    } while (0)
+
+static PyObject *closed_error(void)
+{
+    PyErr_SetString(PyExc_RuntimeError, "collection is closed");
+    return NULL;
+}
+
+static PyObject *engine_result(CollectionObject *self, int rc)
+{
+    if (rc == 1) return closed_error();
+    return raise_engine(self->module, rc);
+}
+
+/* Borrowed UTF-8 pointers of a list of str ids (valid while the list lives). */
+static int collect_strs(PyObject *list, const char ***ptrs, uint32_t **lens, size_t *n, int allow_none, const char *what)
+{
+    if (!PyList_Check(list)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a list", what);
+        return -1;
+    }
+    *n = (size_t)PyList_GET_SIZE(list);
+    *ptrs = calloc(*n + 1, sizeof **ptrs);
+    *lens = calloc(*n + 1, sizeof **lens);
+    if (!*ptrs || !*lens) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t i = 0; i < *n; i++) {
+        PyObject *s = PyList_GET_ITEM(list, i);
+        if (s == Py_None && allow_none) continue;
+        Py_ssize_t len;
+        if (!PyUnicode_Check(s)) {
+            PyErr_Format(PyExc_TypeError, "%s[%zu] must be str", what, i);
+            return -1;
+        }
+        if (!((*ptrs)[i] = PyUnicode_AsUTF8AndSize(s, &len))) return -1;
+        if ((size_t)len >= UINT32_MAX) {
+            PyErr_Format(PyExc_ValueError, "%s[%zu] is too long", what, i);
+            return -1;
+        }
+        (*lens)[i] = (uint32_t)len;
+    }
+    return 0;
+}
+
+static PyObject *Collection_write(CollectionObject *self, PyObject *args)
+{
+    int op;
+    PyObject *ids_o, *vec_o, *metas_o, *docs_o, *res = NULL;
+    PyArrayObject *vec = NULL;
+    const char **ids = NULL, **docs = NULL;
+    uint32_t *id_lens = NULL, *doc_lens = NULL, *meta_lens = NULL;
+    const uint8_t **metas = NULL;
+    vdb_buf blobs = {0};
+    size_t *meta_offs = NULL, n = 0, nd = 0;
+    if (!PyArg_ParseTuple(args, "iOOOO", &op, &ids_o, &vec_o, &metas_o, &docs_o)) return NULL;
+    if (collect_strs(ids_o, &ids, &id_lens, &n, 0, "ids")) goto done;
+    vdb_batch b = {n, 0, ids, id_lens, NULL, NULL, NULL, NULL, NULL};
+    if (vec_o != Py_None) {
+        if (!(vec = as_matrix(vec_o, "embeddings"))) goto done;
+        if ((size_t)PyArray_DIM(vec, 0) != n) {
+            PyErr_Format(PyExc_ValueError, "%zu embeddings for %zu ids", (size_t)PyArray_DIM(vec, 0), n);
+            goto done;
+        }
+        b.vectors = PyArray_DATA(vec);
+        b.dim = PyArray_DIM(vec, 1);
+    }
+    if (metas_o != Py_None) {
+        if (!PyList_Check(metas_o) || (size_t)PyList_GET_SIZE(metas_o) != n) {
+            PyErr_Format(PyExc_ValueError, "metadatas must be a list of %zu entries", n);
+            goto done;
+        }
+        metas = calloc(n + 1, sizeof *metas);
+        meta_lens = calloc(n + 1, sizeof *meta_lens);
+        meta_offs = calloc(n + 1, sizeof *meta_offs);
+        if (!metas || !meta_lens || !meta_offs) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        for (size_t i = 0; i < n; i++) {
+            PyObject *m = PyList_GET_ITEM(metas_o, i);
+            meta_offs[i] = SIZE_MAX;
+            if (m == Py_None) continue;
+            meta_offs[i] = blobs.len;
+            if (encode_meta(m, &blobs)) goto done;
+            meta_lens[i] = (uint32_t)(blobs.len - meta_offs[i]);
+        }
+        for (size_t i = 0; i < n; i++) metas[i] = meta_offs[i] == SIZE_MAX ? NULL : blobs.data + meta_offs[i];
+        b.metas = metas;
+        b.meta_lens = meta_lens;
+    }
+    if (docs_o != Py_None) {
+        if (collect_strs(docs_o, &docs, &doc_lens, &nd, 1, "documents")) goto done;
+        if (nd != n) {
+            PyErr_Format(PyExc_ValueError, "%zu documents for %zu ids", nd, n);
+            goto done;
+        }
+        b.docs = docs;
+        b.doc_lens = doc_lens;
+    }
+    PyObject *status = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
+    if (!status) goto done;
+    int rc;
+    uint8_t *st = (uint8_t *)PyBytes_AS_STRING(status);
+    WITH_COLLECTION(self, rc, vdb_collection_write(self->col, op, &b, st));
+    if (rc) {
+        Py_DECREF(status);
+        engine_result(self, rc);
+        goto done;
+    }
+    res = status;
+done:
+    Py_XDECREF(vec);
+    free(ids);
+    free(id_lens);
+    free(docs);
+    free(doc_lens);
+    free(metas);
+    free(meta_lens);
+    free(meta_offs);
+    vdb_buf_free(&blobs);
+    return res;
+}
+
+static int get_filter(CollectionObject *self, PyObject *o, const vdb_filter **f)
+{
+    core_state *st = get_state(self->module);
+    *f = NULL;
+    if (o == Py_None) return 0;
+    if (!PyObject_TypeCheck(o, st->filter_type)) {
+        PyErr_SetString(PyExc_TypeError, "filter must be a vectordb._core.Filter or None");
+        return -1;
+    }
+    *f = ((FilterObject *)o)->filter;
+    return 0;
+}
+
+/* (ids, embeddings | None, metadatas | None, documents | None, distances | None, counts) */
+static PyObject *convert_result(vdb_result *r, unsigned include)
+{
+    PyObject *ids = PyList_New((Py_ssize_t)r->n), *metas = NULL, *docs = NULL, *counts = NULL;
+    PyArrayObject *vec = NULL, *dist = NULL;
+    if (!ids) goto fail;
+    if ((include & VDB_INC_METAS) && !(metas = PyList_New((Py_ssize_t)r->n))) goto fail;
+    if ((include & VDB_INC_DOCS) && !(docs = PyList_New((Py_ssize_t)r->n))) goto fail;
+    for (size_t i = 0; i < r->n; i++) {
+        PyObject *s = PyUnicode_DecodeUTF8((const char *)r->arena + r->id_off[i], r->id_len[i], "replace");
+        if (!s) goto fail;
+        PyList_SET_ITEM(ids, i, s);
+        if (metas) {
+            PyObject *m = r->meta_len[i] == UINT32_MAX ? Py_NewRef(Py_None) : decode_meta(r->arena + r->meta_off[i], r->meta_len[i]);
+            if (!m) goto fail;
+            PyList_SET_ITEM(metas, i, m);
+        }
+        if (docs) {
+            PyObject *dd = r->doc_len[i] == UINT32_MAX
+                               ? Py_NewRef(Py_None)
+                               : PyUnicode_DecodeUTF8((const char *)r->arena + r->doc_off[i], r->doc_len[i], "replace");
+            if (!dd) goto fail;
+            PyList_SET_ITEM(docs, i, dd);
+        }
+    }
+    if (include & VDB_INC_VECTORS) {
+        npy_intp dims[2] = {(npy_intp)r->n, (npy_intp)(r->dim > 0 ? r->dim : 0)};
+        if (!(vec = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32))) goto fail;
+        if (r->n && r->dim > 0) memcpy(PyArray_DATA(vec), r->vectors, r->n * (size_t)r->dim * sizeof(float));
+    }
+    if (include & VDB_INC_DISTANCES) {
+        npy_intp dims[1] = {(npy_intp)r->n};
+        if (!(dist = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_FLOAT32))) goto fail;
+        if (r->n) memcpy(PyArray_DATA(dist), r->distances, r->n * sizeof(float));
+    }
+    if (!(counts = PyList_New((Py_ssize_t)r->nq))) goto fail;
+    for (size_t q = 0; q < r->nq; q++) {
+        PyObject *c = PyLong_FromSize_t(r->counts[q]);
+        if (!c) goto fail;
+        PyList_SET_ITEM(counts, q, c);
+    }
+    return Py_BuildValue("(NNNNNN)", ids, vec ? (PyObject *)vec : Py_NewRef(Py_None), metas ? metas : Py_NewRef(Py_None),
+                         docs ? docs : Py_NewRef(Py_None), dist ? (PyObject *)dist : Py_NewRef(Py_None), counts);
+fail:
+    Py_XDECREF(ids);
+    Py_XDECREF(metas);
+    Py_XDECREF(docs);
+    Py_XDECREF(vec);
+    Py_XDECREF(dist);
+    Py_XDECREF(counts);
+    return NULL;
+}
+
+static PyObject *Collection_get(CollectionObject *self, PyObject *args)
+{
+    PyObject *ids_o, *filter_o, *res = NULL;
+    long long offset, limit;
+    unsigned include;
+    const char **ids = NULL;
+    uint32_t *lens = NULL;
+    size_t n = 0;
+    vdb_result *r = NULL;
+    const vdb_filter *f;
+    if (!PyArg_ParseTuple(args, "OOLLI", &ids_o, &filter_o, &offset, &limit, &include)) return NULL;
+    if (get_filter(self, filter_o, &f)) return NULL;
+    if (ids_o != Py_None && collect_strs(ids_o, &ids, &lens, &n, 0, "ids")) goto done;
+    vdb_get_request req = {ids, lens, n, f, offset, limit, include};
+    int rc;
+    WITH_COLLECTION(self, rc, vdb_collection_get(self->col, &req, &r));
+    if (rc) {
+        engine_result(self, rc);
+        goto done;
+    }
+    res = convert_result(r, include & ~VDB_INC_DISTANCES);
+done:
+    vdb_result_free(r);
+    free(ids);
+    free(lens);
+    return res;
+}
+
+static PyObject *Collection_query(CollectionObject *self, PyObject *args)
+{
+    PyObject *q_o, *filter_o, *res = NULL;
+    Py_ssize_t k;
+    unsigned include;
+    long long n_probe;
+    const vdb_filter *f;
+    vdb_result *r = NULL;
+    if (!PyArg_ParseTuple(args, "OnOIL", &q_o, &k, &filter_o, &include, &n_probe)) return NULL;
+    if (k < 0) return PyErr_Format(PyExc_ValueError, "n_results must be positive");
+    if (get_filter(self, filter_o, &f)) return NULL;
+    PyArrayObject *q = as_matrix(q_o, "query_embeddings");
+    if (!q) return NULL;
+    vdb_query_request req = {PyArray_DATA(q), (size_t)PyArray_DIM(q, 0), PyArray_DIM(q, 1), (size_t)k, f, include, n_probe};
+    int rc;
+    WITH_COLLECTION(self, rc, vdb_collection_query(self->col, &req, &r));
+    if (rc)
+        engine_result(self, rc);
+    else
+        res = convert_result(r, include);
+    vdb_result_free(r);
+    Py_DECREF(q);
+    return res;
+}
+
+static PyObject *Collection_count(CollectionObject *self, PyObject *args)
+{
+    PyObject *filter_o = Py_None;
+    const vdb_filter *f;
+    int64_t n = 0;
+    int rc;
+    if (!PyArg_ParseTuple(args, "|O", &filter_o) || get_filter(self, filter_o, &f)) return NULL;
+    WITH_COLLECTION(self, rc, vdb_collection_count(self->col, f, &n));
+    if (rc) return engine_result(self, rc);
+    return PyLong_FromLongLong(n);
+}
+
+static PyObject *Collection_delete_where(CollectionObject *self, PyObject *filter_o)
+{
+    const vdb_filter *f;
+    int64_t n = 0;
+    int rc;
+    if (get_filter(self, filter_o, &f)) return NULL;
+    WITH_COLLECTION(self, rc, vdb_collection_delete_where(self->col, f, &n));
+    if (rc) return engine_result(self, rc);
+    return PyLong_FromLongLong(n);
+}
+
+static PyObject *Collection_checkpoint(CollectionObject *self, PyObject *unused)
+{
+    (void)unused;
+    int rc;
+    WITH_COLLECTION(self, rc, vdb_collection_checkpoint(self->col));
+    if (rc) return engine_result(self, rc);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Collection_stats(CollectionObject *self, PyObject *unused)
+{
+    (void)unused;
+    vdb_collection_stats s;
+    int rc;
+    static const char *metrics[] = {"l2", "ip", "cosine"};
+    WITH_COLLECTION(self, rc, vdb_collection_stats_get(self->col, &s));
+    if (rc) return engine_result(self, rc);
+    return Py_BuildValue("{sLsLsssLsLsLsLsL}", "count", (long long)s.count, "dimension", (long long)s.dim, "metric",
+                         metrics[s.metric], "rows_total", (long long)s.rows_total, "wal_bytes", (long long)s.wal_bytes,
+                         "generation", (long long)s.generation, "bytes_on_disk", (long long)s.bytes_on_disk,
+                         "bytes_in_memory", (long long)s.bytes_in_memory);
+}
+
+static PyObject *Collection_close(CollectionObject *self, PyObject *unused)
+{
+    (void)unused;
+    int rc = 0;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_rwlock_wrlock(&self->use);
+    rc = vdb_collection_close(self->col);
+    self->col = NULL;
+    pthread_rwlock_unlock(&self->use);
+    Py_END_ALLOW_THREADS
+    if (rc) return raise_engine(self->module, rc);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Collection_closed(CollectionObject *self, void *unused)
+{
+    (void)unused;
+    return PyBool_FromLong(self->col == NULL);
+}
+
+static PyMethodDef collection_methods[] = {
+    {"write", (PyCFunction)Collection_write, METH_VARARGS, "write(op, ids, embeddings, metadatas, documents) -> bytes status"},
+    {"get", (PyCFunction)Collection_get, METH_VARARGS, "get(ids, filter, offset, limit, include) -> tuple"},
+    {"query", (PyCFunction)Collection_query, METH_VARARGS, "query(queries, k, filter, include, n_probe) -> tuple"},
+    {"count", (PyCFunction)Collection_count, METH_VARARGS, "count(filter=None) -> int"},
+    {"delete_where", (PyCFunction)Collection_delete_where, METH_O, "delete_where(filter) -> int"},
+    {"checkpoint", (PyCFunction)Collection_checkpoint, METH_NOARGS, "checkpoint()"},
+    {"stats", (PyCFunction)Collection_stats, METH_NOARGS, "stats() -> dict"},
+    {"close", (PyCFunction)Collection_close, METH_NOARGS, "close()"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef collection_getset[] = {
+    {"closed", (getter)Collection_closed, NULL, "True after close()", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot collection_slots[] = {
+    {Py_tp_new, Collection_new},
+    {Py_tp_init, Collection_init},
+    {Py_tp_dealloc, Collection_dealloc},
+    {Py_tp_methods, collection_methods},
+    {Py_tp_getset, collection_getset},
+    {Py_tp_doc, "Collection(path=None, metric='l2', dim=0, durable=True): the engine's handle on one collection."},
+    {0, NULL},
+};
+static PyType_Spec collection_spec = {"vectordb._core.Collection", sizeof(CollectionObject), 0, Py_TPFLAGS_DEFAULT,
+                                      collection_slots};
+
+/* ---- module ---- */
+
+static PyObject *core_set_exceptions(PyObject *module, PyObject *args)
+{
+    core_state *st = get_state(module);
+    PyObject *e[6];
+    if (!PyArg_ParseTuple(args, "OOOOOO", &e[0], &e[1], &e[2], &e[3], &e[4], &e[5])) return NULL;
+    Py_XSETREF(st->error, Py_NewRef(e[0]));
+    Py_XSETREF(st->corrupt_error, Py_NewRef(e[1]));
+    Py_XSETREF(st->locked_error, Py_NewRef(e[2]));
+    Py_XSETREF(st->dim_error, Py_NewRef(e[3]));
+    Py_XSETREF(st->arg_error, Py_NewRef(e[4]));
+    Py_XSETREF(st->readonly_error, Py_NewRef(e[5]));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef core_methods[] = {
+    {"capabilities", core_capabilities, METH_NOARGS, "capabilities() -> dict of detected/enabled CPU features"},
+    {"set_cpu_features", core_set_cpu_features, METH_O, "set_cpu_features(names) -> dict: enable exactly these"},
+    {"set_num_threads", core_set_num_threads, METH_O, "set_num_threads(n) -> int"},
+    {"distance_batch", core_distance_batch, METH_VARARGS, "distance_batch(isa, metric, q, rows) -> ndarray"},
+    {"distance_block", core_distance_block, METH_VARARGS, "distance_block(isa, metric, queries, rows) -> ndarray"},
+    {"flat_search", core_flat_search, METH_VARARGS, "flat_search(metric, data, queries, k, allow=None) -> (dist, rows)"},
+    {"_set_exceptions", core_set_exceptions, METH_VARARGS, "internal: install the exception classes"},
+    {NULL, NULL, 0, NULL},
+};
+
+static int core_exec(PyObject *module)
+{
+    core_state *st = get_state(module);
+    if (_import_array() < 0) return -1;
+    st->collection_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &collection_spec, NULL);
+    st->filter_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &filter_spec, NULL);
+    if (!st->collection_type || !st->filter_type) return -1;
+    if (PyModule_AddType(module, st->collection_type) || PyModule_AddType(module, st->filter_type)) return -1;
+    return 0;
+}
+
+static int core_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    core_state *st = get_state(module);
+    Py_VISIT(st->error);
+    Py_VISIT(st->corrupt_error);
+    Py_VISIT(st->locked_error);
+    Py_VISIT(st->dim_error);
+    Py_VISIT(st->arg_error);
+    Py_VISIT(st->readonly_error);
+    Py_VISIT(st->collection_type);
+    Py_VISIT(st->filter_type);
+    return 0;
+}
+
+static int core_clear(PyObject *module)
+{
+    core_state *st = get_state(module);
+    Py_CLEAR(st->error);
+    Py_CLEAR(st->corrupt_error);
+    Py_CLEAR(st->locked_error);
+    Py_CLEAR(st->dim_error);
+    Py_CLEAR(st->arg_error);
+    Py_CLEAR(st->readonly_error);
+    Py_CLEAR(st->collection_type);
+    Py_CLEAR(st->filter_type);
+    return 0;
+}
+
+static PyModuleDef_Slot core_slots[] = {
+    {Py_mod_exec, core_exec},
+    {0, NULL},
+};
+
+static struct PyModuleDef core_module = {
+    PyModuleDef_HEAD_INIT, "vectordb._core", "The vectordb engine (C).", sizeof(core_state), core_methods, core_slots,
+    core_traverse, core_clear, NULL,
+};
+
+PyMODINIT_FUNC PyInit__core(void) { return PyModuleDef_Init(&core_module); }

@@ -1,0 +1,132 @@
+/* vdb_collection — one collection: ids <-> rows, vectors, metadata, documents, search.
+ *
+ * Rows are kept in insertion order; a delete marks the row dead (tombstone) and a checkpoint
+ * compacts. Every write call is one atomic, durable operation: it is validated whole, appended to
+ * the write-ahead log as one checksummed record (fdatasync'd unless durability is relaxed), then
+ * applied; on failure nothing changes.
+ *
+ * Persistence (dir != NULL): see vdb_store.h for the files. An in-memory collection (dir == NULL)
+ * behaves the same but keeps nothing.
+ *
+ * Concurrency: each collection has a reader-writer lock taken inside these calls: reads
+ * (count/get/query/stats) run in parallel; writes are exclusive. close must not race other calls.
+ *
+ * Ownership: inputs are borrowed for the call; results (vdb_result) are allocated by the callee
+ * and released with vdb_result_free, and hold copies, so they stay valid after later writes.
+ */
+#ifndef VDB_COLLECTION_H
+#define VDB_COLLECTION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vdb_distance.h"
+
+typedef struct vdb_collection vdb_collection;
+typedef struct vdb_filter vdb_filter; /* see vdb_filter.h */
+
+typedef struct {
+    vdb_metric metric;
+    int64_t dim;  /* 0: fixed by the first add */
+    int durable;  /* 1: fdatasync every write before returning; 0: only at checkpoints */
+} vdb_collection_config;
+
+/* Opens (or creates, when dir holds no collection yet) the collection stored in dir; dir NULL =
+ * in memory. For an existing collection cfg->metric and cfg->dim are ignored (the stored ones
+ * win). Damage is VDB_ECORRUPT naming the file; a torn last log record is dropped. */
+int vdb_collection_open(const char *dir, const vdb_collection_config *cfg, vdb_collection **out);
+/* Checkpoints when the log is large, then frees everything. NULL is a no-op. */
+int vdb_collection_close(vdb_collection *c);
+
+enum { VDB_OP_ADD = 1, VDB_OP_UPSERT = 2, VDB_OP_UPDATE = 3, VDB_OP_DELETE = 4 };
+
+/* One write. ids are required (unique within the batch: the caller checks). vectors (n * dim
+ * float32) are required for ADD; optional for UPSERT/UPDATE when every record exists; ignored by
+ * DELETE. metas / docs: NULL = not given; otherwise per record, a NULL entry = None.
+ *   ADD    new ids are appended; existing ids are skipped (status 0).
+ *   UPSERT existing ids are updated (vector replaced, metadata merged, document replaced if given);
+ *          new ids are appended (need a vector).
+ *   UPDATE existing ids only; unknown ids are skipped (status 0).
+ *   DELETE existing ids are removed; unknown ids are skipped (status 0).
+ * status (optional, n bytes, caller-allocated): 1 where the record was changed, 0 where skipped. */
+typedef struct {
+    size_t n;
+    int64_t dim; /* of vectors (must equal the collection's once fixed) */
+    const char *const *ids;
+    const uint32_t *id_lens;
+    const float *vectors;
+    const uint8_t *const *metas;
+    const uint32_t *meta_lens;
+    const char *const *docs;
+    const uint32_t *doc_lens;
+} vdb_batch;
+
+int vdb_collection_write(vdb_collection *c, int op, const vdb_batch *b, uint8_t *status);
+
+/* Deletes every live row the filter matches (one logged operation); *n_deleted = count. */
+int vdb_collection_delete_where(vdb_collection *c, const vdb_filter *f, int64_t *n_deleted);
+
+enum { VDB_INC_VECTORS = 1, VDB_INC_METAS = 2, VDB_INC_DOCS = 4, VDB_INC_DISTANCES = 8 };
+
+/* A result: n records (for a query, the concatenation of every query's hits; counts[q] says how
+ * many belong to query q). Strings are in one arena: record i's id is arena[id_off[i] ..
+ * id_off[i] + id_len[i]); meta_len / doc_len are UINT32_MAX for None. */
+typedef struct {
+    size_t n;
+    size_t nq;
+    size_t *counts;
+    int64_t dim;
+    float *vectors;   /* n * dim, when included */
+    float *distances; /* n, when included */
+    uint64_t *id_off, *meta_off, *doc_off;
+    uint32_t *id_len, *meta_len, *doc_len;
+    uint8_t *arena;
+} vdb_result;
+
+void vdb_result_free(vdb_result *r);
+
+typedef struct {
+    const char *const *ids; /* NULL: every live row in insertion order */
+    const uint32_t *id_lens;
+    size_t n_ids;
+    const vdb_filter *filter; /* NULL: no filter */
+    int64_t offset;           /* rows of the matching sequence to skip */
+    int64_t limit;            /* < 0: no limit */
+    unsigned include;         /* VDB_INC_* */
+} vdb_get_request;
+
+/* With ids: the records in the order asked, unknown ids left out (the filter applies too). */
+int vdb_collection_get(vdb_collection *c, const vdb_get_request *req, vdb_result **out);
+
+/* Number of live rows the filter matches (NULL: all). */
+int vdb_collection_count(vdb_collection *c, const vdb_filter *filter, int64_t *out);
+
+typedef struct {
+    const float *queries; /* nq * dim */
+    size_t nq;
+    int64_t dim; /* of the queries: must equal the collection's (any, while it is empty) */
+    size_t k;
+    const vdb_filter *filter;
+    unsigned include;
+    int64_t n_probe; /* <= 0: the collection's default (IVF only) */
+} vdb_query_request;
+
+int vdb_collection_query(vdb_collection *c, const vdb_query_request *req, vdb_result **out);
+
+typedef struct {
+    int64_t count;
+    int64_t dim;
+    vdb_metric metric;
+    int64_t rows_total; /* live + dead rows held */
+    int64_t wal_bytes;
+    int64_t generation;
+    int64_t bytes_on_disk;
+    int64_t bytes_in_memory;
+} vdb_collection_stats;
+
+int vdb_collection_stats_get(vdb_collection *c, vdb_collection_stats *out);
+
+/* Writes a new snapshot generation and truncates the log (see vdb_store.h). */
+int vdb_collection_checkpoint(vdb_collection *c);
+
+#endif

@@ -1,0 +1,77 @@
+/* vdb_store — the files of one collection: manifest, write-ahead log, snapshot generations.
+ *
+ * Layout of a collection directory (format version 1; all integers little-endian):
+ *   MANIFEST        "VDBMANI1" u32 version u32 metric u64 dim u64 generation u32 crc32c(previous bytes)
+ *                   Replaced atomically: written to MANIFEST.tmp, fsync, rename, fsync directory.
+ *   wal-<G>         the log of writes made since snapshot generation G: records of
+ *                   u32 payload_len, u32 ~payload_len, u32 crc32c(type byte + payload), u8 type, payload.
+ *                   A record is appended with one write() and fdatasync'd before the call returns.
+ *   gen-<G>/        snapshot generation G (absent for G = 0, the empty collection):
+ *     vectors.bin   64-byte header "VDBVECT1" u32 version u32 metric u64 n_rows u64 dim
+ *                   u32 crc32c(data) u32 crc32c(header bytes 0..35), zero padding; then n_rows*dim f32.
+ *     records.bin   36-byte header "VDBRECS1" u32 version u64 n_rows u64 payload_len u32 crc32c(payload)
+ *                   u32 crc32c(header bytes 0..31); payload: per row u32 id_len id,
+ *                   u32 meta_len meta (UINT32_MAX = none), u32 doc_len doc (UINT32_MAX = none).
+ *     Other files (e.g. ivf.bin) may be added by the index and are listed in no table: a
+ *     generation directory is only ever used after MANIFEST names it, so it is complete.
+ * Checkpoint: write gen-<G+1>/ (each file fsync'd, then the directory), switch MANIFEST, start
+ * wal-<G+1>, then remove gen-<G>/ and wal-<G>. A crash at any point leaves G or G+1 whole; leftovers
+ * are removed on the next open.
+ * Open: MANIFEST and every header and checksum are validated before use; the vectors are mapped
+ * with mmap (MAP_PRIVATE: in-place updates stay in memory until the next checkpoint). A torn last
+ * log record (shorter than its length, or a bad checksum on the final record, or zero-filled tail)
+ * is dropped and the log truncated there; any other damage is VDB_ECORRUPT naming the file.
+ *
+ * Functions here do file I/O only; they keep no state of their own and are safe to call from any
+ * thread on different files. Buffers they return are malloc'd (or mmap'd) and owned by the caller.
+ */
+#ifndef VDB_STORE_H
+#define VDB_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define VDB_FORMAT_VERSION 1u
+
+typedef struct {
+    uint32_t metric;
+    uint64_t dim;
+    uint64_t generation;
+} vdb_manifest;
+
+/* VDB_ENOTFOUND when there is no MANIFEST (a new collection). */
+int vdb_manifest_read(const char *dir, vdb_manifest *out);
+int vdb_manifest_write(const char *dir, const vdb_manifest *m);
+
+int vdb_fsync_dir(const char *dir);
+/* Removes dir/name recursively (one level of files is enough for generations). */
+int vdb_remove_tree(const char *path);
+
+/* Write-ahead log. */
+typedef int (*vdb_wal_fn)(void *ctx, uint8_t type, const uint8_t *payload, size_t len);
+/* Replays wal at path through fn (stops at fn's first error and returns it); drops a torn tail and
+ * truncates the file there. *end_out = bytes of valid log. A missing file is an empty log. */
+int vdb_wal_replay(const char *path, vdb_wal_fn fn, void *ctx, uint64_t *end_out);
+/* Opens (creating) the log for appending at its end. */
+int vdb_wal_open(const char *path, int *fd_out);
+/* Appends one record with one write(); fdatasync when sync. On any failure the file is truncated
+ * back to its previous size where possible; the caller must refuse further writes. */
+int vdb_wal_append(int fd, const char *path, uint64_t *end, uint8_t type, const uint8_t *payload,
+                   size_t len, int sync);
+int vdb_fdatasync(int fd, const char *path);
+
+/* Snapshot vectors file: written from row ranges, read back as a mapping. */
+int vdb_vectors_write(const char *path, uint32_t metric, uint64_t dim, const float *const *chunks,
+                      const uint64_t *chunk_rows, size_t n_chunks);
+/* Maps the file; *data points at n_rows*dim floats (NULL when n_rows is 0). Unmap with
+ * vdb_vectors_unmap(map, map_len). */
+int vdb_vectors_map(const char *path, uint32_t metric, uint64_t dim, uint64_t *n_rows, float **data,
+                    void **map, size_t *map_len);
+void vdb_vectors_unmap(void *map, size_t map_len);
+
+/* Snapshot records file: payload as described above, built by the caller. */
+int vdb_records_write(const char *path, uint64_t n_rows, const uint8_t *payload, size_t len);
+/* Reads and checks the file; *payload is malloc'd. */
+int vdb_records_read(const char *path, uint64_t *n_rows, uint8_t **payload, size_t *len);
+
+#endif

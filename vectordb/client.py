@@ -1,0 +1,414 @@
+"""Clients: PersistentClient (a database directory) and EphemeralClient (in memory).
+
+On disk (see csrc/vdb_store.h for a collection's own files):
+    <path>/LOCK                 flock'ed by the one process that has the database open
+    <path>/catalog.json         name -> id, metadata, configuration; replaced atomically
+    <path>/collections/<id>/    one directory per collection, named by id (never by the user's name)
+"""
+from __future__ import annotations
+
+import collections
+import fcntl
+import json
+import os
+import shutil
+import threading
+import time
+import uuid
+from typing import Any, Callable, Optional
+
+from . import _core, config
+from .collection import Collection
+from .errors import (
+    AuthorizationError,
+    CollectionExistsError,
+    CorruptionError,
+    InvalidArgumentError,
+    InvalidDimensionError,
+    LockedError,
+    NotFoundError,
+    ReadOnlyError,
+    VectorDBError,
+)
+from .validation import SPACES, validate_collection_metadata, validate_name, validate_nonneg_int, validate_positive_int
+
+__version__ = "0.1.0"
+CATALOG_FORMAT = 1
+MAX_BATCH_SIZE = 1 << 20  # no hard cap (only memory); answered for chromadb-style batching code
+
+_core._set_exceptions(VectorDBError, CorruptionError, LockedError, InvalidDimensionError, InvalidArgumentError,
+                      ReadOnlyError)
+
+# Databases open in this process: flock does not exclude a second open by the same process.
+_open_paths: set[str] = set()
+_open_paths_lock = threading.Lock()
+
+
+def _resolve_configuration(metadata: Optional[dict], configuration: Any, dimension: Any, use_ivf: Any,
+                           n_clusters: Any, n_probe: Any) -> dict:
+    space = None
+    if configuration is not None:
+        if not isinstance(configuration, dict):
+            raise InvalidArgumentError(f"configuration must be a dict, got {type(configuration).__name__}")
+        hnsw = configuration.get("hnsw") or {}
+        if not isinstance(hnsw, dict):
+            raise InvalidArgumentError("configuration['hnsw'] must be a dict")
+        space = hnsw.get("space")
+    meta_space = (metadata or {}).get("hnsw:space")
+    if space is not None and meta_space is not None and space != meta_space:
+        raise InvalidArgumentError(f"configuration space {space!r} contradicts metadata hnsw:space {meta_space!r}")
+    space = space or meta_space or "l2"
+    if space not in SPACES:
+        raise InvalidArgumentError(f"space {space!r} is not valid: expected one of {', '.join(SPACES)}")
+    if not isinstance(use_ivf, bool):
+        raise InvalidArgumentError(f"use_ivf must be a bool, got {use_ivf!r}")
+    return {
+        "space": space,
+        "dimension": validate_positive_int(dimension, "dimension", allow_none=True),
+        "use_ivf": use_ivf,
+        "n_clusters": validate_positive_int(n_clusters, "n_clusters", allow_none=True),
+        "n_probe": validate_positive_int(n_probe, "n_probe", allow_none=True),
+    }
+
+
+class _BaseClient:
+    """What both clients share: the catalog in memory, collection handles, the public API."""
+
+    def __init__(self, path: Optional[str], max_cached: int, allow_reset: bool):
+        self._path = path
+        self._max_cached = max_cached
+        self._allow_reset = allow_reset
+        self._lock = threading.RLock()
+        self._catalog: dict[str, dict] = {}  # id -> {"name", "metadata", "configuration"}
+        self._handles: "collections.OrderedDict[str, Any]" = collections.OrderedDict()
+        self._embedding_functions: dict[str, Any] = {}
+        self._batch_depth: dict[str, int] = {}
+        self._closed = False
+
+    # ---- engine handles (LRU) ----
+    def _collection_dir(self, cid: str) -> Optional[str]:
+        return None if self._path is None else os.path.join(self._path, "collections", cid)
+
+    def _handle(self, cid: str) -> Any:
+        with self._lock:
+            self._check_open()
+            h = self._handles.get(cid)
+            if h is not None:
+                self._handles.move_to_end(cid)
+                return h
+            if cid not in self._catalog:
+                raise NotFoundError(f"Collection [{cid}] does not exist")
+            cfg = self._catalog[cid]["configuration"]
+            h = _core.Collection(self._collection_dir(cid), cfg["space"], cfg.get("dimension") or 0, config.durable())
+            self._handles[cid] = h
+            self._evict()
+            return h
+
+    def _evict(self) -> None:
+        if self._path is None:
+            return  # in-memory collections cannot be closed and reopened
+        while len(self._handles) > self._max_cached:
+            _, old = self._handles.popitem(last=False)
+            old.close()
+
+    def _engine_call(self, cid: str, method: str, *args: Any) -> Any:
+        for _ in range(3):
+            h = self._handle(cid)
+            try:
+                return getattr(h, method)(*args)
+            except RuntimeError as e:
+                # Evicted by another thread between lookup and call: reopen and retry.
+                if h.closed and str(e) == "collection is closed":
+                    continue
+                raise
+        return getattr(self._handle(cid), method)(*args)
+
+    def _entry(self, cid: str) -> dict:
+        with self._lock:
+            e = self._catalog.get(cid)
+            if e is None:
+                raise NotFoundError(f"Collection [{cid}] does not exist (it was deleted)")
+            return e
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise VectorDBError("client is closed")
+
+    def _find(self, name: str) -> Optional[str]:
+        for cid, e in self._catalog.items():
+            if e["name"] == name:
+                return cid
+        return None
+
+    def _save_catalog(self) -> None:
+        """Persists the catalog (nothing for in-memory clients)."""
+
+    # ---- public API ----
+    def heartbeat(self) -> int:
+        """Current time in nanoseconds (as chromadb)."""
+        self._check_open()
+        return time.time_ns()
+
+    def get_version(self) -> str:
+        return __version__
+
+    def get_max_batch_size(self) -> int:
+        return MAX_BATCH_SIZE
+
+    def count_collections(self) -> int:
+        with self._lock:
+            self._check_open()
+            return len(self._catalog)
+
+    def list_collections(self, limit: Optional[int] = None, offset: Optional[int] = None) -> list[Collection]:
+        """Collections in creation order."""
+        limit = validate_nonneg_int(limit, "limit")
+        offset = validate_nonneg_int(offset, "offset") or 0
+        with self._lock:
+            self._check_open()
+            ids = list(self._catalog)[offset:]
+            if limit is not None:
+                ids = ids[:limit]
+            return [Collection(self, cid, self._embedding_functions.get(cid)) for cid in ids]
+
+    def create_collection(self, name: str, configuration: Optional[dict] = None, metadata: Optional[dict] = None,
+                          embedding_function: Optional[Callable] = None, data_loader: Any = None,
+                          get_or_create: bool = False, *, dimension: Optional[int] = None, use_ivf: bool = False,
+                          n_clusters: Optional[int] = None, n_probe: Optional[int] = None) -> Collection:
+        """Creates a collection; the space comes from metadata={"hnsw:space": ...} or configuration.
+
+        >>> client.create_collection("images", metadata={"hnsw:space": "cosine"}, dimension=1280)
+        """
+        validate_name(name)
+        metadata = validate_collection_metadata(metadata)
+        cfg = _resolve_configuration(metadata, configuration, dimension, use_ivf, n_clusters, n_probe)
+        with self._lock:
+            self._check_open()
+            existing = self._find(name)
+            if existing is not None:
+                if get_or_create:
+                    if embedding_function is not None:
+                        self._embedding_functions[existing] = embedding_function
+                    return Collection(self, existing, self._embedding_functions.get(existing))
+                raise CollectionExistsError(f"Collection [{name}] already exists")
+            cid = str(uuid.uuid4())
+            directory = self._collection_dir(cid)
+            if directory is not None:
+                os.makedirs(directory)
+            # Opening creates the collection's files (its MANIFEST records space and dimension).
+            self._handles[cid] = _core.Collection(directory, cfg["space"], cfg["dimension"] or 0, config.durable())
+            self._catalog[cid] = {"name": name, "metadata": metadata, "configuration": cfg}
+            try:
+                self._save_catalog()
+            except BaseException:
+                del self._catalog[cid]
+                self._handles.pop(cid).close()
+                if directory is not None:
+                    shutil.rmtree(directory, ignore_errors=True)
+                raise
+            self._evict()
+            if embedding_function is not None:
+                self._embedding_functions[cid] = embedding_function
+            return Collection(self, cid, embedding_function)
+
+    def get_collection(self, name: str, embedding_function: Optional[Callable] = None, data_loader: Any = None) -> Collection:
+        with self._lock:
+            self._check_open()
+            cid = self._find(name)
+            if cid is None:
+                raise NotFoundError(f"Collection [{name}] does not exist")
+            if embedding_function is not None:
+                self._embedding_functions[cid] = embedding_function
+            return Collection(self, cid, self._embedding_functions.get(cid))
+
+    def get_or_create_collection(self, name: str, configuration: Optional[dict] = None, metadata: Optional[dict] = None,
+                                 embedding_function: Optional[Callable] = None, data_loader: Any = None, *,
+                                 dimension: Optional[int] = None, use_ivf: bool = False,
+                                 n_clusters: Optional[int] = None, n_probe: Optional[int] = None) -> Collection:
+        """The existing collection (its metadata unchanged), or a new one."""
+        return self.create_collection(name, configuration, metadata, embedding_function, get_or_create=True,
+                                      dimension=dimension, use_ivf=use_ivf, n_clusters=n_clusters, n_probe=n_probe)
+
+    def delete_collection(self, name: str) -> None:
+        with self._lock:
+            self._check_open()
+            cid = self._find(name)
+            if cid is None:
+                raise NotFoundError(f"Collection [{name}] does not exist")
+            entry = self._catalog.pop(cid)
+            try:
+                self._save_catalog()
+            except BaseException:
+                self._catalog[cid] = entry
+                raise
+            h = self._handles.pop(cid, None)
+            if h is not None:
+                h.close()
+            self._embedding_functions.pop(cid, None)
+            self._batch_depth.pop(cid, None)
+            directory = self._collection_dir(cid)
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
+
+    def _modify(self, cid: str, name: Optional[str], metadata: Optional[dict]) -> None:
+        with self._lock:
+            self._check_open()
+            entry = self._entry(cid)
+            if name is not None and name != entry["name"]:
+                if self._find(name) is not None:
+                    raise CollectionExistsError(f"Collection [{name}] already exists")
+            old = dict(entry)
+            if name is not None:
+                entry["name"] = name
+            if metadata is not None:
+                entry["metadata"] = metadata
+            try:
+                self._save_catalog()
+            except BaseException:
+                entry.update(old)
+                raise
+
+    def reset(self) -> bool:
+        """Deletes every collection; only when allowed (VECTORDB_ALLOW_RESET=1 or settings allow_reset)."""
+        if not self._allow_reset:
+            raise AuthorizationError("reset is disabled: set VECTORDB_ALLOW_RESET=1 or pass settings with allow_reset=True")
+        with self._lock:
+            for e in list(self._catalog.values()):
+                self.delete_collection(e["name"])
+        return True
+
+    def close(self) -> None:
+        """Closes every collection (checkpointing large logs) and releases the database lock."""
+        with self._lock:
+            if self._closed:
+                return
+            while self._handles:
+                _, h = self._handles.popitem(last=False)
+                h.close()
+            self._closed = True
+
+    def __enter__(self) -> "_BaseClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _allow_reset_from(settings: Any) -> bool:
+    if settings is None:
+        return config.allow_reset()
+    if isinstance(settings, dict):
+        return bool(settings.get("allow_reset", False)) or config.allow_reset()
+    return bool(getattr(settings, "allow_reset", False)) or config.allow_reset()
+
+
+class EphemeralClient(_BaseClient):
+    """An in-memory database with the same behaviour as PersistentClient; nothing is kept.
+
+    >>> client = vectordb.EphemeralClient()
+    """
+
+    def __init__(self, settings: Any = None, **_ignored: Any):
+        super().__init__(None, 0, _allow_reset_from(settings))
+
+
+class PersistentClient(_BaseClient):
+    """A database directory (default $VECTORDB_PATH, else ./vector_db), held by one process at a time.
+
+    >>> client = vectordb.PersistentClient(path="./vector_db")
+    """
+
+    def __init__(self, path: Optional[str] = None, max_cached: Optional[int] = None, settings: Any = None,
+                 **_ignored: Any):
+        path = os.path.abspath(os.fspath(path) if path is not None else config.db_path())
+        max_cached = validate_positive_int(max_cached, "max_cached") if max_cached is not None else config.max_cached()
+        super().__init__(path, max_cached, _allow_reset_from(settings))
+        os.makedirs(os.path.join(path, "collections"), exist_ok=True)
+        real = os.path.realpath(path)
+        with _open_paths_lock:
+            if real in _open_paths:
+                raise LockedError(f"database '{path}' is already open in this process: share that client or close it first")
+            self._lock_fd = os.open(os.path.join(path, "LOCK"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(self._lock_fd)
+                raise LockedError(
+                    f"database '{path}' is open in another process (its LOCK file is held): "
+                    "one process at a time may open it; use the server to share it"
+                ) from None
+            _open_paths.add(real)
+        self._real_path = real
+        try:
+            self._load_catalog()
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _catalog_path(self) -> str:
+        return os.path.join(self._path, "catalog.json")
+
+    def _load_catalog(self) -> None:
+        path = self._catalog_path()
+        if os.path.exists(path):
+            try:
+                with open(path, "rb") as f:
+                    data = json.loads(f.read().decode("utf-8"))
+                if data.get("format") != CATALOG_FORMAT:
+                    raise CorruptionError(f"file '{path}' has catalog format {data.get('format')!r}; this vectordb reads {CATALOG_FORMAT}")
+                cols = data["collections"]
+                for cid, e in cols.items():
+                    uuid.UUID(cid)
+                    if not isinstance(e["name"], str) or e["configuration"]["space"] not in SPACES:
+                        raise ValueError("bad entry")
+                self._catalog = {cid: {"name": e["name"], "metadata": e["metadata"], "configuration": e["configuration"]}
+                                 for cid, e in cols.items()}
+            except CorruptionError:
+                raise
+            except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
+                raise CorruptionError(f"file '{path}' is corrupt: {e}") from None
+        # Directories no catalog entry names are leftovers of an interrupted create or delete.
+        root = os.path.join(self._path, "collections")
+        for d in os.listdir(root):
+            if d not in self._catalog:
+                shutil.rmtree(os.path.join(root, d), ignore_errors=True)
+
+    def _save_catalog(self) -> None:
+        path = self._catalog_path()
+        tmp = path + ".tmp"
+        data = json.dumps({"format": CATALOG_FORMAT, "collections": self._catalog}, indent=1).encode("utf-8")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        dfd = os.open(self._path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def _release_lock(self) -> None:
+        with _open_paths_lock:
+            _open_paths.discard(self._real_path)
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = -1
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                super().close()
+            finally:
+                self._release_lock()
+
+    def __del__(self) -> None:
+        try:
+            if not self._closed:
+                self.close()
+        except Exception:
+            pass

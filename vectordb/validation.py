@@ -1,0 +1,240 @@
+"""Input validation and normalization: everything is checked here, before the one engine call that
+applies it, so a bad request changes nothing."""
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from .errors import DuplicateIDError, InvalidArgumentError
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+VALID_INCLUDE = ("documents", "embeddings", "metadatas", "distances", "uris", "data")
+SPACES = ("l2", "ip", "cosine")
+_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$")
+_ACCEPTED_DTYPES = (np.float16, np.float32, np.float64, np.int32, np.int64)
+
+
+def validate_name(name: Any) -> str:
+    """Collection names as chromadb: 3-512 chars of [a-zA-Z0-9._-], alphanumeric at both ends, no
+    "..", not an IPv4 address. They never become paths (directories are named by id)."""
+    if not isinstance(name, str):
+        raise InvalidArgumentError(f"collection name must be a str, got {type(name).__name__}")
+    if not _NAME_RE.match(name) or ".." in name:
+        raise InvalidArgumentError(
+            f"invalid collection name {name!r}: expected 3-512 characters from [a-zA-Z0-9._-], "
+            "starting and ending with a letter or digit, with no '..'"
+        )
+    try:
+        ipaddress.IPv4Address(name)
+    except ValueError:
+        return name
+    raise InvalidArgumentError(f"invalid collection name {name!r}: it must not be an IPv4 address")
+
+
+def validate_ids(ids: Any) -> list[str]:
+    if isinstance(ids, str):
+        ids = [ids]
+    if not isinstance(ids, (list, tuple)):
+        raise InvalidArgumentError(f"ids must be a list of str, got {type(ids).__name__}")
+    if len(ids) == 0:
+        raise InvalidArgumentError("expected ids to be a non-empty list, got an empty list")
+    out = list(ids)
+    for i, x in enumerate(out):
+        if not isinstance(x, str):
+            raise InvalidArgumentError(f"id {i} is {type(x).__name__} {x!r}: ids must be str")
+        if x == "":
+            raise InvalidArgumentError(f"id {i} is an empty string: ids must be non-empty str")
+    if len(set(out)) != len(out):
+        seen: set[str] = set()
+        dups = sorted({x for x in out if x in seen or seen.add(x)})
+        shown = ", ".join(dups[:10]) + (f" and {len(dups) - 10} more" if len(dups) > 10 else "")
+        raise DuplicateIDError(f"expected ids to be unique, found duplicates of: {shown}")
+    return out
+
+
+def _check_matrix(a: np.ndarray, what: str) -> np.ndarray:
+    if a.dtype == np.bool_ or not any(a.dtype == t for t in _ACCEPTED_DTYPES):
+        raise InvalidArgumentError(
+            f"{what} have dtype {a.dtype}: expected float16, float32, float64, int32 or int64 numbers"
+        )
+    if a.ndim == 1:
+        a = a.reshape(1, -1)
+    if a.ndim != 2:
+        raise InvalidArgumentError(f"{what} must be a vector or a list of vectors, got an array of shape {a.shape}")
+    if a.shape[1] == 0:
+        raise InvalidArgumentError(f"{what} must not be empty vectors")
+    out = np.ascontiguousarray(a, dtype=np.float32)
+    if a.dtype.kind == "f" and not np.isfinite(out).all():
+        row = int(np.nonzero(~np.isfinite(out).all(axis=1))[0][0])
+        raise InvalidArgumentError(f"{what[:-1]} {row} contains NaN or infinity: expected finite numbers")
+    if a.dtype == np.float64 and np.isfinite(a).all() and not np.isfinite(out).all():
+        raise InvalidArgumentError(f"{what} hold values beyond the float32 range")
+    return out
+
+
+def to_matrix(x: Any, what: str = "embeddings") -> np.ndarray:
+    """Embeddings in any accepted form -> float32 C-contiguous (n, d); one flat vector -> (1, d)."""
+    if isinstance(x, np.ndarray):
+        if x.dtype == np.float32 and x.ndim == 2 and x.flags.c_contiguous and x.shape[1] > 0:
+            # Fast path: the query hot loop; one vectorized finiteness check.
+            if not np.isfinite(x).all():
+                return _check_matrix(x, what)
+            return x
+        return _check_matrix(x, what)
+    if not isinstance(x, (list, tuple)) or len(x) == 0:
+        raise InvalidArgumentError(f"{what} must be a non-empty list of vectors or a NumPy array")
+    first = x[0]
+    if isinstance(first, (list, tuple, np.ndarray)):
+        dims = {len(v) if not isinstance(v, np.ndarray) else v.size for v in x}
+        if len(dims) != 1:
+            raise InvalidArgumentError(f"{what} have mixed dimensions {sorted(dims)}: all must have the same length")
+        for i, v in enumerate(x):
+            _check_python_numbers(v, f"{what[:-1]} {i}")
+        try:
+            arr = np.array([np.asarray(v).ravel() if isinstance(v, np.ndarray) else v for v in x])
+        except (ValueError, TypeError) as e:
+            raise InvalidArgumentError(f"{what} could not be read as numbers: {e}") from None
+    else:
+        _check_python_numbers(x, what[:-1])
+        arr = np.array(x)
+    if arr.dtype == object or arr.dtype.kind in "USO":
+        raise InvalidArgumentError(f"{what} must contain only numbers")
+    if arr.dtype.kind == "i":
+        arr = arr.astype(np.int64)
+    return _check_matrix(arr, what)
+
+
+def _check_python_numbers(v: Any, what: str) -> None:
+    if isinstance(v, np.ndarray):
+        return
+    for j, e in enumerate(v):
+        if isinstance(e, bool) or not isinstance(e, (int, float, np.number)):
+            raise InvalidArgumentError(f"{what} element {j} is {type(e).__name__} {e!r}: expected a number")
+
+
+def _check_scalar(key: str, v: Any, where: str) -> None:
+    if isinstance(v, bool) or isinstance(v, str):
+        return
+    if isinstance(v, int):
+        if not INT64_MIN <= v <= INT64_MAX:
+            raise InvalidArgumentError(f"{where}: value of {key!r} is {v}, outside the 64-bit integer range")
+        return
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise InvalidArgumentError(f"{where}: value of {key!r} is {v}: expected a finite float")
+        return
+    raise InvalidArgumentError(
+        f"{where}: value of {key!r} is {type(v).__name__}: expected str, int, float, bool or a non-empty list of one of those"
+    )
+
+
+def validate_metadata(m: Any, where: str, allow_none_values: bool) -> Optional[dict]:
+    """One record's metadata. None passes; {} is rejected (as chromadb)."""
+    if m is None:
+        return None
+    if not isinstance(m, Mapping):
+        raise InvalidArgumentError(f"{where}: expected a dict or None, got {type(m).__name__}")
+    if len(m) == 0:
+        raise InvalidArgumentError(f"{where}: expected a non-empty dict or None, got {{}}")
+    out = {}
+    for k, v in m.items():
+        if not isinstance(k, str) or not k:
+            raise InvalidArgumentError(f"{where}: key {k!r} must be a non-empty str")
+        if k[0] in "#$":
+            raise InvalidArgumentError(f"{where}: key {k!r} must not start with '#' or '$' (reserved)")
+        if v is None:
+            if allow_none_values:
+                out[k] = None
+            continue  # in add, a None value means the key is absent
+        if isinstance(v, (list, tuple)):
+            if len(v) == 0:
+                raise InvalidArgumentError(f"{where}: list value of {k!r} is empty: expected a non-empty list")
+            kinds = {_kind(e) for e in v}
+            if len(kinds) != 1 or None in kinds:
+                raise InvalidArgumentError(
+                    f"{where}: list value of {k!r} must hold elements of one type (str, int, float or bool)"
+                )
+            for e in v:
+                _check_scalar(k, e, where)
+            out[k] = list(v)
+        else:
+            _check_scalar(k, v, where)
+            out[k] = v
+    return out if out or allow_none_values else None
+
+
+def _kind(e: Any) -> Optional[type]:
+    for t in (bool, int, float, str):
+        if isinstance(e, t):
+            return t
+    return None
+
+
+def validate_metadatas(metadatas: Any, n: int, allow_none_values: bool) -> Optional[list]:
+    if metadatas is None:
+        return None
+    if isinstance(metadatas, Mapping):
+        metadatas = [metadatas]
+    if not isinstance(metadatas, (list, tuple)):
+        raise InvalidArgumentError(f"metadatas must be a list of dicts, got {type(metadatas).__name__}")
+    if len(metadatas) != n:
+        raise InvalidArgumentError(f"got {len(metadatas)} metadatas for {n} ids: expected one per id")
+    return [validate_metadata(m, f"metadata {i}", allow_none_values) for i, m in enumerate(metadatas)]
+
+
+def validate_documents(documents: Any, n: int) -> Optional[list]:
+    if documents is None:
+        return None
+    if isinstance(documents, str):
+        documents = [documents]
+    if not isinstance(documents, (list, tuple)):
+        raise InvalidArgumentError(f"documents must be a list of str, got {type(documents).__name__}")
+    if len(documents) != n:
+        raise InvalidArgumentError(f"got {len(documents)} documents for {n} ids: expected one per id")
+    for i, d in enumerate(documents):
+        if d is not None and not isinstance(d, str):
+            raise InvalidArgumentError(f"document {i} is {type(d).__name__}: expected str or None")
+    return list(documents)
+
+
+def validate_include(include: Any, allowed: Sequence[str], call: str) -> list[str]:
+    if include is None:
+        return []
+    if isinstance(include, str) or not isinstance(include, (list, tuple)):
+        raise InvalidArgumentError(f"include must be a list of str, got {include!r}")
+    for item in include:
+        if item not in VALID_INCLUDE:
+            raise InvalidArgumentError(f"include item {item!r} is not valid: expected some of {', '.join(VALID_INCLUDE)}")
+        if item not in allowed:
+            raise InvalidArgumentError(f"include item {item!r} is not allowed in {call}")
+    return list(include)
+
+
+def validate_positive_int(x: Any, what: str, allow_none: bool = False) -> Optional[int]:
+    if x is None and allow_none:
+        return None
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x <= 0:
+        raise InvalidArgumentError(f"{what} must be a positive integer, got {x!r}")
+    return int(x)
+
+
+def validate_nonneg_int(x: Any, what: str) -> Optional[int]:
+    if x is None:
+        return None
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 0:
+        raise InvalidArgumentError(f"{what} must be a non-negative integer, got {x!r}")
+    return int(x)
+
+
+def validate_collection_metadata(metadata: Any) -> Optional[dict]:
+    if metadata is None:
+        return None
+    m = validate_metadata(metadata, "collection metadata", allow_none_values=False)
+    space = (m or {}).get("hnsw:space")
+    if space is not None and space not in SPACES:
+        raise InvalidArgumentError(f"hnsw:space {space!r} is not valid: expected one of {', '.join(SPACES)}")
+    return m
