@@ -22,6 +22,10 @@
 #define VECTORS_HEADER 64
 #define RECORDS_HEADER 36
 #define WAL_HEADER 13
+#define WAL_TRAILER 4
+/* Each record ends with this marker. A crash can leave a record short or zero-filled at its end,
+ * never with other bytes there: so a missing marker is a torn write only when the end is zero. */
+static const uint8_t wal_marker[WAL_TRAILER] = {'V', 'D', 'B', 'E'};
 
 static int io_error(const char *what, const char *path)
 {
@@ -191,22 +195,27 @@ int vdb_wal_replay(const char *path, vdb_wal_fn fn, void *ctx, uint64_t *end_out
     while (pos < size) {
         size_t left = size - pos;
         const uint8_t *h = data + pos;
-        if (left < WAL_HEADER) break; /* torn header */
+        if (left < WAL_HEADER) break; /* torn header: a crash can shorten the file, a bit flip cannot */
         uint32_t len = vdb_get_u32(h), check = vdb_get_u32(h + 4), crc = vdb_get_u32(h + 8);
         if (len != ~check) {
             if (all_zero(h, left)) break; /* a zero-filled tail: the last append never landed */
             rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt: bad record header at byte %zu", path, pos);
             goto cleanup;
         }
-        if ((uint64_t)len > left - WAL_HEADER) break; /* torn payload */
+        if ((uint64_t)len + WAL_TRAILER > left - WAL_HEADER) break; /* torn: shorter than its length */
+        size_t end = pos + WAL_HEADER + (size_t)len;
+        if (memcmp(data + end, wal_marker, WAL_TRAILER) != 0) {
+            if (end + WAL_TRAILER == size && all_zero(data + end, WAL_TRAILER)) break; /* torn, zero-filled */
+            rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt: record at byte %zu has no end marker", path, pos);
+            goto cleanup;
+        }
         if (vdb_crc32c(0, h + 12, (size_t)len + 1) != crc) {
-            if (pos + WAL_HEADER + len == size) break; /* the final record, torn */
             rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt: checksum mismatch in record at byte %zu",
                                path, pos);
             goto cleanup;
         }
         if ((rc = fn(ctx, h[12], h + WAL_HEADER, len))) goto cleanup;
-        pos += WAL_HEADER + (size_t)len;
+        pos = end + WAL_TRAILER;
     }
     if (pos < size) {
         /* Drop the torn tail so the next append starts on a record boundary. */
@@ -234,14 +243,15 @@ int vdb_wal_append(int fd, const char *path, uint64_t *end, uint8_t type, const 
                    size_t len, int sync)
 {
     if (len > UINT32_MAX - 1) return vdb_set_error(VDB_EINVAL, "a single write of %zu bytes is too large (max 4 GiB)", len);
-    uint8_t *rec = malloc(WAL_HEADER + len);
+    uint8_t *rec = malloc(WAL_HEADER + len + WAL_TRAILER);
     if (!rec) return vdb_set_error(VDB_ENOMEM, "out of memory logging a write of %zu bytes", len);
     vdb_put_u32(rec, (uint32_t)len);
     vdb_put_u32(rec + 4, ~(uint32_t)len);
     rec[12] = type;
     if (len) memcpy(rec + WAL_HEADER, payload, len);
+    memcpy(rec + WAL_HEADER + len, wal_marker, WAL_TRAILER);
     vdb_put_u32(rec + 8, vdb_crc32c(0, rec + 12, len + 1));
-    int rc = write_all(fd, rec, WAL_HEADER + len, path);
+    int rc = write_all(fd, rec, WAL_HEADER + len + WAL_TRAILER, path);
     free(rec);
     if (rc == VDB_OK && sync) rc = vdb_fdatasync(fd, path);
     if (rc) {
@@ -250,7 +260,7 @@ int vdb_wal_append(int fd, const char *path, uint64_t *end, uint8_t type, const 
         }
         return rc;
     }
-    *end += WAL_HEADER + len;
+    *end += WAL_HEADER + len + WAL_TRAILER;
     return VDB_OK;
 }
 

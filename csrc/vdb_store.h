@@ -4,8 +4,9 @@
  *   MANIFEST        "VDBMANI1" u32 version u32 metric u64 dim u64 generation u32 crc32c(previous bytes)
  *                   Replaced atomically: written to MANIFEST.tmp, fsync, rename, fsync directory.
  *   wal-<G>         the log of writes made since snapshot generation G: records of
- *                   u32 payload_len, u32 ~payload_len, u32 crc32c(type byte + payload), u8 type, payload.
- *                   A record is appended with one write() and fdatasync'd before the call returns.
+ *                   u32 payload_len, u32 ~payload_len, u32 crc32c(type byte + payload), u8 type, payload,
+ *                   "VDBE" end marker. A record is appended with one write() and fdatasync'd before the
+ *                   call returns.
  *   gen-<G>/        snapshot generation G (absent for G = 0, the empty collection):
  *     vectors.bin   64-byte header "VDBVECT1" u32 version u32 metric u64 n_rows u64 dim
  *                   u32 crc32c(data) u32 crc32c(header bytes 0..35), zero padding; then n_rows*dim f32.
@@ -19,8 +20,10 @@
  * are removed on the next open.
  * Open: MANIFEST and every header and checksum are validated before use; the vectors are mapped
  * with mmap (MAP_PRIVATE: in-place updates stay in memory until the next checkpoint). A torn last
- * log record (shorter than its length, or a bad checksum on the final record, or zero-filled tail)
- * is dropped and the log truncated there; any other damage is VDB_ECORRUPT naming the file.
+ * log record (shorter than its length, or zero-filled at its end: what a crash leaves) is dropped
+ * and the log truncated there; any other damage (a flipped bit anywhere, a record without its end
+ * marker that is not zero-filled) is VDB_ECORRUPT naming the file. A log cut exactly at a record
+ * boundary looks like a crash before those appends, as in SQLite's WAL.
  *
  * Functions here do file I/O only; they keep no state of their own and are safe to call from any
  * thread on different files. Buffers they return are malloc'd (or mmap'd) and owned by the caller.

@@ -15,6 +15,7 @@ import shutil
 import threading
 import time
 import uuid
+import zlib
 from typing import Any, Callable, Optional
 
 from . import _core, config
@@ -353,7 +354,12 @@ class PersistentClient(_BaseClient):
         if os.path.exists(path):
             try:
                 with open(path, "rb") as f:
-                    data = json.loads(f.read().decode("utf-8"))
+                    raw = f.read()
+                # Last line: "#crc32 <hex>" over the JSON before it, so a flipped bit is caught.
+                body, _, trailer = raw.rstrip(b"\n").rpartition(b"\n")
+                if not trailer.startswith(b"#crc32 ") or int(trailer[7:], 16) != zlib.crc32(body):
+                    raise CorruptionError(f"file '{path}' is corrupt (checksum mismatch or missing)")
+                data = json.loads(body.decode("utf-8"))
                 if data.get("format") != CATALOG_FORMAT:
                     raise CorruptionError(f"file '{path}' has catalog format {data.get('format')!r}; this vectordb reads {CATALOG_FORMAT}")
                 cols = data["collections"]
@@ -376,7 +382,8 @@ class PersistentClient(_BaseClient):
     def _save_catalog(self) -> None:
         path = self._catalog_path()
         tmp = path + ".tmp"
-        data = json.dumps({"format": CATALOG_FORMAT, "collections": self._catalog}, indent=1).encode("utf-8")
+        body = json.dumps({"format": CATALOG_FORMAT, "collections": self._catalog}, indent=1).encode("utf-8")
+        data = body + b"\n#crc32 %08x\n" % zlib.crc32(body)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
             os.write(fd, data)

@@ -1,0 +1,270 @@
+"""Storage: reopen, torn log tails, damaged files, leftovers of interrupted checkpoints, the writer lock.
+
+Real files on disk; damage is done to the bytes the engine wrote."""
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import vectordb
+from vectordb.errors import CorruptionError, LockedError
+
+
+def make_db(path, n=200, dim=16, checkpoint=True, extra_after_checkpoint=20, seed=0):
+    rng = np.random.default_rng(seed)
+    client = vectordb.PersistentClient(path)
+    col = client.create_collection("things", metadata={"hnsw:space": "cosine"})
+    vecs = rng.standard_normal((n + extra_after_checkpoint, dim)).astype(np.float32)
+    ids = [f"id{i}" for i in range(n + extra_after_checkpoint)]
+    metas = [{"i": i, "tag": f"t{i % 7}", "f": i / 3, "flag": i % 2 == 0, "l": [i, i + 1]} for i in range(len(ids))]
+    docs = [f"document {i}" if i % 3 else None for i in range(len(ids))]
+    col.add(ids=ids[:n], embeddings=vecs[:n], metadatas=metas[:n], documents=docs[:n])
+    col.delete(ids=["id3", "id4"])
+    if checkpoint:
+        col.checkpoint()
+    col.add(ids=ids[n:], embeddings=vecs[n:], metadatas=metas[n:], documents=docs[n:])
+    col.update(ids=["id10"], metadatas=[{"i": None, "new": "yes"}], documents=["changed"])
+    expected = col.get(include=["embeddings", "metadatas", "documents"])
+    query = col.query(query_embeddings=vecs[:3], n_results=5)
+    client.close()
+    return expected, query, vecs
+
+
+def open_things(path):
+    client = vectordb.PersistentClient(path)
+    return client, client.get_collection("things")
+
+
+def collection_dir(path):
+    (d,) = glob.glob(os.path.join(path, "collections", "*"))
+    return d
+
+
+def test_reopen_gives_identical_results(tmp_path):
+    expected, query, vecs = make_db(str(tmp_path))
+    client, col = open_things(str(tmp_path))
+    got = col.get(include=["embeddings", "metadatas", "documents"])
+    assert got["ids"] == expected["ids"]
+    assert got["metadatas"] == expected["metadatas"]
+    assert got["documents"] == expected["documents"]
+    np.testing.assert_array_equal(got["embeddings"], expected["embeddings"])
+    assert got["metadatas"][got["ids"].index("id10")] == {"tag": "t3", "f": 10 / 3, "flag": True, "l": [10, 11], "new": "yes"}
+    again = col.query(query_embeddings=vecs[:3], n_results=5)
+    assert again["ids"] == query["ids"]
+    assert again["distances"] == query["distances"]
+    client.close()
+
+
+def test_reopen_many_times_with_checkpoints_between(tmp_path):
+    path = str(tmp_path)
+    rng = np.random.default_rng(1)
+    model = {}
+    for round_ in range(6):
+        client = vectordb.PersistentClient(path)
+        col = client.get_or_create_collection("ccc")
+        ids = [f"r{round_}-{i}" for i in range(30)]
+        vecs = rng.standard_normal((30, 8)).astype(np.float32)
+        col.add(ids=ids, embeddings=vecs)
+        model.update(zip(ids, vecs))
+        gone = [k for k in list(model)[::5]]
+        col.delete(ids=gone)
+        for k in gone:
+            del model[k]
+        if round_ % 2:
+            col.checkpoint()
+        client.close()
+    client = vectordb.PersistentClient(path)
+    got = client.get_collection("ccc").get(include=["embeddings"])
+    assert got["ids"] == list(model)
+    np.testing.assert_array_equal(got["embeddings"], np.array(list(model.values())))
+    client.close()
+
+
+def wal_file(path):
+    (w,) = glob.glob(os.path.join(collection_dir(path), "wal-*"))
+    return w
+
+
+@pytest.mark.parametrize("tail", [b"\x01\x02\x03", bytes(40), None])
+def test_torn_log_tail_is_dropped(tmp_path, tail):
+    """What a crash leaves at the end of the log: a short header, a zero-filled tail, or a record cut
+    short. The acknowledged writes before it stay; the file is usable for new writes."""
+    path = str(tmp_path)
+    expected, _, _ = make_db(path)
+    w = wal_file(path)
+    with open(w, "rb") as f:
+        data = f.read()
+    if tail is None:
+        # A whole record, then cut: append a copy of the last record minus its last 10 bytes.
+        client, col = open_things(path)
+        col.add(ids=["late"], embeddings=np.ones((1, 16), np.float32))
+        client.close()
+        with open(w, "rb") as f:
+            grown = f.read()
+        with open(w, "wb") as f:
+            f.write(grown[:-10])
+    else:
+        with open(w, "ab") as f:
+            f.write(tail)
+    client, col = open_things(path)
+    got = col.get()
+    assert got["ids"] == expected["ids"]
+    col.add(ids=["after"], embeddings=np.ones((1, 16), np.float32))
+    client.close()
+    client, col = open_things(path)
+    assert col.get()["ids"] == expected["ids"] + ["after"]
+    client.close()
+
+
+def damage_positions(size, count=12):
+    rng = np.random.default_rng(size)
+    picks = set(rng.integers(0, size, count).tolist()) | {0, size // 2, size - 1}
+    return sorted(p for p in picks if 0 <= p < size)
+
+
+FILES = {
+    "MANIFEST": lambda d: os.path.join(d, "MANIFEST"),
+    "vectors": lambda d: glob.glob(os.path.join(d, "gen-*", "vectors.bin"))[0],
+    "records": lambda d: glob.glob(os.path.join(d, "gen-*", "records.bin"))[0],
+    "wal": lambda d: glob.glob(os.path.join(d, "wal-*"))[0],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(FILES))
+def test_bit_flip_anywhere_gives_an_error_naming_the_file(tmp_path, kind):
+    base = tmp_path / "base"
+    make_db(str(base))
+    target_rel = os.path.relpath(FILES[kind](collection_dir(str(base))), str(base))
+    size = os.path.getsize(base / target_rel)
+    for pos in damage_positions(size):
+        for bit in (0, 7):
+            work = tmp_path / f"w{pos}-{bit}"
+            shutil.copytree(base, work)
+            target = work / target_rel
+            with open(target, "r+b") as f:
+                f.seek(pos)
+                b = f.read(1)[0]
+                f.seek(pos)
+                f.write(bytes([b ^ (1 << bit)]))
+            with pytest.raises(CorruptionError) as info:
+                client, col = open_things(str(work))
+                try:
+                    col.count()
+                finally:
+                    client.close()
+            assert os.path.basename(str(target)) in str(info.value), str(info.value)
+            shutil.rmtree(work)
+
+
+@pytest.mark.parametrize("kind", ["MANIFEST", "vectors", "records"])
+def test_truncated_snapshot_file_gives_an_error_naming_it(tmp_path, kind):
+    base = tmp_path / "base"
+    make_db(str(base))
+    target_rel = os.path.relpath(FILES[kind](collection_dir(str(base))), str(base))
+    size = os.path.getsize(base / target_rel)
+    for cut in sorted({0, 1, size // 3, size - 1}):
+        work = tmp_path / f"cut{cut}"
+        shutil.copytree(base, work)
+        os.truncate(work / target_rel, cut)
+        with pytest.raises(CorruptionError) as info:
+            client, col = open_things(str(work))
+            try:
+                col.count()
+            finally:
+                client.close()
+        assert os.path.basename(target_rel) in str(info.value)
+        shutil.rmtree(work)
+
+
+def test_truncated_log_keeps_a_prefix_of_the_writes(tmp_path):
+    """A cut log is what a crash leaves: every write before the cut is there, whole; none after."""
+    path = str(tmp_path / "base")
+    client = vectordb.PersistentClient(path)
+    col = client.create_collection("things")
+    for i in range(10):
+        col.add(ids=[f"b{i}-{j}" for j in range(5)], embeddings=np.full((5, 4), i, np.float32))
+    client.close()
+    w = wal_file(path)
+    size = os.path.getsize(w)
+    for cut in range(0, size, max(1, size // 23)):
+        work = str(tmp_path / f"cut{cut}")
+        shutil.copytree(path, work)
+        os.truncate(wal_file(work), cut)
+        client, col = open_things(work)
+        ids = col.get()["ids"]
+        batches = len(ids) // 5
+        assert ids == [f"b{i}-{j}" for i in range(batches) for j in range(5)]
+        client.close()
+        shutil.rmtree(work)
+
+
+def test_catalog_damage_is_reported(tmp_path):
+    path = str(tmp_path)
+    make_db(path)
+    cat = os.path.join(path, "catalog.json")
+    data = bytearray(open(cat, "rb").read())
+    data[len(data) // 2] ^= 0x04
+    open(cat, "wb").write(bytes(data))
+    with pytest.raises(CorruptionError, match="catalog.json"):
+        vectordb.PersistentClient(path)
+
+
+def test_leftovers_of_an_interrupted_checkpoint_are_ignored(tmp_path):
+    path = str(tmp_path)
+    expected, _, _ = make_db(path)
+    d = collection_dir(path)
+    (gen,) = glob.glob(os.path.join(d, "gen-*"))
+    n = int(gen.rsplit("-", 1)[1])
+    # A crash while writing generation n+1: a half-written directory, a temp manifest, a new log.
+    os.makedirs(os.path.join(d, f"gen-{n + 1}"))
+    with open(os.path.join(d, f"gen-{n + 1}", "vectors.bin"), "wb") as f:
+        f.write(b"partial")
+    with open(os.path.join(d, "MANIFEST.tmp"), "wb") as f:
+        f.write(b"xx")
+    client, col = open_things(path)
+    assert col.get()["ids"] == expected["ids"]
+    col.checkpoint()  # and a later checkpoint can still use that generation number
+    client.close()
+    client, col = open_things(path)
+    assert col.get()["ids"] == expected["ids"]
+    assert sorted(os.listdir(d)) == ["MANIFEST", f"gen-{n + 1}", f"wal-{n + 1}"]
+    client.close()
+
+
+def test_second_open_in_the_same_process_is_refused(tmp_path):
+    client = vectordb.PersistentClient(str(tmp_path))
+    with pytest.raises(LockedError, match="already open"):
+        vectordb.PersistentClient(str(tmp_path))
+    client.close()
+    vectordb.PersistentClient(str(tmp_path)).close()
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time, vectordb
+    c = vectordb.PersistentClient(sys.argv[1])
+    c.get_or_create_collection("held").add(ids=["x"], embeddings=[[1.0, 2.0]])
+    print("ready", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def test_writer_lock_across_processes_released_when_holder_dies(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        with pytest.raises(LockedError, match="another process"):
+            vectordb.PersistentClient(str(tmp_path))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    client = vectordb.PersistentClient(str(tmp_path))
+    assert client.get_collection("held").get()["ids"] == ["x"]
+    client.close()
