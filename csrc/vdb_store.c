@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "vdb_bytes.h"
@@ -243,16 +244,31 @@ int vdb_wal_append(int fd, const char *path, uint64_t *end, uint8_t type, const 
                    size_t len, int sync)
 {
     if (len > UINT32_MAX - 1) return vdb_set_error(VDB_EINVAL, "a single write of %zu bytes is too large (max 4 GiB)", len);
-    uint8_t *rec = malloc(WAL_HEADER + len + WAL_TRAILER);
-    if (!rec) return vdb_set_error(VDB_ENOMEM, "out of memory logging a write of %zu bytes", len);
-    vdb_put_u32(rec, (uint32_t)len);
-    vdb_put_u32(rec + 4, ~(uint32_t)len);
-    rec[12] = type;
-    if (len) memcpy(rec + WAL_HEADER, payload, len);
-    memcpy(rec + WAL_HEADER + len, wal_marker, WAL_TRAILER);
-    vdb_put_u32(rec + 8, vdb_crc32c(0, rec + 12, len + 1));
-    int rc = write_all(fd, rec, WAL_HEADER + len + WAL_TRAILER, path);
-    free(rec);
+    uint8_t head[WAL_HEADER];
+    vdb_put_u32(head, (uint32_t)len);
+    vdb_put_u32(head + 4, ~(uint32_t)len);
+    head[12] = type;
+    vdb_put_u32(head + 8, vdb_crc32c(vdb_crc32c(0, &type, 1), payload, len));
+    /* One writev: the record reaches the file in a single call, without copying the payload. */
+    struct iovec iov[3] = {{head, WAL_HEADER}, {(void *)payload, len}, {(void *)wal_marker, WAL_TRAILER}};
+    size_t done = 0;
+    int rc = VDB_OK;
+    ssize_t w = writev(fd, iov, 3);
+    if (w < 0 && errno != EINTR) {
+        rc = io_error("cannot write", path);
+    } else {
+        done = w < 0 ? 0 : (size_t)w;
+        /* A short write: finish piece by piece. */
+        for (int i = 0; rc == VDB_OK && i < 3; i++) {
+            size_t sz = iov[i].iov_len;
+            if (done >= sz) {
+                done -= sz;
+                continue;
+            }
+            rc = write_all(fd, (const uint8_t *)iov[i].iov_base + done, sz - done, path);
+            done = 0;
+        }
+    }
     if (rc == VDB_OK && sync) rc = vdb_fdatasync(fd, path);
     if (rc) {
         /* Best effort: take the partial record back so the log stays clean. */
