@@ -249,7 +249,8 @@ void vdb_meta_get(const vdb_meta *m, size_t row, const uint8_t **meta, size_t *m
         *meta_len = r->meta_len == VDB_NONE ? 0 : r->meta_len;
     }
     if (doc) {
-        *doc = r->doc_len == VDB_NONE ? NULL : (const char *)m->arena.data + r->doc_off;
+        /* An empty document may be stored before any byte was: still a document, not None. */
+        *doc = r->doc_len == VDB_NONE ? NULL : m->arena.data ? (const char *)m->arena.data + r->doc_off : "";
         *doc_len = r->doc_len == VDB_NONE ? 0 : r->doc_len;
     }
 }
