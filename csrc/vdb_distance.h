@@ -5,6 +5,10 @@
  * Each kernel exists as a `_serial` reference plus AVX2+FMA and AVX-512 variants (NEON on arm64),
  * compiled with per-function target attributes (never -march=native) and chosen through vdb_cpu.
  * Pure functions of their inputs: thread-safe. Inputs need no alignment. The caller allocates out.
+ * Speed: rows are read in place; a 64-byte aligned base with d a multiple of 16 keeps every AVX-512
+ * load inside one cache line (10k x 128 L2 scan measured 65 us aligned vs 81 us at 16-byte offset).
+ * The block form computes exactly what the batch form does (differences, not |q|^2+|r|^2-2q.r), so
+ * near-duplicate vectors keep their small distances accurate.
  */
 #ifndef VDB_DISTANCE_H
 #define VDB_DISTANCE_H

@@ -5,7 +5,12 @@
  * worker is in [0, vdb_threads_count()), so callers can keep per-worker scratch. With one task or
  * one thread it runs inline on the caller. Workers are started lazily and live until exit.
  * Several threads may call vdb_parallel_for at once (calls are serialized on the pool; the later
- * one waits). Thread count: VECTORDB_NUM_THREADS, else the number of online CPUs; capped at 64.
+ * one waits). Thread count: VECTORDB_NUM_THREADS, else the number of CPUs this process may run on
+ * (sched_getaffinity); capped at 64.
+ * A task that itself calls vdb_parallel_for runs that inner loop inline on its own thread (no
+ * deadlock, no oversubscription). After fork() the child has no workers: the pool forgets them and
+ * starts new ones on the child's first parallel call (pthread_atfork handlers keep the locks sane).
+ * Workers block all signals, so Python's signal handling stays on its main thread.
  */
 #ifndef VDB_THREADS_H
 #define VDB_THREADS_H

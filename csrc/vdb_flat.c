@@ -1,0 +1,319 @@
+/* vdb_flat — see vdb_flat.h for the contract.
+ *
+ * Work unit: a group of up to VDB_FLAT_GROUP queries against a slice of the rows. Rows are scanned
+ * in chunks: the SIMD kernel writes a chunk's distances into a stack buffer, then only distances
+ * at or below the heap's current threshold touch the heap (after the first k rows almost none do).
+ * With a bitmap, 64-row groups whose word is 0 are skipped, sparse words are scored row by row.
+ * Batches: groups of queries go to the worker pool and use the blocked kernel, so each row loaded
+ * serves the whole group; when there are fewer groups than threads (a few queries against many
+ * rows), the rows are also split into slices whose per-slice top-k are merged at the end.
+ */
+#include "vdb_flat.h"
+
+#include <math.h>
+#include <stdlib.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#elif defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
+#include "vdb_error.h"
+#include "vdb_threads.h"
+#include "vdb_topk.h"
+
+#define VDB_FLAT_GROUP 8          /* queries per task (two 4-query kernel tiles) */
+#define VDB_FLAT_SCRATCH 8192     /* floats of distances per chunk, on the stack (32 KB) */
+#define VDB_FLAT_MAX_CHUNK 1024   /* rows per chunk for one query */
+/* A bitmap word with at most this many bits set is scored row by row, else the whole 64-row group
+ * in one kernel call: measured crossover ~28 of 64 for one query (10k x 128: 20% density 28 us row
+ * by row vs 58 us whole groups); lower for query groups, which lose the blocked kernel. */
+#define VDB_FLAT_SPARSE_ONE 24
+#define VDB_FLAT_SPARSE_GROUP 8
+/* Below this many query x row x dim products (~25 us of work) stay inline: a pool wake-up costs
+ * ~10-30 us. */
+#define VDB_FLAT_MIN_PARALLEL (1u << 20)
+
+typedef struct {
+    vdb_metric m;
+    size_t d;
+    const vdb_vec_range *ranges;
+    size_t n_ranges;
+    const uint64_t *allow;
+    const float *queries;
+    size_t nq, k;
+    size_t group;     /* queries per group */
+    size_t n_slices;  /* row slices per group */
+    size_t total_rows;
+    float *out_dist;
+    int64_t *out_rows;
+    float *part_dist;   /* n_slices > 1: candidates per (slice, query), k each */
+    int64_t *part_rows;
+} vdb_flat_ctx;
+
+/* Pushes dist[j] for row row0 + j, j < cnt, when it can enter the heap. */
+/* Whether any of p[0..16) is <= thr (NaN is not). SSE2 / NEON are baseline on x86-64 / arm64;
+ * the compiler does not vectorize this any-of on its own. */
+static inline int vdb_flat_any_le16(const float *p, float thr)
+{
+#if defined(__SSE2__)
+    __m128 t = _mm_set1_ps(thr);
+    __m128 a = _mm_or_ps(_mm_cmple_ps(_mm_loadu_ps(p), t), _mm_cmple_ps(_mm_loadu_ps(p + 4), t));
+    __m128 b = _mm_or_ps(_mm_cmple_ps(_mm_loadu_ps(p + 8), t), _mm_cmple_ps(_mm_loadu_ps(p + 12), t));
+    return _mm_movemask_ps(_mm_or_ps(a, b)) != 0;
+#elif defined(__aarch64__)
+    float32x4_t t = vdupq_n_f32(thr);
+    uint32x4_t a = vorrq_u32(vcleq_f32(vld1q_f32(p), t), vcleq_f32(vld1q_f32(p + 4), t));
+    uint32x4_t b = vorrq_u32(vcleq_f32(vld1q_f32(p + 8), t), vcleq_f32(vld1q_f32(p + 12), t));
+    return vmaxvq_u32(vorrq_u32(a, b)) != 0;
+#else
+    int any = 0;
+    for (int t = 0; t < 16; t++)
+        any |= p[t] <= thr;
+    return any;
+#endif
+}
+
+static inline void vdb_flat_push_all(vdb_topk *h, const float *dist, size_t cnt, int64_t row0)
+{
+    float thr = vdb_topk_threshold(h);
+    for (size_t j0 = 0; j0 < cnt; j0 += 16) {
+        size_t j1 = cnt - j0 < 16 ? cnt : j0 + 16;
+        if (j1 - j0 == 16) {
+            /* Once the heap is full almost nothing passes: one vector test skips 16 entries. */
+            if (!vdb_flat_any_le16(dist + j0, thr))
+                continue;
+        }
+        for (size_t j = j0; j < j1; j++) {
+            /* `<=` lets equal distances through for the row tie-break; NaN never passes. */
+            if (dist[j] <= thr) {
+                vdb_topk_push(h, dist[j], row0 + (int64_t)j);
+                thr = vdb_topk_threshold(h);
+            }
+        }
+    }
+}
+
+/* Same for the rows whose bit is set in bits (bit j <-> row row0 + j). */
+static inline void vdb_flat_push_bits(vdb_topk *h, const float *dist, uint64_t bits, int64_t row0)
+{
+    float thr = vdb_topk_threshold(h);
+    while (bits) {
+        unsigned j = (unsigned)__builtin_ctzll(bits);
+        bits &= bits - 1;
+        if (dist[j] <= thr) {
+            vdb_topk_push(h, dist[j], row0 + (int64_t)j);
+            thr = vdb_topk_threshold(h);
+        }
+    }
+}
+
+/* Distances of nqg queries against cnt rows into scratch (query-major, stride cnt). */
+static inline void vdb_flat_score(const vdb_flat_ctx *c, const float *q, size_t nqg, const float *rows, size_t cnt,
+                                  float *scratch)
+{
+    if (nqg == 1)
+        vdb_distance_batch(c->m, q, rows, cnt, c->d, scratch);
+    else
+        vdb_distance_block(c->m, q, nqg, rows, cnt, c->d, scratch);
+}
+
+/* Scans local rows [i0, i1) of range r for queries q0..q0+nqg-1 into heaps[0..nqg). */
+static void vdb_flat_scan_range(const vdb_flat_ctx *c, const vdb_vec_range *r, size_t i0, size_t i1, size_t q0,
+                                size_t nqg, vdb_topk *heaps)
+{
+    float scratch[VDB_FLAT_SCRATCH];
+    const size_t d = c->d;
+    const float *q = c->queries + q0 * d;
+
+    if (!c->allow) {
+        size_t chunk = VDB_FLAT_SCRATCH / nqg;
+        if (chunk > VDB_FLAT_MAX_CHUNK)
+            chunk = VDB_FLAT_MAX_CHUNK;
+        for (size_t c0 = i0; c0 < i1; c0 += chunk) {
+            size_t cnt = i1 - c0 < chunk ? i1 - c0 : chunk;
+            vdb_flat_score(c, q, nqg, r->data + c0 * d, cnt, scratch);
+            for (size_t j = 0; j < nqg; j++)
+                vdb_flat_push_all(&heaps[j], scratch + j * cnt, cnt, r->first_row + (int64_t)c0);
+        }
+        return;
+    }
+
+    /* With a bitmap: walk 64-row groups aligned to the global row numbers. */
+    const int sparse = nqg == 1 ? VDB_FLAT_SPARSE_ONE : VDB_FLAT_SPARSE_GROUP;
+    size_t i = i0;
+    while (i < i1) {
+        uint64_t g = (uint64_t)r->first_row + i;
+        unsigned off = (unsigned)(g & 63);
+        size_t span = 64 - off;
+        if (span > i1 - i)
+            span = i1 - i;
+        uint64_t bits = c->allow[g >> 6] >> off;
+        if (span < 64)
+            bits &= ((uint64_t)1 << span) - 1;
+        int64_t row0 = r->first_row + (int64_t)i;
+        const float *rows = r->data + i * d;
+        if (bits == 0) {
+            /* nothing allowed in this group */
+        } else if (__builtin_popcountll(bits) <= sparse) {
+            uint64_t b = bits;
+            while (b) {
+                unsigned j = (unsigned)__builtin_ctzll(b);
+                b &= b - 1;
+                for (size_t t = 0; t < nqg; t++) {
+                    float dist = vdb_distance(c->m, q + t * d, rows + (size_t)j * d, d);
+                    if (dist <= vdb_topk_threshold(&heaps[t]))
+                        vdb_topk_push(&heaps[t], dist, row0 + (int64_t)j);
+                }
+            }
+        } else {
+            vdb_flat_score(c, q, nqg, rows, span, scratch);
+            for (size_t t = 0; t < nqg; t++)
+                vdb_flat_push_bits(&heaps[t], scratch + t * span, bits, row0);
+        }
+        i += span;
+    }
+}
+
+/* Scans global row positions [p0, p1) (counting through the ranges in order). */
+static void vdb_flat_scan(const vdb_flat_ctx *c, size_t p0, size_t p1, size_t q0, size_t nqg, vdb_topk *heaps)
+{
+    size_t pos = 0;
+    for (size_t ri = 0; ri < c->n_ranges && pos < p1; ri++) {
+        const vdb_vec_range *r = &c->ranges[ri];
+        size_t a = p0 > pos ? p0 - pos : 0;
+        size_t b = p1 - pos < r->n ? p1 - pos : r->n;
+        if (a < b)
+            vdb_flat_scan_range(c, r, a, b, q0, nqg, heaps);
+        pos += r->n;
+    }
+}
+
+static void vdb_flat_task(void *ctxp, size_t task, size_t worker)
+{
+    (void)worker;
+    const vdb_flat_ctx *c = ctxp;
+    size_t g = task / c->n_slices, s = task % c->n_slices;
+    size_t q0 = g * c->group;
+    size_t nqg = c->nq - q0 < c->group ? c->nq - q0 : c->group;
+    size_t p0 = c->total_rows * s / c->n_slices, p1 = c->total_rows * (s + 1) / c->n_slices;
+    vdb_topk heaps[VDB_FLAT_GROUP];
+    const size_t k = c->k;
+
+    for (size_t j = 0; j < nqg; j++) {
+        if (c->n_slices == 1)
+            vdb_topk_init(&heaps[j], k, c->out_dist + (q0 + j) * k, c->out_rows + (q0 + j) * k);
+        else
+            vdb_topk_init(&heaps[j], k, c->part_dist + (s * c->nq + q0 + j) * k,
+                          c->part_rows + (s * c->nq + q0 + j) * k);
+    }
+    vdb_flat_scan(c, p0, p1, q0, nqg, heaps);
+    for (size_t j = 0; j < nqg; j++) {
+        size_t cnt = c->n_slices == 1 ? vdb_topk_sort(&heaps[j]) : heaps[j].size;
+        for (size_t t = cnt; t < k; t++) {
+            heaps[j].dist[t] = INFINITY;
+            heaps[j].rows[t] = -1;
+        }
+    }
+}
+
+int vdb_flat_search(vdb_metric m, size_t d, const vdb_vec_range *ranges, size_t n_ranges, const uint64_t *allow,
+                    const float *queries, size_t nq, size_t k, float *out_dist, int64_t *out_rows)
+{
+    int rc = VDB_OK;
+    vdb_flat_ctx c = {0};
+    if (m != VDB_METRIC_L2 && m != VDB_METRIC_IP && m != VDB_METRIC_COSINE)
+        return vdb_set_error(VDB_EINVAL, "unknown metric %d: expected l2, ip or cosine", (int)m);
+    if (d == 0)
+        return vdb_set_error(VDB_EINVAL, "vector dimension is 0: expected at least 1");
+    if (nq == 0 || k == 0)
+        return VDB_OK;
+    if (!queries || !out_dist || !out_rows || (n_ranges > 0 && !ranges))
+        return vdb_set_error(VDB_EINVAL, "flat search: NULL queries, outputs or ranges");
+    if (nq > SIZE_MAX / k)
+        return vdb_set_error(VDB_ENOMEM, "flat search: %zu queries x k=%zu overflows", nq, k);
+
+    size_t total = 0;
+    for (size_t i = 0; i < n_ranges; i++) {
+        if (ranges[i].n > 0 && (!ranges[i].data || ranges[i].first_row < 0))
+            return vdb_set_error(VDB_EINVAL, "flat search: range %zu has no data or a negative first row", i);
+        total += ranges[i].n;
+    }
+
+    c.m = m;
+    c.d = d;
+    c.ranges = ranges;
+    c.n_ranges = n_ranges;
+    c.allow = allow;
+    c.queries = queries;
+    c.nq = nq;
+    c.k = k;
+    c.total_rows = total;
+    c.out_dist = out_dist;
+    c.out_rows = out_rows;
+    c.n_slices = 1;
+    c.group = nq < VDB_FLAT_GROUP ? nq : VDB_FLAT_GROUP;
+
+    /* One query, or little work: the calling thread does it all (a pool wake-up costs more). */
+    double work = (double)nq * (double)total * (double)d;
+    size_t threads = vdb_threads_count();
+    if (nq == 1 || threads <= 1 || work < (double)VDB_FLAT_MIN_PARALLEL) {
+        size_t n_tasks = (nq + c.group - 1) / c.group;
+        for (size_t t = 0; t < n_tasks; t++)
+            vdb_flat_task(&c, t, 0);
+        return VDB_OK;
+    }
+
+    size_t n_groups = (nq + c.group - 1) / c.group;
+    if (n_groups < threads) {
+        /* Spread the queries over the threads first... */
+        c.group = (nq + threads - 1) / threads;
+        n_groups = (nq + c.group - 1) / c.group;
+    }
+    if (n_groups < 2 * threads && total >= 4096) {
+        /* ...then, with few queries, split the rows too (2 tasks per thread for balance). */
+        size_t s = (2 * threads + n_groups - 1) / n_groups;
+        size_t max_s = total / 2048;
+        c.n_slices = s < max_s ? s : max_s;
+        if (c.n_slices < 1)
+            c.n_slices = 1;
+    }
+    if (c.n_slices > 1) {
+        size_t per = c.n_slices * nq;
+        if (per / c.n_slices != nq || per > SIZE_MAX / k || per * k > SIZE_MAX / sizeof(int64_t)) {
+            rc = vdb_set_error(VDB_ENOMEM, "flat search: candidate buffer size overflows");
+            goto cleanup;
+        }
+        c.part_dist = malloc(per * k * sizeof(float));
+        c.part_rows = malloc(per * k * sizeof(int64_t));
+        if (!c.part_dist || !c.part_rows) {
+            rc = vdb_set_error(VDB_ENOMEM, "flat search: out of memory for %zu candidates", per * k);
+            goto cleanup;
+        }
+    }
+
+    vdb_parallel_for(n_groups * c.n_slices, vdb_flat_task, &c);
+
+    if (c.n_slices > 1) {
+        for (size_t qi = 0; qi < nq; qi++) {
+            vdb_topk h;
+            vdb_topk_init(&h, k, out_dist + qi * k, out_rows + qi * k);
+            for (size_t s = 0; s < c.n_slices; s++) {
+                const float *pd = c.part_dist + (s * nq + qi) * k;
+                const int64_t *pr = c.part_rows + (s * nq + qi) * k;
+                for (size_t t = 0; t < k && pr[t] >= 0; t++)
+                    vdb_topk_push(&h, pd[t], pr[t]);
+            }
+            size_t cnt = vdb_topk_sort(&h);
+            for (size_t t = cnt; t < k; t++) {
+                out_dist[qi * k + t] = INFINITY;
+                out_rows[qi * k + t] = -1;
+            }
+        }
+    }
+
+cleanup:
+    free(c.part_dist);
+    free(c.part_rows);
+    return rc;
+}

@@ -1,0 +1,383 @@
+"""Engine kernels through the private binding vectordb._core: every SIMD variant this CPU has
+(serial, AVX2+FMA, AVX-512, NEON) against a float64 NumPy reference, the dispatch switch, and the
+exact flat search against a brute-force NumPy model.
+
+The C-level twin of these tests is tests/c/test_kernels.c (build line at its top).
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vectordb import _core
+
+ISAS = ["serial", "avx2", "avx512", "neon"]
+METRICS = ["l2", "ip", "cosine"]
+DIMS = [1, 3, 7, 16, 17, 100, 128, 384, 1280, 1536]
+
+
+# ---------------------------------------------------------------- reference model
+
+
+def ref_distances(metric, queries, rows):
+    """float64 distances (nq, n) and the magnitude each one's float32 rounding error scales with."""
+    q = np.asarray(queries, dtype=np.float64)
+    r = np.asarray(rows, dtype=np.float64)
+    if metric == "l2":
+        diff2 = (q[:, None, :] - r[None, :, :]) ** 2
+        s = diff2.sum(-1)
+        return s, s
+    dot = q @ r.T
+    absdot = np.abs(q) @ np.abs(r).T
+    if metric == "ip":
+        return 1.0 - dot, absdot + 1.0
+    qn = np.sqrt((q * q).sum(1))[:, None]
+    rn = np.sqrt((r * r).sum(1))[None, :]
+    den = qn * rn
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dist = np.where(den == 0, 1.0, 1.0 - dot / den)
+        scale = np.where(den == 0, 1.0, absdot / den + 1.0)
+    return dist, scale
+
+
+def assert_close(got, want, scale, d, what):
+    # float32 accumulation over d terms: error grows ~linearly in d relative to sum |terms|
+    tol = (2e-7 * d + 1e-6) * scale + 1e-6
+    err = np.abs(np.asarray(got, dtype=np.float64) - want)
+    bad = np.argwhere(err > tol)
+    assert bad.size == 0, (
+        f"{what}: {len(bad)} of {err.size} values off, first at {tuple(bad[0])}: "
+        f"got {np.asarray(got)[tuple(bad[0])]!r} want {want[tuple(bad[0])]!r}"
+    )
+
+
+def detected():
+    return set(_core.capabilities()["detected"])
+
+
+def variant_available(isa):
+    return isa == "serial" or isa in detected()
+
+
+@pytest.fixture
+def restore_cpu():
+    caps = _core.capabilities()
+    threads = caps["threads"]
+    yield
+    _core.set_cpu_features(list(caps["enabled"]))
+    _core.set_num_threads(threads)
+
+
+def rng_data(rng, shape, ints=False):
+    if ints:
+        return rng.integers(-4, 5, size=shape).astype(np.float32)
+    return rng.uniform(-1.0, 1.0, size=shape).astype(np.float32)
+
+
+# ---------------------------------------------------------------- capabilities / dispatch
+
+
+def test_capabilities_shape():
+    caps = _core.capabilities()
+    assert set(caps) >= {"detected", "enabled", "kernel", "threads"}
+    assert set(caps["enabled"]) <= set(caps["detected"]) <= {"avx2", "avx512", "neon"}
+    assert caps["kernel"] in ("avx512", "avx2", "neon", "serial")
+    assert caps["threads"] >= 1
+    if "avx512" in caps["enabled"]:
+        assert caps["kernel"] == "avx512"
+    elif "avx2" in caps["enabled"]:
+        assert caps["kernel"] == "avx2"
+
+
+def test_set_cpu_features_switches_kernel(restore_cpu):
+    caps = _core.set_cpu_features([])
+    assert caps["enabled"] == [] and caps["kernel"] == "serial"
+    assert _core.capabilities()["kernel"] == "serial"
+    for isa in ("avx2", "avx512", "neon"):
+        if isa in detected():
+            caps = _core.set_cpu_features([isa])
+            assert caps["enabled"] == [isa] and caps["kernel"] == isa
+    caps = _core.set_cpu_features(sorted(detected()))
+    assert set(caps["enabled"]) == detected()
+
+
+def test_set_cpu_features_ignores_undetected(restore_cpu):
+    missing = [isa for isa in ("avx2", "avx512", "neon") if isa not in detected()]
+    caps = _core.set_cpu_features(missing)
+    assert caps["enabled"] == [] and caps["kernel"] == "serial"
+
+
+def run_python(code, **env):
+    full_env = dict(os.environ)
+    full_env.pop("VECTORDB_DISABLE_CPU_FEATURES", None)
+    full_env.update(env)
+    out = subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+CAPS_CODE = "import json, vectordb._core as c; print(json.dumps(c.capabilities()))"
+
+
+def test_env_disables_to_serial():
+    caps = json.loads(run_python(CAPS_CODE, VECTORDB_DISABLE_CPU_FEATURES="avx512,avx2"))
+    assert caps["kernel"] in ("serial", "neon")
+    assert "avx512" not in caps["enabled"] and "avx2" not in caps["enabled"]
+    if "neon" not in caps["detected"]:
+        assert caps["kernel"] == "serial"
+    caps = json.loads(run_python(CAPS_CODE, VECTORDB_DISABLE_CPU_FEATURES=" ALL "))
+    assert caps["kernel"] == "serial" and caps["enabled"] == []
+
+
+def test_env_disables_only_avx512():
+    caps = json.loads(run_python(CAPS_CODE, VECTORDB_DISABLE_CPU_FEATURES="avx512"))
+    assert "avx512" not in caps["enabled"]
+    if "avx2" in caps["detected"]:
+        assert caps["kernel"] == "avx2"
+
+
+def test_env_num_threads():
+    caps = json.loads(run_python(CAPS_CODE, VECTORDB_NUM_THREADS="3"))
+    assert caps["threads"] == 3
+
+
+def test_serial_kernel_gives_reference_answers_in_subprocess():
+    code = (
+        "import numpy as np, vectordb._core as c\n"
+        "q = np.array([1, 2, 3], np.float32); r = np.array([[0, 2, 5], [1, 2, 3]], np.float32)\n"
+        "print(c.capabilities()['kernel'], c.flat_search('l2', r, q[None], 2, None)[1].tolist())\n"
+    )
+    out = run_python(code, VECTORDB_DISABLE_CPU_FEATURES="all").split()
+    assert out[0] == "serial"
+    assert "".join(out[1:]) == "[[1,0]]"
+
+
+# ---------------------------------------------------------------- distance kernels
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("d", DIMS)
+def test_distance_batch_matches_float64(isa, metric, d):
+    if not variant_available(isa):
+        pytest.skip(f"{isa} not detected on this CPU")
+    rng = np.random.default_rng(d * 31 + METRICS.index(metric))
+    q = rng_data(rng, d)
+    rows = rng_data(rng, (13, d))
+    rows[5] = 0.0  # cosine with a zero-norm row must be 1
+    got = _core.distance_batch(isa, metric, q, rows)
+    assert got.dtype == np.float32 and got.shape == (13,)
+    want, scale = ref_distances(metric, q[None], rows)
+    assert_close(got[None], want, scale, d, f"{isa} batch {metric} d={d}")
+    if metric == "cosine":
+        assert got[5] == 1.0
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("d", DIMS)
+def test_distance_block_matches_float64(isa, metric, d):
+    if not variant_available(isa):
+        pytest.skip(f"{isa} not detected on this CPU")
+    rng = np.random.default_rng(d * 17 + METRICS.index(metric))
+    queries = rng_data(rng, (7, d))  # one 4-query tile + 3 left over
+    rows = rng_data(rng, (23, d))  # tiles + leftover rows
+    queries[6] = 0.0
+    got = _core.distance_block(isa, metric, queries, rows)
+    assert got.dtype == np.float32 and got.shape == (7, 23)
+    want, scale = ref_distances(metric, queries, rows)
+    assert_close(got, want, scale, d, f"{isa} block {metric} d={d}")
+    if metric == "cosine":
+        assert np.all(got[6] == 1.0)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("shape", [(16, 1100, 9), (1536, 45, 5), (3, 1031, 4), (100, 2, 6), (17, 1, 1)])
+def test_distance_block_many_rows(isa, metric, shape):
+    """More rows than one cache chunk of the blocked kernel, and every tile remainder."""
+    if not variant_available(isa):
+        pytest.skip(f"{isa} not detected on this CPU")
+    d, n, nq = shape
+    rng = np.random.default_rng(n + d)
+    queries, rows = rng_data(rng, (nq, d)), rng_data(rng, (n, d))
+    got = _core.distance_block(isa, metric, queries, rows)
+    want, scale = ref_distances(metric, queries, rows)
+    assert_close(got, want, scale, d, f"{isa} block {metric} {shape}")
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_variants_agree_with_each_other(metric):
+    rng = np.random.default_rng(5)
+    d = 301
+    q, rows = rng_data(rng, d), rng_data(rng, (50, d))
+    results = {isa: _core.distance_batch(isa, metric, q, rows) for isa in ISAS if variant_available(isa)}
+    base = results.pop("serial")
+    for isa, got in results.items():
+        np.testing.assert_allclose(got, base, rtol=1e-4, atol=1e-4, err_msg=isa)
+
+
+def test_unavailable_isa_and_bad_metric_raise():
+    q = np.zeros(4, np.float32)
+    rows = np.zeros((2, 4), np.float32)
+    with pytest.raises(ValueError):
+        _core.distance_batch("sse9", "l2", q, rows)
+    for isa in ("avx2", "avx512", "neon"):
+        if isa not in detected():
+            with pytest.raises(ValueError):
+                _core.distance_batch(isa, "l2", q, rows)
+            with pytest.raises(ValueError):
+                _core.distance_block(isa, "l2", q[None], rows)
+    with pytest.raises(ValueError):
+        _core.distance_batch("serial", "manhattan", q, rows)
+
+
+def test_large_values_cosine_does_not_overflow():
+    # |q|^2 |r|^2 = 1e80 overflows float32; cosine of parallel vectors is still 0
+    q = np.full(8, 1e10, np.float32)
+    rows = np.stack([q, -q, q * 0.5]).astype(np.float32)
+    for isa in ISAS:
+        if variant_available(isa):
+            got = _core.distance_batch(isa, "cosine", q, rows)
+            np.testing.assert_allclose(got, [0.0, 2.0, 0.0], atol=1e-5, err_msg=isa)
+
+
+# ---------------------------------------------------------------- flat search
+
+
+def brute_force(metric, data, queries, k, allow):
+    """Top-k by (float64 distance, row), -1/inf padding: the model the engine must match."""
+    dist, _ = ref_distances(metric, queries, data)
+    nq = len(queries)
+    out_d = np.full((nq, k), np.inf)
+    out_r = np.full((nq, k), -1, np.int64)
+    idx = np.arange(len(data)) if allow is None else np.flatnonzero(allow)
+    for j in range(nq):
+        dj = dist[j, idx]
+        order = np.lexsort((idx, dj))[:k]
+        out_d[j, : len(order)] = dj[order]
+        out_r[j, : len(order)] = idx[order]
+    return out_d, out_r
+
+
+def check_flat(metric, data, queries, k, allow, exact):
+    got_d, got_r = _core.flat_search(metric, data, queries, k, allow)
+    nq = len(queries)
+    assert got_d.shape == (nq, k) and got_r.shape == (nq, k)
+    assert got_d.dtype == np.float32 and got_r.dtype == np.int64
+    want_d, want_r = brute_force(metric, data, queries, k, allow)
+    pad = want_r < 0
+    assert np.array_equal(got_r < 0, pad), "padding slots differ"
+    assert np.all(np.isinf(got_d[pad]))
+    if exact:
+        # integer-valued data: every l2/ip distance is exact in float32, so ties are real and the
+        # (distance, row) order must match exactly
+        np.testing.assert_array_equal(got_r, want_r)
+        np.testing.assert_array_equal(got_d[~pad], want_d[~pad])
+        return
+    d = data.shape[1]
+    tol = (2e-7 * d + 1e-6) * (np.abs(want_d[~pad]) + 1.0)
+    assert np.all(np.abs(got_d[~pad] - want_d[~pad]) <= tol), "k-th distances differ"
+    # returned rows are allowed, distinct, sorted, and their own distances are right
+    ref_all, _ = ref_distances(metric, queries, data)
+    for j in range(nq):
+        rows = got_r[j][got_r[j] >= 0]
+        assert len(set(rows.tolist())) == len(rows)
+        if allow is not None:
+            assert allow[rows].all()
+        own = ref_all[j, rows]
+        assert np.all(np.abs(own - got_d[j, : len(rows)]) <= (2e-7 * d + 1e-6) * (np.abs(own) + 1.0))
+        assert np.all(np.diff(got_d[j, : len(rows)]) >= 0)
+
+
+FLAT_CASES = [
+    # (n, d, nq, k)
+    (1000, 17, 1, 10),
+    (300, 3, 9, 7),
+    (700, 128, 13, 1),
+    (10000, 64, 2, 10),  # few queries, many rows: rows split over workers and merged
+    (200, 100, 40, 25),
+    (50, 1, 3, 80),  # k larger than the number of rows
+]
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("case", FLAT_CASES)
+@pytest.mark.parametrize("mask", ["none", "dense", "sparse", "words", "empty"])
+@pytest.mark.parametrize("kernel", ["best", "serial"])
+def test_flat_search_matches_brute_force(restore_cpu, metric, case, mask, kernel):
+    n, d, nq, k = case
+    if kernel == "serial":
+        _core.set_cpu_features([])
+    _core.set_num_threads(2)
+    rng = np.random.default_rng(n * 7 + d + nq + k)
+    allow = {
+        "none": None,
+        "dense": rng.random(n) < 0.5,
+        "sparse": rng.random(n) < 0.02,
+        "words": (np.arange(n) // 64) % 3 == 1,
+        "empty": np.zeros(n, bool),
+    }[mask]
+    for ints in (True, False):
+        data = rng_data(rng, (n, d), ints)
+        if n > 10:
+            data[7] = data[3]  # duplicate rows: ties broken by the smaller row
+        queries = rng_data(rng, (nq, d), ints)
+        check_flat(metric, data, queries, k, allow, exact=ints and metric != "cosine")
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_flat_search_same_answer_for_any_thread_count(restore_cpu, threads):
+    assert _core.set_num_threads(threads) == threads
+    assert _core.capabilities()["threads"] == threads
+    rng = np.random.default_rng(11)
+    data = rng_data(rng, (5000, 128), ints=True)  # enough work for the pool (and row slices)
+    queries = rng_data(rng, (20, 128), ints=True)
+    check_flat("l2", data, queries, 15, None, exact=True)
+    check_flat("ip", data, queries[:2], 15, rng.random(5000) < 0.3, exact=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 300),
+    d=st.integers(1, 40),
+    nq=st.integers(1, 12),
+    k=st.integers(1, 20),
+    metric=st.sampled_from(["l2", "ip"]),
+    density=st.sampled_from([None, 0.0, 0.05, 0.5, 1.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_flat_search_property(n, d, nq, k, metric, density, seed):
+    rng = np.random.default_rng(seed)
+    data = rng.integers(-2, 3, size=(n, d)).astype(np.float32)  # small range: many exact ties
+    queries = rng.integers(-2, 3, size=(nq, d)).astype(np.float32)
+    allow = None if density is None else rng.random(n) < density
+    check_flat(metric, data, queries, k, allow, exact=True)
+
+
+def test_pool_survives_fork(restore_cpu):
+    """A forked child must be able to search with threads (the parent's workers do not exist there)."""
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork")
+    _core.set_num_threads(2)
+    rng = np.random.default_rng(3)
+    data = rng_data(rng, (4000, 64), ints=True)
+    queries = rng_data(rng, (16, 64), ints=True)
+    want = _core.flat_search("l2", data, queries, 5, None)  # starts the workers
+    pid = os.fork()
+    if pid == 0:  # child: no pytest machinery, just exit status
+        code = 1
+        try:
+            signal.alarm(30)  # a deadlock becomes a SIGALRM death, not a hung test run
+            got = _core.flat_search("l2", data, queries, 5, None)
+            code = 0 if np.array_equal(got[1], want[1]) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"child status {status:#x}"
