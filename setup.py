@@ -16,6 +16,8 @@ ENGINE_SOURCES = [
     "vdb_topk.c",
     "vdb_threads.c",
     "vdb_flat.c",
+    "vdb_kmeans.c",
+    "vdb_ivf.c",
     "vdb_crc32c.c",
     "vdb_store.c",
     "vdb_meta.c",

@@ -522,13 +522,15 @@ typedef struct {
 
 static int Collection_init(CollectionObject *self, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"path", "metric", "dim", "durable", NULL};
+    static char *kwlist[] = {"path", "metric", "dim", "durable", "use_ivf", "n_clusters", "n_probe", NULL};
     PyObject *path_o = Py_None;
     const char *metric_s = "l2";
-    long long dim = 0;
-    int durable = 1;
+    long long dim = 0, n_clusters = 0, n_probe = 0;
+    int durable = 1, use_ivf = 0;
     vdb_metric m;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OsLp", kwlist, &path_o, &metric_s, &dim, &durable)) return -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OsLppLL", kwlist, &path_o, &metric_s, &dim, &durable, &use_ivf,
+                                     &n_clusters, &n_probe))
+        return -1;
     if (metric_from_str(metric_s, &m)) return -1;
     if (self->col) {
         PyErr_SetString(PyExc_RuntimeError, "collection already open");
@@ -536,7 +538,7 @@ static int Collection_init(CollectionObject *self, PyObject *args, PyObject *kw)
     }
     PyObject *path_b = NULL;
     if (path_o != Py_None && !PyUnicode_FSConverter(path_o, &path_b)) return -1;
-    vdb_collection_config cfg = {m, dim, durable};
+    vdb_collection_config cfg = {m, dim, durable, use_ivf, n_clusters, n_probe};
     const char *path = path_b ? PyBytes_AS_STRING(path_b) : NULL;
     int rc;
     Py_BEGIN_ALLOW_THREADS
@@ -864,10 +866,32 @@ static PyObject *Collection_stats(CollectionObject *self, PyObject *unused)
     static const char *metrics[] = {"l2", "ip", "cosine"};
     WITH_COLLECTION(self, rc, vdb_collection_stats_get(self->col, &s));
     if (rc) return engine_result(self, rc);
-    return Py_BuildValue("{sLsLsssLsLsLsLsL}", "count", (long long)s.count, "dimension", (long long)s.dim, "metric",
-                         metrics[s.metric], "rows_total", (long long)s.rows_total, "wal_bytes", (long long)s.wal_bytes,
-                         "generation", (long long)s.generation, "bytes_on_disk", (long long)s.bytes_on_disk,
-                         "bytes_in_memory", (long long)s.bytes_in_memory);
+    return Py_BuildValue("{sLsLsssLsLsLsLsLsssOsLsLsLsLsdsLsi}", "count", (long long)s.count, "dimension",
+                         (long long)s.dim, "metric", metrics[s.metric], "rows_total", (long long)s.rows_total,
+                         "wal_bytes", (long long)s.wal_bytes, "generation", (long long)s.generation, "bytes_on_disk",
+                         (long long)s.bytes_on_disk, "bytes_in_memory", (long long)s.bytes_in_memory, "index",
+                         s.ivf_trained ? "ivf" : "flat", "trained", s.ivf_trained ? Py_True : Py_False, "n_clusters",
+                         (long long)s.n_lists, "n_probe", (long long)s.n_probe, "list_min", (long long)s.list_min,
+                         "list_max", (long long)s.list_max, "list_mean", s.list_mean, "added_since_training",
+                         (long long)s.added_since_training, "batch_depth", s.batch_depth);
+}
+
+static PyObject *Collection_batch(CollectionObject *self, PyObject *arg)
+{
+    int begin = PyObject_IsTrue(arg), rc;
+    if (begin < 0) return NULL;
+    WITH_COLLECTION(self, rc, vdb_collection_batch(self->col, begin));
+    if (rc) return engine_result(self, rc);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Collection_rebuild(CollectionObject *self, PyObject *unused)
+{
+    (void)unused;
+    int rc;
+    WITH_COLLECTION(self, rc, vdb_collection_rebuild(self->col));
+    if (rc) return engine_result(self, rc);
+    Py_RETURN_NONE;
 }
 
 static PyObject *Collection_close(CollectionObject *self, PyObject *unused)
@@ -898,6 +922,8 @@ static PyMethodDef collection_methods[] = {
     {"delete_where", (PyCFunction)Collection_delete_where, METH_O, "delete_where(filter) -> int"},
     {"checkpoint", (PyCFunction)Collection_checkpoint, METH_NOARGS, "checkpoint()"},
     {"stats", (PyCFunction)Collection_stats, METH_NOARGS, "stats() -> dict"},
+    {"batch", (PyCFunction)Collection_batch, METH_O, "batch(begin: bool): enter / leave bulk-import mode"},
+    {"rebuild", (PyCFunction)Collection_rebuild, METH_NOARGS, "rebuild(): (re)train the IVF index now"},
     {"close", (PyCFunction)Collection_close, METH_NOARGS, "close()"},
     {NULL, NULL, 0, NULL},
 };

@@ -29,7 +29,25 @@ typedef struct {
     vdb_metric metric;
     int64_t dim;  /* 0: fixed by the first add */
     int durable;  /* 1: fdatasync every write before returning; 0: only at checkpoints */
+    int use_ivf;  /* 1: an IVF index once the collection is large enough (see below) */
+    int64_t n_clusters; /* IVF lists; 0: round(sqrt(count)) at each training */
+    int64_t n_probe;    /* lists a query scans by default; 0: vdb_collection_default_n_probe */
 } vdb_collection_config;
+
+/* IVF lifecycle (use_ivf = 1). Below max(39 * n_lists, 1000) live vectors search is exact. Past it,
+ * the write that crosses it trains the index (k-means++ on a sample of 256 per list) and moves
+ * the vectors into the inverted lists, which then own them (memory stays ~1x the raw vectors). Every
+ * later add is assigned to its nearest centroid; update and delete keep the lists exact. When the
+ * collection has doubled since the last training, the index retrains itself. Inside batch mode
+ * (vdb_collection_batch(c, 1) .. (c, 0), nestable) nothing trains; leaving it applies the rules
+ * once. Training is followed by a checkpoint, so a reopened collection never retrains. */
+#define VDB_IVF_MIN_TRAIN 1000
+#define VDB_IVF_POINTS_PER_LIST 39
+int64_t vdb_collection_default_n_probe(int64_t n_lists);
+int vdb_collection_batch(vdb_collection *c, int begin);
+/* Retrains (or first trains) the index now, whatever its size; VDB_EINVAL when the collection
+ * has fewer vectors than lists or is not an IVF collection. */
+int vdb_collection_rebuild(vdb_collection *c);
 
 /* Opens (or creates, when dir holds no collection yet) the collection stored in dir; dir NULL =
  * in memory. For an existing collection cfg->metric and cfg->dim are ignored (the stored ones
@@ -122,6 +140,12 @@ typedef struct {
     int64_t generation;
     int64_t bytes_on_disk;
     int64_t bytes_in_memory;
+    int ivf_trained;        /* 0: exact search */
+    int64_t n_lists, n_probe;
+    int64_t list_min, list_max;
+    double list_mean;
+    int64_t added_since_training;
+    int batch_depth;
 } vdb_collection_stats;
 
 int vdb_collection_stats_get(vdb_collection *c, vdb_collection_stats *out);

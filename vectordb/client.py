@@ -83,7 +83,6 @@ class _BaseClient:
         self._catalog: dict[str, dict] = {}  # id -> {"name", "metadata", "configuration"}
         self._handles: "collections.OrderedDict[str, Any]" = collections.OrderedDict()
         self._embedding_functions: dict[str, Any] = {}
-        self._batch_depth: dict[str, int] = {}
         self._closed = False
 
     # ---- engine handles (LRU) ----
@@ -99,11 +98,14 @@ class _BaseClient:
                 return h
             if cid not in self._catalog:
                 raise NotFoundError(f"Collection [{cid}] does not exist")
-            cfg = self._catalog[cid]["configuration"]
-            h = _core.Collection(self._collection_dir(cid), cfg["space"], cfg.get("dimension") or 0, config.durable())
+            h = self._open_engine(cid, self._catalog[cid]["configuration"])
             self._handles[cid] = h
             self._evict()
             return h
+
+    def _open_engine(self, cid: str, cfg: dict) -> Any:
+        return _core.Collection(self._collection_dir(cid), cfg["space"], cfg.get("dimension") or 0, config.durable(),
+                                bool(cfg.get("use_ivf")), cfg.get("n_clusters") or 0, cfg.get("n_probe") or 0)
 
     def _evict(self) -> None:
         if self._path is None:
@@ -197,7 +199,7 @@ class _BaseClient:
             if directory is not None:
                 os.makedirs(directory)
             # Opening creates the collection's files (its MANIFEST records space and dimension).
-            self._handles[cid] = _core.Collection(directory, cfg["space"], cfg["dimension"] or 0, config.durable())
+            self._handles[cid] = self._open_engine(cid, cfg)
             self._catalog[cid] = {"name": name, "metadata": metadata, "configuration": cfg}
             try:
                 self._save_catalog()
@@ -246,7 +248,6 @@ class _BaseClient:
             if h is not None:
                 h.close()
             self._embedding_functions.pop(cid, None)
-            self._batch_depth.pop(cid, None)
             directory = self._collection_dir(cid)
             if directory is not None:
                 shutil.rmtree(directory, ignore_errors=True)

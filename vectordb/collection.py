@@ -253,11 +253,16 @@ class Collection:
         self._client._modify(self._id, name, metadata)
 
     def stats(self) -> dict:
-        """What the collection and its index look like."""
+        """What the collection and its index look like: count, dimension, metric, index ("flat" or
+        "ivf"), trained, n_clusters, n_probe, list sizes, vectors added since training, bytes on disk
+        and in memory.
+
+        >>> col.stats()["index"]
+        'ivf'
+        """
         s = dict(self._call("stats"))
-        cfg = self.configuration
-        s.update({"name": self.name, "index": "flat", "use_ivf": cfg.get("use_ivf", False),
-                  "n_clusters": cfg.get("n_clusters"), "n_probe": cfg.get("n_probe"), "trained": False})
+        s["name"] = self.name
+        s["use_ivf"] = bool(self.configuration.get("use_ivf"))
         return s
 
     def checkpoint(self) -> None:
@@ -265,19 +270,16 @@ class Collection:
         self._call("checkpoint")
 
     def begin_batch(self) -> None:
-        """Starts bulk-import mode (index retraining is deferred until end_batch)."""
-        self._client._batch_depth[self._id] = self._client._batch_depth.get(self._id, 0) + 1
+        """Enters bulk-import mode: the IVF index does not retrain until the matching end_batch()."""
+        self._call("batch", True)
 
     def end_batch(self) -> None:
-        """Ends bulk-import mode."""
-        depth = self._client._batch_depth.get(self._id, 0)
-        if depth <= 0:
-            raise InvalidArgumentError("end_batch() without a matching begin_batch()")
-        self._client._batch_depth[self._id] = depth - 1
+        """Leaves bulk-import mode; the index trains or retrains once if the collection grew enough."""
+        self._call("batch", False)
 
     @contextlib.contextmanager
     def batch(self) -> Iterator["Collection"]:
-        """`with col.batch(): col.add(...)` — bulk import, the index retrains once at the end."""
+        """Bulk import: `with col.batch(): col.add(...)` trains the index once, at the end."""
         self.begin_batch()
         try:
             yield self
@@ -285,7 +287,8 @@ class Collection:
             self.end_batch()
 
     def rebuild(self) -> None:
-        """Retrains the index now (a no-op for flat collections)."""
+        """Retrains the IVF index now (InvalidArgumentError for a collection created without use_ivf)."""
+        self._call("rebuild")
 
 
 def _shape_query(rids: list, vecs: Any, metas: Any, docs: Any, dists: Any, counts: list, include: list) -> dict:
