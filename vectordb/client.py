@@ -83,6 +83,7 @@ class _BaseClient:
         self._catalog: dict[str, dict] = {}  # id -> {"name", "metadata", "configuration"}
         self._handles: "collections.OrderedDict[str, Any]" = collections.OrderedDict()
         self._embedding_functions: dict[str, Any] = {}
+        self._pinned: dict[str, int] = {}  # collections in batch mode: never evicted (the mode lives in the handle)
         self._closed = False
 
     # ---- engine handles (LRU) ----
@@ -110,9 +111,12 @@ class _BaseClient:
     def _evict(self) -> None:
         if self._path is None:
             return  # in-memory collections cannot be closed and reopened
-        while len(self._handles) > self._max_cached:
-            _, old = self._handles.popitem(last=False)
-            old.close()
+        for cid in list(self._handles):
+            if len(self._handles) <= self._max_cached:
+                break
+            if self._pinned.get(cid):
+                continue
+            self._handles.pop(cid).close()
 
     def _engine_call(self, cid: str, method: str, *args: Any) -> Any:
         for _ in range(3):
@@ -125,6 +129,10 @@ class _BaseClient:
                     continue
                 raise
         return getattr(self._handle(cid), method)(*args)
+
+    def _pin(self, cid: str, delta: int) -> None:
+        with self._lock:
+            self._pinned[cid] = max(0, self._pinned.get(cid, 0) + delta)
 
     def _entry(self, cid: str) -> dict:
         with self._lock:
@@ -248,6 +256,7 @@ class _BaseClient:
             if h is not None:
                 h.close()
             self._embedding_functions.pop(cid, None)
+            self._pinned.pop(cid, None)
             directory = self._collection_dir(cid)
             if directory is not None:
                 shutil.rmtree(directory, ignore_errors=True)

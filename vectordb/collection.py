@@ -271,11 +271,19 @@ class Collection:
 
     def begin_batch(self) -> None:
         """Enters bulk-import mode: the IVF index does not retrain until the matching end_batch()."""
-        self._call("batch", True)
+        self._client._pin(self._id, +1)
+        try:
+            self._call("batch", True)
+        except BaseException:
+            self._client._pin(self._id, -1)
+            raise
 
     def end_batch(self) -> None:
         """Leaves bulk-import mode; the index trains or retrains once if the collection grew enough."""
-        self._call("batch", False)
+        try:
+            self._call("batch", False)
+        finally:
+            self._client._pin(self._id, -1)
 
     @contextlib.contextmanager
     def batch(self) -> Iterator["Collection"]:
