@@ -67,12 +67,15 @@ def _check_matrix(a: np.ndarray, what: str) -> np.ndarray:
         raise InvalidArgumentError(f"{what} must be a vector or a list of vectors, got an array of shape {a.shape}")
     if a.shape[1] == 0:
         raise InvalidArgumentError(f"{what} must not be empty vectors")
+    if a.dtype.kind == "f":
+        finite = np.isfinite(a)
+        if not finite.all():
+            row = int(np.nonzero(~finite.all(axis=1))[0][0])
+            raise InvalidArgumentError(f"{what[:-1]} {row} contains NaN or infinity: expected finite numbers")
+        if a.dtype == np.float64 and a.size and np.abs(a).max() > np.finfo(np.float32).max:
+            row = int(np.nonzero((np.abs(a) > np.finfo(np.float32).max).any(axis=1))[0][0])
+            raise InvalidArgumentError(f"{what[:-1]} {row} holds a value beyond the float32 range (about 3.4e38)")
     out = np.ascontiguousarray(a, dtype=np.float32)
-    if a.dtype.kind == "f" and not np.isfinite(out).all():
-        row = int(np.nonzero(~np.isfinite(out).all(axis=1))[0][0])
-        raise InvalidArgumentError(f"{what[:-1]} {row} contains NaN or infinity: expected finite numbers")
-    if a.dtype == np.float64 and np.isfinite(a).all() and not np.isfinite(out).all():
-        raise InvalidArgumentError(f"{what} hold values beyond the float32 range")
     return out
 
 
@@ -214,12 +217,16 @@ def validate_include(include: Any, allowed: Sequence[str], call: str) -> list[st
     return list(include)
 
 
+# Counts above this mean "all of them": no collection holds 2**62 records.
+COUNT_CAP = 2**62
+
+
 def validate_positive_int(x: Any, what: str, allow_none: bool = False) -> Optional[int]:
     if x is None and allow_none:
         return None
     if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x <= 0:
         raise InvalidArgumentError(f"{what} must be a positive integer, got {x!r}")
-    return int(x)
+    return min(int(x), COUNT_CAP)
 
 
 def validate_nonneg_int(x: Any, what: str) -> Optional[int]:
@@ -227,7 +234,7 @@ def validate_nonneg_int(x: Any, what: str) -> Optional[int]:
         return None
     if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 0:
         raise InvalidArgumentError(f"{what} must be a non-negative integer, got {x!r}")
-    return int(x)
+    return min(int(x), COUNT_CAP)
 
 
 def validate_collection_metadata(metadata: Any) -> Optional[dict]:
