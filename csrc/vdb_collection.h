@@ -34,15 +34,32 @@ typedef struct {
     int64_t n_probe;    /* lists a query scans by default; 0: vdb_collection_default_n_probe */
 } vdb_collection_config;
 
-/* IVF lifecycle (use_ivf = 1). Below max(39 * n_lists, 1000) live vectors search is exact. Past it,
- * the write that crosses it trains the index (k-means++ on a sample of 256 per list) and moves
- * the vectors into the inverted lists, which then own them (memory stays ~1x the raw vectors). Every
- * later add is assigned to its nearest centroid; update and delete keep the lists exact. When the
- * collection has doubled since the last training, the index retrains itself. Inside batch mode
- * (vdb_collection_batch(c, 1) .. (c, 0), nestable) nothing trains; leaving it applies the rules
- * once. Training is followed by a checkpoint, so a reopened collection never retrains. */
+/* IVF lifecycle (use_ivf = 1).
+ * - Below max(39 * n_lists, 1000) live vectors search is exact (n_lists = n_clusters, or
+ *   round(sqrt(count)) when 0: the auto collection first trains at about 1,500 vectors). Past it,
+ *   the write that crosses it trains the index (k-means++ on a sample of 256 per list) and moves
+ *   the vectors into the inverted lists, which then own them (memory stays ~1x the raw vectors).
+ * - Every later add is assigned to its nearest centroid; update and delete keep the lists exact.
+ * - Retraining rule: the collection has doubled since the last training. Precisely, the index
+ *   retrains (re-clustering into n_clusters, or round(sqrt(count)), lists) after the write that
+ *   makes the vectors added since the last training -- a new vector, or a new vector for an
+ *   existing id -- at least as many as the index held at that training. For a collection that
+ *   only grows that is "count >= 2 x count at training"; with deletes and re-adds it is "as many
+ *   vectors written as there were". Stats: count_at_training, added_since_training (both
+ *   persisted with the index, so the rule continues across reopens). A collection that deletes
+ *   down below its list count does not retrain until rebuild().
+ * - Batch mode (vdb_collection_batch(c, 1) .. (c, 0), nestable): nothing trains inside; leaving
+ *   the outermost level applies the rules above once.
+ * - Training is followed by a checkpoint, so a reopened collection never retrains. A crash
+ *   between a write and its training loses nothing: the reopened collection has every logged
+ *   write, trains at its next write.
+ * - Queries: n_probe lists, probing further when a filter leaves fewer than k hits in them; a
+ *   filter that matches no more rows than the n_probe lists hold on average
+ *   (count * n_probe / n_lists) is answered by exact search over the matching rows instead. */
 #define VDB_IVF_MIN_TRAIN 1000
 #define VDB_IVF_POINTS_PER_LIST 39
+/* The n_probe of a collection created without one: max(16, ceil(sqrt(n_lists))), at most n_lists
+ * (recall@10 about 0.95 on clustered data from 10k to 1M vectors; see the .c for the numbers). */
 int64_t vdb_collection_default_n_probe(int64_t n_lists);
 int vdb_collection_batch(vdb_collection *c, int begin);
 /* Retrains (or first trains) the index now, whatever its size; VDB_EINVAL when the collection
@@ -145,6 +162,7 @@ typedef struct {
     int64_t list_min, list_max;
     double list_mean;
     int64_t added_since_training;
+    int64_t count_at_training; /* vectors the index held at its last training */
     int batch_depth;
 } vdb_collection_stats;
 

@@ -26,7 +26,11 @@
 
 #define IVF_MAGIC "VDBIVF1\n"
 #define IVF_VERSION 1u
-#define IVF_HEADER_LEN 80
+#define IVF_HEADER_LEN 88
+
+/* Largest row number a file may hold for n vectors (exclusive): the row map read allocates is
+ * sized by it, so a damaged row number cannot demand more than ~16 bytes per vector. */
+static uint64_t ivf_file_row_limit(uint64_t n_vectors) { return 2 * n_vectors + 1024; }
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
 #define IVF_BIG_ENDIAN 1
@@ -51,6 +55,7 @@ struct vdb_ivf {
     size_t where_len;
     int64_t n_vectors;
     uint64_t n_train_points, added_since_train, seed;
+    uint64_t vectors_at_train; /* vectors held when last trained (or marked, see header) */
 };
 
 static int ivf_mul(size_t a, size_t b, size_t *out)
@@ -237,6 +242,7 @@ int vdb_ivf_train(vdb_ivf *ivf, const float *x, size_t n, uint64_t seed)
     ivf->trained = 1;
     ivf->n_train_points = n;
     ivf->added_since_train = 0;
+    ivf->vectors_at_train = 0; /* the index is empty; vdb_ivf_mark_trained_contents after the adds */
     ivf->seed = seed;
 cleanup:
     free(c);
@@ -291,6 +297,12 @@ cleanup:
     free(assign);
     free(extra);
     return rc;
+}
+
+void vdb_ivf_mark_trained_contents(vdb_ivf *ivf)
+{
+    ivf->vectors_at_train = (uint64_t)ivf->n_vectors;
+    ivf->added_since_train = 0;
 }
 
 int vdb_ivf_remove(vdb_ivf *ivf, int64_t row)
@@ -625,6 +637,7 @@ int vdb_ivf_retrain(vdb_ivf *ivf, size_t n_lists, uint64_t seed)
     ivf_rebuild_where(ivf);
     ivf->n_train_points = n;
     ivf->added_since_train = 0;
+    ivf->vectors_at_train = n;
     ivf->seed = seed;
     if (short_of_memory) {
         rc = vdb_set_error(VDB_ENOMEM, "out of memory while retraining the IVF index: it stays valid "
@@ -809,6 +822,12 @@ static int ivf_put_i64s(ivf_writer *w, const int64_t *v, size_t n)
 int vdb_ivf_write(const vdb_ivf *ivf, const char *path, uint64_t *bytes_written)
 {
     int rc = VDB_OK;
+    size_t end = ivf->where_len;
+    while (end > 0 && ivf->where[end - 1] == IVF_ABSENT) end--;
+    if ((uint64_t)end > ivf_file_row_limit((uint64_t)ivf->n_vectors))
+        return vdb_set_error(VDB_EINVAL, "cannot write IVF index file '%s': row %zu is too large for %lld "
+                                         "vectors (rows must be below 2 * vectors + 1024); renumber first",
+                             path, end - 1, (long long)ivf->n_vectors);
     ivf_writer *w = malloc(sizeof *w);
     if (!w) return vdb_set_error(VDB_ENOMEM, "out of memory writing IVF index file '%s'", path);
     w->path = path;
@@ -835,6 +854,7 @@ int vdb_ivf_write(const vdb_ivf *ivf, const char *path, uint64_t *bytes_written)
     vdb_put_u64(h + 56, ivf->n_train_points);
     vdb_put_u64(h + 64, ivf->added_since_train);
     vdb_put_u64(h + 72, ivf->seed);
+    vdb_put_u64(h + 80, ivf->vectors_at_train);
     if ((rc = ivf_put(w, h, sizeof h))) goto cleanup;
     if ((rc = ivf_put_f32s(w, ivf->centroids, ivf->n_lists * d))) goto cleanup;
     for (size_t l = 0; l < ivf->n_lists; l++) {
@@ -1004,8 +1024,9 @@ int vdb_ivf_read(const char *path, vdb_ivf **out)
     for (size_t l = 0; l < ivf->n_lists; l++) {
         const ivf_list *L = &ivf->lists[l];
         for (size_t i = 0; i < L->n; i++) {
-            if (L->rows[i] < 0 || L->rows[i] >= VDB_IVF_MAX_ROW)
-                IVF_CORRUPT("IVF index file '%s': row %lld out of range", path, (long long)L->rows[i]);
+            if (L->rows[i] < 0 || (uint64_t)L->rows[i] >= ivf_file_row_limit(n_vectors))
+                IVF_CORRUPT("IVF index file '%s': row %lld out of range for %llu vectors", path,
+                            (long long)L->rows[i], (unsigned long long)n_vectors);
             if (L->rows[i] > max_row) max_row = L->rows[i];
         }
     }
@@ -1026,6 +1047,7 @@ int vdb_ivf_read(const char *path, vdb_ivf **out)
     ivf->n_train_points = vdb_get_u64(h + 56);
     ivf->added_since_train = vdb_get_u64(h + 64);
     ivf->seed = vdb_get_u64(h + 72);
+    ivf->vectors_at_train = vdb_get_u64(h + 80);
     *out = ivf;
     ivf = NULL;
 cleanup:
@@ -1047,6 +1069,7 @@ void vdb_ivf_stats_get(const vdb_ivf *ivf, vdb_ivf_stats *out)
     out->n_train_points = ivf->n_train_points;
     out->added_since_train = ivf->added_since_train;
     out->seed = ivf->seed;
+    out->vectors_at_train = ivf->vectors_at_train;
     size_t bytes = sizeof *ivf + ivf->n_lists * (sizeof(ivf_list) + ivf->d * sizeof(float)) +
                    ivf->where_len * sizeof(uint64_t);
     out->list_min = SIZE_MAX;

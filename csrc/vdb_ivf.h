@@ -51,8 +51,14 @@ void vdb_ivf_free(vdb_ivf *ivf);
 /* Trains the centroids with vdb_kmeans_train on x (n vectors; a sample of 256 per list is used
  * when n is larger). The index must hold no vectors (it may already be trained: the centroids
  * are replaced). n < n_lists -> VDB_EINVAL "fewer points than clusters" (no clamping: the caller
- * picks n_lists). Deterministic for a given seed. Resets the "added since training" counter. */
+ * picks n_lists). Deterministic for a given seed. Resets the growth counters (see below). */
 int vdb_ivf_train(vdb_ivf *ivf, const float *x, size_t n, uint64_t seed);
+
+/* Growth counters, for a caller's retraining rule: vectors_at_train = vectors held at the last
+ * training, added_since_train = vectors added (a replaced row counts) since. retrain sets them to
+ * (vectors held, 0); train leaves the index empty, so a caller that trains and then adds its
+ * vectors calls this afterwards to count the vectors now held as the training state. */
+void vdb_ivf_mark_trained_contents(vdb_ivf *ivf);
 
 /* Re-clusters the vectors the index holds into n_lists lists (0 = keep the current count),
  * training on a sample drawn in row order (so the result depends only on the (row, vector)
@@ -91,16 +97,21 @@ int vdb_ivf_renumber(vdb_ivf *ivf, const int64_t *old_to_new, size_t n_old);
 
 /* Persistence. write creates/truncates path, writes the index (format below), fdatasyncs and
  * closes it; *bytes_written (optional) = file size. The caller renames and syncs the directory.
- * read loads an index written by write; any damage (bad magic, length, count, row, CRC) is
- * VDB_ECORRUPT with a message naming path; an unknown newer format version too.
+ * Row numbers in a file must be below 2 * n_vectors + 1024 (write refuses others with
+ * VDB_EINVAL: renumber first), so that a damaged row number cannot make read size its row map
+ * beyond ~16 bytes per vector. read loads an index written by write; any damage (bad magic,
+ * length, count, row, CRC) is VDB_ECORRUPT with a message naming path; an unknown newer format
+ * version too.
  *
  * Format version 1, all integers little-endian, floats as IEEE-754 binary32 little-endian:
  *   0  magic "VDBIVF1\n" (8 bytes)     8  u32 format version (1)     12 u32 metric
  *   16 u64 d          24 u64 n_lists    32 u64 n_vectors      40 u64 payload length (bytes)
  *   48 u64 trained (0/1)   56 u64 training points   64 u64 added since training   72 u64 seed
- *   80 payload: centroids (n_lists * d f32), then per list: u64 n, n x i64 row, n * d f32
+ *   80 u64 vectors at training (the growth counters above)
+ *   88 payload: centroids (n_lists * d f32), then per list: u64 n, n x i64 row, n * d f32
  *   end: u32 CRC-32C of every byte before it.
- * The file length must be exactly 80 + payload length + 4. */
+ * The file length must be exactly 88 + payload length + 4. (Version 1 was extended by the field
+ * at offset 80 before any release; no 80-byte-header file exists outside development.) */
 int vdb_ivf_write(const vdb_ivf *ivf, const char *path, uint64_t *bytes_written);
 int vdb_ivf_read(const char *path, vdb_ivf **out);
 
@@ -115,6 +126,7 @@ typedef struct {
     size_t n_empty_lists;
     uint64_t n_train_points;   /* vectors given to the last train/retrain */
     uint64_t added_since_train;/* rows added (incl. replaced) since then */
+    uint64_t vectors_at_train; /* rows held at the last training (see mark_trained_contents) */
     uint64_t seed;             /* seed of the last train/retrain */
     size_t bytes_in_memory;    /* lists (allocated capacity), rows, map, centroids */
 } vdb_ivf_stats;

@@ -78,6 +78,7 @@ typedef struct {
     uint32_t *assign;
     float *dist;
     const float *cnorm; /* L2 only: |c|^2 of every centroid (see km_assign_run) */
+    const float *xnorm; /* L2 with dist only: |x|^2 of every point */
     float *scratch;
     size_t scratch_per_worker;
     size_t n_slots;  /* workers with a scratch slot */
@@ -85,46 +86,74 @@ typedef struct {
     _Atomic int failed;
 } km_assign_ctx;
 
-/* Folds v[0..n) (indices base..base+n) into the running minimum (*best, *best_i); ties keep the
- * lowest index. Eight independent lanes, branch-free, so the compiler keeps them in SIMD
- * registers: a scalar compare-and-branch loop here cost a quarter of the training time. */
-static inline void km_argmin(const float *v, size_t n, uint32_t base, float *best, uint32_t *best_i)
+/* Order-preserving map of a float to int32 (an involution): integer min reductions vectorize
+ * with plain SSE2/NEON where float ones do not without -ffast-math. NaNs land outside
+ * [-inf, +inf]: garbage in, some valid index out. -0 sorts just before +0. */
+static inline int32_t km_key(float f)
 {
-    enum { L = 8 };
-    float m[L];
-    uint32_t mi[L];
-    for (int l = 0; l < L; l++) {
-        m[l] = INFINITY;
-        mi[l] = UINT32_MAX;
-    }
-    size_t j = 0;
-    for (; j + L <= n; j += L) {
-        for (int l = 0; l < L; l++) {
-            float x = v[j + l];
-            int lt = x < m[l];
-            m[l] = lt ? x : m[l];
-            mi[l] = lt ? (uint32_t)(j + l) : mi[l];
-        }
-    }
-    for (; j < n; j++) {
-        int l = (int)(j % L);
-        if (v[j] < m[l]) {
-            m[l] = v[j];
-            mi[l] = (uint32_t)j;
-        }
-    }
-    float b = *best;
-    uint32_t bi = *best_i;
-    for (int l = 0; l < L; l++) {
-        if (mi[l] == UINT32_MAX) continue;
-        uint32_t idx = base + mi[l];
-        if (m[l] < b || (m[l] == b && idx < bi)) {
-            b = m[l];
-            bi = idx;
-        }
-    }
-    *best = b;
-    *best_i = bi;
+    int32_t k;
+    memcpy(&k, &f, sizeof k);
+    return k ^ ((k >> 31) & 0x7FFFFFFF);
+}
+
+static inline float km_unkey(int32_t k)
+{
+    k ^= (k >> 31) & 0x7FFFFFFF;
+    float f;
+    memcpy(&f, &k, sizeof f);
+    return f;
+}
+
+/* Folds row v[0..n) (indices base..base+n) into the running minimum (*best key, *best_i); ties
+ * keep the lowest index. Two branch-free passes the compiler turns into SIMD: the minimum key
+ * over 8 lanes, then the first position holding it. (A scalar compare-and-branch loop here cost
+ * a quarter of the training time.) VAL(j) is the value of position j; the body is a macro so
+ * that each variant is a straight loop. */
+#define KM_ARGMIN_BODY(VAL)                                                     \
+    enum { L = 8 };                                                             \
+    int32_t m[L];                                                               \
+    for (int l = 0; l < L; l++) m[l] = INT32_MAX;                               \
+    size_t j = 0;                                                               \
+    for (; j + L <= n; j += L)                                                  \
+        for (int l = 0; l < L; l++) {                                           \
+            int32_t k = km_key(VAL(j + l));                                     \
+            m[l] = k < m[l] ? k : m[l];                                         \
+        }                                                                       \
+    for (; j < n; j++) {                                                        \
+        int32_t k = km_key(VAL(j));                                             \
+        m[0] = k < m[0] ? k : m[0];                                             \
+    }                                                                           \
+    int32_t mn = m[0];                                                          \
+    for (int l = 1; l < L; l++) mn = m[l] < mn ? m[l] : mn;                     \
+    if (mn >= *best) return; /* an equal value at a lower index stays */        \
+    /* First position of mn: only lanes whose minimum is mn hold it; walk each \
+     * of them with stride L (usually one lane: n / 2L steps on average). */   \
+    size_t first = n;                                                           \
+    for (int l = 0; l < L; l++) {                                               \
+        if (m[l] != mn) continue;                                               \
+        size_t full = n / L * L;                                                \
+        for (j = (size_t)l; j < full && j < first; j += L)                      \
+            if (km_key(VAL(j)) == mn) break;                                    \
+        if (j < full && j < first) first = j;                                   \
+    }                                                                           \
+    for (j = n / L * L; j < n && j < first; j++) /* the tail went to lane 0 */  \
+        if (km_key(VAL(j)) == mn) first = j;                                    \
+    *best = mn;                                                                 \
+    *best_i = base + (uint32_t)first;
+
+#define KM_PLAIN(j) v[j]
+/* L2 through the IP kernel: |c_j|^2 + 2 (1 - x.c_j) */
+#define KM_BIASED(j) (bias[j] + 2.0f * v[j])
+
+static void km_argmin(const float *v, size_t n, uint32_t base, int32_t *best, uint32_t *best_i)
+{
+    KM_ARGMIN_BODY(KM_PLAIN)
+}
+
+static void km_argmin_biased(const float *v, const float *bias, size_t n, uint32_t base, int32_t *best,
+                             uint32_t *best_i)
+{
+    KM_ARGMIN_BODY(KM_BIASED)
 }
 
 static void km_assign_task(void *vctx, size_t task, size_t worker)
@@ -144,39 +173,33 @@ static void km_assign_task(void *vctx, size_t task, size_t worker)
             return;
         }
     }
-    float best[KM_PB];
+    int32_t best[KM_PB]; /* km_key of the best value so far */
     uint32_t best_i[KM_PB];
     for (size_t i = 0; i < np; i++) {
-        best[i] = INFINITY;
+        best[i] = INT32_MAX;
         best_i[i] = 0;
     }
     for (size_t c0 = 0; c0 < a->k; c0 += KM_CB) {
         size_t nc = a->k - c0 < KM_CB ? a->k - c0 : KM_CB;
-        if (a->cnorm) {
-            /* L2 via the dot product: |x-c|^2 = |x|^2 + (|c|^2 - 2 x.c); the IP kernel returns
-             * 1 - x.c, so rank by |c|^2 + 2 (1 - x.c) (= the bracket + 2). */
-            vdb_distance_block(VDB_METRIC_IP, a->x + p0 * d, np, a->c + c0 * d, nc, d, S);
-            const float *cn = a->cnorm + c0;
-            for (size_t i = 0; i < np; i++) {
-                float *row = S + i * nc;
-                for (size_t j = 0; j < nc; j++) row[j] = cn[j] + 2.0f * row[j];
-            }
-        } else {
-            vdb_distance_block(a->km, a->x + p0 * d, np, a->c + c0 * d, nc, d, S);
+        /* L2 goes through the dot-product kernel: |x-c|^2 = |x|^2 + (|c|^2 - 2 x.c), and the IP
+         * kernel returns 1 - x.c, so rank by |c|^2 + 2 (1 - x.c) (= the bracket + 2). */
+        vdb_distance_block(a->cnorm ? VDB_METRIC_IP : a->km, a->x + p0 * d, np, a->c + c0 * d, nc, d, S);
+        const float *bias = a->cnorm ? a->cnorm + c0 : NULL;
+        for (size_t i = 0; i < np; i++) {
+            if (bias)
+                km_argmin_biased(S + i * nc, bias, nc, (uint32_t)c0, &best[i], &best_i[i]);
+            else
+                km_argmin(S + i * nc, nc, (uint32_t)c0, &best[i], &best_i[i]);
         }
-        for (size_t i = 0; i < np; i++) km_argmin(S + i * nc, nc, (uint32_t)c0, &best[i], &best_i[i]);
     }
     size_t changed = 0;
     for (size_t i = 0; i < np; i++) {
         if (a->assign[p0 + i] != best_i[i]) changed++;
         a->assign[p0 + i] = best_i[i];
         if (a->dist) {
-            float v = best[i];
+            float v = km_unkey(best[i]);
             if (a->cnorm) {
-                double xx = 0;
-                const float *xi = a->x + (p0 + i) * d;
-                for (size_t j = 0; j < d; j++) xx += (double)xi[j] * xi[j];
-                v = (float)(xx + (double)v - 2.0);
+                v = (float)((double)a->xnorm[p0 + i] + (double)v - 2.0);
                 if (v < 0.0f) v = 0.0f; /* cancellation can leave a tiny negative */
             }
             a->dist[p0 + i] = v;
@@ -187,11 +210,19 @@ static void km_assign_task(void *vctx, size_t task, size_t worker)
 }
 
 /* Runs the assignment; *n_changed (optional) = points whose assign[] value changed. */
+static float km_sumsq(const float *v, size_t d)
+{
+    double s = 0;
+    for (size_t j = 0; j < d; j++) s += (double)v[j] * v[j];
+    return (float)s;
+}
+
+/* xnorm (optional): |x|^2 of the n points, when the caller has it (training reuses it). */
 static int km_assign_run(vdb_metric km, const float *c, size_t k, size_t d, const float *x, size_t n,
-                         uint32_t *assign, float *dist, size_t *n_changed)
+                         const float *xnorm, uint32_t *assign, float *dist, size_t *n_changed)
 {
     int rc = VDB_OK;
-    float *scratch = NULL, *cnorm = NULL;
+    float *scratch = NULL, *cnorm = NULL, *xnorm_own = NULL;
     size_t *changes = NULL;
     size_t n_tasks = (n + KM_PB - 1) / KM_PB;
     size_t workers = vdb_threads_count();
@@ -209,19 +240,18 @@ static int km_assign_run(vdb_metric km, const float *c, size_t k, size_t d, cons
      * (one FMA per element instead of a subtract and an FMA); the rounding this adds is that of
      * sgemm-based k-means (faiss) and only matters for near-ties. */
     if (km == VDB_METRIC_L2) cnorm = malloc(k * sizeof *cnorm);
-    if (!scratch || (n_changed && !changes) || (km == VDB_METRIC_L2 && !cnorm)) {
+    int need_xnorm = km == VDB_METRIC_L2 && dist && !xnorm;
+    if (need_xnorm) xnorm = xnorm_own = malloc(n * sizeof *xnorm_own);
+    if (!scratch || (n_changed && !changes) || (km == VDB_METRIC_L2 && !cnorm) || (need_xnorm && !xnorm_own)) {
         rc = vdb_set_error(VDB_ENOMEM, "out of memory for k-means assignment scratch (%zu bytes)",
                            total);
         goto cleanup;
     }
-    if (cnorm) {
-        for (size_t ci = 0; ci < k; ci++) {
-            double s = 0;
-            for (size_t j = 0; j < d; j++) s += (double)c[ci * d + j] * c[ci * d + j];
-            cnorm[ci] = (float)s;
-        }
-    }
-    km_assign_ctx ctx = {km, x, n, d, c, k, assign, dist, cnorm, scratch, per, workers, changes, 0};
+    if (cnorm)
+        for (size_t ci = 0; ci < k; ci++) cnorm[ci] = km_sumsq(c + ci * d, d);
+    if (xnorm_own)
+        for (size_t i = 0; i < n; i++) xnorm_own[i] = km_sumsq(x + i * d, d);
+    km_assign_ctx ctx = {km, x, n, d, c, k, assign, dist, cnorm, xnorm, scratch, per, workers, changes, 0};
     vdb_parallel_for(n_tasks, km_assign_task, &ctx);
     if (ctx.failed) {
         rc = vdb_set_error(VDB_ENOMEM, "out of memory for k-means assignment scratch");
@@ -236,6 +266,7 @@ cleanup:
     if (n == 0 && n_changed) *n_changed = 0;
     free(scratch);
     free(cnorm);
+    free(xnorm_own);
     free(changes);
     return rc;
 }
@@ -246,7 +277,7 @@ int vdb_kmeans_assign(vdb_metric m, const float *centroids, size_t k, size_t d, 
     if (k == 0 || d == 0) return vdb_set_error(VDB_EINVAL, "k-means assign needs k > 0 and d > 0");
     if (k > UINT32_MAX) return vdb_set_error(VDB_EINVAL, "k-means supports at most 2^32-1 clusters");
     vdb_metric km = m == VDB_METRIC_L2 ? VDB_METRIC_L2 : VDB_METRIC_IP;
-    return km_assign_run(km, centroids, k, d, x, n, assign, dist, NULL);
+    return km_assign_run(km, centroids, k, d, x, n, NULL, assign, dist, NULL);
 }
 
 /* ---- k-means++ seeding.
@@ -425,7 +456,7 @@ int vdb_kmeans_train(vdb_metric m, const float *x, size_t n, size_t d, size_t k,
 {
     int rc = VDB_OK;
     size_t *idx = NULL, *sidx = NULL, *counts = NULL;
-    float *xt_own = NULL, *xs_own = NULL, *dist = NULL;
+    float *xt_own = NULL, *xs_own = NULL, *dist = NULL, *xnorm = NULL;
     uint32_t *assign = NULL;
     double *sums = NULL;
     vdb_kmeans_params p;
@@ -515,9 +546,17 @@ int vdb_kmeans_train(vdb_metric m, const float *x, size_t n, size_t d, size_t k,
         goto cleanup;
     }
     for (size_t i = 0; i < mt; i++) assign[i] = UINT32_MAX;
+    if (!spherical) {
+        xnorm = malloc(mt * sizeof *xnorm);
+        if (!xnorm) {
+            rc = vdb_set_error(VDB_ENOMEM, "out of memory for k-means point norms (%zu points)", mt);
+            goto cleanup;
+        }
+        for (size_t i = 0; i < mt; i++) xnorm[i] = km_sumsq(xt + i * d, d);
+    }
     for (size_t it = 0; it < p.n_iter; it++) {
         size_t changed = 0;
-        rc = km_assign_run(km, centroids, k, d, xt, mt, assign, dist, &changed);
+        rc = km_assign_run(km, centroids, k, d, xt, mt, xnorm, assign, dist, &changed);
         if (rc) goto cleanup;
         st.iterations++;
         if (changed == 0) {
@@ -540,6 +579,7 @@ cleanup:
     free(xt_own);
     free(xs_own);
     free(dist);
+    free(xnorm);
     free(assign);
     free(sums);
     free(counts);
