@@ -866,14 +866,15 @@ static PyObject *Collection_stats(CollectionObject *self, PyObject *unused)
     static const char *metrics[] = {"l2", "ip", "cosine"};
     WITH_COLLECTION(self, rc, vdb_collection_stats_get(self->col, &s));
     if (rc) return engine_result(self, rc);
-    return Py_BuildValue("{sLsLsssLsLsLsLsLsssOsLsLsLsLsdsLsi}", "count", (long long)s.count, "dimension",
+    return Py_BuildValue("{sLsLsssLsLsLsLsLsssOsLsLsLsLsdsLsisL}", "count", (long long)s.count, "dimension",
                          (long long)s.dim, "metric", metrics[s.metric], "rows_total", (long long)s.rows_total,
                          "wal_bytes", (long long)s.wal_bytes, "generation", (long long)s.generation, "bytes_on_disk",
                          (long long)s.bytes_on_disk, "bytes_in_memory", (long long)s.bytes_in_memory, "index",
                          s.ivf_trained ? "ivf" : "flat", "trained", s.ivf_trained ? Py_True : Py_False, "n_clusters",
                          (long long)s.n_lists, "n_probe", (long long)s.n_probe, "list_min", (long long)s.list_min,
                          "list_max", (long long)s.list_max, "list_mean", s.list_mean, "added_since_training",
-                         (long long)s.added_since_training, "batch_depth", s.batch_depth);
+                         (long long)s.added_since_training, "batch_depth", s.batch_depth, "count_at_training",
+                         (long long)s.count_at_training);
 }
 
 static PyObject *Collection_batch(CollectionObject *self, PyObject *arg)
@@ -883,6 +884,17 @@ static PyObject *Collection_batch(CollectionObject *self, PyObject *arg)
     WITH_COLLECTION(self, rc, vdb_collection_batch(self->col, begin));
     if (rc) return engine_result(self, rc);
     Py_RETURN_NONE;
+}
+
+static PyObject *Collection_take_warning(CollectionObject *self, PyObject *unused)
+{
+    (void)unused;
+    char buf[512];
+    int had;
+    WITH_COLLECTION(self, had, vdb_collection_take_warning(self->col, buf, sizeof buf));
+    if (had == 1 && self->col == NULL) return closed_error();
+    if (!had) Py_RETURN_NONE;
+    return PyUnicode_DecodeUTF8(buf, (Py_ssize_t)strlen(buf), "replace");
 }
 
 static PyObject *Collection_rebuild(CollectionObject *self, PyObject *unused)
@@ -924,6 +936,8 @@ static PyMethodDef collection_methods[] = {
     {"stats", (PyCFunction)Collection_stats, METH_NOARGS, "stats() -> dict"},
     {"batch", (PyCFunction)Collection_batch, METH_O, "batch(begin: bool): enter / leave bulk-import mode"},
     {"rebuild", (PyCFunction)Collection_rebuild, METH_NOARGS, "rebuild(): (re)train the IVF index now"},
+    {"take_warning", (PyCFunction)Collection_take_warning, METH_NOARGS,
+     "take_warning() -> str | None: a failure of maintenance after a write (training, checkpoint)"},
     {"close", (PyCFunction)Collection_close, METH_NOARGS, "close()"},
     {NULL, NULL, 0, NULL},
 };

@@ -58,6 +58,9 @@ struct vdb_collection {
 
     vdb_meta *meta;
 
+    char warning[512]; /* the last failure of maintenance after a write (see after_write) */
+    int has_warning;
+
     vdb_ivf *ivf; /* once trained, the owner of every live row's vector (base/tail are empty) */
     int batch_depth;
 };
@@ -498,7 +501,7 @@ static int decode_write(const uint8_t *payload, size_t len, decoded_write *w)
 /* ---- checkpoint, compaction ---- */
 
 static int maybe_checkpoint(vdb_collection *c);
-static int after_write(vdb_collection *c);
+static void after_write(vdb_collection *c);
 static int64_t current_n_probe(const vdb_collection *c);
 
 /* Drops dead rows: rows keep their order; vectors move to one heap array. */
@@ -619,7 +622,12 @@ static int checkpoint_locked(vdb_collection *c)
     if ((rc = vdb_records_write(path, c->n_rows, rec.data, rec.len))) goto cleanup;
     if ((rc = vdb_fsync_dir(gdir)) || (rc = vdb_fsync_dir(c->dir))) goto cleanup;
     vdb_manifest m = {(uint32_t)c->cfg.metric, (uint64_t)c->dim, gen};
-    if ((rc = vdb_manifest_write(c->dir, &m))) goto cleanup;
+    if ((rc = vdb_manifest_write(c->dir, &m))) {
+        /* Whether the switch reached the disk is unknown: the old log may already be a leftover
+         * that the next open deletes. Refuse writes until reopened, which settles it. */
+        c->failed = 1;
+        goto cleanup;
+    }
     /* The new generation is current: start its log, then drop the old files. */
     path_join(path, sizeof path, c->dir, "wal-", gen, 1);
     if ((rc = vdb_wal_open(path, &fd))) {
@@ -892,7 +900,7 @@ int vdb_collection_write(vdb_collection *c, int op, const vdb_batch *b, uint8_t 
     }
     rc = apply_write(c, op, b, &p, status);
     plan_free(&p, b->n);
-    if (rc == VDB_OK) rc = after_write(c);
+    if (rc == VDB_OK) after_write(c);
 done:
     pthread_rwlock_unlock(&c->lock);
     return rc;
@@ -959,7 +967,7 @@ int vdb_collection_delete_where(vdb_collection *c, const vdb_filter *f, int64_t 
         plan_free(&p, n);
         if (rc) goto done;
         *n_deleted = (int64_t)n;
-        rc = after_write(c);
+        after_write(c);
     }
 done:
     pthread_rwlock_unlock(&c->lock);
@@ -1385,10 +1393,27 @@ static int maybe_train(vdb_collection *c, int force)
     return rc;
 }
 
-static int after_write(vdb_collection *c)
+/* Maintenance after a durable write: training and checkpoints. Its failure does not fail the
+ * write, which is logged and applied already (the current generation stays valid); the message is
+ * kept for vdb_collection_take_warning. */
+static void after_write(vdb_collection *c)
 {
     int rc = maybe_train(c, 0);
-    return rc ? rc : maybe_checkpoint(c);
+    if (rc == VDB_OK) rc = maybe_checkpoint(c);
+    if (rc != VDB_OK) {
+        snprintf(c->warning, sizeof c->warning, "%s", vdb_last_error());
+        c->has_warning = 1;
+    }
+}
+
+int vdb_collection_take_warning(vdb_collection *c, char *buf, size_t cap)
+{
+    pthread_rwlock_wrlock(&c->lock);
+    int had = c->has_warning;
+    if (had) snprintf(buf, cap, "%s", c->warning);
+    c->has_warning = 0;
+    pthread_rwlock_unlock(&c->lock);
+    return had;
 }
 
 int vdb_collection_batch(vdb_collection *c, int begin)
@@ -1400,7 +1425,7 @@ int vdb_collection_batch(vdb_collection *c, int begin)
     } else if (c->batch_depth == 0) {
         rc = vdb_set_error(VDB_EINVAL, "end of batch mode without a matching begin");
     } else if (--c->batch_depth == 0 && !c->failed) {
-        rc = after_write(c);
+        after_write(c);
     }
     pthread_rwlock_unlock(&c->lock);
     return rc;

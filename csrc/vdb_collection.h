@@ -168,6 +168,11 @@ typedef struct {
 
 int vdb_collection_stats_get(vdb_collection *c, vdb_collection_stats *out);
 
+/* Writes may trigger maintenance (index training, a checkpoint). When that fails the write still
+ * succeeds (it is durable already) and the failure is kept: this returns 1 and copies its message
+ * once, 0 when there is none. */
+int vdb_collection_take_warning(vdb_collection *c, char *buf, size_t cap);
+
 /* Writes a new snapshot generation and truncates the log (see vdb_store.h). */
 int vdb_collection_checkpoint(vdb_collection *c);
 

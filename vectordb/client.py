@@ -151,8 +151,13 @@ class _BaseClient:
                 return cid
         return None
 
+    _catalog_unsynced: Optional[str] = None
+
     def _save_catalog(self) -> None:
         """Persists the catalog (nothing for in-memory clients)."""
+
+    def _raise_if_unsynced(self) -> None:
+        """Raises after a catalog change whose directory sync failed (persistent clients)."""
 
     # ---- public API ----
     def heartbeat(self) -> int:
@@ -220,6 +225,7 @@ class _BaseClient:
             self._evict()
             if embedding_function is not None:
                 self._embedding_functions[cid] = embedding_function
+            self._raise_if_unsynced()
             return Collection(self, cid, embedding_function)
 
     def get_collection(self, name: str, embedding_function: Optional[Callable] = None, data_loader: Any = None) -> Collection:
@@ -260,6 +266,7 @@ class _BaseClient:
             directory = self._collection_dir(cid)
             if directory is not None:
                 shutil.rmtree(directory, ignore_errors=True)
+            self._raise_if_unsynced()
 
     def _modify(self, cid: str, name: Optional[str], metadata: Optional[dict]) -> None:
         with self._lock:
@@ -278,6 +285,7 @@ class _BaseClient:
             except BaseException:
                 entry.update(old)
                 raise
+            self._raise_if_unsynced()
 
     def reset(self) -> bool:
         """Deletes every collection; only when allowed (VECTORDB_ALLOW_RESET=1 or settings allow_reset)."""
@@ -390,22 +398,39 @@ class PersistentClient(_BaseClient):
                 shutil.rmtree(os.path.join(root, d), ignore_errors=True)
 
     def _save_catalog(self) -> None:
+        """Replaces catalog.json atomically. A failure before the rename changes nothing on disk and
+        is raised as is (the caller rolls back). A failed directory sync after the rename leaves the
+        new catalog visible but maybe not durable: the caller completes the change, and then
+        _raise_if_unsynced refuses it and every later catalog change until the client is reopened."""
+        if self._catalog_unsynced:
+            raise ReadOnlyError(f"database '{self._path}' refuses catalog changes after a failed sync; reopen it")
         path = self._catalog_path()
         tmp = path + ".tmp"
         body = json.dumps({"format": CATALOG_FORMAT, "collections": self._catalog}, indent=1).encode("utf-8")
-        data = body + b"\n#crc32 %08x\n" % zlib.crc32(body)
+        data = memoryview(body + b"\n#crc32 %08x\n" % zlib.crc32(body))
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            os.write(fd, data)
+            while data:  # os.write may write less than asked (disk full): loop or raise
+                data = data[os.write(fd, data):]
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        dfd = os.open(self._path, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+            dfd = os.open(self._path, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as e:
+            self._catalog_unsynced = f"syncing '{self._path}' after replacing catalog.json failed: {e}"
+
+    def _raise_if_unsynced(self) -> None:
+        if self._catalog_unsynced:
+            raise ReadOnlyError(
+                f"{self._catalog_unsynced}; the change is in place but may not survive a power cut. "
+                "The client refuses further catalog changes: reopen it"
+            )
 
     def _release_lock(self) -> None:
         with _open_paths_lock:

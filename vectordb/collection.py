@@ -97,6 +97,16 @@ class Collection:
     def _call(self, method: str, *args: Any) -> Any:
         return self._client._engine_call(self._id, method, *args)
 
+    def _write_call(self, *args: Any) -> Any:
+        """An engine write, then any failure of the maintenance it triggered (training, checkpoint),
+        which does not fail the write (it is durable already) but must not go unnoticed."""
+        out = self._call(*args)
+        warning = self._call("take_warning")
+        if warning:
+            log.warning("collection %r: maintenance after a write failed (the write itself succeeded): %s",
+                        self.name, warning)
+        return out
+
     def _dimension(self) -> int:
         return int(self._call("stats")["dimension"])
 
@@ -124,7 +134,7 @@ class Collection:
         docs = validate_documents(documents, n)
         metas = validate_metadatas(metadatas, n, allow_none_values=op != OP_ADD)
         vectors = self._embeddings_for(embeddings, docs, n, required=op == OP_ADD)
-        return self._call("write", op, ids, vectors, metas, docs)
+        return self._write_call("write", op, ids, vectors, metas, docs)
 
     def add(self, ids: Any, embeddings: Any = None, metadatas: Any = None, documents: Any = None,
             uris: Any = None, images: Any = None) -> None:
@@ -163,14 +173,14 @@ class Collection:
         id_list = validate_ids(ids) if ids is not None else None
         flt = compile_filter(where, where_document)
         if flt is None:
-            status = self._call("write", OP_DELETE, id_list, None, None, None)
+            status = self._write_call("write", OP_DELETE, id_list, None, None, None)
             return {"deleted": status.count(1)}
         if id_list is None:
-            return {"deleted": int(self._call("delete_where", flt))}
+            return {"deleted": int(self._write_call("delete_where", flt))}
         matched = self._call("get", id_list, flt, 0, -1, 0)[0]
         if not matched:
             return {"deleted": 0}
-        status = self._call("write", OP_DELETE, matched, None, None, None)
+        status = self._write_call("write", OP_DELETE, matched, None, None, None)
         return {"deleted": status.count(1)}
 
     # ---- reads ----
@@ -281,7 +291,7 @@ class Collection:
     def end_batch(self) -> None:
         """Leaves bulk-import mode; the index trains or retrains once if the collection grew enough."""
         try:
-            self._call("batch", False)
+            self._write_call("batch", False)
         finally:
             self._client._pin(self._id, -1)
 
