@@ -44,7 +44,18 @@ static PyObject *raise_engine(PyObject *module, int rc)
     case VDB_ELOCKED: exc = st->locked_error ? st->locked_error : exc; break;
     case VDB_EDIM: exc = st->dim_error ? st->dim_error : PyExc_ValueError; break;
     case VDB_EREADONLY: exc = st->readonly_error ? st->readonly_error : exc; break;
-    case VDB_EIO: exc = PyExc_OSError; break;
+    case VDB_EIO:
+        if (vdb_last_errno()) {
+            /* OSError(errno, message): callers can tell ENOSPC from EIO. */
+            PyObject *args = Py_BuildValue("(is)", vdb_last_errno(), msg);
+            if (args) {
+                PyErr_SetObject(PyExc_OSError, args);
+                Py_DECREF(args);
+            }
+            return NULL;
+        }
+        exc = PyExc_OSError;
+        break;
     default: break;
     }
     if (!PyErr_Occurred()) PyErr_SetString(exc, msg);

@@ -33,6 +33,7 @@ struct vdb_collection {
     int64_t dim;
     uint64_t generation;
     int wal_fd;
+    char wal_path[4096]; /* named in errors */
     uint64_t wal_end;
     uint64_t snapshot_bytes;
     int failed; /* an fsync or apply failed: writes refused until reopened */
@@ -604,7 +605,7 @@ static int checkpoint_locked(vdb_collection *c)
     uint64_t gen = c->generation + 1;
     path_join(gdir, sizeof gdir, c->dir, "gen-", gen, 1);
     if ((rc = vdb_remove_tree(gdir))) return rc;
-    if (mkdir(gdir, 0755) != 0) return vdb_set_error(VDB_EIO, "cannot create '%s': %s", gdir, strerror(errno));
+    if (mkdir(gdir, 0755) != 0) return vdb_set_io_error(errno, "cannot create '%s': %s", gdir, strerror(errno));
     uint64_t vector_bytes = 0;
     if (c->ivf) {
         path_join(path, sizeof path, gdir, "ivf.bin", 0, 0);
@@ -637,6 +638,7 @@ static int checkpoint_locked(vdb_collection *c)
     close(c->wal_fd);
     c->wal_fd = fd;
     c->wal_end = 0;
+    snprintf(c->wal_path, sizeof c->wal_path, "%s", path);
     path_join(old_wal, sizeof old_wal, c->dir, "wal-", c->generation, 1);
     path_join(old_gen, sizeof old_gen, c->dir, "gen-", c->generation, 1);
     c->generation = gen;
@@ -663,14 +665,17 @@ static int replay_record(void *ctx, uint8_t type, const uint8_t *payload, size_t
     decoded_write w;
     write_plan p;
     int rc;
+    char why[512];
     if (type != WAL_WRITE || decode_write(payload, len, &w)) {
         if (type == WAL_WRITE) decoded_free(&w);
-        return vdb_set_error(VDB_ECORRUPT, "log of '%s' holds a record this version cannot read (type %u)", c->dir, type);
+        return vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt: it holds a record this version cannot read (type %u)",
+                             c->wal_path, type);
     }
     if ((rc = plan_write(c, w.op, &w.b, &p))) {
         decoded_free(&w);
         if (rc == VDB_ENOMEM) return rc;
-        return vdb_set_error(VDB_ECORRUPT, "log of '%s' holds an invalid write: %s", c->dir, vdb_last_error());
+        snprintf(why, sizeof why, "%s", vdb_last_error()); /* the message buffer is about to be rewritten */
+        return vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt: it holds an invalid write (%s)", c->wal_path, why);
     }
     rc = apply_write(c, w.op, &w.b, &p, NULL);
     plan_free(&p, w.b.n);
@@ -726,6 +731,18 @@ static int load_records(vdb_collection *c, const char *path, uint64_t n_rows_exp
 cleanup:
     free(payload);
     return rc;
+}
+
+/* Whether dir holds generations or logs: then a missing MANIFEST is damage, not a new collection. */
+static int dir_has_data(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int found = 0;
+    if (!d) return 0;
+    while (!found && (e = readdir(d))) found = !strncmp(e->d_name, "gen-", 4) || !strncmp(e->d_name, "wal-", 4);
+    closedir(d);
+    return found;
 }
 
 /* Removes what a crashed checkpoint may have left: generations and logs other than the current. */
@@ -801,6 +818,10 @@ int vdb_collection_open(const char *dir, const vdb_collection_config *cfg, vdb_c
         goto fail;
     }
     rc = vdb_manifest_read(dir, &m);
+    if (rc == VDB_ENOTFOUND && dir_has_data(dir)) {
+        rc = vdb_set_error(VDB_ECORRUPT, "file '%s/MANIFEST' is missing but the collection holds data files", dir);
+        goto fail;
+    }
     if (rc == VDB_ENOTFOUND) {
         m = (vdb_manifest){(uint32_t)cfg->metric, (uint64_t)(cfg->dim > 0 ? cfg->dim : 0), 0};
         if ((rc = vdb_manifest_write(dir, &m))) goto fail;
@@ -842,7 +863,8 @@ int vdb_collection_open(const char *dir, const vdb_collection_config *cfg, vdb_c
             }
         c->snapshot_bytes += c->ids.len;
     }
-    path_join(path, sizeof path, dir, "wal-", c->generation, 1);
+    path_join(c->wal_path, sizeof c->wal_path, dir, "wal-", c->generation, 1);
+    snprintf(path, sizeof path, "%s", c->wal_path);
     if ((rc = vdb_wal_replay(path, replay_record, c, &c->wal_end))) goto fail;
     if ((rc = vdb_wal_open(path, &c->wal_fd))) goto fail;
     *out = c;
@@ -876,7 +898,7 @@ static int log_write(vdb_collection *c, int op, const vdb_batch *b)
     vdb_buf payload = {0};
     int rc = encode_write(op, b, &payload);
     if (rc == VDB_OK) {
-        rc = vdb_wal_append(c->wal_fd, c->dir, &c->wal_end, WAL_WRITE, payload.data, payload.len, c->cfg.durable);
+        rc = vdb_wal_append(c->wal_fd, c->wal_path, &c->wal_end, WAL_WRITE, payload.data, payload.len, c->cfg.durable);
         /* After a failed write or sync the file's state is unknown (fsyncgate): stop writing. */
         if (rc == VDB_EIO) c->failed = 1;
     }
@@ -890,7 +912,8 @@ int vdb_collection_write(vdb_collection *c, int op, const vdb_batch *b, uint8_t 
     int rc;
     pthread_rwlock_wrlock(&c->lock);
     if (c->failed) {
-        rc = vdb_set_error(VDB_EREADONLY, "collection at '%s' refuses writes after an I/O error; reopen it", c->dir);
+        rc = vdb_set_error(VDB_EREADONLY, "collection at '%s' refuses writes after an I/O error; reopen it",
+                           c->dir ? c->dir : "(memory)");
         goto done;
     }
     if ((rc = plan_write(c, op, b, &p))) goto done;

@@ -27,5 +27,13 @@ int vdb_set_error(int code, const char *fmt, ...)
 #endif
     ;
 const char *vdb_last_error(void);
+/* The OS errno behind the calling thread's last VDB_EIO (0 when none): set by vdb_set_io_error. */
+int vdb_last_errno(void);
+/* vdb_set_error for a failed OS call: also records errno. */
+int vdb_set_io_error(int os_errno, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
 
 #endif

@@ -749,7 +749,7 @@ static int ivf_write_all(ivf_writer *w, const void *p, size_t n)
         ssize_t got = write(w->fd, b, chunk);
         if (got < 0) {
             if (errno == EINTR) continue;
-            return vdb_set_error(VDB_EIO, "writing IVF index file '%s' failed: %s", w->path, strerror(errno));
+            return vdb_set_io_error(errno, "writing IVF index file '%s' failed: %s", w->path, strerror(errno));
         }
         b += got;
         n -= (size_t)got;
@@ -836,7 +836,7 @@ int vdb_ivf_write(const vdb_ivf *ivf, const char *path, uint64_t *bytes_written)
     w->len = 0;
     w->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (w->fd < 0) {
-        rc = vdb_set_error(VDB_EIO, "cannot create IVF index file '%s': %s", path, strerror(errno));
+        rc = vdb_set_io_error(errno, "cannot create IVF index file '%s': %s", path, strerror(errno));
         goto cleanup;
     }
     const size_t d = ivf->d;
@@ -868,14 +868,14 @@ int vdb_ivf_write(const vdb_ivf *ivf, const char *path, uint64_t *bytes_written)
     vdb_put_u32(t, w->crc);
     if ((rc = ivf_write_all(w, t, 4))) goto cleanup;
     if (fdatasync(w->fd) != 0) {
-        rc = vdb_set_error(VDB_EIO, "fdatasync of IVF index file '%s' failed: %s", path, strerror(errno));
+        rc = vdb_set_io_error(errno, "fdatasync of IVF index file '%s' failed: %s", path, strerror(errno));
         goto cleanup;
     }
     if (bytes_written) *bytes_written = w->written;
 cleanup:
     if (w->fd >= 0) {
         if (close(w->fd) != 0 && rc == VDB_OK)
-            rc = vdb_set_error(VDB_EIO, "closing IVF index file '%s' failed: %s", path, strerror(errno));
+            rc = vdb_set_io_error(errno, "closing IVF index file '%s' failed: %s", path, strerror(errno));
         if (rc != VDB_OK) unlink(path); /* never leave a partial file behind */
     }
     free(w);
@@ -897,7 +897,7 @@ static int ivf_read_exact(ivf_reader *r, void *p, size_t n)
         ssize_t got = read(r->fd, b, chunk);
         if (got < 0) {
             if (errno == EINTR) continue;
-            return vdb_set_error(VDB_EIO, "reading IVF index file '%s' failed: %s", r->path, strerror(errno));
+            return vdb_set_io_error(errno, "reading IVF index file '%s' failed: %s", r->path, strerror(errno));
         }
         if (got == 0) return vdb_set_error(VDB_ECORRUPT, "IVF index file '%s' is truncated", r->path);
         b += got;
@@ -950,7 +950,7 @@ int vdb_ivf_read(const char *path, vdb_ivf **out)
     }
     struct stat st;
     if (fstat(r.fd, &st) != 0) {
-        rc = vdb_set_error(VDB_EIO, "cannot stat IVF index file '%s': %s", path, strerror(errno));
+        rc = vdb_set_io_error(errno, "cannot stat IVF index file '%s': %s", path, strerror(errno));
         goto cleanup;
     }
     uint64_t size = (uint64_t)st.st_size;

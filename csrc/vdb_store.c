@@ -30,7 +30,8 @@ static const uint8_t wal_marker[WAL_TRAILER] = {'V', 'D', 'B', 'E'};
 
 static int io_error(const char *what, const char *path)
 {
-    return vdb_set_error(VDB_EIO, "%s '%s': %s", what, path, strerror(errno));
+    int e = errno;
+    return vdb_set_io_error(e, "%s '%s': %s", what, path, strerror(e));
 }
 
 /* write() until done: a short write is retried, EINTR too. */
@@ -332,6 +333,11 @@ int vdb_vectors_map(const char *path, uint32_t metric, uint64_t dim, uint64_t *n
                            vdb_get_u32(h + 8), VDB_FORMAT_VERSION);
         goto cleanup;
     }
+    for (size_t i = 40; i < VECTORS_HEADER; i++)
+        if (h[i]) {
+            rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt (header padding is not zero)", path);
+            goto cleanup;
+        }
     uint64_t rows = vdb_get_u64(h + 16), d = vdb_get_u64(h + 24);
     if (vdb_get_u32(h + 12) != metric || d != dim || (d && rows > (UINT64_MAX / 4) / d) ||
         (uint64_t)st.st_size != VECTORS_HEADER + rows * d * 4) {

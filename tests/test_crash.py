@@ -98,12 +98,14 @@ def test_kill9_loses_no_acknowledged_write(tmp_path):
     next_batch = 0
     for trial in range(TRIALS):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, path, str(next_batch)], stdout=subprocess.PIPE, text=True)
-        # Let it get going (imports take ~0.2 s), then kill at a random moment.
-        time.sleep(0.25 + rnd.random() * 0.25)
+        # Start the clock at its first write (start-up time varies, e.g. under ASan), then kill at
+        # a random moment.
+        first = proc.stdout.readline()
+        time.sleep(rnd.random() * 0.25)
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate()
         in_flight = None
-        for line in out.splitlines():
+        for line in (first + out).splitlines():
             word, op, i = line.split()
             if word == "begin":
                 in_flight = (int(op), int(i))

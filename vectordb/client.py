@@ -11,6 +11,7 @@ import collections
 import fcntl
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -72,6 +73,48 @@ def _resolve_configuration(metadata: Optional[dict], configuration: Any, dimensi
     }
 
 
+_CRC_LINE = re.compile(rb"#crc32 [0-9a-f]{8}")
+
+
+def _read_catalog(path: str) -> dict:
+    """Reads and checks catalog.json: checksum line, format, and every entry's types."""
+    def bad(why: str) -> CorruptionError:
+        return CorruptionError(f"file '{path}' is corrupt: {why}")
+
+    with open(path, "rb") as f:
+        raw = f.read()
+    # Last line: "#crc32 <8 lowercase hex digits>" over the JSON before it.
+    body, _, trailer = raw.rstrip(b"\n").rpartition(b"\n")
+    if not _CRC_LINE.fullmatch(trailer) or int(trailer[7:], 16) != zlib.crc32(body):
+        raise bad("checksum mismatch or missing")
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise bad(str(e)) from None
+    if not isinstance(data, dict) or data.get("format") != CATALOG_FORMAT:
+        fmt = data.get("format") if isinstance(data, dict) else None
+        raise CorruptionError(f"file '{path}' has catalog format {fmt!r}; this vectordb reads {CATALOG_FORMAT}")
+    cols = data.get("collections")
+    if not isinstance(cols, dict):
+        raise bad("'collections' is not an object")
+    out = {}
+    for cid, e in cols.items():
+        try:
+            uuid.UUID(cid)
+            name, metadata, cfg = e["name"], e["metadata"], e["configuration"]
+            validate_name(name)
+            if metadata is not None:
+                validate_collection_metadata(metadata)
+            if not isinstance(cfg, dict) or cfg.get("space") not in SPACES or not isinstance(cfg.get("use_ivf", False), bool):
+                raise ValueError("bad configuration")
+            for key in ("dimension", "n_clusters", "n_probe"):
+                validate_positive_int(cfg.get(key), key, allow_none=True)
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise bad(f"entry {cid!r}: {err}") from None
+        out[cid] = {"name": name, "metadata": metadata, "configuration": cfg}
+    return out
+
+
 class _BaseClient:
     """What both clients share: the catalog in memory, collection handles, the public API."""
 
@@ -84,6 +127,7 @@ class _BaseClient:
         self._handles: "collections.OrderedDict[str, Any]" = collections.OrderedDict()
         self._embedding_functions: dict[str, Any] = {}
         self._pinned: dict[str, int] = {}  # collections in batch mode: never evicted (the mode lives in the handle)
+        self._in_use: dict[str, int] = {}  # calls running on each handle: never evicted under them
         self._closed = False
 
     # ---- engine handles (LRU) ----
@@ -101,34 +145,33 @@ class _BaseClient:
                 raise NotFoundError(f"Collection [{cid}] does not exist")
             h = self._open_engine(cid, self._catalog[cid]["configuration"])
             self._handles[cid] = h
-            self._evict()
+            self._evict(keep=cid)
             return h
 
     def _open_engine(self, cid: str, cfg: dict) -> Any:
         return _core.Collection(self._collection_dir(cid), cfg["space"], cfg.get("dimension") or 0, config.durable(),
                                 bool(cfg.get("use_ivf")), cfg.get("n_clusters") or 0, cfg.get("n_probe") or 0)
 
-    def _evict(self) -> None:
+    def _evict(self, keep: Optional[str] = None) -> None:
         if self._path is None:
             return  # in-memory collections cannot be closed and reopened
         for cid in list(self._handles):
             if len(self._handles) <= self._max_cached:
                 break
-            if self._pinned.get(cid):
+            if cid == keep or self._pinned.get(cid) or self._in_use.get(cid):
                 continue
             self._handles.pop(cid).close()
 
     def _engine_call(self, cid: str, method: str, *args: Any) -> Any:
-        for _ in range(3):
+        # The handle is marked in use for the call, so eviction (by another thread) skips it.
+        with self._lock:
             h = self._handle(cid)
-            try:
-                return getattr(h, method)(*args)
-            except RuntimeError as e:
-                # Evicted by another thread between lookup and call: reopen and retry.
-                if h.closed and str(e) == "collection is closed":
-                    continue
-                raise
-        return getattr(self._handle(cid), method)(*args)
+            self._in_use[cid] = self._in_use.get(cid, 0) + 1
+        try:
+            return getattr(h, method)(*args)
+        finally:
+            with self._lock:
+                self._in_use[cid] -= 1
 
     def _pin(self, cid: str, delta: int) -> None:
         with self._lock:
@@ -222,7 +265,7 @@ class _BaseClient:
                 if directory is not None:
                     shutil.rmtree(directory, ignore_errors=True)
                 raise
-            self._evict()
+            self._evict(keep=cid)
             if embedding_function is not None:
                 self._embedding_functions[cid] = embedding_function
             self._raise_if_unsynced()
@@ -369,30 +412,14 @@ class PersistentClient(_BaseClient):
 
     def _load_catalog(self) -> None:
         path = self._catalog_path()
-        if os.path.exists(path):
-            try:
-                with open(path, "rb") as f:
-                    raw = f.read()
-                # Last line: "#crc32 <hex>" over the JSON before it, so a flipped bit is caught.
-                body, _, trailer = raw.rstrip(b"\n").rpartition(b"\n")
-                if not trailer.startswith(b"#crc32 ") or int(trailer[7:], 16) != zlib.crc32(body):
-                    raise CorruptionError(f"file '{path}' is corrupt (checksum mismatch or missing)")
-                data = json.loads(body.decode("utf-8"))
-                if data.get("format") != CATALOG_FORMAT:
-                    raise CorruptionError(f"file '{path}' has catalog format {data.get('format')!r}; this vectordb reads {CATALOG_FORMAT}")
-                cols = data["collections"]
-                for cid, e in cols.items():
-                    uuid.UUID(cid)
-                    if not isinstance(e["name"], str) or e["configuration"]["space"] not in SPACES:
-                        raise ValueError("bad entry")
-                self._catalog = {cid: {"name": e["name"], "metadata": e["metadata"], "configuration": e["configuration"]}
-                                 for cid, e in cols.items()}
-            except CorruptionError:
-                raise
-            except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
-                raise CorruptionError(f"file '{path}' is corrupt: {e}") from None
-        # Directories no catalog entry names are leftovers of an interrupted create or delete.
         root = os.path.join(self._path, "collections")
+        if os.path.exists(path):
+            self._catalog = _read_catalog(path)
+        elif os.listdir(root):
+            # Collections without a catalog: the catalog was lost, not never written. Refuse rather
+            # than treat their directories as leftovers and delete them.
+            raise CorruptionError(f"file '{path}' is missing but '{root}' holds collections")
+        # Directories no catalog entry names are leftovers of an interrupted create or delete.
         for d in os.listdir(root):
             if d not in self._catalog:
                 shutil.rmtree(os.path.join(root, d), ignore_errors=True)
