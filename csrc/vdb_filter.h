@@ -17,6 +17,13 @@
  * on the calling thread, in batches of at most VDB_FILTER_REGEX_BATCH documents, only for rows whose
  * value at that node can still change the result and that have a document.
  *
+ * Evaluation: each metadata leaf is resolved against vdb_meta's typed columns (string operands to
+ * interned ids, numeric operands to exact int64 and double intervals) and runs as one pass over the
+ * key's column (dense: 64 rows per output word; sparse: its entries); a key without a usable
+ * column falls back to walking the blobs row by row. Documents: vdb_meta_doc_contains. AND narrows
+ * the rows its later children look at, OR skips rows already decided, so regex nodes see only rows
+ * whose answer still depends on them.
+ *
  * Ownership and concurrency: the caller frees the filter with vdb_filter_free. After
  * vdb_filter_set_regex (call it before sharing), a filter is read-only: any number of threads may
  * evaluate it at once (the matcher must then be thread-safe). vdb_filter_eval reads `m` only; the

@@ -26,19 +26,26 @@
  *   Why: dense arrays give one sequential, branch-light pass per condition (the 1 ms at 1M rows
  *   target), but n_rows x n_keys of them would explode for collections where records carry their
  *   own keys (one key per record: a million keys). Sparse keys cost 16 bytes per entry plus about
- *   90 bytes per key, so memory stays linear in the number of stored entries whatever the key
- *   pattern, and the 1/4 threshold keeps a dense column at most ~2.3x the size of its sparse log
- *   while making eval of sparse keys proportional to their entries. Replaced strings and lists are
- *   garbage until the collection compacts (it rebuilds the store row by row).
+ *   150 bytes per key (a key held by one record needs no allocation of its own), so memory stays
+ *   linear in the number of stored entries whatever the key pattern (measured, 1M records of one
+ *   int: 193 bytes per record all told with a key per record, 68 with one shared key), and the 1/4
+ *   threshold keeps a dense column at most ~2.3x the size of its sparse log while eval of a sparse
+ *   key costs in proportion to its entries. Replaced strings and lists are garbage until the
+ *   collection compacts (it rebuilds the store row by row).
+ *
+ * Documents live in their own buffer (rows appended in order have adjacent documents), so that
+ * vdb_meta_doc_contains scans only document bytes, runs of adjacent documents as one span.
  *
  * Failure model. vdb_meta_set fails only for its own row/byte storage (which vdb_meta_reserve
- * reserves, along with the growth of every dense column). Column maintenance itself never fails a
- * write: when an allocation it needs fails (a sparse log, the string table, the list pool, a new
- * key), that column is marked BLOB -- filters then evaluate that key from the blobs, which is
- * correct, only slower -- and the next vdb_meta_reserve tries to rebuild all columns from the blobs.
+ * reserves, along with the growth of every dense column; a document the docs buffer cannot take
+ * goes with the blobs, whose reservation covers a write's blob and document bytes). Column upkeep
+ * never fails a write: when an allocation it needs fails (a sparse log, the string table, the list
+ * pool, a new key), that column is marked BLOB -- filters then evaluate that key from the blobs,
+ * correct, only slower -- and the next vdb_meta_reserve tries to rebuild all columns from the
+ * blobs (it keeps the old ones if that fails too).
  *
  * Ownership: vdb_meta copies what it is given. Pointers returned by vdb_meta_get and
- * vdb_meta_column stay valid until the next vdb_meta_set / vdb_meta_reserve / vdb_meta_free on the
+ * vdb_meta_column_get stay valid until the next vdb_meta_set / vdb_meta_reserve / vdb_meta_free on the
  * same object. Not thread-safe by itself: the owning collection's reader-writer lock guards it (the
  * const functions are safe under a shared lock).
  */
@@ -129,10 +136,19 @@ int vdb_meta_string_id(const vdb_meta *m, const uint8_t *s, size_t len, uint64_t
 /* The list pool: a LIST value v of any column is pool[v] = count, then pool[v + 1 .. v + count]. */
 const uint64_t *vdb_meta_list_pool(const vdb_meta *m);
 
+/* Document substring search (used by vdb_filter): sets bit r of out for each row r < n_rows set in
+ * care whose document contains needle[0..len) (bytes, case-sensitive; len 0 = has a document),
+ * clears every other bit of out's ceil(n_rows / 64) words. Scans runs of adjacent documents as one
+ * span when care holds many rows, document by document otherwise. */
+void vdb_meta_doc_contains(const vdb_meta *m, size_t n_rows, const char *needle, size_t len,
+                           const uint64_t *care, uint64_t *out);
+
 #ifdef VDB_META_FAULTS
 /* Tests only: the column allocation that finds this counter at 1 fails (counted down per
- * allocation; 0 disables). */
+ * allocation; 0 disables). vdb_meta_force_blob != 0 makes every column read as VDB_COL_BLOB (the
+ * blob-walking reference path). */
 extern long vdb_meta_fault_countdown;
+extern int vdb_meta_force_blob;
 #endif
 
 #endif

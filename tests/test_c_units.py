@@ -21,7 +21,12 @@ PROGRAMS = {
     "test_ivf": ["vdb_ivf.c", "vdb_kmeans.c", "vdb_distance.c", "vdb_cpu.c", "vdb_threads.c", "vdb_topk.c",
                  "vdb_crc32c.c", "vdb_bytes.c", "vdb_error.c"],
     "test_kernels": ["vdb_cpu.c", "vdb_distance.c", "vdb_topk.c", "vdb_threads.c", "vdb_flat.c", "vdb_error.c"],
+    "test_meta": ["vdb_meta.c", "vdb_filter.c", "vdb_bytes.c", "vdb_error.c"],
 }
+# Per program: extra compile flags and environment (test_meta injects allocation failures, and
+# scribbles over freed memory to catch use-after-free).
+EXTRA_FLAGS = {"test_meta": ["-DVDB_META_FAULTS"]}
+EXTRA_ENV = {"test_meta": {"MALLOC_PERTURB_": "165"}}
 
 
 @pytest.mark.parametrize("name", sorted(PROGRAMS))
@@ -31,10 +36,11 @@ def test_c_unit_program(name, tmp_path):
         pytest.skip("gcc is not installed")
     exe = tmp_path / name
     extra = shlex.split(os.environ.get("VECTORDB_C_TEST_CFLAGS", ""))
-    cmd = [gcc, *CFLAGS, *extra, f"tests/c/{name}.c", *(f"csrc/{s}" for s in PROGRAMS[name]), "-lm", "-o", str(exe)]
+    cmd = [gcc, *CFLAGS, *EXTRA_FLAGS.get(name, []), *extra, f"tests/c/{name}.c", *(f"csrc/{s}" for s in PROGRAMS[name]), "-lm", "-o", str(exe)]
     build = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, f"{shlex.join(cmd)} failed:\n{build.stderr[-4000:]}"
     # Warnings in the engine or the test are defects too (the extension builds with -Wall -Wextra).
     assert "warning:" not in build.stderr, build.stderr[-4000:]
-    run = subprocess.run([str(exe)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, **EXTRA_ENV.get(name, {})}
+    run = subprocess.run([str(exe)], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert run.returncode == 0, f"{name} exited with {run.returncode}:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"

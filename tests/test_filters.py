@@ -38,9 +38,12 @@ def _num(v):
 
 
 def _chroma_operand(field, op):
-    """chromadb compares an int field with int(operand) when the operand is a float."""
+    """chromadb compares an int field with int(operand) when the operand is a float, and a float
+    field with float(operand) when the operand is an int (2**53 + 1 then equals 2.0**53)."""
     if isinstance(field, int) and isinstance(op, float) and not math.isinf(op):
         return int(op)
+    if isinstance(field, float) and isinstance(op, int) and not isinstance(op, bool):
+        return float(op)
     return op
 
 
@@ -569,6 +572,37 @@ SEMANTIC_CASES = [
 ]
 
 
+@pytest.mark.parametrize("pattern,literal", [
+    ("record 12[0-9] ", "record 12"), ("^h.llo", "llo"), ("b$", "b"), (r"\bab", "ab"), ("abc*", "ab"),
+    ("(?x) a b c ", "abc"), ("[a]bc", "abc"), ("x+", None), ("a|b", None), ("ab|cd", None),
+    ("(?i)abc", None), ("x(?i:abc)yz", "yz"), (r"\ud800", None), ("é+t", "t"),
+])
+def test_required_literal(pattern, literal):
+    assert filters.required_literal(pattern) == literal
+    prog = compile_filter(None, {"$regex": pattern})
+    prefix = b"VDBF\x01\x01" + struct.pack("<I", 2) + b"\x20"  # AND(DOC_CONTAINS literal, DOC_REGEX)
+    assert prog.startswith(prefix) == (literal is not None)
+
+
+REGEX_PARTS = ["a", "b", "ab", "a*", "b+", ".", "[ab]", "(a|b)", "^", "$", r"\b", "(?:ab)?", "é", "x{2}",
+               r"\d", " "]
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(st.sampled_from(REGEX_PARTS), min_size=1, max_size=5),
+       docs=st.lists(st.text(alphabet="abéx1 ", max_size=8), min_size=1, max_size=12))
+def test_regex_literal_prefilter_keeps_the_answers(cengine, parts, docs):
+    # Every match holds the literal; and the engine (prefilter + Python re) answers as re.search.
+    pattern = "".join(parts)
+    literal = filters.required_literal(pattern)
+    for d in docs:
+        if literal is not None and re.search(pattern, d):
+            assert literal in d, (pattern, d)
+    records = [(None, d) for d in docs]
+    for wd in ({"$regex": pattern}, {"$not_regex": pattern}):
+        assert cengine.ids(records, None, wd) == ref_ids(records, None, wd), wd
+
+
 @pytest.mark.parametrize("where,wd,expected", SEMANTIC_CASES, ids=[repr(c[:2])[:70] for c in SEMANTIC_CASES])
 def test_c_evaluator_semantics(cengine, where, wd, expected):
     assert ref_ids(SEMANTIC_RECORDS, where, wd) == expected  # the model says what the table says
@@ -705,36 +739,35 @@ def chroma_client():
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=cases(min_records=1))
 def test_chromadb_gives_the_same_ids(chroma_client, cengine, case):
+    # The collections are not deleted: chromadb 1.5.9 keeps a deleted collection's index entries for
+    # a list value [""] and answers {"a": {"$contains": ""}} in a later collection with the record at
+    # the same position (reproduced: create A with record 6 = {"a": [""]}, delete A, create B with 8
+    # records without metadata: B's query returns "r6"). Live collections do not leak.
     records, flt = case
     col = _chroma_collection(chroma_client, records)
-    try:
-        for where, wd in flt:
-            got = set(col.get(where=where, where_document=wd, include=[])["ids"])
-            # chromadb's semantics, as the model states them (float truncation, strict $contains):
-            assert got == ref_ids(records, where, wd, mode="chroma"), (where, wd)
-            if ref_ids(records, where, wd, mode="chroma") == ref_ids(records, where, wd, mode="ours"):
-                assert cengine.ids(records, where, wd) == got, (where, wd)
-    finally:
-        chroma_client.delete_collection(col.name)
+    for where, wd in flt:
+        got = set(col.get(where=where, where_document=wd, include=[])["ids"])
+        # chromadb's semantics, as the model states them (float truncation, strict $contains):
+        expected = ref_ids(records, where, wd, mode="chroma")
+        assert got == expected, (where, wd)
+        if expected == ref_ids(records, where, wd, mode="ours"):
+            assert cengine.ids(records, where, wd) == got, (where, wd)
 
 
 def test_chromadb_rejects_what_we_reject(chroma_client):
     """The invalid filters of the tables above are errors in chromadb too, except the few we reject
     on purpose although chromadb answers them (keys no metadata can have: they match nothing)."""
-    col = _chroma_collection(chroma_client, [({"a": 1}, "x")])
+    col = _chroma_collection(chroma_client, [({"a": 1}, "x")])  # not deleted: see the test above
     accepted = []
-    try:
-        for where, _ in INVALID_WHERE:
-            try:
-                col.get(where=where, include=[])
-                accepted.append(where)
-            except Exception:
-                pass
-        for wd, _ in INVALID_DOC:
-            with pytest.raises(Exception):
-                col.get(where_document=wd, include=[])
-    finally:
-        chroma_client.delete_collection(col.name)
+    for where, _ in INVALID_WHERE:
+        try:
+            col.get(where=where, include=[])
+            accepted.append(where)
+        except Exception:
+            pass
+    for wd, _ in INVALID_DOC:
+        with pytest.raises(Exception):
+            col.get(where_document=wd, include=[])
     # chromadb answers these; we reject them: keys no metadata can have, an int operand beyond int64
     assert accepted == [{"": 1}, {"#foo": 1}, {"a": {"$gt": -(2**63) - 1}}]
 

@@ -33,7 +33,10 @@ Tags are those of the metadata blobs (csrc/vdb_meta.h). Nesting is at most MAX_P
 Regex: the engine has no regex engine of its own (the semantics must be Python's `re`). A program
 with DOC_REGEX nodes is evaluated by the engine with a matcher callback supplied by the binding:
 the engine hands it, in batches, the documents of the rows where that node's value still matters,
-and the binding calls CompiledFilter.match_regex(index, documents) -> bytes of 0/1.
+and the binding calls CompiledFilter.match_regex(index, documents) -> bytes of 0/1. When every match
+of a pattern must contain a literal (`record 12[0-9]` needs "record 12"), the node is compiled as
+AND(DOC_CONTAINS literal, DOC_REGEX): the engine's substring scan then leaves Python only the
+documents that hold the literal.
 """
 from __future__ import annotations
 
@@ -43,6 +46,11 @@ import struct
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
+
+try:  # the regex parser, for the literal prefilter below (Python 3.11+: re._parser)
+    from re import _parser as _sre_parse  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - Python 3.10
+    import sre_parse as _sre_parse  # type: ignore[no-redef]
 
 try:
     from vectordb.errors import InvalidArgumentError
@@ -347,6 +355,11 @@ def _encode(node: tuple, out: bytearray, patterns: List[str]) -> None:
         out += struct.pack("<I", len(data))
         out += data
     elif kind == "regex":
+        literal = required_literal(node[1])
+        if literal:  # same value (a match implies the literal), but Python sees far fewer documents
+            out.append(K_AND)
+            out += struct.pack("<I", 2)
+            _encode(("doc", literal), out, patterns)
         data = node[1].encode("utf-8")
         out.append(K_DOC_REGEX)
         out += struct.pack("<II", len(patterns), len(data))
@@ -354,6 +367,29 @@ def _encode(node: tuple, out: bytearray, patterns: List[str]) -> None:
         patterns.append(node[1])
     else:  # pragma: no cover - the validator builds only the kinds above
         raise AssertionError(kind)
+
+
+def required_literal(pattern: str) -> Optional[str]:
+    """The longest run of literal characters that every match of `pattern` (re.search) contains,
+    or None. Only the pattern's top level counts (each of its items is matched in sequence, so a
+    run of top-level literals appears as is in any match); nothing with case-insensitive matching.
+    `required_literal("record 12[0-9] ")` -> 'record 12'."""
+    try:
+        parsed = _sre_parse.parse(pattern)
+        if parsed.state.flags & re.IGNORECASE:
+            return None
+        best, run = "", []
+        for op, av in list(parsed) + [(None, None)]:
+            if op is _sre_parse.LITERAL:
+                run.append(chr(av))
+                continue
+            if len(run) > len(best):
+                best = "".join(run)
+            run = []
+        best.encode("utf-8")  # a lone surrogate (r"\ud800"): no document holds it; no prefilter
+        return best or None
+    except Exception:  # noqa: BLE001 - a parser we do not understand: no prefilter, same answers
+        return None
 
 
 @dataclass(frozen=True)
