@@ -31,3 +31,29 @@ void vdb_buf_free(vdb_buf *b)
     b->data = NULL;
     b->len = b->cap = 0;
 }
+
+int vdb_utf8_valid(const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t b = p[i];
+        if (b < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        uint32_t cp, min;
+        if ((b & 0xE0) == 0xC0) len = 2, cp = b & 0x1F, min = 0x80;
+        else if ((b & 0xF0) == 0xE0) len = 3, cp = b & 0x0F, min = 0x800;
+        else if ((b & 0xF8) == 0xF0) len = 4, cp = b & 0x07, min = 0x10000;
+        else return 0;
+        if (n - i < len) return 0;
+        for (size_t k = 1; k < len; k++) {
+            if ((p[i + k] & 0xC0) != 0x80) return 0;
+            cp = (cp << 6) | (p[i + k] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+        i += len;
+    }
+    return 1;
+}

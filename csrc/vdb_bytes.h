@@ -61,6 +61,10 @@ static inline int vdb_take_u64(vdb_reader *r, uint64_t *v)
     return 0;
 }
 
+/* Strict UTF-8 (no overlong forms, no surrogates, at most U+10FFFF): what Python produces. Text
+ * read from files is checked with it, so damage never reaches users as replacement characters. */
+int vdb_utf8_valid(const uint8_t *p, size_t n);
+
 /* Growable output buffer (malloc'd); functions return 0 or -1 on allocation failure. */
 typedef struct {
     uint8_t *data;

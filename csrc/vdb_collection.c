@@ -446,7 +446,8 @@ static void decoded_free(decoded_write *w)
     free(w->vectors);
 }
 
-static int decode_strings(vdb_reader *r, size_t n, const char **s, uint32_t *lens, int allow_none)
+/* text: the bytes must be valid UTF-8 (ids, documents); metadata blobs are checked on their own. */
+static int decode_strings(vdb_reader *r, size_t n, const char **s, uint32_t *lens, int allow_none, int text)
 {
     for (size_t i = 0; i < n; i++) {
         const uint8_t *p = NULL;
@@ -457,7 +458,7 @@ static int decode_strings(vdb_reader *r, size_t n, const char **s, uint32_t *len
             lens[i] = 0;
             continue;
         }
-        if (vdb_take(r, lens[i], &p)) return -1;
+        if (vdb_take(r, lens[i], &p) || (text && !vdb_utf8_valid(p, lens[i]))) return -1;
         s[i] = (const char *)p;
     }
     return 0;
@@ -476,7 +477,7 @@ static int decode_write(const uint8_t *payload, size_t len, decoded_write *w)
     if (n > len || dim > (1u << 20) || ((flags & 1) && dim == 0)) return -1;
     w->ids = calloc(n + 1, sizeof *w->ids);
     w->id_lens = calloc(n + 1, sizeof *w->id_lens);
-    if (!w->ids || !w->id_lens || decode_strings(&r, n, w->ids, w->id_lens, 0)) return -1;
+    if (!w->ids || !w->id_lens || decode_strings(&r, n, w->ids, w->id_lens, 0, 1)) return -1;
     if (flags & 1) {
         size_t bytes = n * (size_t)dim * sizeof(float);
         if (bytes / sizeof(float) / (dim ? dim : 1) != n || vdb_take(&r, bytes, &vec)) return -1;
@@ -486,12 +487,12 @@ static int decode_write(const uint8_t *payload, size_t len, decoded_write *w)
     if (flags & 2) {
         w->metas = calloc(n + 1, sizeof *w->metas);
         w->meta_lens = calloc(n + 1, sizeof *w->meta_lens);
-        if (!w->metas || !w->meta_lens || decode_strings(&r, n, w->metas, w->meta_lens, 1)) return -1;
+        if (!w->metas || !w->meta_lens || decode_strings(&r, n, w->metas, w->meta_lens, 1, 0)) return -1;
     }
     if (flags & 4) {
         w->docs = calloc(n + 1, sizeof *w->docs);
         w->doc_lens = calloc(n + 1, sizeof *w->doc_lens);
-        if (!w->docs || !w->doc_lens || decode_strings(&r, n, w->docs, w->doc_lens, 1)) return -1;
+        if (!w->docs || !w->doc_lens || decode_strings(&r, n, w->docs, w->doc_lens, 1, 1)) return -1;
     }
     if (r.left) return -1;
     w->b = (vdb_batch){n, (int64_t)dim, w->ids, w->id_lens, w->vectors, (const uint8_t *const *)w->metas,
@@ -704,7 +705,8 @@ static int load_records(vdb_collection *c, const char *path, uint64_t n_rows_exp
     for (uint64_t i = 0; i < n_rows; i++) {
         const char *s[3];
         uint32_t l[3];
-        if (decode_strings(&r, 1, &s[0], &l[0], 0) || l[0] == 0 || decode_strings(&r, 2, &s[1], &l[1], 1)) {
+        if (decode_strings(&r, 1, &s[0], &l[0], 0, 1) || l[0] == 0 || decode_strings(&r, 1, &s[1], &l[1], 1, 0) ||
+            decode_strings(&r, 1, &s[2], &l[2], 1, 1)) {
             rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt (record %llu)", path, (unsigned long long)i);
             goto cleanup;
         }

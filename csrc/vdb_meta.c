@@ -140,7 +140,7 @@ static int skip_scalar(vdb_reader *r, uint8_t tag)
     const uint8_t *p;
     if (tag == VDB_TAG_STR) {
         uint32_t len;
-        return vdb_take_u32(r, &len) || vdb_take(r, len, &p) ? -1 : 0;
+        return vdb_take_u32(r, &len) || vdb_take(r, len, &p) || !vdb_utf8_valid(p, len) ? -1 : 0;
     }
     if (vdb_take(r, scalar_size(tag), &p)) return -1;
     return tag == VDB_TAG_BOOL && p[0] > 1 ? -1 : 0;
@@ -161,6 +161,7 @@ static int next_entry(vdb_reader *r, meta_entry *e, int allow_null)
     size_t left0 = r->left;
     uint32_t count;
     if (vdb_take_u32(r, &e->key_len) || e->key_len == 0 || vdb_take(r, e->key_len, &e->key) ||
+        !vdb_utf8_valid(e->key, e->key_len) ||
         vdb_take_u8(r, &e->tag))
         return -1;
     uint8_t base = e->tag & 0x0F;
