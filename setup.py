@@ -1,7 +1,7 @@
 """Builds the C engine (csrc/) into the private extension vectordb._core.
 
 SIMD kernels are selected at run time (csrc/vdb_cpu.c), so the build uses no -march flag and runs
-on any x86-64 or arm64 CPU. No -ffast-math: it would change float behaviour in the whole process.
+on any x86-64 or arm64 CPU. No fast-math flags either: they would change float behaviour in the whole process.
 """
 import os
 

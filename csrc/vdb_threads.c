@@ -149,7 +149,7 @@ static size_t vdb_threads_start(size_t want)
 {
     if (vdb_pool_started >= want)
         return vdb_pool_started;
-    /* Workers must not take signals meant for the application (Python handles them in its main
+    /* Workers must not take signals meant for the application (the interpreter handles them in its main
      * thread): create them with every signal blocked. */
     sigset_t all, old;
     sigfillset(&all);
