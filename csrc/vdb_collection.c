@@ -90,6 +90,18 @@ static inline float *row_vector_mut(vdb_collection *c, size_t row)
 
 static inline int is_live(const vdb_collection *c, size_t row) { return (c->live[row >> 6] >> (row & 63)) & 1; }
 
+/* allowed: a bitmap from allowed_rows (already ANDed with the live rows), or NULL = every live row. */
+static inline int row_allowed(const vdb_collection *c, const uint64_t *allowed, size_t row)
+{
+    return allowed ? (int)((allowed[row >> 6] >> (row & 63)) & 1) : is_live(c, row);
+}
+
+static int refuse_writes(const vdb_collection *c)
+{
+    return vdb_set_error(VDB_EREADONLY, "collection at '%s' refuses writes after an I/O error; reopen it",
+                         c->dir ? c->dir : "(memory)");
+}
+
 static int64_t lookup(const vdb_collection *c, const char *id, size_t len, uint64_t h)
 {
     if (!c->n_slots) return -1;
@@ -600,7 +612,7 @@ static int checkpoint_locked(vdb_collection *c)
     char gdir[4096], path[4096], old_wal[4096], old_gen[4096];
     vdb_buf rec = {0};
     int rc, fd = -1;
-    if (c->failed) return vdb_set_error(VDB_EREADONLY, "collection at '%s' refuses writes after an I/O error; reopen it", c->dir ? c->dir : "(memory)");
+    if (c->failed) return refuse_writes(c);
     if ((rc = compact(c))) return rc;
     if (!c->dir) return VDB_OK;
     uint64_t gen = c->generation + 1;
@@ -908,25 +920,27 @@ static int log_write(vdb_collection *c, int op, const vdb_batch *b)
     return rc;
 }
 
-int vdb_collection_write(vdb_collection *c, int op, const vdb_batch *b, uint8_t *status)
+/* One write under the write lock: plan (validate, reserve), log, apply, then maintenance. */
+static int write_locked(vdb_collection *c, int op, const vdb_batch *b, uint8_t *status)
 {
     write_plan p;
     int rc;
-    pthread_rwlock_wrlock(&c->lock);
-    if (c->failed) {
-        rc = vdb_set_error(VDB_EREADONLY, "collection at '%s' refuses writes after an I/O error; reopen it",
-                           c->dir ? c->dir : "(memory)");
-        goto done;
-    }
-    if ((rc = plan_write(c, op, b, &p))) goto done;
+    if (c->failed) return refuse_writes(c);
+    if ((rc = plan_write(c, op, b, &p))) return rc;
     if (c->dir && (rc = log_write(c, op, b))) {
         plan_free(&p, b->n);
-        goto done;
+        return rc;
     }
     rc = apply_write(c, op, b, &p, status);
     plan_free(&p, b->n);
     if (rc == VDB_OK) after_write(c);
-done:
+    return rc;
+}
+
+int vdb_collection_write(vdb_collection *c, int op, const vdb_batch *b, uint8_t *status)
+{
+    pthread_rwlock_wrlock(&c->lock);
+    int rc = write_locked(c, op, b, status);
     pthread_rwlock_unlock(&c->lock);
     return rc;
 }
@@ -972,27 +986,13 @@ int vdb_collection_delete_where(vdb_collection *c, const vdb_filter *f, int64_t 
         goto done;
     }
     for (size_t r = 0; r < c->n_rows; r++) {
-        if (bm ? !((bm[r >> 6] >> (r & 63)) & 1) : !is_live(c, r)) continue;
+        if (!row_allowed(c, bm, r)) continue;
         ids[n] = (const char *)c->ids.data + c->id_off[r];
         lens[n++] = c->id_len[r];
     }
     if (n) {
         vdb_batch b = {n, 0, ids, lens, NULL, NULL, NULL, NULL, NULL};
-        write_plan p;
-        if (c->failed) {
-            rc = vdb_set_error(VDB_EREADONLY, "collection refuses writes after an I/O error; reopen it");
-            goto done;
-        }
-        if ((rc = plan_write(c, VDB_OP_DELETE, &b, &p))) goto done;
-        if (c->dir && (rc = log_write(c, VDB_OP_DELETE, &b))) {
-            plan_free(&p, n);
-            goto done;
-        }
-        rc = apply_write(c, VDB_OP_DELETE, &b, &p, NULL);
-        plan_free(&p, n);
-        if (rc) goto done;
-        *n_deleted = (int64_t)n;
-        after_write(c);
+        if ((rc = write_locked(c, VDB_OP_DELETE, &b, NULL)) == VDB_OK) *n_deleted = (int64_t)n;
     }
 done:
     pthread_rwlock_unlock(&c->lock);
@@ -1101,7 +1101,7 @@ int vdb_collection_get(vdb_collection *c, const vdb_get_request *req, vdb_result
     if (req->ids) {
         for (size_t i = 0; i < req->n_ids && (limit < 0 || (int64_t)n < limit); i++) {
             int64_t r = lookup(c, req->ids[i], req->id_lens[i], hash_bytes(req->ids[i], req->id_lens[i]));
-            if (r < 0 || (bm && !((bm[r >> 6] >> (r & 63)) & 1))) continue;
+            if (r < 0 || !row_allowed(c, bm, (size_t)r)) continue;
             if (skip > 0) {
                 skip--;
                 continue;
@@ -1110,7 +1110,7 @@ int vdb_collection_get(vdb_collection *c, const vdb_get_request *req, vdb_result
         }
     } else {
         for (size_t r = 0; r < c->n_rows && (limit < 0 || (int64_t)n < limit); r++) {
-            if (bm ? !((bm[r >> 6] >> (r & 63)) & 1) : !is_live(c, r)) continue;
+            if (!row_allowed(c, bm, r)) continue;
             if (skip > 0) {
                 skip--;
                 continue;
@@ -1463,7 +1463,7 @@ int vdb_collection_rebuild(vdb_collection *c)
     if (!c->cfg.use_ivf)
         rc = vdb_set_error(VDB_EINVAL, "rebuild needs an IVF collection (create it with use_ivf=True)");
     else if (c->failed)
-        rc = vdb_set_error(VDB_EREADONLY, "collection refuses writes after an I/O error; reopen it");
+        rc = refuse_writes(c);
     else
         rc = maybe_train(c, 1);
     pthread_rwlock_unlock(&c->lock);

@@ -107,9 +107,6 @@ class Collection:
                         self.name, warning)
         return out
 
-    def _dimension(self) -> int:
-        return int(self._call("stats")["dimension"])
-
     # ---- writes ----
     def _embeddings_for(self, embeddings: Any, documents: Optional[list], n: int, required: bool) -> Optional[np.ndarray]:
         if embeddings is None:
@@ -126,7 +123,9 @@ class Collection:
             raise InvalidArgumentError(f"got {m.shape[0]} embeddings for {n} ids: expected one per id")
         return m  # the engine checks the dimension (InvalidDimensionError) before writing
 
-    def _write(self, op: int, ids: Any, embeddings: Any, metadatas: Any, documents: Any, uris: Any) -> bytes:
+    def _write(self, op: int, ids: Any, embeddings: Any, metadatas: Any, documents: Any,
+               uris: Any) -> tuple[list[str], bytes]:
+        """Validates everything, then one engine write; returns the ids and each one's status."""
         if uris is not None:
             raise InvalidArgumentError("uris are not supported by vectordb: store them in metadata")
         ids = validate_ids(ids)
@@ -134,7 +133,7 @@ class Collection:
         docs = validate_documents(documents, n)
         metas = validate_metadatas(metadatas, n, allow_none_values=op != OP_ADD)
         vectors = self._embeddings_for(embeddings, docs, n, required=op == OP_ADD)
-        return self._write_call("write", op, ids, vectors, metas, docs)
+        return ids, self._write_call("write", op, ids, vectors, metas, docs)
 
     def add(self, ids: Any, embeddings: Any = None, metadatas: Any = None, documents: Any = None,
             uris: Any = None, images: Any = None) -> None:
@@ -143,9 +142,9 @@ class Collection:
 
         >>> col.add(ids=["a", "b"], embeddings=[[1, 2], [3, 4]], documents=["first", "second"])
         """
-        status = self._write(OP_ADD, ids, embeddings, metadatas, documents, uris)
+        ids, status = self._write(OP_ADD, ids, embeddings, metadatas, documents, uris)
         if status.count(0):
-            skipped = [i for i, s in zip(validate_ids(ids), status) if not s]
+            skipped = [i for i, s in zip(ids, status) if not s]
             log.warning("add to collection %r skipped %d existing id(s): %s", self.name, len(skipped),
                         ", ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else ""))
 
