@@ -5,13 +5,10 @@ and the write in flight is either whole or absent.
 VECTORDB_CRASH_TRIALS sets the number of trials (default 50; a long run uses thousands)."""
 import os
 import random
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 
 import numpy as np
+from crash_helpers import kill_writer_at_random
 
 import vectordb
 
@@ -97,22 +94,10 @@ def test_kill9_loses_no_acknowledged_write(tmp_path):
     model: dict = {}
     next_batch = 0
     for trial in range(TRIALS):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, path, str(next_batch)], stdout=subprocess.PIPE, text=True)
-        # Start the clock at its first write (start-up time varies, e.g. under ASan), then kill at
-        # a random moment.
-        first = proc.stdout.readline()
-        time.sleep(rnd.random() * 0.25)
-        proc.send_signal(signal.SIGKILL)
-        out, _ = proc.communicate()
-        in_flight = None
-        for line in (first + out).splitlines():
-            word, op, i = line.split()
-            if word == "begin":
-                in_flight = (int(op), int(i))
-            else:
-                apply(model, int(op), int(i))
-                in_flight = None
-                next_batch = int(i) + 1
+        acked, in_flight = kill_writer_at_random(WRITER, path, next_batch, rnd, 0.25)
+        for op, i in acked:
+            apply(model, op, i)
+            next_batch = i + 1
         model = check(path, model, in_flight)
         if in_flight is not None:
             next_batch = in_flight[1] + 1

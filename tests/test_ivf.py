@@ -16,14 +16,11 @@ from __future__ import annotations
 import math
 import os
 import random
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
+from crash_helpers import kill_writer_at_random
 
 import vectordb
 from vectordb.errors import InvalidArgumentError
@@ -641,22 +638,10 @@ def test_kill9_during_ivf_training_and_adds_loses_no_acknowledged_write(tmp_path
     next_batch = 0
     trained_seen = False
     for trial in range(CRASH_TRIALS):
-        proc = subprocess.Popen([sys.executable, "-c", CRASH_WRITER, path, str(next_batch)],
-                                stdout=subprocess.PIPE, text=True)
-        # Kill at a random moment after the first write began (start-up time varies, e.g. under ASan).
-        first = proc.stdout.readline()
-        time.sleep(rnd.random() * 0.4)
-        proc.send_signal(signal.SIGKILL)
-        out, _ = proc.communicate()
-        in_flight = None
-        for line in (first + out).splitlines():
-            word, op, i = line.split()
-            if word == "begin":
-                in_flight = (int(op), int(i))
-            else:
-                _crash_apply(model, int(op), int(i))
-                in_flight = None
-                next_batch = int(i) + 1
+        acked, in_flight = kill_writer_at_random(CRASH_WRITER, path, next_batch, rnd, 0.4)
+        for op, i in acked:
+            _crash_apply(model, op, i)
+            next_batch = i + 1
         model, st = _crash_check(path, model, in_flight)
         trained_seen |= st["index"] == "ivf"
         if in_flight is not None:
