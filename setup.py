@@ -13,6 +13,7 @@ ENGINE_SOURCES = [
     "vdb_bytes.c",
     "vdb_cpu.c",
     "vdb_distance.c",
+    "vdb_nearest.c",
     "vdb_topk.c",
     "vdb_threads.c",
     "vdb_flat.c",

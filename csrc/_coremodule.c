@@ -16,6 +16,7 @@
 #include "vdb_filter.h"
 #include "vdb_flat.h"
 #include "vdb_meta.h"
+#include "vdb_nearest.h"
 #include "vdb_threads.h"
 
 typedef struct {
@@ -203,6 +204,54 @@ done:
 
 static PyObject *core_distance_batch(PyObject *m, PyObject *args) { (void)m; return distance_common(args, 0); }
 static PyObject *core_distance_block(PyObject *m, PyObject *args) { (void)m; return distance_common(args, 1); }
+
+/* nearest_centroids(isa, points, centroids, bias) -> (index uint32[n], value float32[n]): the
+ * k-means assignment kernel (vdb_nearest) on one variant, for tests against a NumPy reference. */
+static PyObject *core_nearest_centroids(PyObject *module, PyObject *args)
+{
+    (void)module;
+    const char *isa;
+    PyObject *xo, *co, *bo, *result = NULL;
+    if (!PyArg_ParseTuple(args, "sOOO", &isa, &xo, &co, &bo)) return NULL;
+    PyArrayObject *x = as_matrix(xo, "points"), *c = x ? as_matrix(co, "centroids") : NULL;
+    PyArrayObject *b = c ? (PyArrayObject *)PyArray_FROMANY(bo, NPY_FLOAT32, 1, 1, NPY_ARRAY_IN_ARRAY) : NULL;
+    PyArrayObject *best = NULL, *val = NULL;
+    float *packed = NULL;
+    if (!b) goto done;
+    size_t n = (size_t)PyArray_DIM(x, 0), d = (size_t)PyArray_DIM(x, 1), k = (size_t)PyArray_DIM(c, 0);
+    if ((size_t)PyArray_DIM(c, 1) != d || (size_t)PyArray_DIM(b, 0) != k || k == 0) {
+        PyErr_SetString(PyExc_ValueError, "need points (n, d), centroids (k, d) with k >= 1 and bias (k,)");
+        goto done;
+    }
+    size_t floats = vdb_panel_floats(k, d);
+    packed = floats ? PyMem_RawMalloc(floats * sizeof(float)) : NULL;
+    npy_intp dims[1] = {(npy_intp)n};
+    best = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_UINT32);
+    val = best ? (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_FLOAT32) : NULL;
+    if (!packed || !val) {
+        if (!PyErr_Occurred()) PyErr_NoMemory();
+        goto done;
+    }
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    vdb_panel_pack(PyArray_DATA(c), k, d, packed);
+    rc = vdb_nearest_packed_isa(isa, PyArray_DATA(x), n, d, packed, PyArray_DATA(b), k, PyArray_DATA(best),
+                                PyArray_DATA(val));
+    Py_END_ALLOW_THREADS
+    if (rc != 0) {
+        PyErr_Format(PyExc_ValueError, "kernel variant '%s' is not available on this CPU or build", isa);
+        goto done;
+    }
+    result = PyTuple_Pack(2, (PyObject *)best, (PyObject *)val);
+done:
+    PyMem_RawFree(packed);
+    Py_XDECREF(x);
+    Py_XDECREF(c);
+    Py_XDECREF(b);
+    Py_XDECREF(best);
+    Py_XDECREF(val);
+    return result;
+}
 
 /* Builds a row bitmap from a boolean array of n entries (caller frees). */
 static uint64_t *bitmap_from_bools(PyObject *obj, size_t n)
@@ -992,6 +1041,8 @@ static PyMethodDef core_methods[] = {
     {"set_num_threads", core_set_num_threads, METH_O, "set_num_threads(n) -> int"},
     {"distance_batch", core_distance_batch, METH_VARARGS, "distance_batch(isa, metric, q, rows) -> ndarray"},
     {"distance_block", core_distance_block, METH_VARARGS, "distance_block(isa, metric, queries, rows) -> ndarray"},
+    {"nearest_centroids", core_nearest_centroids, METH_VARARGS,
+     "nearest_centroids(isa, points, centroids, bias) -> (index, value): argmin_j bias[j] - 2 x.c_j"},
     {"flat_search", core_flat_search, METH_VARARGS, "flat_search(metric, data, queries, k, allow=None) -> (dist, rows)"},
     {"_set_exceptions", core_set_exceptions, METH_VARARGS, "internal: install the exception classes"},
     {NULL, NULL, 0, NULL},

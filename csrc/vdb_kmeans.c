@@ -1,17 +1,15 @@
 #include "vdb_kmeans.h"
 
 #include <math.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "vdb_error.h"
+#include "vdb_nearest.h"
 #include "vdb_threads.h"
 
-/* Assignment tile: KM_PB points meet KM_CB centroids per kernel call. Both are fixed (not
- * derived from the thread count) so every point sees the same arithmetic on any machine load. */
+/* Assignment task: KM_PB points against every centroid. */
 #define KM_PB 64
-#define KM_CB 256
 /* Seeding pass: points per task. */
 #define KM_SB 1024
 /* Relative push applied when an empty cluster takes half of a large one (faiss uses 1/1024). */
@@ -67,149 +65,44 @@ static void km_normalize(float *v, size_t d)
     }
 }
 
-/* ---- Assignment (blocked, parallel). */
+/* ---- Assignment (blocked GEMM with the argmin fused in, parallel): see vdb_nearest. */
 
 typedef struct {
-    vdb_metric km; /* kernel metric: L2, or IP for the spherical metrics */
     const float *x;
     size_t n, d;
-    const float *c;
+    const float *packed; /* centroids in vdb_nearest panels */
+    const float *bias;   /* L2: |c|^2; IP: zeros (rank by bias - 2 x.c) */
     size_t k;
+    int l2;
     uint32_t *assign;
     float *dist;
-    const float *cnorm; /* L2 only: |c|^2 of every centroid (see km_assign_run) */
     const float *xnorm; /* L2 with dist only: |x|^2 of every point */
-    float *scratch;
-    size_t scratch_per_worker;
-    size_t n_slots;  /* workers with a scratch slot */
-    size_t *changes; /* per task; NULL: not counted */
-    _Atomic int failed;
+    size_t *changes;    /* per task; NULL: not counted */
 } km_assign_ctx;
-
-/* Order-preserving map of a float to int32 (an involution): integer min reductions vectorize
- * with plain SSE2/NEON where float ones do not without -ffast-math. NaNs land outside
- * [-inf, +inf]: garbage in, some valid index out. -0 sorts just before +0. */
-static inline int32_t km_key(float f)
-{
-    int32_t k;
-    memcpy(&k, &f, sizeof k);
-    return k ^ ((k >> 31) & 0x7FFFFFFF);
-}
-
-static inline float km_unkey(int32_t k)
-{
-    k ^= (k >> 31) & 0x7FFFFFFF;
-    float f;
-    memcpy(&f, &k, sizeof f);
-    return f;
-}
-
-/* Folds row v[0..n) (indices base..base+n) into the running minimum (*best key, *best_i); ties
- * keep the lowest index. Two branch-free passes the compiler turns into SIMD: the minimum key
- * over 8 lanes, then the first position holding it. (A scalar compare-and-branch loop here cost
- * a quarter of the training time.) VAL(j) is the value of position j; the body is a macro so
- * that each variant is a straight loop. */
-#define KM_ARGMIN_BODY(VAL)                                                     \
-    enum { L = 8 };                                                             \
-    int32_t m[L];                                                               \
-    for (int l = 0; l < L; l++) m[l] = INT32_MAX;                               \
-    size_t j = 0;                                                               \
-    for (; j + L <= n; j += L)                                                  \
-        for (int l = 0; l < L; l++) {                                           \
-            int32_t k = km_key(VAL(j + l));                                     \
-            m[l] = k < m[l] ? k : m[l];                                         \
-        }                                                                       \
-    for (; j < n; j++) {                                                        \
-        int32_t k = km_key(VAL(j));                                             \
-        m[0] = k < m[0] ? k : m[0];                                             \
-    }                                                                           \
-    int32_t mn = m[0];                                                          \
-    for (int l = 1; l < L; l++) mn = m[l] < mn ? m[l] : mn;                     \
-    if (mn >= *best) return; /* an equal value at a lower index stays */        \
-    /* First position of mn: only lanes whose minimum is mn hold it; walk each \
-     * of them with stride L (usually one lane: n / 2L steps on average). */   \
-    size_t first = n;                                                           \
-    for (int l = 0; l < L; l++) {                                               \
-        if (m[l] != mn) continue;                                               \
-        size_t full = n / L * L;                                                \
-        for (j = (size_t)l; j < full && j < first; j += L)                      \
-            if (km_key(VAL(j)) == mn) break;                                    \
-        if (j < full && j < first) first = j;                                   \
-    }                                                                           \
-    for (j = n / L * L; j < n && j < first; j++) /* the tail went to lane 0 */  \
-        if (km_key(VAL(j)) == mn) first = j;                                    \
-    *best = mn;                                                                 \
-    *best_i = base + (uint32_t)first;
-
-#define KM_PLAIN(j) v[j]
-/* L2 through the IP kernel: |c_j|^2 + 2 (1 - x.c_j) */
-#define KM_BIASED(j) (bias[j] + 2.0f * v[j])
-
-static void km_argmin(const float *v, size_t n, uint32_t base, int32_t *best, uint32_t *best_i)
-{
-    KM_ARGMIN_BODY(KM_PLAIN)
-}
-
-static void km_argmin_biased(const float *v, const float *bias, size_t n, uint32_t base, int32_t *best,
-                             uint32_t *best_i)
-{
-    KM_ARGMIN_BODY(KM_BIASED)
-}
 
 static void km_assign_task(void *vctx, size_t task, size_t worker)
 {
+    (void)worker;
     km_assign_ctx *a = vctx;
     size_t p0 = task * KM_PB;
     size_t np = a->n - p0 < KM_PB ? a->n - p0 : KM_PB;
-    const size_t d = a->d;
-    float *own = NULL, *S;
-    if (worker < a->n_slots) {
-        S = a->scratch + worker * a->scratch_per_worker;
-    } else {
-        /* The pool grew after the slots were sized (a concurrent vdb_threads_set_count). */
-        S = own = malloc(a->scratch_per_worker * sizeof(float));
-        if (!S) {
-            a->failed = 1;
-            return;
-        }
-    }
-    int32_t best[KM_PB]; /* km_key of the best value so far */
     uint32_t best_i[KM_PB];
-    for (size_t i = 0; i < np; i++) {
-        best[i] = INT32_MAX;
-        best_i[i] = 0;
-    }
-    for (size_t c0 = 0; c0 < a->k; c0 += KM_CB) {
-        size_t nc = a->k - c0 < KM_CB ? a->k - c0 : KM_CB;
-        /* L2 goes through the dot-product kernel: |x-c|^2 = |x|^2 + (|c|^2 - 2 x.c), and the IP
-         * kernel returns 1 - x.c, so rank by |c|^2 + 2 (1 - x.c) (= the bracket + 2). */
-        vdb_distance_block(a->cnorm ? VDB_METRIC_IP : a->km, a->x + p0 * d, np, a->c + c0 * d, nc, d, S);
-        const float *bias = a->cnorm ? a->cnorm + c0 : NULL;
-        for (size_t i = 0; i < np; i++) {
-            if (bias)
-                km_argmin_biased(S + i * nc, bias, nc, (uint32_t)c0, &best[i], &best_i[i]);
-            else
-                km_argmin(S + i * nc, nc, (uint32_t)c0, &best[i], &best_i[i]);
-        }
-    }
+    float best_v[KM_PB];
+    vdb_nearest_packed(a->x + p0 * a->d, np, a->d, a->packed, a->bias, a->k, best_i, best_v);
     size_t changed = 0;
     for (size_t i = 0; i < np; i++) {
         if (a->assign[p0 + i] != best_i[i]) changed++;
         a->assign[p0 + i] = best_i[i];
         if (a->dist) {
-            float v = km_unkey(best[i]);
-            if (a->cnorm) {
-                v = (float)((double)a->xnorm[p0 + i] + (double)v - 2.0);
-                if (v < 0.0f) v = 0.0f; /* cancellation can leave a tiny negative */
-            }
-            a->dist[p0 + i] = v;
+            /* L2: |x|^2 + (|c|^2 - 2 x.c), clamped (cancellation can leave a tiny negative);
+             * IP: 1 - x.c. */
+            double v = a->l2 ? (double)a->xnorm[p0 + i] + (double)best_v[i] : 1.0 + 0.5 * (double)best_v[i];
+            a->dist[p0 + i] = a->l2 && v < 0.0 ? 0.0f : (float)v;
         }
     }
     if (a->changes) a->changes[task] = changed;
-    free(own);
 }
 
-/* Runs the assignment; *n_changed (optional) = points whose assign[] value changed. */
 static float km_sumsq(const float *v, size_t d)
 {
     double s = 0;
@@ -217,46 +110,38 @@ static float km_sumsq(const float *v, size_t d)
     return (float)s;
 }
 
-/* xnorm (optional): |x|^2 of the n points, when the caller has it (training reuses it). */
+/* Runs the assignment; *n_changed (optional) = points whose assign[] value changed.
+ * xnorm (optional): |x|^2 of the n points, when the caller has it (training reuses it). */
 static int km_assign_run(vdb_metric km, const float *c, size_t k, size_t d, const float *x, size_t n,
                          const float *xnorm, uint32_t *assign, float *dist, size_t *n_changed)
 {
     int rc = VDB_OK;
-    float *scratch = NULL, *cnorm = NULL, *xnorm_own = NULL;
+    float *packed = NULL, *bias = NULL, *xnorm_own = NULL;
     size_t *changes = NULL;
     size_t n_tasks = (n + KM_PB - 1) / KM_PB;
-    size_t workers = vdb_threads_count();
-    if (workers > n_tasks) workers = n_tasks;
-    size_t per = (n < KM_PB ? n : KM_PB) * (k < KM_CB ? k : KM_CB);
-    size_t total;
+    size_t panel_floats = vdb_panel_floats(k, d);
     if (n == 0) goto cleanup;
-    if (km_mul_overflows(per, workers, &total) || km_mul_overflows(total, sizeof(float), &total)) {
-        rc = vdb_set_error(VDB_ENOMEM, "k-means assignment scratch size overflows");
+    if (panel_floats == 0) {
+        rc = vdb_set_error(VDB_ENOMEM, "k-means centroid panels overflow (%zu x %zu)", k, d);
         goto cleanup;
     }
-    scratch = malloc(total);
+    packed = malloc(panel_floats * sizeof(float));
+    bias = calloc(k, sizeof *bias);
     if (n_changed) changes = calloc(n_tasks, sizeof *changes);
-    /* L2 ranks through the dot-product kernel, which is ~25% faster than the L2 block kernel
-     * (one FMA per element instead of a subtract and an FMA); the rounding this adds is that of
-     * sgemm-based k-means (faiss) and only matters for near-ties. */
-    if (km == VDB_METRIC_L2) cnorm = malloc(k * sizeof *cnorm);
-    int need_xnorm = km == VDB_METRIC_L2 && dist && !xnorm;
+    const int l2 = km == VDB_METRIC_L2;
+    int need_xnorm = l2 && dist && !xnorm;
     if (need_xnorm) xnorm = xnorm_own = malloc(n * sizeof *xnorm_own);
-    if (!scratch || (n_changed && !changes) || (km == VDB_METRIC_L2 && !cnorm) || (need_xnorm && !xnorm_own)) {
-        rc = vdb_set_error(VDB_ENOMEM, "out of memory for k-means assignment scratch (%zu bytes)",
-                           total);
+    if (!packed || !bias || (n_changed && !changes) || (need_xnorm && !xnorm_own)) {
+        rc = vdb_set_error(VDB_ENOMEM, "out of memory for k-means assignment (%zu centroids of %zu)", k, d);
         goto cleanup;
     }
-    if (cnorm)
-        for (size_t ci = 0; ci < k; ci++) cnorm[ci] = km_sumsq(c + ci * d, d);
+    vdb_panel_pack(c, k, d, packed);
+    if (l2)
+        for (size_t ci = 0; ci < k; ci++) bias[ci] = km_sumsq(c + ci * d, d);
     if (xnorm_own)
         for (size_t i = 0; i < n; i++) xnorm_own[i] = km_sumsq(x + i * d, d);
-    km_assign_ctx ctx = {km, x, n, d, c, k, assign, dist, cnorm, xnorm, scratch, per, workers, changes, 0};
+    km_assign_ctx ctx = {x, n, d, packed, bias, k, l2, assign, dist, xnorm, changes};
     vdb_parallel_for(n_tasks, km_assign_task, &ctx);
-    if (ctx.failed) {
-        rc = vdb_set_error(VDB_ENOMEM, "out of memory for k-means assignment scratch");
-        goto cleanup;
-    }
     if (n_changed) {
         size_t sum = 0;
         for (size_t t = 0; t < n_tasks; t++) sum += changes[t];
@@ -264,8 +149,8 @@ static int km_assign_run(vdb_metric km, const float *c, size_t k, size_t d, cons
     }
 cleanup:
     if (n == 0 && n_changed) *n_changed = 0;
-    free(scratch);
-    free(cnorm);
+    free(packed);
+    free(bias);
     free(xnorm_own);
     free(changes);
     return rc;

@@ -20,11 +20,12 @@
  *     because the caller chose it and must decide (the IVF index reports the same error).
  *   - Deterministic: the same input, k, parameters and kernel family (vdb_cpu) give the same
  *     centroids, whatever the thread count (work is split in fixed-size blocks; sums are done
- *     in a fixed order, in double precision).
+ *     in a fixed order, in double precision). The assignment step is bit-identical on every
+ *     kernel family; k-means++ seeding uses the family's distance kernels.
  *
  * vdb_kmeans_assign: nearest centroid of each point (the hot loop of training and of IVF adds),
- *   blocked with vdb_distance_block so each loaded point meets many centroids, and split over
- *   the worker pool (vdb_threads) in blocks of a fixed size.
+ *   through vdb_nearest (a register-blocked GEMM with the argmin fused in), split over the worker
+ *   pool (vdb_threads) in blocks of a fixed size.
  *
  * Ownership: the caller allocates every output (centroids: k * d floats; assign: n entries).
  * Inputs are read-only and borrowed for the call. Functions are reentrant; concurrent calls
@@ -68,8 +69,8 @@ int vdb_kmeans_train(vdb_metric m, const float *x, size_t n, size_t d, size_t k,
 /* For each of the n points, assign[i] = index of the nearest of the k centroids (ties: lowest
  * index). L2 ranks by squared L2 distance; IP and COSINE rank by largest dot product, which is
  * the cosine order when the centroids have unit length (as vdb_kmeans_train leaves them).
- * L2 is computed as |x|^2 + |c|^2 - 2 x.c with the dot-product block kernel (faster; rounding
- * as in sgemm-based k-means, so near-ties may break either way).
+ * L2 is ranked by |c|^2 - 2 x.c, as sgemm-based k-means (faiss) does: near-ties may break either
+ * way against an exact difference-based distance.
  * dist (optional, n floats) receives the ranking value: squared L2 (>= 0), or 1 - dot. */
 int vdb_kmeans_assign(vdb_metric m, const float *centroids, size_t k, size_t d, const float *x,
                       size_t n, uint32_t *assign, float *dist);

@@ -248,6 +248,75 @@ def test_large_values_cosine_does_not_overflow():
             np.testing.assert_allclose(got, [0.0, 2.0, 0.0], atol=1e-5, err_msg=isa)
 
 
+# ---------------------------------------------------------------- nearest centroid (k-means assignment)
+
+NEAREST_ISAS = ["serial", "avx2", "avx512"]  # NEON runs the serial twin
+
+
+def check_nearest(isa, x, c, bias):
+    """The kernel's answer against float64: its value is the float64 value of its index (up to
+    float32 rounding), and no centroid is better by more than that rounding."""
+    idx, val = _core.nearest_centroids(isa, x, c, bias)
+    x64, c64 = x.astype(np.float64), c.astype(np.float64)
+    v64 = bias.astype(np.float64)[None, :] - 2.0 * (x64 @ c64.T)
+    scale = np.abs(bias).astype(np.float64)[None, :] + 2.0 * (np.abs(x64) @ np.abs(c64).T)
+    tol = (2e-7 * x.shape[1] + 1e-6) * scale.max(1) + 1e-6
+    rows = np.arange(x.shape[0])
+    assert idx.dtype == np.uint32 and idx.shape == (x.shape[0],)
+    assert (idx < c.shape[0]).all(), f"{isa}: index out of range"
+    assert (np.abs(val - v64[rows, idx]) <= tol).all(), f"{isa}: value is not its index's value"
+    assert (v64[rows, idx] <= v64.min(1) + 2 * tol).all(), f"{isa}: a better centroid was missed"
+    return idx, val
+
+
+@pytest.mark.parametrize("isa", NEAREST_ISAS)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (7, 31, 3), (8, 32, 16), (9, 33, 17), (100, 1000, 128),
+                                   (21, 65, 384), (3, 5, 1280), (64, 96, 7)])
+def test_nearest_centroids_match_float64(isa, shape):
+    if not variant_available(isa):
+        pytest.skip(f"{isa} not on this CPU")
+    n, k, d = shape
+    rng = np.random.default_rng(n * 1000 + k + d)
+    x, c = rng_data(rng, (n, d)), rng_data(rng, (k, d))
+    l2_bias = (c.astype(np.float64) ** 2).sum(1).astype(np.float32)
+    for bias in (l2_bias, np.zeros(k, np.float32)):  # squared-L2 order, largest-dot order
+        check_nearest(isa, x, c, bias)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 40), k=st.integers(1, 70), d=st.integers(1, 40), seed=st.integers(0, 2**32 - 1),
+       ints=st.booleans())
+def test_nearest_centroids_variants_are_bit_identical(n, k, d, seed, ints):
+    # Small integers make exact ties common: every variant must break them toward the lowest index.
+    rng = np.random.default_rng(seed)
+    x, c = rng_data(rng, (n, d), ints), rng_data(rng, (k, d), ints)
+    c[rng.integers(0, k, size=k // 3)] = c[0]  # duplicate centroids
+    bias = (c.astype(np.float64) ** 2).sum(1).astype(np.float32)
+    base_idx, base_val = check_nearest("serial", x, c, bias)
+    v64 = bias.astype(np.float64)[None, :] - 2.0 * (x.astype(np.float64) @ c.astype(np.float64).T)
+    if ints:  # exact arithmetic: the answer is the first index holding the minimum
+        np.testing.assert_array_equal(base_idx, v64.argmin(1))
+    for isa in NEAREST_ISAS[1:]:
+        if variant_available(isa):
+            idx, val = _core.nearest_centroids(isa, x, c, bias)
+            np.testing.assert_array_equal(idx, base_idx, err_msg=isa)
+            np.testing.assert_array_equal(val, base_val, err_msg=isa)
+
+
+def test_nearest_centroids_nan_and_unavailable():
+    c = np.eye(4, dtype=np.float32)
+    x = np.array([[np.nan] * 4, [0, 0, 1, 0]], np.float32)
+    for isa in NEAREST_ISAS:
+        if variant_available(isa):
+            idx, val = _core.nearest_centroids(isa, x, c, np.ones(4, np.float32))
+            assert idx.tolist() == [0, 2], isa  # a NaN point gets a valid index
+            assert np.isinf(val[0]) and val[1] == -1.0
+    with pytest.raises(ValueError):
+        _core.nearest_centroids("sse9", x, c, np.ones(4, np.float32))
+    with pytest.raises(ValueError):
+        _core.nearest_centroids("serial", x, c, np.ones(3, np.float32))
+
+
 # ---------------------------------------------------------------- flat search
 
 
