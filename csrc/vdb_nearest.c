@@ -90,10 +90,11 @@ static void vdb_nearest_serial(const float *x, size_t n, size_t d, const float *
 }
 
 #if defined(VDB_NEAREST_X86)
-/* ---- AVX2 + FMA: 2 points x 32 centroids = 8 ymm accumulators (16 registers in all). */
+/* ---- AVX2 + FMA: 6 points x 16 centroids (half a panel) = 12 ymm accumulators, plus 2 panel
+ * registers and a broadcast (15 of 16 registers); each half panel is one pass over the dimension. */
 
 #define VDB_NEAREST_AVX2 __attribute__((target("avx2,fma")))
-enum { MR_AVX2 = 2 };
+enum { MR_AVX2 = 6 };
 
 static VDB_NEAREST_AVX2 void vdb_nearest_avx2(const float *x, size_t n, size_t d, const float *packed,
                                               const float *bias, size_t k, uint32_t *best, float *best_val)
@@ -105,7 +106,7 @@ static VDB_NEAREST_AVX2 void vdb_nearest_avx2(const float *x, size_t n, size_t d
     _Alignas(32) uint32_t lane_i[MR_AVX2][VDB_PANEL_WIDTH];
     for (size_t i0 = 0; i0 < n; i0 += MR_AVX2) {
         const size_t mr = n - i0 < MR_AVX2 ? n - i0 : MR_AVX2;
-        const float *xr[MR_AVX2]; /* a short block repeats its last point (answer discarded) */
+        const float *xr[MR_AVX2]; /* a short block repeats its last point (answers discarded) */
         for (size_t r = 0; r < MR_AVX2; r++) xr[r] = x + (i0 + (r < mr ? r : mr - 1)) * d;
         for (size_t r = 0; r < MR_AVX2; r++)
             for (int l = 0; l < VDB_PANEL_WIDTH; l++) {
@@ -113,38 +114,38 @@ static VDB_NEAREST_AVX2 void vdb_nearest_avx2(const float *x, size_t n, size_t d
                 lane_i[r][l] = 0;
             }
         for (size_t p = 0; p < panels; p++) {
-            const float *P = packed + p * VDB_PANEL_WIDTH * d;
-            __m256 acc[MR_AVX2 * 4];
-            for (int a = 0; a < MR_AVX2 * 4; a++) acc[a] = _mm256_setzero_ps();
-            for (size_t t = 0; t < d; t++) {
-                const float *row = P + t * VDB_PANEL_WIDTH;
-                __m256 b0 = _mm256_loadu_ps(row), b1 = _mm256_loadu_ps(row + 8);
-                __m256 b2 = _mm256_loadu_ps(row + 16), b3 = _mm256_loadu_ps(row + 24);
-#pragma GCC unroll 2
-                for (int r = 0; r < MR_AVX2; r++) {
-                    __m256 xv = _mm256_broadcast_ss(xr[r] + t);
-                    acc[4 * r + 0] = _mm256_fmadd_ps(xv, b0, acc[4 * r + 0]);
-                    acc[4 * r + 1] = _mm256_fmadd_ps(xv, b1, acc[4 * r + 1]);
-                    acc[4 * r + 2] = _mm256_fmadd_ps(xv, b2, acc[4 * r + 2]);
-                    acc[4 * r + 3] = _mm256_fmadd_ps(xv, b3, acc[4 * r + 3]);
-                }
-            }
             const size_t base = p * VDB_PANEL_WIDTH;
             const int w = (int)(k - base < VDB_PANEL_WIDTH ? k - base : VDB_PANEL_WIDTH);
-            for (int h = 0; h < 4; h++) {
-                __m256i lanes = _mm256_add_epi32(iota, _mm256_set1_epi32(8 * h));
-                __m256i valid = _mm256_cmpgt_epi32(_mm256_set1_epi32(w), lanes);
-                __m256 bias_h = _mm256_maskload_ps(bias + base + 8 * h, valid);
-                __m256i ids = _mm256_add_epi32(lanes, _mm256_set1_epi32((int)base));
-                for (size_t r = 0; r < MR_AVX2; r++) {
-                    __m256 v = _mm256_fnmadd_ps(acc[4 * r + h], two, bias_h);
-                    __m256 cur = _mm256_load_ps(&lane_v[r][8 * h]);
-                    __m256 lt = _mm256_and_ps(_mm256_cmp_ps(v, cur, _CMP_LT_OQ), _mm256_castsi256_ps(valid));
-                    _mm256_store_ps(&lane_v[r][8 * h], _mm256_blendv_ps(cur, v, lt));
-                    __m256i cur_i = _mm256_load_si256((const __m256i *)&lane_i[r][8 * h]);
-                    _mm256_store_si256((__m256i *)&lane_i[r][8 * h],
-                                       _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(cur_i),
-                                                                            _mm256_castsi256_ps(ids), lt)));
+            for (int half = 0; half < 2 && 16 * half < w; half++) {
+                const float *P = packed + base * d + 16 * half;
+                __m256 acc[MR_AVX2 * 2];
+                for (int a = 0; a < MR_AVX2 * 2; a++) acc[a] = _mm256_setzero_ps();
+                for (size_t t = 0; t < d; t++) {
+                    __m256 b0 = _mm256_loadu_ps(P + t * VDB_PANEL_WIDTH);
+                    __m256 b1 = _mm256_loadu_ps(P + t * VDB_PANEL_WIDTH + 8);
+#pragma GCC unroll 6
+                    for (int r = 0; r < MR_AVX2; r++) {
+                        __m256 xv = _mm256_broadcast_ss(xr[r] + t);
+                        acc[2 * r] = _mm256_fmadd_ps(xv, b0, acc[2 * r]);
+                        acc[2 * r + 1] = _mm256_fmadd_ps(xv, b1, acc[2 * r + 1]);
+                    }
+                }
+                for (int h = 0; h < 2; h++) {
+                    const int off = 16 * half + 8 * h; /* lane offset inside the panel */
+                    __m256i lanes = _mm256_add_epi32(iota, _mm256_set1_epi32(off));
+                    __m256i valid = _mm256_cmpgt_epi32(_mm256_set1_epi32(w), lanes);
+                    __m256 bias_h = _mm256_maskload_ps(bias + base + off, valid);
+                    __m256i ids = _mm256_add_epi32(lanes, _mm256_set1_epi32((int)base));
+                    for (size_t r = 0; r < MR_AVX2; r++) {
+                        __m256 v = _mm256_fnmadd_ps(acc[2 * r + h], two, bias_h);
+                        __m256 cur = _mm256_load_ps(&lane_v[r][off]);
+                        __m256 lt = _mm256_and_ps(_mm256_cmp_ps(v, cur, _CMP_LT_OQ), _mm256_castsi256_ps(valid));
+                        _mm256_store_ps(&lane_v[r][off], _mm256_blendv_ps(cur, v, lt));
+                        __m256i cur_i = _mm256_load_si256((const __m256i *)&lane_i[r][off]);
+                        _mm256_store_si256((__m256i *)&lane_i[r][off],
+                                           _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(cur_i),
+                                                                                _mm256_castsi256_ps(ids), lt)));
+                    }
                 }
             }
         }
