@@ -966,6 +966,16 @@ static PyObject *Collection_rebuild(CollectionObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+static PyObject *Collection_set_n_probe(CollectionObject *self, PyObject *arg)
+{
+    long long n = PyLong_AsLongLong(arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    int rc;
+    WITH_COLLECTION(self, rc, vdb_collection_set_n_probe(self->col, (int64_t)n));
+    if (rc) return engine_result(self, rc);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Collection_close(CollectionObject *self, PyObject *unused)
 {
     (void)unused;
@@ -996,6 +1006,8 @@ static PyMethodDef collection_methods[] = {
     {"stats", (PyCFunction)Collection_stats, METH_NOARGS, "stats() -> dict"},
     {"batch", (PyCFunction)Collection_batch, METH_O, "batch(begin: bool): enter / leave bulk-import mode"},
     {"rebuild", (PyCFunction)Collection_rebuild, METH_NOARGS, "rebuild(): (re)train the IVF index now"},
+    {"set_n_probe", (PyCFunction)Collection_set_n_probe, METH_O,
+     "set_n_probe(n): lists a query scans when it gives no n_probe (0: the default rule)"},
     {"take_warning", (PyCFunction)Collection_take_warning, METH_NOARGS,
      "take_warning() -> str | None: a failure of maintenance after a write (training, checkpoint)"},
     {"close", (PyCFunction)Collection_close, METH_NOARGS, "close()"},

@@ -1456,6 +1456,16 @@ int vdb_collection_batch(vdb_collection *c, int begin)
     return rc;
 }
 
+int vdb_collection_set_n_probe(vdb_collection *c, int64_t n_probe)
+{
+    if (n_probe < 0) return vdb_set_error(VDB_EINVAL, "n_probe must be >= 1 (or 0 for the default), got %lld",
+                                          (long long)n_probe);
+    pthread_rwlock_wrlock(&c->lock);
+    c->cfg.n_probe = n_probe;
+    pthread_rwlock_unlock(&c->lock);
+    return VDB_OK;
+}
+
 int vdb_collection_rebuild(vdb_collection *c)
 {
     int rc;

@@ -65,6 +65,10 @@ int vdb_collection_batch(vdb_collection *c, int begin);
 /* Retrains (or first trains) the index now, whatever its size; VDB_EINVAL when the collection
  * has fewer vectors than lists or is not an IVF collection. */
 int vdb_collection_rebuild(vdb_collection *c);
+/* Sets the n_probe queries use when they give none (0: vdb_collection_default_n_probe). Not
+ * persisted here: the caller keeps it with the collection's configuration and passes it to open.
+ * VDB_EINVAL for a negative value. */
+int vdb_collection_set_n_probe(vdb_collection *c, int64_t n_probe);
 
 /* Opens (or creates, when dir holds no collection yet) the collection stored in dir; dir NULL =
  * in memory. For an existing collection cfg->metric and cfg->dim are ignored (the stored ones

@@ -1020,6 +1020,19 @@ def test_modify_name_and_metadata(client):
     assert [c.name for c in client.list_collections()] == ["renamed"]
 
 
+def test_modify_configuration_sets_n_probe_only(client):
+    col = client.create_collection("tuned", use_ivf=True, n_clusters=4)
+    col.modify(configuration={"n_probe": 3})
+    assert col.configuration["n_probe"] == 3
+    assert client.get_collection("tuned").configuration["n_probe"] == 3
+    for bad in ({"n_probe": 0}, {"n_probe": 2.5}, {"hnsw": {"ef_search": 5}}, "n_probe=3"):
+        with pytest.raises(InvalidArgumentError):
+            col.modify(configuration=bad)
+        assert client.get_collection("tuned").configuration["n_probe"] == 3
+    col.modify(configuration={"n_probe": None})
+    assert client.get_collection("tuned").configuration["n_probe"] is None
+
+
 def test_modify_to_existing_name_fails(client):
     a = client.create_collection("first")
     client.create_collection("second")

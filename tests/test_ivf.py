@@ -173,6 +173,35 @@ def test_default_n_probe_rule(client, n_clusters):
     assert col2.stats()["n_probe"] == 3
 
 
+def test_modify_sets_the_default_n_probe_and_keeps_it(tmp_path):
+    path = tmp_path / "db"
+    data, q = lowdim(21, 2000, 16), lowdim(22, 30, 16)
+    client = open_client(path)
+    col = client.create_collection("tune", use_ivf=True, n_clusters=40)
+    add_all(col, data)
+    assert col.stats()["index"] == "ivf" and col.stats()["n_probe"] == default_n_probe(40)
+    explicit = col.query(query_embeddings=q, n_results=10, include=["distances"], n_probe=2)
+    col.modify(configuration={"n_probe": 2})
+    assert col.stats()["n_probe"] == 2 and col.configuration["n_probe"] == 2
+    assert col.query(query_embeddings=q, n_results=10, include=["distances"]) == explicit
+    for bad in ({"n_probe": 0}, {"n_probe": "4"}, {"n_probe": True}, {"hnsw": {"ef_search": 10}},
+                {"n_probe": 3, "space": "ip"}, [("n_probe", 3)]):
+        with pytest.raises(InvalidArgumentError):
+            col.modify(name="renamed", configuration=bad)
+        assert col.stats()["n_probe"] == 2 and col.name == "tune", bad
+    client.close()
+
+    client = open_client(path)  # the setting is kept with the collection
+    col = client.get_collection("tune")
+    assert col.stats()["n_probe"] == 2 and col.configuration["n_probe"] == 2
+    assert col.query(query_embeddings=q, n_results=10, include=["distances"]) == explicit
+    col.modify(configuration={"n_probe": None})  # back to the default rule
+    assert col.stats()["n_probe"] == default_n_probe(40)
+    client.close()
+    with open_client(path) as client:
+        assert client.get_collection("tune").stats()["n_probe"] == default_n_probe(40)
+
+
 def test_retrains_when_the_collection_has_doubled(tmp_path):
     path = tmp_path / "db"
     x = lowdim(6, 8000, 8)

@@ -311,7 +311,7 @@ class _BaseClient:
                 shutil.rmtree(directory, ignore_errors=True)
             self._raise_if_unsynced()
 
-    def _modify(self, cid: str, name: Optional[str], metadata: Optional[dict]) -> None:
+    def _modify(self, cid: str, name: Optional[str], metadata: Optional[dict], config_changes: dict) -> None:
         with self._lock:
             self._check_open()
             entry = self._entry(cid)
@@ -323,11 +323,17 @@ class _BaseClient:
                 entry["name"] = name
             if metadata is not None:
                 entry["metadata"] = metadata
+            if config_changes:
+                entry["configuration"] = {**entry["configuration"], **config_changes}
             try:
                 self._save_catalog()
             except BaseException:
                 entry.update(old)
                 raise
+            # The catalog is what a reopened handle reads; an open one learns the change here.
+            h = self._handles.get(cid)
+            if h is not None and "n_probe" in config_changes:
+                h.set_n_probe(config_changes["n_probe"] or 0)
             self._raise_if_unsynced()
 
     def reset(self) -> bool:

@@ -21,6 +21,7 @@ from .validation import (
     validate_ids,
     validate_include,
     validate_metadatas,
+    validate_modify_configuration,
     validate_name,
     validate_nonneg_int,
     validate_positive_int,
@@ -251,7 +252,11 @@ class Collection:
 
     # ---- index and storage ----
     def modify(self, name: Optional[str] = None, metadata: Optional[dict] = None, configuration: Any = None) -> None:
-        """Renames and/or replaces the collection's metadata (the distance space cannot change)."""
+        """Renames, replaces the metadata (the distance space cannot change) and/or sets the n_probe
+        queries use when they give none (None: back to the default rule).
+
+        >>> col.modify(configuration={"n_probe": 32})
+        """
         if name is not None:
             validate_name(name)
         if metadata is not None:
@@ -259,7 +264,8 @@ class Collection:
             space = metadata.get("hnsw:space") if metadata else None
             if space is not None and space != self.configuration["space"]:
                 raise InvalidArgumentError("changing the distance space of an existing collection is not supported")
-        self._client._modify(self._id, name, metadata)
+        changes = validate_modify_configuration(configuration) if configuration is not None else {}
+        self._client._modify(self._id, name, metadata, changes)
 
     def stats(self) -> dict:
         """What the collection and its index look like: count, dimension, metric, index ("flat" or

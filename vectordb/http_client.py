@@ -473,10 +473,8 @@ class RemoteCollection:
 
     def modify(self, name: Optional[str] = None, metadata: Optional[Dict[str, Any]] = None,
                configuration: Any = None) -> None:
-        """Renames and/or replaces the collection's metadata."""
-        if configuration is not None:
-            raise _errors.InvalidArgumentError("modify(configuration=...) is not supported over HTTP")
-        info = self._call("PATCH", "", _drop_none(name=name, metadata=metadata))
+        """Renames, replaces the metadata and/or sets the default n_probe ({"n_probe": N})."""
+        info = self._call("PATCH", "", _drop_none(name=name, metadata=metadata, configuration=configuration))
         self._set_info(info)
 
     # ---- maintenance

@@ -229,6 +229,19 @@ def validate_positive_int(x: Any, what: str, allow_none: bool = False) -> Option
     return min(int(x), COUNT_CAP)
 
 
+def validate_modify_configuration(configuration: Any) -> dict:
+    """The configuration changes modify() can apply: {"n_probe": int, or None for the default rule}."""
+    if not isinstance(configuration, dict):
+        raise InvalidArgumentError(f"configuration must be a dict, got {type(configuration).__name__}")
+    unknown = sorted(str(k) for k in configuration if k != "n_probe")
+    if unknown:
+        raise InvalidArgumentError(f"modify(configuration=...) accepts only 'n_probe', got {unknown} (the distance "
+                                   f"space, dimension and index kind of a collection cannot change)")
+    if "n_probe" in configuration:
+        return {"n_probe": validate_positive_int(configuration["n_probe"], "n_probe", allow_none=True)}
+    return {}
+
+
 def validate_nonneg_int(x: Any, what: str) -> Optional[int]:
     if x is None:
         return None

@@ -742,7 +742,7 @@ def create_app(client_or_settings: Any = None, *, settings: Optional[ServerSetti
         "/collections/{name}",
         response_model=m.CollectionInfo,
         tags=["collections"],
-        summary="Rename and/or replace the metadata",
+        summary="Rename, replace the metadata and/or set the default n_probe",
         responses=_ERRORS_MODIFY,
         openapi_extra=_request_body(m.ModifyCollectionRequest),
     )

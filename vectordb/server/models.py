@@ -72,6 +72,8 @@ class CreateCollectionRequest(_Body):
 class ModifyCollectionRequest(_Body):
     name: Optional[CollectionNameField] = Field(None, description="new name (same rules as at creation)")
     metadata: Optional[Dict[str, MetadataValue]] = Field(None, description="new metadata (replaces the old whole)")
+    configuration: Optional[Dict[str, Any]] = Field(
+        None, description='{"n_probe": N}: lists a query scans when it gives none (null: the default rule)')
 
 
 class RecordsRequest(_Body):
