@@ -22,18 +22,27 @@
 typedef void (*vdb_nearest_fn)(const float *x, size_t n, size_t d, const float *packed,
                                const float *bias, size_t k, uint32_t *best, float *best_val);
 
+static inline size_t vdb_panel_count(size_t k) { return k / VDB_PANEL_WIDTH + (k % VDB_PANEL_WIDTH != 0); }
+
+/* Row pointers of the micro-block of mr_max points at i0; a short last block repeats its last point
+ * (the kernels compute it again and discard the answer), so the kernels need no tail code. */
+static inline size_t vdb_block_rows(const float *x, size_t n, size_t d, size_t i0, size_t mr_max, const float **xr)
+{
+    const size_t mr = n - i0 < mr_max ? n - i0 : mr_max;
+    for (size_t r = 0; r < mr_max; r++) xr[r] = x + (i0 + (r < mr ? r : mr - 1)) * d;
+    return mr;
+}
+
 size_t vdb_panel_floats(size_t k, size_t d)
 {
-    size_t panels = k / VDB_PANEL_WIDTH + (k % VDB_PANEL_WIDTH != 0);
-    size_t cols = panels * VDB_PANEL_WIDTH;
+    size_t cols = vdb_panel_count(k) * VDB_PANEL_WIDTH;
     if (d != 0 && cols > SIZE_MAX / sizeof(float) / d) return 0;
     return cols * d;
 }
 
 void vdb_panel_pack(const float *centroids, size_t k, size_t d, float *packed)
 {
-    size_t panels = k / VDB_PANEL_WIDTH + (k % VDB_PANEL_WIDTH != 0);
-    for (size_t p = 0; p < panels; p++) {
+    for (size_t p = 0; p < vdb_panel_count(k); p++) {
         float *P = packed + p * VDB_PANEL_WIDTH * d;
         for (size_t j = 0; j < VDB_PANEL_WIDTH; j++) {
             size_t c = p * VDB_PANEL_WIDTH + j;
@@ -63,7 +72,7 @@ static void vdb_lanes_fold(const float *lane_v, const uint32_t *lane_i, uint32_t
 static void vdb_nearest_serial(const float *x, size_t n, size_t d, const float *packed, const float *bias,
                                size_t k, uint32_t *best, float *best_val)
 {
-    const size_t panels = k / VDB_PANEL_WIDTH + (k % VDB_PANEL_WIDTH != 0);
+    const size_t panels = vdb_panel_count(k);
     for (size_t i = 0; i < n; i++) {
         const float *xi = x + i * d;
         float bv = INFINITY;
@@ -99,15 +108,14 @@ enum { MR_AVX2 = 6 };
 static VDB_NEAREST_AVX2 void vdb_nearest_avx2(const float *x, size_t n, size_t d, const float *packed,
                                               const float *bias, size_t k, uint32_t *best, float *best_val)
 {
-    const size_t panels = k / VDB_PANEL_WIDTH + (k % VDB_PANEL_WIDTH != 0);
+    const size_t panels = vdb_panel_count(k);
     const __m256 two = _mm256_set1_ps(2.0f);
     const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     _Alignas(32) float lane_v[MR_AVX2][VDB_PANEL_WIDTH];
     _Alignas(32) uint32_t lane_i[MR_AVX2][VDB_PANEL_WIDTH];
     for (size_t i0 = 0; i0 < n; i0 += MR_AVX2) {
-        const size_t mr = n - i0 < MR_AVX2 ? n - i0 : MR_AVX2;
-        const float *xr[MR_AVX2]; /* a short block repeats its last point (answers discarded) */
-        for (size_t r = 0; r < MR_AVX2; r++) xr[r] = x + (i0 + (r < mr ? r : mr - 1)) * d;
+        const float *xr[MR_AVX2];
+        const size_t mr = vdb_block_rows(x, n, d, i0, MR_AVX2, xr);
         for (size_t r = 0; r < MR_AVX2; r++)
             for (int l = 0; l < VDB_PANEL_WIDTH; l++) {
                 lane_v[r][l] = INFINITY;
@@ -163,15 +171,14 @@ enum { MR_AVX512 = 8 };
 static VDB_NEAREST_AVX512 void vdb_nearest_avx512(const float *x, size_t n, size_t d, const float *packed,
                                                   const float *bias, size_t k, uint32_t *best, float *best_val)
 {
-    const size_t panels = k / VDB_PANEL_WIDTH + (k % VDB_PANEL_WIDTH != 0);
+    const size_t panels = vdb_panel_count(k);
     const __m512 two = _mm512_set1_ps(2.0f);
     const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     _Alignas(64) float lane_v[MR_AVX512][VDB_PANEL_WIDTH];
     _Alignas(64) uint32_t lane_i[MR_AVX512][VDB_PANEL_WIDTH];
     for (size_t i0 = 0; i0 < n; i0 += MR_AVX512) {
-        const size_t mr = n - i0 < MR_AVX512 ? n - i0 : MR_AVX512;
-        const float *xr[MR_AVX512]; /* a short block repeats its last point (answers discarded) */
-        for (size_t r = 0; r < MR_AVX512; r++) xr[r] = x + (i0 + (r < mr ? r : mr - 1)) * d;
+        const float *xr[MR_AVX512];
+        const size_t mr = vdb_block_rows(x, n, d, i0, MR_AVX512, xr);
         for (size_t r = 0; r < MR_AVX512; r++) {
             _mm512_store_ps(&lane_v[r][0], _mm512_set1_ps(INFINITY));
             _mm512_store_ps(&lane_v[r][16], _mm512_set1_ps(INFINITY));
