@@ -433,7 +433,12 @@ static void ivf_scan_list(const ivf_search_ctx *c, ivf_scratch *s, const float *
     if (L->n == 0) return;
     if (!c->allow) {
         ivf_list_distances(m, q, L, next, d, s->ld);
-        for (size_t i = 0; i < L->n; i++) vdb_topk_push(R, s->ld[i], L->rows[i]);
+        float thr = vdb_topk_threshold(R); /* most rows lose to the k kept: one compare each */
+        for (size_t i = 0; i < L->n; i++) {
+            if (s->ld[i] > thr) continue;
+            vdb_topk_push(R, s->ld[i], L->rows[i]);
+            thr = vdb_topk_threshold(R);
+        }
         return;
     }
     size_t na = 0;
