@@ -20,8 +20,8 @@
  *     because the caller chose it and must decide (the IVF index reports the same error).
  *   - Deterministic: the same input, k, parameters and kernel family (vdb_cpu) give the same
  *     centroids, whatever the thread count (work is split in fixed-size blocks; sums are done
- *     in a fixed order, in double precision). The assignment step is bit-identical on every
- *     kernel family; k-means++ seeding uses the family's distance kernels.
+ *     in a fixed order, in double precision). The assignment step is bit-identical between AVX2
+ *     and AVX-512 (see vdb_nearest); k-means++ seeding uses the family's distance kernels.
  *
  * vdb_kmeans_assign: nearest centroid of each point (the hot loop of training and of IVF adds),
  *   through vdb_nearest (a register-blocked GEMM with the argmin fused in), split over the worker

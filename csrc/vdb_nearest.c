@@ -4,8 +4,8 @@
  * an MR x 32 tile of dot products in registers over the whole dimension, then folds the tile into
  * per-lane running minima (value and index, kept in a small stack array). A lane only ever sees
  * indices in increasing order and replaces its minimum on strictly smaller values, so it holds the
- * lowest index of its minimum; the final fold over the 32 lanes breaks ties by index. The result is
- * the serial twin's, bit for bit.
+ * lowest index of its minimum; the final fold over the 32 lanes breaks ties by index. AVX2 and
+ * AVX-512 return the same bits (one FMA per term, in dimension order).
  */
 #include "vdb_nearest.h"
 
@@ -66,8 +66,14 @@ static void vdb_lanes_fold(const float *lane_v, const uint32_t *lane_i, uint32_t
     if (best_val) *best_val = bv;
 }
 
-/* ---- Serial reference (fmaf: one rounding per term, as the SIMD FMAs). On arm64 fmaf is one
- * instruction and the lane loop vectorizes; on an x86-64 without FMA (pre-2013) it is slow. */
+/* ---- Serial reference. Where the compiler has a fast fmaf (arm64) it is one rounding per term, as
+ * the SIMD FMAs, and the lane loop vectorizes; on x86-64 (no FMA in the baseline ISA, and a libm
+ * fmaf call per term is 10x slower) the multiply and the add round separately. */
+#if defined(FP_FAST_FMAF)
+#define VDB_MADD(a, b, c) fmaf((a), (b), (c))
+#else
+#define VDB_MADD(a, b, c) ((a) * (b) + (c))
+#endif
 
 static void vdb_nearest_serial(const float *x, size_t n, size_t d, const float *packed, const float *bias,
                                size_t k, uint32_t *best, float *best_val)
@@ -82,7 +88,7 @@ static void vdb_nearest_serial(const float *x, size_t n, size_t d, const float *
             float acc[VDB_PANEL_WIDTH] = {0};
             for (size_t t = 0; t < d; t++) {
                 const float xv = xi[t], *row = P + t * VDB_PANEL_WIDTH;
-                for (int j = 0; j < VDB_PANEL_WIDTH; j++) acc[j] = fmaf(xv, row[j], acc[j]);
+                for (int j = 0; j < VDB_PANEL_WIDTH; j++) acc[j] = VDB_MADD(xv, row[j], acc[j]);
             }
             size_t base = p * VDB_PANEL_WIDTH, w = k - base < VDB_PANEL_WIDTH ? k - base : VDB_PANEL_WIDTH;
             for (size_t j = 0; j < w; j++) {

@@ -9,8 +9,9 @@
  * the lowest j. With bias[j] = |c_j|^2 this is the squared L2 order (|x|^2 is the same for every
  * j: add it to v for the distance); with bias = 0 it is the largest dot product.
  *
- * Arithmetic: every variant accumulates each dot product in dimension order with one fused
- * multiply-add per term, so serial (fmaf), AVX2 and AVX-512 return bit-identical results.
+ * Arithmetic: each dot product is accumulated in dimension order with one fused multiply-add per
+ * term, so AVX2 and AVX-512 return bit-identical results, as does the serial twin where fmaf is
+ * an instruction (arm64); on x86-64 the serial twin rounds the multiply and the add separately.
  * Ownership: the caller allocates the packed panels (vdb_panel_floats), best and best_val.
  * Pure functions of their inputs: thread-safe.
  */
