@@ -1325,7 +1325,8 @@ int64_t vdb_collection_default_n_probe(int64_t n_lists)
 
 static int64_t current_n_probe(const vdb_collection *c)
 {
-    if (c->cfg.n_probe > 0) return c->cfg.n_probe;
+    int64_t set = __atomic_load_n(&c->cfg.n_probe, __ATOMIC_RELAXED); /* see vdb_collection_set_n_probe */
+    if (set > 0) return set;
     int64_t lists = c->ivf ? (int64_t)vdb_ivf_n_lists(c->ivf) : c->cfg.n_clusters;
     return vdb_collection_default_n_probe(lists);
 }
@@ -1460,9 +1461,9 @@ int vdb_collection_set_n_probe(vdb_collection *c, int64_t n_probe)
 {
     if (n_probe < 0) return vdb_set_error(VDB_EINVAL, "n_probe must be >= 1 (or 0 for the default), got %lld",
                                           (long long)n_probe);
-    pthread_rwlock_wrlock(&c->lock);
-    c->cfg.n_probe = n_probe;
-    pthread_rwlock_unlock(&c->lock);
+    /* An atomic store, not the write lock: waiting behind a long write or a rebuild would stall the
+     * caller (the Python client calls this under its own lock). */
+    __atomic_store_n(&c->cfg.n_probe, n_probe, __ATOMIC_RELAXED);
     return VDB_OK;
 }
 

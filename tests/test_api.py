@@ -1025,12 +1025,14 @@ def test_modify_configuration_sets_n_probe_only(client):
     col.modify(configuration={"n_probe": 3})
     assert col.configuration["n_probe"] == 3
     assert client.get_collection("tuned").configuration["n_probe"] == 3
+    assert col.stats()["n_probe"] == 3  # the engine uses it, not only the catalog
     for bad in ({"n_probe": 0}, {"n_probe": 2.5}, {"hnsw": {"ef_search": 5}}, "n_probe=3"):
         with pytest.raises(InvalidArgumentError):
             col.modify(configuration=bad)
         assert client.get_collection("tuned").configuration["n_probe"] == 3
     col.modify(configuration={"n_probe": None})
     assert client.get_collection("tuned").configuration["n_probe"] is None
+    assert col.stats()["n_probe"] == 4  # the rule: max(16, ceil(sqrt(4))), at most the 4 lists
 
 
 def test_modify_to_existing_name_fails(client):
