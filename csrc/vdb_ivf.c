@@ -52,6 +52,8 @@ struct vdb_ivf {
     size_t n_lists;
     int trained;
     float *centroids; /* n_lists * d */
+    vdb_kmeans_prepared assigner; /* the centroids packed for adds; made on first use (packed == NULL:
+                                   * not yet), dropped whenever the centroids change */
     ivf_list *lists;  /* n_lists */
     uint64_t *where;  /* row -> list << 32 | position, IVF_ABSENT when not held */
     size_t where_len;
@@ -216,6 +218,7 @@ void vdb_ivf_free(vdb_ivf *ivf)
     }
     free(ivf->lists);
     free(ivf->centroids);
+    vdb_kmeans_prepared_free(&ivf->assigner);
     free(ivf->where);
     free(ivf);
 }
@@ -241,6 +244,7 @@ int vdb_ivf_train(vdb_ivf *ivf, const float *x, size_t n, uint64_t seed)
     rc = vdb_kmeans_train(ivf->metric, x, n, ivf->d, ivf->n_lists, &p, c, NULL);
     if (rc) goto cleanup;
     memcpy(ivf->centroids, c, ivf->n_lists * ivf->d * sizeof(float));
+    vdb_kmeans_prepared_free(&ivf->assigner);
     ivf->trained = 1;
     ivf->n_train_points = n;
     ivf->added_since_train = 0;
@@ -278,7 +282,11 @@ int vdb_ivf_add(vdb_ivf *ivf, const int64_t *rows, const float *x, size_t n)
     assign = malloc(n * sizeof *assign);
     extra = calloc(ivf->n_lists, sizeof *extra);
     if (!assign || !extra) goto nomem;
-    rc = vdb_kmeans_assign(ivf->metric, ivf->centroids, ivf->n_lists, ivf->d, x, n, assign, NULL);
+    if (!ivf->assigner.packed) {
+        rc = vdb_kmeans_prepare(ivf->metric, ivf->centroids, ivf->n_lists, ivf->d, &ivf->assigner);
+        if (rc) goto cleanup;
+    }
+    rc = vdb_kmeans_assign_prepared(&ivf->assigner, x, n, assign, NULL);
     if (rc) goto cleanup;
     /* Reserve everything first, so that applying the batch cannot fail half way. */
     if (ivf_where_reserve(ivf, (size_t)max_row + 1)) goto nomem;
@@ -569,6 +577,7 @@ int vdb_ivf_retrain(vdb_ivf *ivf, size_t n_lists, uint64_t seed)
     float *xs = NULL, *newc = NULL, *all_c = NULL;
     uint32_t *assign = NULL;
     ivf_list *all = NULL;
+    vdb_kmeans_prepared newp = {0};
     size_t n = (size_t)ivf->n_vectors;
     if (k == 0 || k >= IVF_MAX_LISTS) {
         rc = vdb_set_error(VDB_EINVAL, "IVF retrain needs 1 <= n_lists < 2^31, got %zu", k);
@@ -623,11 +632,13 @@ int vdb_ivf_retrain(vdb_ivf *ivf, size_t n_lists, uint64_t seed)
     all = calloc(k + old_n, sizeof *all);
     all_c = malloc((k + old_n) * d * sizeof(float));
     if (!assign || !offs || !counts || !all || !all_c) goto nomem;
+    rc = vdb_kmeans_prepare(ivf->metric, newc, k, d, &newp); /* packed once for every old list */
+    if (rc) goto cleanup;
     size_t off = 0;
     for (size_t l = 0; l < old_n; l++) {
         const ivf_list *L = &ivf->lists[l];
         offs[l] = off;
-        rc = vdb_kmeans_assign(ivf->metric, newc, k, d, L->vecs, L->n, assign + off, NULL);
+        rc = vdb_kmeans_assign_prepared(&newp, L->vecs, L->n, assign + off, NULL);
         if (rc) goto cleanup;
         off += L->n;
     }
@@ -669,6 +680,7 @@ int vdb_ivf_retrain(vdb_ivf *ivf, size_t n_lists, uint64_t seed)
     ivf->lists = shrunk ? shrunk : all;
     float *shrunk_c = realloc(all_c, keep * d * sizeof(float));
     ivf->centroids = shrunk_c ? shrunk_c : all_c;
+    vdb_kmeans_prepared_free(&ivf->assigner);
     all = NULL;
     all_c = NULL;
     ivf->n_lists = keep;
@@ -685,6 +697,7 @@ int vdb_ivf_retrain(vdb_ivf *ivf, size_t n_lists, uint64_t seed)
 nomem:
     rc = vdb_set_error(VDB_ENOMEM, "out of memory retraining the IVF index (%zu vectors, %zu lists)", n, k);
 cleanup:
+    vdb_kmeans_prepared_free(&newp);
     free(idx);
     free(xs);
     free(newc);

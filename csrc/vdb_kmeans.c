@@ -110,37 +110,55 @@ static float km_sumsq(const float *v, size_t d)
     return (float)s;
 }
 
+void vdb_kmeans_prepared_free(vdb_kmeans_prepared *p)
+{
+    free(p->packed);
+    free(p->bias);
+    memset(p, 0, sizeof *p);
+}
+
+int vdb_kmeans_prepare(vdb_metric m, const float *centroids, size_t k, size_t d, vdb_kmeans_prepared *out)
+{
+    memset(out, 0, sizeof *out);
+    if (k == 0 || d == 0) return vdb_set_error(VDB_EINVAL, "k-means assign needs k > 0 and d > 0");
+    if (k > UINT32_MAX) return vdb_set_error(VDB_EINVAL, "k-means supports at most 2^32-1 clusters");
+    size_t floats = vdb_panel_floats(k, d);
+    if (floats == 0) return vdb_set_error(VDB_ENOMEM, "k-means centroid panels overflow (%zu x %zu)", k, d);
+    out->packed = malloc(floats * sizeof(float));
+    out->bias = calloc(k, sizeof(float));
+    if (!out->packed || !out->bias) {
+        vdb_kmeans_prepared_free(out);
+        return vdb_set_error(VDB_ENOMEM, "out of memory for %zu k-means centroids of dimension %zu", k, d);
+    }
+    out->l2 = m == VDB_METRIC_L2;
+    out->k = k;
+    out->d = d;
+    vdb_panel_pack(centroids, k, d, out->packed);
+    if (out->l2)
+        for (size_t ci = 0; ci < k; ci++) out->bias[ci] = km_sumsq(centroids + ci * d, d);
+    return VDB_OK;
+}
+
 /* Runs the assignment; *n_changed (optional) = points whose assign[] value changed.
  * xnorm (optional): |x|^2 of the n points, when the caller has it (training reuses it). */
-static int km_assign_run(vdb_metric km, const float *c, size_t k, size_t d, const float *x, size_t n,
-                         const float *xnorm, uint32_t *assign, float *dist, size_t *n_changed)
+static int km_assign_run(const vdb_kmeans_prepared *p, const float *x, size_t n, const float *xnorm,
+                         uint32_t *assign, float *dist, size_t *n_changed)
 {
     int rc = VDB_OK;
-    float *packed = NULL, *bias = NULL, *xnorm_own = NULL;
+    float *xnorm_own = NULL;
     size_t *changes = NULL;
     size_t n_tasks = (n + KM_PB - 1) / KM_PB;
-    size_t panel_floats = vdb_panel_floats(k, d);
     if (n == 0) goto cleanup;
-    if (panel_floats == 0) {
-        rc = vdb_set_error(VDB_ENOMEM, "k-means centroid panels overflow (%zu x %zu)", k, d);
-        goto cleanup;
-    }
-    packed = malloc(panel_floats * sizeof(float));
-    bias = calloc(k, sizeof *bias);
     if (n_changed) changes = calloc(n_tasks, sizeof *changes);
-    const int l2 = km == VDB_METRIC_L2;
-    int need_xnorm = l2 && dist && !xnorm;
+    int need_xnorm = p->l2 && dist && !xnorm;
     if (need_xnorm) xnorm = xnorm_own = malloc(n * sizeof *xnorm_own);
-    if (!packed || !bias || (n_changed && !changes) || (need_xnorm && !xnorm_own)) {
-        rc = vdb_set_error(VDB_ENOMEM, "out of memory for k-means assignment (%zu centroids of %zu)", k, d);
+    if ((n_changed && !changes) || (need_xnorm && !xnorm_own)) {
+        rc = vdb_set_error(VDB_ENOMEM, "out of memory for the k-means assignment of %zu points", n);
         goto cleanup;
     }
-    vdb_panel_pack(c, k, d, packed);
-    if (l2)
-        for (size_t ci = 0; ci < k; ci++) bias[ci] = km_sumsq(c + ci * d, d);
     if (xnorm_own)
-        for (size_t i = 0; i < n; i++) xnorm_own[i] = km_sumsq(x + i * d, d);
-    km_assign_ctx ctx = {x, n, d, packed, bias, k, l2, assign, dist, xnorm, changes};
+        for (size_t i = 0; i < n; i++) xnorm_own[i] = km_sumsq(x + i * p->d, p->d);
+    km_assign_ctx ctx = {x, n, p->d, p->packed, p->bias, p->k, p->l2, assign, dist, xnorm, changes};
     vdb_parallel_for(n_tasks, km_assign_task, &ctx);
     if (n_changed) {
         size_t sum = 0;
@@ -149,20 +167,25 @@ static int km_assign_run(vdb_metric km, const float *c, size_t k, size_t d, cons
     }
 cleanup:
     if (n == 0 && n_changed) *n_changed = 0;
-    free(packed);
-    free(bias);
     free(xnorm_own);
     free(changes);
     return rc;
 }
 
+int vdb_kmeans_assign_prepared(const vdb_kmeans_prepared *p, const float *x, size_t n, uint32_t *assign,
+                               float *dist)
+{
+    return km_assign_run(p, x, n, NULL, assign, dist, NULL);
+}
+
 int vdb_kmeans_assign(vdb_metric m, const float *centroids, size_t k, size_t d, const float *x,
                       size_t n, uint32_t *assign, float *dist)
 {
-    if (k == 0 || d == 0) return vdb_set_error(VDB_EINVAL, "k-means assign needs k > 0 and d > 0");
-    if (k > UINT32_MAX) return vdb_set_error(VDB_EINVAL, "k-means supports at most 2^32-1 clusters");
-    vdb_metric km = m == VDB_METRIC_L2 ? VDB_METRIC_L2 : VDB_METRIC_IP;
-    return km_assign_run(km, centroids, k, d, x, n, NULL, assign, dist, NULL);
+    vdb_kmeans_prepared p;
+    int rc = vdb_kmeans_prepare(m, centroids, k, d, &p);
+    if (rc == VDB_OK) rc = km_assign_run(&p, x, n, NULL, assign, dist, NULL);
+    vdb_kmeans_prepared_free(&p);
+    return rc;
 }
 
 /* ---- k-means++ seeding.
@@ -441,7 +464,10 @@ int vdb_kmeans_train(vdb_metric m, const float *x, size_t n, size_t d, size_t k,
     }
     for (size_t it = 0; it < p.n_iter; it++) {
         size_t changed = 0;
-        rc = km_assign_run(km, centroids, k, d, xt, mt, xnorm, assign, dist, &changed);
+        vdb_kmeans_prepared prep;
+        rc = vdb_kmeans_prepare(km, centroids, k, d, &prep);
+        if (rc == VDB_OK) rc = km_assign_run(&prep, xt, mt, xnorm, assign, dist, &changed);
+        vdb_kmeans_prepared_free(&prep);
         if (rc) goto cleanup;
         st.iterations++;
         if (changed == 0) {

@@ -75,6 +75,24 @@ int vdb_kmeans_train(vdb_metric m, const float *x, size_t n, size_t d, size_t k,
 int vdb_kmeans_assign(vdb_metric m, const float *centroids, size_t k, size_t d, const float *x,
                       size_t n, uint32_t *assign, float *dist);
 
+/* Centroids made ready for many assignments (packed vdb_nearest panels and the L2 biases), for a
+ * caller that assigns small batches against fixed centroids (IVF adds): packing costs k * d, as
+ * much as assigning one point. Owns its buffers (vdb_kmeans_prepared_free; freeing a zeroed one is
+ * a no-op). Read-only once prepared: concurrent assignments may share it. */
+typedef struct {
+    float *packed;
+    float *bias;
+    size_t k, d;
+    int l2; /* 1: squared-L2 order; 0: largest dot product (IP, COSINE) */
+} vdb_kmeans_prepared;
+
+/* Same errors as vdb_kmeans_assign; on error *out is zeroed. */
+int vdb_kmeans_prepare(vdb_metric m, const float *centroids, size_t k, size_t d, vdb_kmeans_prepared *out);
+void vdb_kmeans_prepared_free(vdb_kmeans_prepared *p);
+/* vdb_kmeans_assign against prepared centroids. */
+int vdb_kmeans_assign_prepared(const vdb_kmeans_prepared *p, const float *x, size_t n, uint32_t *assign,
+                               float *dist);
+
 /* Uniform random sample of m of the n indices [0, n), written ascending to idx (m <= n);
  * deterministic for a seed. Used to draw training samples. */
 void vdb_kmeans_sample(size_t n, size_t m, uint64_t seed, size_t *idx);

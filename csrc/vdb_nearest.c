@@ -1,11 +1,15 @@
 /* vdb_nearest — see vdb_nearest.h for the contract.
  *
- * Each variant walks the points in micro-blocks of MR rows; for each panel of 32 centroids it keeps
- * an MR x 32 tile of dot products in registers over the whole dimension, then folds the tile into
- * per-lane running minima (value and index, kept in a small stack array). A lane only ever sees
+ * Work order (each SIMD variant): points in super-blocks of VDB_NEAREST_SB, whose per-lane running
+ * minima (value and index for each of a panel's 32 lanes) stay on the stack; for each group of
+ * panels small enough to stay in L2, the super-block's points pass over it in micro-blocks of MR
+ * rows, an MR x 32 tile of dot products held in registers over the whole dimension; points left
+ * over (fewer than MR) go one at a time over several panels at once (a one-point tile would wait
+ * on its FMA latency). Each tile is then folded into the lane minima. A lane only ever sees
  * indices in increasing order and replaces its minimum on strictly smaller values, so it holds the
- * lowest index of its minimum; the final fold over the 32 lanes breaks ties by index. AVX2 and
- * AVX-512 return the same bits (one FMA per term, in dimension order).
+ * lowest index of its minimum; the final fold over the 32 lanes breaks ties by index.
+ * Every path computes each dot product as one FMA per term in dimension order, so AVX2 and
+ * AVX-512 return the same bits, whatever the block a point falls in.
  */
 #include "vdb_nearest.h"
 
@@ -19,18 +23,19 @@
 #define VDB_NEAREST_X86 1
 #endif
 
+enum { VDB_NEAREST_SB = 64 };                    /* points whose lane minima stay on the stack */
+#define VDB_NEAREST_GROUP_BYTES ((size_t)256 << 10) /* panels per pass: fit in L2 (>= 1 MB) */
+
 typedef void (*vdb_nearest_fn)(const float *x, size_t n, size_t d, const float *packed,
                                const float *bias, size_t k, uint32_t *best, float *best_val);
 
 static inline size_t vdb_panel_count(size_t k) { return k / VDB_PANEL_WIDTH + (k % VDB_PANEL_WIDTH != 0); }
 
-/* Row pointers of the micro-block of mr_max points at i0; a short last block repeats its last point
- * (the kernels compute it again and discard the answer), so the kernels need no tail code. */
-static inline size_t vdb_block_rows(const float *x, size_t n, size_t d, size_t i0, size_t mr_max, const float **xr)
+/* Panels per group for dimension d (at least 1). */
+static inline size_t vdb_group_panels(size_t d)
 {
-    const size_t mr = n - i0 < mr_max ? n - i0 : mr_max;
-    for (size_t r = 0; r < mr_max; r++) xr[r] = x + (i0 + (r < mr ? r : mr - 1)) * d;
-    return mr;
+    size_t g = VDB_NEAREST_GROUP_BYTES / (VDB_PANEL_WIDTH * sizeof(float) * d);
+    return g ? g : 1;
 }
 
 size_t vdb_panel_floats(size_t k, size_t d)
@@ -51,6 +56,21 @@ void vdb_panel_pack(const float *centroids, size_t k, size_t d, float *packed)
     }
 }
 
+/* Lane minima of a super-block: row r's 32 lanes. */
+typedef struct {
+    float v[VDB_NEAREST_SB][VDB_PANEL_WIDTH];
+    uint32_t i[VDB_NEAREST_SB][VDB_PANEL_WIDTH];
+} vdb_lanes;
+
+static void vdb_lanes_init(vdb_lanes *L, size_t rows)
+{
+    for (size_t r = 0; r < rows; r++)
+        for (int l = 0; l < VDB_PANEL_WIDTH; l++) {
+            L->v[r][l] = INFINITY;
+            L->i[r][l] = 0;
+        }
+}
+
 /* Folds the 32 lanes of one point (value, index) into its answer: smallest value, lowest index. */
 static void vdb_lanes_fold(const float *lane_v, const uint32_t *lane_i, uint32_t *best, float *best_val)
 {
@@ -64,6 +84,33 @@ static void vdb_lanes_fold(const float *lane_v, const uint32_t *lane_i, uint32_t
     }
     *best = bi;
     if (best_val) *best_val = bv;
+}
+
+/* One variant's kernels: an MR-row tile over panels [g0, g1) into lane rows r0.., and one point. */
+typedef void (*vdb_tile_fn)(const float *x, size_t d, const float *packed, const float *bias, size_t k, size_t g0,
+                            size_t g1, vdb_lanes *L, size_t r0);
+typedef void (*vdb_row_fn)(const float *x, size_t d, const float *packed, const float *bias, size_t k, size_t g0,
+                           size_t g1, float *lane_v, uint32_t *lane_i);
+
+/* The work order every SIMD variant shares (see the top of this file). */
+static void vdb_nearest_drive(size_t mr, vdb_tile_fn tile, vdb_row_fn row, const float *x, size_t n, size_t d,
+                              const float *packed, const float *bias, size_t k, uint32_t *best, float *best_val)
+{
+    const size_t panels = vdb_panel_count(k), group = vdb_group_panels(d);
+    _Alignas(64) vdb_lanes L;
+    for (size_t s0 = 0; s0 < n; s0 += VDB_NEAREST_SB) {
+        const size_t sn = n - s0 < VDB_NEAREST_SB ? n - s0 : VDB_NEAREST_SB;
+        const float *xs = x + s0 * d;
+        vdb_lanes_init(&L, sn);
+        for (size_t g0 = 0; g0 < panels; g0 += group) {
+            const size_t g1 = panels - g0 < group ? panels : g0 + group;
+            size_t r = 0;
+            for (; r + mr <= sn; r += mr) tile(xs + r * d, d, packed, bias, k, g0, g1, &L, r);
+            for (; r < sn; r++) row(xs + r * d, d, packed, bias, k, g0, g1, L.v[r], L.i[r]);
+        }
+        for (size_t r = 0; r < sn; r++)
+            vdb_lanes_fold(L.v[r], L.i[r], &best[s0 + r], best_val ? &best_val[s0 + r] : NULL);
+    }
 }
 
 /* ---- Serial reference. Where the compiler has a fast fmaf (arm64) it is one rounding per term, as
@@ -105,128 +152,160 @@ static void vdb_nearest_serial(const float *x, size_t n, size_t d, const float *
 }
 
 #if defined(VDB_NEAREST_X86)
-/* ---- AVX2 + FMA: 6 points x 16 centroids (half a panel) = 12 ymm accumulators, plus 2 panel
- * registers and a broadcast (15 of 16 registers); each half panel is one pass over the dimension. */
+/* ---- AVX2 + FMA: tiles of 6 points x 16 centroids (half a panel) = 12 ymm accumulators, plus 2
+ * panel registers and a broadcast (15 of 16 registers); one point goes over 2 panels at once. */
 
 #define VDB_NEAREST_AVX2 __attribute__((target("avx2,fma")))
 enum { MR_AVX2 = 6 };
 
-static VDB_NEAREST_AVX2 void vdb_nearest_avx2(const float *x, size_t n, size_t d, const float *packed,
-                                              const float *bias, size_t k, uint32_t *best, float *best_val)
+/* Folds 8 lanes (panel p, lanes off..off+7) of one point's dot products into its lane minima. */
+static inline VDB_NEAREST_AVX2 void vdb_fold8_avx2(__m256 dot, size_t p, int off, size_t k, const float *bias,
+                                                   float *lane_v, uint32_t *lane_i)
 {
-    const size_t panels = vdb_panel_count(k);
-    const __m256 two = _mm256_set1_ps(2.0f);
-    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    _Alignas(32) float lane_v[MR_AVX2][VDB_PANEL_WIDTH];
-    _Alignas(32) uint32_t lane_i[MR_AVX2][VDB_PANEL_WIDTH];
-    for (size_t i0 = 0; i0 < n; i0 += MR_AVX2) {
-        const float *xr[MR_AVX2];
-        const size_t mr = vdb_block_rows(x, n, d, i0, MR_AVX2, xr);
-        for (size_t r = 0; r < MR_AVX2; r++)
-            for (int l = 0; l < VDB_PANEL_WIDTH; l++) {
-                lane_v[r][l] = INFINITY;
-                lane_i[r][l] = 0;
-            }
-        for (size_t p = 0; p < panels; p++) {
-            const size_t base = p * VDB_PANEL_WIDTH;
-            const int w = (int)(k - base < VDB_PANEL_WIDTH ? k - base : VDB_PANEL_WIDTH);
-            for (int half = 0; half < 2 && 16 * half < w; half++) {
-                const float *P = packed + base * d + 16 * half;
-                __m256 acc[MR_AVX2 * 2];
-                for (int a = 0; a < MR_AVX2 * 2; a++) acc[a] = _mm256_setzero_ps();
-                for (size_t t = 0; t < d; t++) {
-                    __m256 b0 = _mm256_loadu_ps(P + t * VDB_PANEL_WIDTH);
-                    __m256 b1 = _mm256_loadu_ps(P + t * VDB_PANEL_WIDTH + 8);
+    const size_t base = p * VDB_PANEL_WIDTH;
+    const int w = (int)(k - base < VDB_PANEL_WIDTH ? k - base : VDB_PANEL_WIDTH);
+    const __m256i lanes = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(off));
+    const __m256i valid = _mm256_cmpgt_epi32(_mm256_set1_epi32(w), lanes);
+    const __m256 b = _mm256_maskload_ps(bias + base + off, valid);
+    const __m256 ids = _mm256_castsi256_ps(_mm256_add_epi32(lanes, _mm256_set1_epi32((int)base)));
+    __m256 v = _mm256_fnmadd_ps(dot, _mm256_set1_ps(2.0f), b);
+    __m256 cur = _mm256_load_ps(lane_v + off);
+    __m256 lt = _mm256_and_ps(_mm256_cmp_ps(v, cur, _CMP_LT_OQ), _mm256_castsi256_ps(valid));
+    _mm256_store_ps(lane_v + off, _mm256_blendv_ps(cur, v, lt));
+    __m256 cur_i = _mm256_load_ps((const float *)(lane_i + off));
+    _mm256_store_ps((float *)(lane_i + off), _mm256_blendv_ps(cur_i, ids, lt));
+}
+
+static VDB_NEAREST_AVX2 void vdb_tile_avx2(const float *x, size_t d, const float *packed, const float *bias,
+                                                  size_t k, size_t g0, size_t g1, vdb_lanes *L, size_t r0)
+{
+    for (size_t p = g0; p < g1; p++) {
+        const int w = (int)(k - p * VDB_PANEL_WIDTH < VDB_PANEL_WIDTH ? k - p * VDB_PANEL_WIDTH : VDB_PANEL_WIDTH);
+        for (int half = 0; half < 2 && 16 * half < w; half++) {
+            const float *P = packed + p * VDB_PANEL_WIDTH * d + 16 * half;
+            __m256 acc[MR_AVX2 * 2];
+            for (int a = 0; a < MR_AVX2 * 2; a++) acc[a] = _mm256_setzero_ps();
+            for (size_t t = 0; t < d; t++) {
+                __m256 b0 = _mm256_loadu_ps(P + t * VDB_PANEL_WIDTH);
+                __m256 b1 = _mm256_loadu_ps(P + t * VDB_PANEL_WIDTH + 8);
 #pragma GCC unroll 6
-                    for (int r = 0; r < MR_AVX2; r++) {
-                        __m256 xv = _mm256_broadcast_ss(xr[r] + t);
-                        acc[2 * r] = _mm256_fmadd_ps(xv, b0, acc[2 * r]);
-                        acc[2 * r + 1] = _mm256_fmadd_ps(xv, b1, acc[2 * r + 1]);
-                    }
+                for (int r = 0; r < MR_AVX2; r++) {
+                    __m256 xv = _mm256_broadcast_ss(x + r * d + t);
+                    acc[2 * r] = _mm256_fmadd_ps(xv, b0, acc[2 * r]);
+                    acc[2 * r + 1] = _mm256_fmadd_ps(xv, b1, acc[2 * r + 1]);
                 }
-                for (int h = 0; h < 2; h++) {
-                    const int off = 16 * half + 8 * h; /* lane offset inside the panel */
-                    __m256i lanes = _mm256_add_epi32(iota, _mm256_set1_epi32(off));
-                    __m256i valid = _mm256_cmpgt_epi32(_mm256_set1_epi32(w), lanes);
-                    __m256 bias_h = _mm256_maskload_ps(bias + base + off, valid);
-                    __m256i ids = _mm256_add_epi32(lanes, _mm256_set1_epi32((int)base));
-                    for (size_t r = 0; r < MR_AVX2; r++) {
-                        __m256 v = _mm256_fnmadd_ps(acc[2 * r + h], two, bias_h);
-                        __m256 cur = _mm256_load_ps(&lane_v[r][off]);
-                        __m256 lt = _mm256_and_ps(_mm256_cmp_ps(v, cur, _CMP_LT_OQ), _mm256_castsi256_ps(valid));
-                        _mm256_store_ps(&lane_v[r][off], _mm256_blendv_ps(cur, v, lt));
-                        __m256i cur_i = _mm256_load_si256((const __m256i *)&lane_i[r][off]);
-                        _mm256_store_si256((__m256i *)&lane_i[r][off],
-                                           _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(cur_i),
-                                                                                _mm256_castsi256_ps(ids), lt)));
-                    }
-                }
+            }
+            for (size_t r = 0; r < MR_AVX2; r++) {
+                vdb_fold8_avx2(acc[2 * r], p, 16 * half, k, bias, L->v[r0 + r], L->i[r0 + r]);
+                vdb_fold8_avx2(acc[2 * r + 1], p, 16 * half + 8, k, bias, L->v[r0 + r], L->i[r0 + r]);
             }
         }
-        for (size_t r = 0; r < mr; r++)
-            vdb_lanes_fold(lane_v[r], lane_i[r], &best[i0 + r], best_val ? &best_val[i0 + r] : NULL);
     }
 }
 
-/* ---- AVX-512: 8 points x 32 centroids = 16 zmm accumulators; per dimension 2 panel loads and 8
- * broadcasts feed 16 FMAs. */
+static VDB_NEAREST_AVX2 void vdb_row_avx2(const float *x, size_t d, const float *packed, const float *bias,
+                                                 size_t k, size_t g0, size_t g1, float *lane_v, uint32_t *lane_i)
+{
+    for (size_t p = g0; p < g1; p += 2) {
+        const size_t np = g1 - p < 2 ? 1 : 2; /* a lone last panel reads panel p twice, folds once */
+        const float *P0 = packed + p * VDB_PANEL_WIDTH * d, *P1 = P0 + (np - 1) * VDB_PANEL_WIDTH * d;
+        __m256 acc[8];
+        for (int a = 0; a < 8; a++) acc[a] = _mm256_setzero_ps();
+        for (size_t t = 0; t < d; t++) {
+            __m256 xv = _mm256_broadcast_ss(x + t);
+            for (int h = 0; h < 4; h++) {
+                acc[h] = _mm256_fmadd_ps(xv, _mm256_loadu_ps(P0 + t * VDB_PANEL_WIDTH + 8 * h), acc[h]);
+                acc[4 + h] = _mm256_fmadd_ps(xv, _mm256_loadu_ps(P1 + t * VDB_PANEL_WIDTH + 8 * h), acc[4 + h]);
+            }
+        }
+        for (size_t j = 0; j < np; j++)
+            for (int h = 0; h < 4; h++) vdb_fold8_avx2(acc[4 * j + h], p + j, 8 * h, k, bias, lane_v, lane_i);
+    }
+}
+
+static void vdb_nearest_avx2(const float *x, size_t n, size_t d, const float *packed, const float *bias, size_t k,
+                             uint32_t *best, float *best_val)
+{
+    vdb_nearest_drive(MR_AVX2, vdb_tile_avx2, vdb_row_avx2, x, n, d, packed, bias, k, best, best_val);
+}
+
+/* ---- AVX-512: tiles of 8 points x 32 centroids = 16 zmm accumulators (per dimension 2 panel
+ * loads and 8 broadcasts feed 16 FMAs); one point goes over 4 panels at once. */
 
 #define VDB_NEAREST_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
 enum { MR_AVX512 = 8 };
 
-static VDB_NEAREST_AVX512 void vdb_nearest_avx512(const float *x, size_t n, size_t d, const float *packed,
-                                                  const float *bias, size_t k, uint32_t *best, float *best_val)
+/* Folds one panel (p) of one point's 32 dot products into its lane minima. */
+static inline VDB_NEAREST_AVX512 void vdb_fold32_avx512(__m512 dot0, __m512 dot1, size_t p, size_t k,
+                                                        const float *bias, float *lane_v, uint32_t *lane_i)
 {
-    const size_t panels = vdb_panel_count(k);
+    const size_t base = p * VDB_PANEL_WIDTH;
+    const size_t w = k - base < VDB_PANEL_WIDTH ? k - base : VDB_PANEL_WIDTH;
+    const __mmask16 m0 = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1u);
+    const __mmask16 m1 = w >= 32 ? (__mmask16)0xFFFF : w > 16 ? (__mmask16)((1u << (w - 16)) - 1u) : 0;
+    const __m512i id0 = _mm512_add_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                         _mm512_set1_epi32((int)base));
+    const __m512i id1 = _mm512_add_epi32(id0, _mm512_set1_epi32(16));
     const __m512 two = _mm512_set1_ps(2.0f);
-    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    _Alignas(64) float lane_v[MR_AVX512][VDB_PANEL_WIDTH];
-    _Alignas(64) uint32_t lane_i[MR_AVX512][VDB_PANEL_WIDTH];
-    for (size_t i0 = 0; i0 < n; i0 += MR_AVX512) {
-        const float *xr[MR_AVX512];
-        const size_t mr = vdb_block_rows(x, n, d, i0, MR_AVX512, xr);
-        for (size_t r = 0; r < MR_AVX512; r++) {
-            _mm512_store_ps(&lane_v[r][0], _mm512_set1_ps(INFINITY));
-            _mm512_store_ps(&lane_v[r][16], _mm512_set1_ps(INFINITY));
-            _mm512_store_si512(&lane_i[r][0], _mm512_setzero_si512());
-            _mm512_store_si512(&lane_i[r][16], _mm512_setzero_si512());
-        }
-        for (size_t p = 0; p < panels; p++) {
-            const float *P = packed + p * VDB_PANEL_WIDTH * d;
-            __m512 acc[MR_AVX512 * 2];
-            for (int a = 0; a < MR_AVX512 * 2; a++) acc[a] = _mm512_setzero_ps();
-            for (size_t t = 0; t < d; t++) {
-                __m512 b0 = _mm512_loadu_ps(P + t * VDB_PANEL_WIDTH);
-                __m512 b1 = _mm512_loadu_ps(P + t * VDB_PANEL_WIDTH + 16);
+    __m512 v0 = _mm512_fnmadd_ps(dot0, two, _mm512_maskz_loadu_ps(m0, bias + base));
+    __m512 v1 = _mm512_fnmadd_ps(dot1, two, _mm512_maskz_loadu_ps(m1, bias + base + 16));
+    __mmask16 lt0 = _mm512_mask_cmp_ps_mask(m0, v0, _mm512_load_ps(lane_v), _CMP_LT_OQ);
+    __mmask16 lt1 = _mm512_mask_cmp_ps_mask(m1, v1, _mm512_load_ps(lane_v + 16), _CMP_LT_OQ);
+    _mm512_mask_store_ps(lane_v, lt0, v0);
+    _mm512_mask_store_ps(lane_v + 16, lt1, v1);
+    _mm512_mask_store_epi32(lane_i, lt0, id0);
+    _mm512_mask_store_epi32(lane_i + 16, lt1, id1);
+}
+
+static VDB_NEAREST_AVX512 void vdb_tile_avx512(const float *x, size_t d, const float *packed,
+                                                      const float *bias, size_t k, size_t g0, size_t g1,
+                                                      vdb_lanes *L, size_t r0)
+{
+    for (size_t p = g0; p < g1; p++) {
+        const float *P = packed + p * VDB_PANEL_WIDTH * d;
+        __m512 acc[MR_AVX512 * 2];
+        for (int a = 0; a < MR_AVX512 * 2; a++) acc[a] = _mm512_setzero_ps();
+        for (size_t t = 0; t < d; t++) {
+            __m512 b0 = _mm512_loadu_ps(P + t * VDB_PANEL_WIDTH);
+            __m512 b1 = _mm512_loadu_ps(P + t * VDB_PANEL_WIDTH + 16);
 #pragma GCC unroll 8
-                for (int r = 0; r < MR_AVX512; r++) {
-                    __m512 xv = _mm512_set1_ps(xr[r][t]);
-                    acc[2 * r] = _mm512_fmadd_ps(xv, b0, acc[2 * r]);
-                    acc[2 * r + 1] = _mm512_fmadd_ps(xv, b1, acc[2 * r + 1]);
-                }
-            }
-            const size_t base = p * VDB_PANEL_WIDTH;
-            const size_t w = k - base < VDB_PANEL_WIDTH ? k - base : VDB_PANEL_WIDTH;
-            const __mmask16 m0 = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1u);
-            const __mmask16 m1 = w >= 32 ? (__mmask16)0xFFFF : w > 16 ? (__mmask16)((1u << (w - 16)) - 1u) : 0;
-            const __m512 bias0 = _mm512_maskz_loadu_ps(m0, bias + base);
-            const __m512 bias1 = _mm512_maskz_loadu_ps(m1, bias + base + 16);
-            const __m512i id0 = _mm512_add_epi32(iota, _mm512_set1_epi32((int)base));
-            const __m512i id1 = _mm512_add_epi32(id0, _mm512_set1_epi32(16));
-            for (size_t r = 0; r < MR_AVX512; r++) {
-                __m512 v0 = _mm512_fnmadd_ps(acc[2 * r], two, bias0);
-                __m512 v1 = _mm512_fnmadd_ps(acc[2 * r + 1], two, bias1);
-                __mmask16 lt0 = _mm512_mask_cmp_ps_mask(m0, v0, _mm512_load_ps(&lane_v[r][0]), _CMP_LT_OQ);
-                __mmask16 lt1 = _mm512_mask_cmp_ps_mask(m1, v1, _mm512_load_ps(&lane_v[r][16]), _CMP_LT_OQ);
-                _mm512_mask_store_ps(&lane_v[r][0], lt0, v0);
-                _mm512_mask_store_ps(&lane_v[r][16], lt1, v1);
-                _mm512_mask_store_epi32(&lane_i[r][0], lt0, id0);
-                _mm512_mask_store_epi32(&lane_i[r][16], lt1, id1);
+            for (int r = 0; r < MR_AVX512; r++) {
+                __m512 xv = _mm512_set1_ps(x[r * d + t]);
+                acc[2 * r] = _mm512_fmadd_ps(xv, b0, acc[2 * r]);
+                acc[2 * r + 1] = _mm512_fmadd_ps(xv, b1, acc[2 * r + 1]);
             }
         }
-        for (size_t r = 0; r < mr; r++)
-            vdb_lanes_fold(lane_v[r], lane_i[r], &best[i0 + r], best_val ? &best_val[i0 + r] : NULL);
+        for (size_t r = 0; r < MR_AVX512; r++)
+            vdb_fold32_avx512(acc[2 * r], acc[2 * r + 1], p, k, bias, L->v[r0 + r], L->i[r0 + r]);
     }
+}
+
+static VDB_NEAREST_AVX512 void vdb_row_avx512(const float *x, size_t d, const float *packed,
+                                                     const float *bias, size_t k, size_t g0, size_t g1,
+                                                     float *lane_v, uint32_t *lane_i)
+{
+    for (size_t p = g0; p < g1; p += 4) {
+        const size_t np = g1 - p < 4 ? g1 - p : 4; /* missing panels repeat the last one, folded once */
+        const float *P[4];
+        for (size_t j = 0; j < 4; j++) P[j] = packed + (p + (j < np ? j : np - 1)) * VDB_PANEL_WIDTH * d;
+        __m512 acc[8];
+        for (int a = 0; a < 8; a++) acc[a] = _mm512_setzero_ps();
+        for (size_t t = 0; t < d; t++) {
+            __m512 xv = _mm512_set1_ps(x[t]);
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++) {
+                acc[2 * j] = _mm512_fmadd_ps(xv, _mm512_loadu_ps(P[j] + t * VDB_PANEL_WIDTH), acc[2 * j]);
+                acc[2 * j + 1] = _mm512_fmadd_ps(xv, _mm512_loadu_ps(P[j] + t * VDB_PANEL_WIDTH + 16), acc[2 * j + 1]);
+            }
+        }
+        for (size_t j = 0; j < np; j++) vdb_fold32_avx512(acc[2 * j], acc[2 * j + 1], p + j, k, bias, lane_v, lane_i);
+    }
+}
+
+static void vdb_nearest_avx512(const float *x, size_t n, size_t d, const float *packed, const float *bias, size_t k,
+                               uint32_t *best, float *best_val)
+{
+    vdb_nearest_drive(MR_AVX512, vdb_tile_avx512, vdb_row_avx512, x, n, d, packed, bias, k, best, best_val);
 }
 #endif /* VDB_NEAREST_X86 */
 
