@@ -270,8 +270,10 @@ def check_nearest(isa, x, c, bias):
 
 
 @pytest.mark.parametrize("isa", NEAREST_ISAS)
+# (n, k, d): tails of every micro-block size, k around the 32-wide panels, several panel groups
+# (d=1280: 2 panels per L2 group) and super-blocks (n > 64), d beyond one group per panel.
 @pytest.mark.parametrize("shape", [(1, 1, 1), (7, 31, 3), (8, 32, 16), (9, 33, 17), (100, 1000, 128),
-                                   (21, 65, 384), (3, 5, 1280), (64, 96, 7)])
+                                   (21, 65, 384), (3, 5, 1280), (64, 96, 7), (70, 200, 1280), (10, 100, 3000)])
 def test_nearest_centroids_match_float64(isa, shape):
     if not variant_available(isa):
         pytest.skip(f"{isa} not on this CPU")
