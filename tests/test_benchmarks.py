@@ -177,3 +177,15 @@ def test_tiny_harness_end_to_end(tmp_path):
     if importlib.util.find_spec("matplotlib") is not None:
         assert len(png) == 1 and png[0].stat().st_size > 10_000
         assert png[0].name in text
+
+
+def test_assignment_benchmark_quick_mode():
+    proc = subprocess.run([sys.executable, "benchmarks/bench_assign.py", "--quick", "--repeats", "1"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("| n x k x d |"))
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| 5,000 x 256 x 128 |"))
+    assert "vectordb serial GFLOPS" in header and "numpy" in header
+    cells = [c.strip() for c in row.strip("|").split("|")][1:]
+    assert len(cells) == header.count("GFLOPS")
+    assert all(float(c.split()[0]) > 0 for c in cells)
