@@ -31,13 +31,6 @@ typedef void (*vdb_nearest_fn)(const float *x, size_t n, size_t d, const float *
 
 static inline size_t vdb_panel_count(size_t k) { return k / VDB_PANEL_WIDTH + (k % VDB_PANEL_WIDTH != 0); }
 
-/* Panels per group for dimension d (at least 1). */
-static inline size_t vdb_group_panels(size_t d)
-{
-    size_t g = VDB_NEAREST_GROUP_BYTES / (VDB_PANEL_WIDTH * sizeof(float) * d);
-    return g ? g : 1;
-}
-
 size_t vdb_panel_floats(size_t k, size_t d)
 {
     size_t cols = vdb_panel_count(k) * VDB_PANEL_WIDTH;
@@ -54,6 +47,54 @@ void vdb_panel_pack(const float *centroids, size_t k, size_t d, float *packed)
             for (size_t t = 0; t < d; t++) P[t * VDB_PANEL_WIDTH + j] = c < k ? centroids[c * d + t] : 0.0f;
         }
     }
+}
+
+/* ---- Serial reference. Where the compiler has a fast fmaf (arm64) it is one rounding per term, as
+ * the SIMD FMAs, and the lane loop vectorizes; on x86-64 (no FMA in the baseline ISA, and a libm
+ * fmaf call per term is 10x slower) the multiply and the add round separately. */
+#if defined(FP_FAST_FMAF)
+#define VDB_MADD(a, b, c) fmaf((a), (b), (c))
+#else
+#define VDB_MADD(a, b, c) ((a) * (b) + (c))
+#endif
+
+static void vdb_nearest_serial(const float *x, size_t n, size_t d, const float *packed, const float *bias,
+                               size_t k, uint32_t *best, float *best_val)
+{
+    const size_t panels = vdb_panel_count(k);
+    for (size_t i = 0; i < n; i++) {
+        const float *xi = x + i * d;
+        float bv = INFINITY;
+        uint32_t bi = 0;
+        for (size_t p = 0; p < panels; p++) {
+            const float *P = packed + p * VDB_PANEL_WIDTH * d;
+            float acc[VDB_PANEL_WIDTH] = {0};
+            for (size_t t = 0; t < d; t++) {
+                const float xv = xi[t], *row = P + t * VDB_PANEL_WIDTH;
+                for (int j = 0; j < VDB_PANEL_WIDTH; j++) acc[j] = VDB_MADD(xv, row[j], acc[j]);
+            }
+            size_t base = p * VDB_PANEL_WIDTH, w = k - base < VDB_PANEL_WIDTH ? k - base : VDB_PANEL_WIDTH;
+            for (size_t j = 0; j < w; j++) {
+                float v = bias[base + j] - 2.0f * acc[j];
+                if (v < bv) {
+                    bv = v;
+                    bi = (uint32_t)(base + j);
+                }
+            }
+        }
+        best[i] = bi;
+        if (best_val) best_val[i] = bv;
+    }
+}
+
+#if defined(VDB_NEAREST_X86)
+/* ---- The SIMD work order (see the top of this file), shared by AVX2 and AVX-512. */
+
+/* Panels per group for dimension d (at least 1). */
+static inline size_t vdb_group_panels(size_t d)
+{
+    size_t g = VDB_NEAREST_GROUP_BYTES / (VDB_PANEL_WIDTH * sizeof(float) * d);
+    return g ? g : 1;
 }
 
 /* Lane minima of a super-block: row r's 32 lanes. */
@@ -113,45 +154,6 @@ static void vdb_nearest_drive(size_t mr, vdb_tile_fn tile, vdb_row_fn row, const
     }
 }
 
-/* ---- Serial reference. Where the compiler has a fast fmaf (arm64) it is one rounding per term, as
- * the SIMD FMAs, and the lane loop vectorizes; on x86-64 (no FMA in the baseline ISA, and a libm
- * fmaf call per term is 10x slower) the multiply and the add round separately. */
-#if defined(FP_FAST_FMAF)
-#define VDB_MADD(a, b, c) fmaf((a), (b), (c))
-#else
-#define VDB_MADD(a, b, c) ((a) * (b) + (c))
-#endif
-
-static void vdb_nearest_serial(const float *x, size_t n, size_t d, const float *packed, const float *bias,
-                               size_t k, uint32_t *best, float *best_val)
-{
-    const size_t panels = vdb_panel_count(k);
-    for (size_t i = 0; i < n; i++) {
-        const float *xi = x + i * d;
-        float bv = INFINITY;
-        uint32_t bi = 0;
-        for (size_t p = 0; p < panels; p++) {
-            const float *P = packed + p * VDB_PANEL_WIDTH * d;
-            float acc[VDB_PANEL_WIDTH] = {0};
-            for (size_t t = 0; t < d; t++) {
-                const float xv = xi[t], *row = P + t * VDB_PANEL_WIDTH;
-                for (int j = 0; j < VDB_PANEL_WIDTH; j++) acc[j] = VDB_MADD(xv, row[j], acc[j]);
-            }
-            size_t base = p * VDB_PANEL_WIDTH, w = k - base < VDB_PANEL_WIDTH ? k - base : VDB_PANEL_WIDTH;
-            for (size_t j = 0; j < w; j++) {
-                float v = bias[base + j] - 2.0f * acc[j];
-                if (v < bv) {
-                    bv = v;
-                    bi = (uint32_t)(base + j);
-                }
-            }
-        }
-        best[i] = bi;
-        if (best_val) best_val[i] = bv;
-    }
-}
-
-#if defined(VDB_NEAREST_X86)
 /* ---- AVX2 + FMA: tiles of 6 points x 16 centroids (half a panel) = 12 ymm accumulators, plus 2
  * panel registers and a broadcast (15 of 16 registers); one point goes over 2 panels at once. */
 
@@ -313,6 +315,7 @@ static void vdb_nearest_avx512(const float *x, size_t n, size_t d, const float *
 
 static vdb_nearest_fn vdb_nearest_variant(const char *isa, unsigned features)
 {
+    (void)features; /* only x86-64 has SIMD variants here */
 #if defined(VDB_NEAREST_X86)
     if ((!isa || strcmp(isa, "avx512") == 0) && (features & VDB_CPU_AVX512)) return vdb_nearest_avx512;
     if ((!isa || strcmp(isa, "avx2") == 0) && (features & VDB_CPU_AVX2)) return vdb_nearest_avx2;
