@@ -68,12 +68,9 @@ static void km_normalize(float *v, size_t d)
 /* ---- Assignment (blocked GEMM with the argmin fused in, parallel): see vdb_nearest. */
 
 typedef struct {
+    const vdb_kmeans_prepared *p; /* the centroids, packed (rank by bias - 2 x.c) */
     const float *x;
-    size_t n, d;
-    const float *packed; /* centroids in vdb_nearest panels */
-    const float *bias;   /* L2: |c|^2; IP: zeros (rank by bias - 2 x.c) */
-    size_t k;
-    int l2;
+    size_t n;
     uint32_t *assign;
     float *dist;
     const float *xnorm; /* L2 with dist only: |x|^2 of every point */
@@ -88,7 +85,8 @@ static void km_assign_task(void *vctx, size_t task, size_t worker)
     size_t np = a->n - p0 < KM_PB ? a->n - p0 : KM_PB;
     uint32_t best_i[KM_PB];
     float best_v[KM_PB];
-    vdb_nearest_packed(a->x + p0 * a->d, np, a->d, a->packed, a->bias, a->k, best_i, best_v);
+    const vdb_kmeans_prepared *p = a->p;
+    vdb_nearest_packed(a->x + p0 * p->d, np, p->d, p->packed, p->bias, p->k, best_i, best_v);
     size_t changed = 0;
     for (size_t i = 0; i < np; i++) {
         if (a->assign[p0 + i] != best_i[i]) changed++;
@@ -96,8 +94,8 @@ static void km_assign_task(void *vctx, size_t task, size_t worker)
         if (a->dist) {
             /* L2: |x|^2 + (|c|^2 - 2 x.c), clamped (cancellation can leave a tiny negative);
              * IP: 1 - x.c. */
-            double v = a->l2 ? (double)a->xnorm[p0 + i] + (double)best_v[i] : 1.0 + 0.5 * (double)best_v[i];
-            a->dist[p0 + i] = a->l2 && v < 0.0 ? 0.0f : (float)v;
+            double v = p->l2 ? (double)a->xnorm[p0 + i] + (double)best_v[i] : 1.0 + 0.5 * (double)best_v[i];
+            a->dist[p0 + i] = p->l2 && v < 0.0 ? 0.0f : (float)v;
         }
     }
     if (a->changes) a->changes[task] = changed;
@@ -158,7 +156,7 @@ static int km_assign_run(const vdb_kmeans_prepared *p, const float *x, size_t n,
     }
     if (xnorm_own)
         for (size_t i = 0; i < n; i++) xnorm_own[i] = km_sumsq(x + i * p->d, p->d);
-    km_assign_ctx ctx = {x, n, p->d, p->packed, p->bias, p->k, p->l2, assign, dist, xnorm, changes};
+    km_assign_ctx ctx = {p, x, n, assign, dist, xnorm, changes};
     vdb_parallel_for(n_tasks, km_assign_task, &ctx);
     if (n_changed) {
         size_t sum = 0;
