@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1385,21 +1386,32 @@ cleanup:
     return rc;
 }
 
+/* Keeps a message for vdb_collection_take_warning: something the caller should know, not a failure. */
+static void note(vdb_collection *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->warning, sizeof c->warning, fmt, ap);
+    va_end(ap);
+    c->has_warning = 1;
+}
+
 /* Trains when the rules say so (see vdb_collection.h); checkpoints after training. */
 static int maybe_train(vdb_collection *c, int force)
 {
     int rc = VDB_OK;
     if (!c->cfg.use_ivf || (c->batch_depth > 0 && !force)) return VDB_OK;
-    if (c->dim <= 0 || c->n_live == 0) {
-        if (!force) return VDB_OK;
-        return vdb_set_error(VDB_EINVAL, "cannot train the IVF index of an empty collection: add vectors first");
-    }
-    size_t n = c->n_live;
+    size_t n = c->dim <= 0 ? 0 : c->n_live;
     if (!c->ivf) {
         size_t lists = lists_for(c, n);
         size_t need = lists * VDB_IVF_POINTS_PER_LIST;
         if (need < VDB_IVF_MIN_TRAIN) need = VDB_IVF_MIN_TRAIN;
         if (!force && n < need) return VDB_OK;
+        if (n < lists) { /* k-means cannot train: stay exact, as the automatic rule does */
+            note(c, "rebuild: %zu vectors are fewer than the %zu IVF lists to train; search stays exact "
+                    "until the collection holds %zu vectors", n, lists, need);
+            return VDB_OK;
+        }
         rc = train_from_flat(c, lists);
     } else {
         vdb_ivf_stats is;
@@ -1408,9 +1420,11 @@ static int maybe_train(vdb_collection *c, int force)
         if (!force && is.added_since_train < at_training) return VDB_OK; /* not doubled yet */
         size_t lists = lists_for(c, n);
         if (lists > n) {
-            /* Shrunk below its list count by deletes: a write must not fail for that. */
-            if (!force) return VDB_OK;
-            return vdb_set_error(VDB_EINVAL, "cannot train %zu IVF lists on %zu vectors: fewer points than clusters", lists, n);
+            /* Shrunk below its list count by deletes: neither a write nor rebuild fails for that. */
+            if (force)
+                note(c, "rebuild: %zu vectors are fewer than the %zu IVF lists to train; the index "
+                        "is kept as it is", n, lists);
+            return VDB_OK;
         }
         rc = vdb_ivf_retrain(c->ivf, lists, IVF_SEED);
         if (rc == VDB_ENOMEM) c->failed = 1; /* the index is complete but not as the log says */

@@ -62,8 +62,10 @@ typedef struct {
  * (recall@10 about 0.95 on clustered data from 10k to 1M vectors; see the .c for the numbers). */
 int64_t vdb_collection_default_n_probe(int64_t n_lists);
 int vdb_collection_batch(vdb_collection *c, int begin);
-/* Retrains (or first trains) the index now, whatever its size; VDB_EINVAL when the collection
- * has fewer vectors than lists or is not an IVF collection. */
+/* Retrains (or first trains) the index now, whatever its size, when k-means can: with fewer
+ * vectors than lists (an empty collection too) it changes nothing, as the automatic rule, returns
+ * VDB_OK and leaves a message saying so for vdb_collection_take_warning. VDB_EINVAL when the
+ * collection is not an IVF collection. */
 int vdb_collection_rebuild(vdb_collection *c);
 /* Sets the n_probe queries use when they give none (0: vdb_collection_default_n_probe). Not
  * persisted here: the caller keeps it with the collection's configuration and passes it to open.
@@ -174,7 +176,7 @@ int vdb_collection_stats_get(vdb_collection *c, vdb_collection_stats *out);
 
 /* Writes may trigger maintenance (index training, a checkpoint). When that fails the write still
  * succeeds (it is durable already) and the failure is kept: this returns 1 and copies its message
- * once, 0 when there is none. */
+ * once, 0 when there is none. vdb_collection_rebuild leaves its note here too. */
 int vdb_collection_take_warning(vdb_collection *c, char *buf, size_t cap);
 
 /* Writes a new snapshot generation and truncates the log (see vdb_store.h). */

@@ -352,14 +352,18 @@ def test_rebuild(client):
     with pytest.raises(InvalidArgumentError, match="use_ivf"):
         flat.rebuild()
 
+    # Too few vectors for k-means: rebuild changes nothing, as the automatic rule, and says so.
     empty = client.create_collection("empty", use_ivf=True)
-    with pytest.raises(InvalidArgumentError):
-        empty.rebuild()
+    out = empty.rebuild()
+    assert out["index"] == "flat" and "stays exact" in out["message"]
+    assert empty.stats()["count"] == 0
 
-    few = client.create_collection("few", use_ivf=True, n_clusters=50)
-    add_all(few, x[:30])
-    with pytest.raises(InvalidArgumentError, match="fewer points than clusters"):
-        few.rebuild()
+    few = client.create_collection("few", use_ivf=True, n_clusters=100)
+    add_all(few, x[:2])
+    out = few.rebuild()
+    assert out["index"] == "flat" and "2 vectors are fewer than the 100 IVF lists" in out["message"]
+    add_all(few, x[2:30], start=2)
+    assert few.rebuild()["index"] == "flat"
     st = few.stats()
     assert (st["index"], st["count"]) == ("flat", 30)
     ids30 = [sid(i) for i in range(30)]
@@ -369,7 +373,7 @@ def test_rebuild(client):
     col = client.create_collection("small", use_ivf=True, n_clusters=10)
     add_all(col, x[:200])
     assert col.stats()["index"] == "flat"
-    col.rebuild()
+    assert col.rebuild() == {"index": "ivf", "n_clusters": 10, "message": "trained 10 IVF lists on 200 vectors"}
     st = col.stats()
     assert (st["index"], st["n_clusters"], st["added_since_training"]) == ("ivf", 10, 0)
     ids = [sid(i) for i in range(200)]

@@ -416,6 +416,19 @@ def test_writes_and_deletes(http):
     _assert_error(http.post("/collections/writes/rebuild"), 422, "InvalidArgumentError", "use_ivf")
 
 
+def test_rebuild_with_fewer_vectors_than_lists_stays_exact_over_http(http):
+    assert http.post("/collections", json={"name": "tiny", "use_ivf": True, "n_clusters": 100}).status_code == 200
+    vecs = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+    assert http.post("/collections/tiny/add", json={"ids": ["a", "b"], "embeddings": vecs}).status_code == 200
+    r = http.post("/collections/tiny/rebuild")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["ok"], body["index"]) == (True, "flat") and "search stays exact" in body["message"]
+    q = http.post("/collections/tiny/query", json={"query_embeddings": [[0.9, 0.1, 0.0]], "n_results": 2,
+                                                   "include": []}).json()
+    assert q["ids"] == [["a", "b"]]
+
+
 def test_ivf_collection_over_http(http):
     rng = np.random.default_rng(4)
     data = rng.standard_normal((400, 8)).astype(np.float32)
@@ -428,7 +441,8 @@ def test_ivf_collection_over_http(http):
                                                           "embeddings": data[start:start + 200].tolist()})
         assert r.status_code == 200, r.text
     assert http.post("/collections/ivf-small/batch/end").json() == {"ok": True}
-    assert http.post("/collections/ivf-small/rebuild").json() == {"ok": True}
+    assert http.post("/collections/ivf-small/rebuild").json() == {
+        "ok": True, "index": "ivf", "n_clusters": 4, "message": "trained 4 IVF lists on 400 vectors"}
     stats = http.get("/collections/ivf-small/stats").json()
     assert stats["count"] == 400 and stats["use_ivf"] is True and stats["n_clusters"] == 4
     queries = rng.standard_normal((5, 8)).astype(np.float32)

@@ -309,9 +309,21 @@ class Collection:
         finally:
             self.end_batch()
 
-    def rebuild(self) -> None:
-        """Retrains the IVF index now (InvalidArgumentError for a collection created without use_ivf)."""
+    def rebuild(self) -> dict:
+        """Retrains the IVF index now (InvalidArgumentError for a collection created without use_ivf).
+        With fewer vectors than lists it changes nothing, as the automatic rule does, and says so.
+
+        >>> col.rebuild()
+        {'index': 'ivf', 'n_clusters': 35, 'message': 'trained 35 IVF lists on 1200 vectors'}
+        """
         self._call("rebuild")
+        note = self._call("take_warning")
+        st = self._call("stats")
+        if note:
+            log.info("collection %r: %s", self.name, note)
+        else:
+            note = f"trained {st['n_clusters']} IVF lists on {st['count']} vectors"
+        return {"index": st["index"], "n_clusters": st["n_clusters"], "message": note}
 
 
 def _shape_query(rids: list, vecs: Any, metas: Any, docs: Any, dists: Any, counts: list, include: list) -> dict:

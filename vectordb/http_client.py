@@ -495,8 +495,10 @@ class RemoteCollection:
         finally:
             self.end_batch()
 
-    def rebuild(self) -> None:
-        self._call("POST", "/rebuild")
+    def rebuild(self) -> dict:
+        out = dict(self._call("POST", "/rebuild"))
+        out.pop("ok", None)
+        return out
 
     def checkpoint(self) -> None:
         self._call("POST", "/checkpoint")

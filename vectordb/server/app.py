@@ -857,12 +857,11 @@ def create_app(client_or_settings: Any = None, *, settings: Optional[ServerSetti
         get(name).end_batch()
         return FastJSONResponse(_OK)
 
-    @app.post("/collections/{name}/rebuild", response_model=m.OkResponse, tags=["maintenance"],
+    @app.post("/collections/{name}/rebuild", response_model=m.RebuildResponse, tags=["maintenance"],
               responses=_ERRORS_COLLECTION, summary="Retrain the IVF index on the current data")
     @engine
     def rebuild(name: CollectionName) -> Response:
-        get(name).rebuild()
-        return FastJSONResponse(_OK)
+        return FastJSONResponse({"ok": True, **get(name).rebuild()})
 
     @app.post("/collections/{name}/checkpoint", response_model=m.OkResponse, tags=["maintenance"],
               responses=_ERRORS_COLLECTION, summary="Write a snapshot and truncate the write-ahead log")

@@ -171,6 +171,13 @@ class OkResponse(BaseModel):
     ok: bool
 
 
+class RebuildResponse(BaseModel):
+    ok: bool
+    index: str
+    n_clusters: int
+    message: str
+
+
 class DeletedResponse(BaseModel):
     deleted: int
 
