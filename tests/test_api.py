@@ -300,11 +300,14 @@ def test_context_manager_and_close_ephemeral():
     c.close()
 
 
-def test_second_open_of_same_path_is_refused(persistent_path, reopen):
+def test_second_open_of_same_path_shares_the_database(persistent_path, reopen):
     c = reopen()
-    with pytest.raises(vectordb.LockedError):
-        vectordb.PersistentClient(persistent_path)
+    c.create_collection("shared").add(ids=["a"], embeddings=[[1.0, 2.0]])
+    d = vectordb.PersistentClient(persistent_path)
+    assert d.get_collection("shared").count() == 1
     c.close()
+    assert d.get_collection("shared").get()["ids"] == ["a"]
+    d.close()
     reopen().close()
 
 
@@ -1353,7 +1356,7 @@ def test_lru_of_open_collections(persistent_path, reopen):
             assert_query_matches(res, model[n][0], ref_distances(s, q, np.array(model[n][1])), 5)
             assert col.count() == len(model[n][0])
             # white-box: the cache really is bounded, so eviction and lazy reopen were exercised
-            assert len(c._handles) <= 2
+            assert len(c._db._handles) <= 2
     for n in names:
         assert c.get_collection(n).get()["ids"] == model[n][0]
     c2 = reopen(c, max_cached=1)
@@ -1369,15 +1372,25 @@ def test_max_cached_must_be_positive(persistent_path, bad):
         vectordb.PersistentClient(persistent_path, max_cached=bad)
 
 
-def test_ephemeral_clients_are_independent():
+def test_ephemeral_clients_share_one_database_until_the_last_is_closed():
+    """As chromadb: every EphemeralClient of a process is the same in-memory database."""
     a, b = vectordb.EphemeralClient(), vectordb.EphemeralClient()
-    a.create_collection("shared-name").add(ids=["x"], embeddings=[[1.0]])
-    assert b.count_collections() == 0
-    b.create_collection("shared-name")
-    assert b.get_collection("shared-name").count() == 0
-    assert a.get_collection("shared-name").count() == 1
+    col = a.create_collection("shared-name")
+    col.add(ids=["x"], embeddings=[[1.0]])
+    assert b.get_collection("shared-name").count() == 1
     a.close()
+    with pytest.raises(vectordb.VectorDBError, match="closed"):
+        col.count()  # a closed client's collections are closed with it
+    assert b.get_collection("shared-name").count() == 1
     b.close()
+    with vectordb.EphemeralClient() as fresh:
+        assert fresh.count_collections() == 0
+
+
+def test_a_collection_keeps_its_client_alive():
+    col = vectordb.EphemeralClient().create_collection("orphan")
+    col.add(ids=["x"], embeddings=[[1.0]])
+    assert col.count() == 1
 
 
 def test_import_vectordb_as_chromadb_style():

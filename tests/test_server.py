@@ -187,8 +187,10 @@ def test_create_app_from_a_path_owns_and_closes_its_client(tmp_path):
     with TestClient(create_app(str(tmp_path / "db"), settings=None)) as c:
         assert c.post("/collections", json={"name": "inproc", "dimension": 2}).status_code == 200
         assert c.post("/collections/inproc/add", json={"ids": ["a"], "embeddings": [[1, 2]]}).status_code == 200
-        with pytest.raises(errors.LockedError):
-            vectordb.PersistentClient(path=str(tmp_path / "db"))
+        # A client of the same path in the same process shares the server's database.
+        shared = vectordb.PersistentClient(path=str(tmp_path / "db"))
+        assert shared.get_collection("inproc").count() == 1
+        shared.close()
     # the lifespan closed the database: another client may open it now
     client = vectordb.PersistentClient(path=str(tmp_path / "db"))
     assert client.get_collection("inproc").count() == 1

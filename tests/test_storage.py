@@ -237,12 +237,14 @@ def test_leftovers_of_an_interrupted_checkpoint_are_ignored(tmp_path):
     client.close()
 
 
-def test_second_open_in_the_same_process_is_refused(tmp_path):
+def test_second_open_in_the_same_process_shares_one_engine(tmp_path):
     client = vectordb.PersistentClient(str(tmp_path))
-    with pytest.raises(LockedError, match="already open"):
-        vectordb.PersistentClient(str(tmp_path))
+    other = vectordb.PersistentClient(str(tmp_path / "." ))
+    assert other._db is client._db
     client.close()
-    vectordb.PersistentClient(str(tmp_path)).close()
+    other.get_or_create_collection("still").add(ids=["x"], embeddings=[[1.0]])
+    other.close()
+    assert vectordb.PersistentClient(str(tmp_path)).get_collection("still").count() == 1
 
 
 HOLDER = textwrap.dedent(

@@ -23,10 +23,10 @@ from .errors import (
 
 def __getattr__(name: str):
     # The HTTP client pulls in httpx: load it on first use only.
-    if name == "HttpClient":
-        from .http_client import HttpClient
+    if name in ("HttpClient", "AsyncHttpClient"):
+        from . import http_client
 
-        return HttpClient
+        return getattr(http_client, name)
     raise AttributeError(f"module 'vectordb' has no attribute {name!r}")
 
 
@@ -34,6 +34,7 @@ __all__ = [
     "PersistentClient",
     "EphemeralClient",
     "HttpClient",
+    "AsyncHttpClient",
     "Collection",
     "errors",
     "__version__",

@@ -1,5 +1,8 @@
 """Clients: PersistentClient (a database directory) and EphemeralClient (in memory).
 
+A client is a light handle on a database: every client opened on the same path in one process (and
+every EphemeralClient) shares one database, counted by reference; the last one closed closes it.
+
 On disk (see csrc/vdb_store.h for a collection's own files):
     <path>/LOCK                 flock'ed by the one process that has the database open
     <path>/catalog.json         name -> id, metadata, configuration; replaced atomically
@@ -21,6 +24,7 @@ from typing import Any, Callable, Optional
 
 from . import _core, config
 from .collection import Collection
+from .records import LocalRecords
 from .errors import (
     AuthorizationError,
     CollectionExistsError,
@@ -41,9 +45,9 @@ MAX_BATCH_SIZE = 1 << 20  # no hard cap (only memory); answered for chromadb-sty
 _core._set_exceptions(VectorDBError, CorruptionError, LockedError, InvalidDimensionError, InvalidArgumentError,
                       ReadOnlyError)
 
-# Databases open in this process: flock does not exclude a second open by the same process.
-_open_paths: set[str] = set()
-_open_paths_lock = threading.Lock()
+# Databases open in this process, by real path ("" for the in-memory one), with their client counts.
+_databases: dict[str, "_Database"] = {}
+_databases_lock = threading.Lock()
 
 
 def _resolve_configuration(metadata: Optional[dict], configuration: Any, dimension: Any, use_ivf: Any,
@@ -115,13 +119,14 @@ def _read_catalog(path: str) -> dict:
     return out
 
 
-class _BaseClient:
-    """What both clients share: the catalog in memory, collection handles, the public API."""
+class _Database(LocalRecords):
+    """One open database (a directory or memory): the catalog in memory, collection handles, the
+    client API, and the Backend collections use (LocalRecords). Clients share it (see _acquire)."""
 
-    def __init__(self, path: Optional[str], max_cached: int, allow_reset: bool):
+    def __init__(self, path: Optional[str], max_cached: int):
         self._path = path
         self._max_cached = max_cached
-        self._allow_reset = allow_reset
+        self._refs = 0  # clients holding it (changed under _databases_lock)
         self._lock = threading.RLock()
         self._catalog: dict[str, dict] = {}  # id -> {"name", "metadata", "configuration"}
         self._handles: "collections.OrderedDict[str, Any]" = collections.OrderedDict()
@@ -337,9 +342,7 @@ class _BaseClient:
             self._raise_if_unsynced()
 
     def reset(self) -> bool:
-        """Deletes every collection; only when allowed (VECTORDB_ALLOW_RESET=1 or settings allow_reset)."""
-        if not self._allow_reset:
-            raise AuthorizationError("reset is disabled: set VECTORDB_ALLOW_RESET=1 or pass settings with allow_reset=True")
+        """Deletes every collection (the client checked that reset is allowed)."""
         with self._lock:
             for e in list(self._catalog.values()):
                 self.delete_collection(e["name"])
@@ -355,11 +358,6 @@ class _BaseClient:
                 h.close()
             self._closed = True
 
-    def __enter__(self) -> "_BaseClient":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
 
 def _allow_reset_from(settings: Any) -> bool:
@@ -370,43 +368,26 @@ def _allow_reset_from(settings: Any) -> bool:
     return bool(getattr(settings, "allow_reset", False)) or config.allow_reset()
 
 
-class EphemeralClient(_BaseClient):
-    """An in-memory database with the same behaviour as PersistentClient; nothing is kept.
-
-    >>> client = vectordb.EphemeralClient()
-    """
-
-    def __init__(self, settings: Any = None, **_ignored: Any):
-        super().__init__(None, 0, _allow_reset_from(settings))
+class _MemoryDatabase(_Database):
+    def __init__(self) -> None:
+        super().__init__(None, 0)
 
 
-class PersistentClient(_BaseClient):
-    """A database directory (default $VECTORDB_PATH, else ./vector_db), held by one process at a time.
+class _PersistentDatabase(_Database):
+    """A database directory, held by one process at a time (flock on its LOCK file)."""
 
-    >>> client = vectordb.PersistentClient(path="./vector_db")
-    """
-
-    def __init__(self, path: Optional[str] = None, max_cached: Optional[int] = None, settings: Any = None,
-                 **_ignored: Any):
-        path = os.path.abspath(os.fspath(path) if path is not None else config.db_path())
-        max_cached = validate_positive_int(max_cached, "max_cached") if max_cached is not None else config.max_cached()
-        super().__init__(path, max_cached, _allow_reset_from(settings))
+    def __init__(self, path: str, max_cached: int):
+        super().__init__(path, max_cached)
         os.makedirs(os.path.join(path, "collections"), exist_ok=True)
-        real = os.path.realpath(path)
-        with _open_paths_lock:
-            if real in _open_paths:
-                raise LockedError(f"database '{path}' is already open in this process: share that client or close it first")
-            self._lock_fd = os.open(os.path.join(path, "LOCK"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(self._lock_fd)
-                raise LockedError(
-                    f"database '{path}' is open in another process (its LOCK file is held): "
-                    "one process at a time may open it; use the server to share it"
-                ) from None
-            _open_paths.add(real)
-        self._real_path = real
+        self._lock_fd = os.open(os.path.join(path, "LOCK"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise LockedError(
+                f"database '{path}' is open in another process (its LOCK file is held): "
+                "one process at a time may open it; use the server to share it"
+            ) from None
         try:
             self._load_catalog()
         except BaseException:
@@ -466,8 +447,6 @@ class PersistentClient(_BaseClient):
             )
 
     def _release_lock(self) -> None:
-        with _open_paths_lock:
-            _open_paths.discard(self._real_path)
         if self._lock_fd >= 0:
             os.close(self._lock_fd)  # closing the descriptor releases the flock
             self._lock_fd = -1
@@ -481,9 +460,182 @@ class PersistentClient(_BaseClient):
             finally:
                 self._release_lock()
 
+
+def _acquire(key: str, open_database: Callable[[], _Database]) -> _Database:
+    """The database open under `key` in this process (opened now if none), with one more client."""
+    with _databases_lock:
+        db = _databases.get(key)
+        if db is None or db._closed:
+            db = open_database()
+            _databases[key] = db
+        db._refs += 1
+        return db
+
+
+def _release(key: str, db: _Database) -> None:
+    """One client fewer; the last one closes the database (checkpointing, releasing its LOCK)."""
+    with _databases_lock:
+        db._refs -= 1
+        if db._refs > 0:
+            return
+        if _databases.get(key) is db:
+            del _databases[key]
+        db.close()
+
+
+class ClientAPI:
+    """What PersistentClient and EphemeralClient offer: chroma's client API over a shared database.
+    Closing a client leaves the other clients of its database working; its collections are closed
+    with it."""
+
+    _db: Optional[_Database] = None
+    _closed = True
+
+    def __init__(self, key: str, open_database: Callable[[], _Database], settings: Any) -> None:
+        self._allow_reset = _allow_reset_from(settings)
+        self._key = key
+        self._db = _acquire(key, open_database)
+        self._closed = False
+
+    def _live(self) -> _Database:
+        if self._closed or self._db is None:
+            raise VectorDBError("client is closed")
+        return self._db
+
+    def _own(self, col: Collection) -> Collection:
+        # Collections reach the database through their client, so a closed client closes them too.
+        return Collection(self, col._id, col._embedding_function)
+
+    # ---- client API
+    def heartbeat(self) -> int:
+        """Current time in nanoseconds (as chromadb)."""
+        return self._live().heartbeat()
+
+    def get_version(self) -> str:
+        return __version__
+
+    def get_max_batch_size(self) -> int:
+        return MAX_BATCH_SIZE
+
+    def count_collections(self) -> int:
+        return self._live().count_collections()
+
+    def list_collections(self, limit: Optional[int] = None, offset: Optional[int] = None) -> list[Collection]:
+        """Collections in creation order."""
+        return [self._own(c) for c in self._live().list_collections(limit, offset)]
+
+    def create_collection(self, name: str, configuration: Optional[dict] = None, metadata: Optional[dict] = None,
+                          embedding_function: Optional[Callable] = None, data_loader: Any = None,
+                          get_or_create: bool = False, *, dimension: Optional[int] = None, use_ivf: bool = False,
+                          n_clusters: Optional[int] = None, n_probe: Optional[int] = None) -> Collection:
+        """Creates a collection; the space comes from metadata={"hnsw:space": ...} or configuration.
+
+        >>> client.create_collection("images", metadata={"hnsw:space": "cosine"}, dimension=1280)
+        """
+        return self._own(self._live().create_collection(
+            name, configuration, metadata, embedding_function, data_loader, get_or_create, dimension=dimension,
+            use_ivf=use_ivf, n_clusters=n_clusters, n_probe=n_probe))
+
+    def get_collection(self, name: str, embedding_function: Optional[Callable] = None, data_loader: Any = None) -> Collection:
+        return self._own(self._live().get_collection(name, embedding_function, data_loader))
+
+    def get_or_create_collection(self, name: str, configuration: Optional[dict] = None, metadata: Optional[dict] = None,
+                                 embedding_function: Optional[Callable] = None, data_loader: Any = None, *,
+                                 dimension: Optional[int] = None, use_ivf: bool = False,
+                                 n_clusters: Optional[int] = None, n_probe: Optional[int] = None) -> Collection:
+        """The existing collection (its metadata unchanged), or a new one."""
+        return self.create_collection(name, configuration, metadata, embedding_function, data_loader, True,
+                                      dimension=dimension, use_ivf=use_ivf, n_clusters=n_clusters, n_probe=n_probe)
+
+    def delete_collection(self, name: str) -> None:
+        self._live().delete_collection(name)
+
+    def reset(self) -> bool:
+        """Deletes every collection; only when allowed (VECTORDB_ALLOW_RESET=1 or settings allow_reset)."""
+        db = self._live()
+        if not self._allow_reset:
+            raise AuthorizationError("reset is disabled: set VECTORDB_ALLOW_RESET=1 or pass settings with allow_reset=True")
+        return db.reset()
+
+    def close(self) -> None:
+        """Releases this client; the last client of a database closes it (checkpointing large logs
+        and releasing the database's LOCK)."""
+        if self._closed or self._db is None:
+            return
+        self._closed = True
+        _release(self._key, self._db)
+
+    def __enter__(self) -> "ClientAPI":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
     def __del__(self) -> None:
         try:
-            if not self._closed:
-                self.close()
+            self.close()
         except Exception:
             pass
+
+    # ---- Backend (the seam Collection uses)
+    def collection_info(self, cid: str) -> dict:
+        # Name and metadata stay readable after close (from the catalog held in memory), as in chromadb.
+        if self._db is None:
+            raise VectorDBError("client is closed")
+        return self._db.collection_info(cid)
+
+    def records_write(self, cid: str, op: int, ids: Any, embeddings: Any, metadatas: Any, documents: Any,
+                      uris: Any) -> None:
+        self._live().records_write(cid, op, ids, embeddings, metadatas, documents, uris)
+
+    def records_delete(self, cid: str, ids: Any, where: Any, where_document: Any) -> int:
+        return self._live().records_delete(cid, ids, where, where_document)
+
+    def records_get(self, cid: str, ids: Any, where: Any, limit: Any, offset: Any, where_document: Any,
+                    include: Any) -> dict:
+        return self._live().records_get(cid, ids, where, limit, offset, where_document, include)
+
+    def records_query(self, cid: str, query_embeddings: Any, ids: Any, n_results: Any, where: Any,
+                      where_document: Any, include: Any, n_probe: Optional[int]) -> dict:
+        return self._live().records_query(cid, query_embeddings, ids, n_results, where, where_document, include,
+                                          n_probe)
+
+    def records_count(self, cid: str) -> int:
+        return self._live().records_count(cid)
+
+    def collection_modify(self, cid: str, name: Optional[str], metadata: Optional[dict], configuration: Any) -> None:
+        self._live().collection_modify(cid, name, metadata, configuration)
+
+    def collection_stats(self, cid: str) -> dict:
+        return self._live().collection_stats(cid)
+
+    def collection_action(self, cid: str, action: str) -> Any:
+        return self._live().collection_action(cid, action)
+
+
+class EphemeralClient(ClientAPI):
+    """An in-memory database with the same behaviour as PersistentClient; nothing is kept. As in
+    chromadb, every EphemeralClient of a process shares one database, until the last is closed.
+
+    >>> client = vectordb.EphemeralClient()
+    """
+
+    def __init__(self, settings: Any = None, **_ignored: Any):
+        super().__init__("", _MemoryDatabase, settings)
+
+
+class PersistentClient(ClientAPI):
+    """A database directory (default $VECTORDB_PATH, else ./vector_db), held by one process at a time.
+    Clients of the same path in one process share one open database (the first one's max_cached
+    applies); another process gets LockedError.
+
+    >>> client = vectordb.PersistentClient(path="./vector_db")
+    """
+
+    def __init__(self, path: Optional[str] = None, max_cached: Optional[int] = None, settings: Any = None,
+                 **_ignored: Any):
+        path = os.path.abspath(os.fspath(path) if path is not None else config.db_path())
+        max_cached = validate_positive_int(max_cached, "max_cached") if max_cached is not None else config.max_cached()
+        os.makedirs(path, exist_ok=True)
+        self._path = path
+        super().__init__(os.path.realpath(path), lambda: _PersistentDatabase(path, max_cached), settings)

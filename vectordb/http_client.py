@@ -13,23 +13,24 @@ threads at once.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Generator, List, Mapping, Optional, Tuple
 from urllib.parse import quote, urlsplit
 
 import httpx
 import numpy as np
 
 from vectordb import errors as _errors
+from vectordb.backend import OP_ADD, OP_UPDATE, OP_UPSERT
+from vectordb.collection import AsyncCollection, Collection
 
 try:  # optional; encodes NumPy arrays directly and parses much faster
     import orjson
 except ImportError:  # pragma: no cover - depends on the environment
     orjson = None  # type: ignore[assignment]
 
-__all__ = ["HttpClient", "RemoteCollection", "ServerUnavailableError"]
+__all__ = ["HttpClient", "AsyncHttpClient", "AsyncHttpClientAPI", "RemoteCollection", "ServerUnavailableError"]
 
 
 class ServerUnavailableError(_errors.VectorDBError, ConnectionError):
@@ -123,13 +124,6 @@ def _loads(data: bytes) -> Any:
     return json.loads(data)
 
 
-def _float_matrix(rows: Any, dimension: Callable[[], int]) -> np.ndarray:
-    if len(rows) == 0:
-        # JSON [] has lost the width; the embedded client returns shape (0, dimension).
-        return np.empty((0, dimension()), dtype=np.float32)
-    return np.asarray(rows, dtype=np.float32)
-
-
 def _collection_path(name: str, suffix: str = "") -> str:
     if not isinstance(name, str):
         raise _errors.InvalidArgumentError(f"collection name must be a str, got {type(name).__name__}")
@@ -147,24 +141,23 @@ def _as_list(x: Any) -> Any:
     return [x] if isinstance(x, str) else x
 
 
-class HttpClient:
-    """A vectordb client that talks to `vectordb serve` over HTTP.
+# One request: method, path, JSON body (or None), query parameters (or None).
+_Request = Tuple[str, str, Any, Optional[Dict[str, Any]]]
+_Op = Generator[_Request, Any, Any]
+_WRITE_ROUTES = {OP_ADD: ("POST", "/add"), OP_UPSERT: ("POST", "/upsert"), OP_UPDATE: ("PUT", "/update")}
+_ACTION_ROUTES = {"begin_batch": "/batch/begin", "end_batch": "/batch/end", "rebuild": "/rebuild",
+                  "checkpoint": "/checkpoint"}
 
-        client = HttpClient(host="localhost", port=8080, api_key="secret")
 
-    `host` may also be a URL ("https://db.example.com:8443"); `headers` are sent with every
-    request; `api_key` is sent as `Authorization: Bearer <key>`.
-    """
+class _HttpOps:
+    """Every operation once, as a generator that yields the requests it needs and returns its result:
+    HttpClient runs them over httpx.Client, AsyncHttpClient over httpx.AsyncClient. Collections are
+    addressed by name on the server; `_infos` maps each known collection id to its last known info."""
 
-    def __init__(
-        self,
-        host: str = "localhost",
-        port: int = 8080,
-        ssl: bool = False,
-        headers: Optional[Mapping[str, str]] = None,
-        api_key: Optional[str] = None,
-        timeout: Optional[float] = 300.0,
-    ) -> None:
+    _base_url: str
+
+    def _setup(self, host: str, port: int, ssl: bool, headers: Optional[Mapping[str, str]],
+               api_key: Optional[str], timeout: Optional[float]) -> Dict[str, Any]:
         scheme = "https" if ssl else "http"
         if "://" in host:
             parts = urlsplit(host)
@@ -174,29 +167,25 @@ class HttpClient:
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"  # IPv6 literal
         self._base_url = f"{scheme}://{host}:{int(port)}"
+        self._infos: Dict[str, Dict[str, Any]] = {}
         all_headers = {"accept": "application/json"}
         all_headers.update(headers or {})
         if api_key:
             all_headers["authorization"] = f"Bearer {api_key}"
-        self._http = httpx.Client(
-            base_url=self._base_url,
-            headers=all_headers,
-            timeout=httpx.Timeout(timeout, connect=min(10.0, timeout) if timeout else 10.0),
-        )
+        return {"base_url": self._base_url, "headers": all_headers,
+                "timeout": httpx.Timeout(timeout, connect=min(10.0, timeout) if timeout else 10.0)}
 
-    # ---- transport
-
-    def _request(self, method: str, path: str, body: Any = None, params: Optional[Dict[str, Any]] = None) -> Any:
+    def _send_args(self, method: str, path: str, body: Any) -> Dict[str, Any]:
         content = None if body is None else _dumps(body)
-        headers = {"content-type": "application/json"} if content is not None else None
-        try:
-            response = self._http.request(method, path, content=content, params=params, headers=headers)
-        except httpx.TimeoutException as exc:
+        return {"content": content, "headers": {"content-type": "application/json"} if content is not None else None}
+
+    def _answer(self, method: str, path: str, response: Any = None, exc: Optional[BaseException] = None) -> Any:
+        if isinstance(exc, httpx.TimeoutException):
             raise ServerUnavailableError(
                 f"the vectordb server at {self._base_url} did not answer {method} {path} in time "
                 f"({type(exc).__name__}); pass a larger timeout= to HttpClient for long operations"
             ) from exc
-        except httpx.TransportError as exc:
+        if exc is not None:
             raise ServerUnavailableError(
                 f"cannot reach the vectordb server at {self._base_url} ({type(exc).__name__}: {exc}); "
                 "is `vectordb serve` running there?"
@@ -205,101 +194,218 @@ class HttpClient:
             _raise_for_response(response)
         return _loads(response.content)
 
-    # ---- client API
+    # ---- collection ids and names
+    def _remember(self, info: Dict[str, Any]) -> str:
+        cid = str(uuid.UUID(info["id"]))
+        self._infos[cid] = info
+        return cid
 
+    def _path(self, cid: str, suffix: str = "") -> str:
+        return _collection_path(self._info(cid)["name"], suffix)
+
+    def _info(self, cid: str) -> Dict[str, Any]:
+        info = self._infos.get(cid)
+        if info is None:
+            raise _errors.NotFoundError(f"Collection [{cid}] does not exist (it was deleted)")
+        return info
+
+    def _dimension(self, cid: str) -> _Op:
+        info = self._info(cid)
+        dim = info.get("dimension") or (info.get("configuration") or {}).get("dimension")
+        if not dim:
+            stats = yield ("GET", self._path(cid, "/stats"), None, None)
+            dim = int(stats.get("dimension") or 0)
+            if dim:
+                info["dimension"] = dim
+        return int(dim or 0)
+
+    def _matrix(self, cid: str, rows: Any) -> _Op:
+        if len(rows) == 0:
+            # JSON [] has lost the width; the embedded client returns shape (0, dimension).
+            dim = yield from self._dimension(cid)
+            return np.empty((0, dim), dtype=np.float32)
+        return np.asarray(rows, dtype=np.float32)
+
+    # ---- client operations
+    def _op_heartbeat(self) -> _Op:
+        return int((yield ("GET", "/heartbeat", None, None))["nanosecond heartbeat"])
+
+    def _op_version(self) -> _Op:
+        return str((yield ("GET", "/version", None, None))["version"])
+
+    def _op_max_batch_size(self) -> _Op:
+        return int((yield ("GET", "/max_batch_size", None, None))["max_batch_size"])
+
+    def _op_count_collections(self) -> _Op:
+        return int((yield ("GET", "/collections_count", None, None))["count"])
+
+    def _op_list_collections(self, limit: Optional[int], offset: Optional[int]) -> _Op:
+        infos = yield ("GET", "/collections", None, _drop_none(limit=limit, offset=offset))
+        return [self._remember(info) for info in infos]
+
+    def _op_create_collection(self, name: str, configuration: Any, metadata: Any, get_or_create: bool,
+                              dimension: Any, use_ivf: bool, n_clusters: Any, n_probe: Any) -> _Op:
+        body = _drop_none(name=name, metadata=metadata, configuration=configuration, dimension=dimension,
+                          n_clusters=n_clusters, n_probe=n_probe)
+        body["use_ivf"] = use_ivf
+        body["get_or_create"] = get_or_create
+        return self._remember((yield ("POST", "/collections", body, None)))
+
+    def _op_get_collection(self, name: str) -> _Op:
+        return self._remember((yield ("GET", _collection_path(name), None, None)))
+
+    def _op_delete_collection(self, name: str) -> _Op:
+        yield ("DELETE", _collection_path(name), None, None)
+        for cid in [c for c, info in self._infos.items() if info["name"] == name]:
+            del self._infos[cid]
+
+    def _op_reset(self) -> _Op:
+        yield ("POST", "/reset", None, None)
+        self._infos.clear()
+        return True
+
+    # ---- Backend operations
+    def collection_info(self, cid: str) -> dict:
+        info = self._info(cid)
+        return {"name": info["name"], "metadata": info.get("metadata"), "configuration": info.get("configuration")}
+
+    def _op_records_write(self, cid: str, op: int, ids: Any, embeddings: Any, metadatas: Any, documents: Any,
+                          uris: Any) -> _Op:
+        method, suffix = _WRITE_ROUTES[op]
+        body = _drop_none(ids=_as_list(ids), embeddings=embeddings, metadatas=metadatas, documents=documents,
+                          uris=uris)
+        yield (method, self._path(cid, suffix), body, None)
+
+    def _op_records_delete(self, cid: str, ids: Any, where: Any, where_document: Any) -> _Op:
+        if ids is None and where is None and where_document is None:
+            raise _errors.InvalidArgumentError("delete needs ids, where or where_document")
+        body = _drop_none(ids=ids, where=where, where_document=where_document)
+        return int((yield ("DELETE", self._path(cid, "/delete"), body, None))["deleted"])
+
+    def _op_records_get(self, cid: str, ids: Any, where: Any, limit: Any, offset: Any, where_document: Any,
+                        include: Any) -> _Op:
+        body = _drop_none(ids=ids, where=where, limit=limit, offset=offset, where_document=where_document)
+        body["include"] = include  # None means "nothing": send it as is
+        result = yield ("POST", self._path(cid, "/get"), body, None)
+        if result.get("embeddings") is not None:
+            result["embeddings"] = yield from self._matrix(cid, result["embeddings"])
+        return result
+
+    def _op_records_query(self, cid: str, query_embeddings: Any, ids: Any, n_results: Any, where: Any,
+                          where_document: Any, include: Any, n_probe: Optional[int]) -> _Op:
+        body = _drop_none(query_embeddings=query_embeddings, ids=ids, where=where, where_document=where_document,
+                          n_probe=n_probe)
+        body["include"] = include
+        body["n_results"] = n_results  # sent even when None: the server rejects it, as the embedded client does
+        result = yield ("POST", self._path(cid, "/query"), body, None)
+        if result.get("embeddings") is not None:
+            matrices = []
+            for rows in result["embeddings"]:
+                matrices.append((yield from self._matrix(cid, rows)))
+            result["embeddings"] = matrices
+        return result
+
+    def _op_records_count(self, cid: str) -> _Op:
+        return int((yield ("GET", self._path(cid, "/count"), None, None))["count"])
+
+    def _op_collection_modify(self, cid: str, name: Optional[str], metadata: Optional[dict], configuration: Any) -> _Op:
+        body = _drop_none(name=name, metadata=metadata, configuration=configuration)
+        info = yield ("PATCH", self._path(cid), body, None)
+        self._infos[cid] = info
+
+    def _op_collection_stats(self, cid: str) -> _Op:
+        return (yield ("GET", self._path(cid, "/stats"), None, None))
+
+    def _op_collection_action(self, cid: str, action: str) -> _Op:
+        if action not in _ACTION_ROUTES:
+            raise _errors.InvalidArgumentError(f"unknown collection action {action!r}")
+        out = yield ("POST", self._path(cid, _ACTION_ROUTES[action]), None, None)
+        if action != "rebuild":
+            return None
+        out = dict(out)
+        out.pop("ok", None)
+        return out
+
+
+class HttpClient(_HttpOps):
+    """A vectordb client that talks to `vectordb serve` over HTTP; its collections are
+    vectordb.Collection objects, as the embedded clients'.
+
+        client = HttpClient(host="localhost", port=8080, api_key="secret")
+
+    `host` may also be a URL ("https://db.example.com:8443"); `headers` are sent with every
+    request; `api_key` is sent as `Authorization: Bearer <key>`. An embedding_function runs here,
+    on the client: documents and query_texts are embedded before they are sent.
+    """
+
+    def __init__(self, host: str = "localhost", port: int = 8080, ssl: bool = False,
+                 headers: Optional[Mapping[str, str]] = None, api_key: Optional[str] = None,
+                 timeout: Optional[float] = 300.0, settings: Any = None, **_ignored: Any) -> None:
+        self._http = httpx.Client(**self._setup(host, port, ssl, headers, api_key, timeout))
+
+    def _request(self, method: str, path: str, body: Any = None, params: Optional[Dict[str, Any]] = None) -> Any:
+        try:
+            response = self._http.request(method, path, params=params, **self._send_args(method, path, body))
+        except httpx.TransportError as exc:
+            return self._answer(method, path, exc=exc)
+        return self._answer(method, path, response)
+
+    def _run(self, op: _Op) -> Any:
+        try:
+            request = next(op)
+            while True:
+                request = op.send(self._request(*request))
+        except StopIteration as stop:
+            return stop.value
+
+    # ---- client API
     def heartbeat(self) -> int:
         """Server time in nanoseconds (raises ServerUnavailableError when the server is down)."""
-        return int(self._request("GET", "/heartbeat")["nanosecond heartbeat"])
+        return self._run(self._op_heartbeat())
 
     def get_version(self) -> str:
-        return str(self._request("GET", "/version")["version"])
+        return self._run(self._op_version())
 
     def get_max_batch_size(self) -> int:
-        return int(self._request("GET", "/max_batch_size")["max_batch_size"])
+        return self._run(self._op_max_batch_size())
 
     def count_collections(self) -> int:
-        return int(self._request("GET", "/collections_count")["count"])
+        return self._run(self._op_count_collections())
 
-    def list_collections(self, limit: Optional[int] = None, offset: Optional[int] = None) -> List["RemoteCollection"]:
-        infos = self._request("GET", "/collections", params=_drop_none(limit=limit, offset=offset))
-        return [RemoteCollection(self, info) for info in infos]
+    def list_collections(self, limit: Optional[int] = None, offset: Optional[int] = None) -> List[Collection]:
+        return [Collection(self, cid) for cid in self._run(self._op_list_collections(limit, offset))]
 
-    def create_collection(
-        self,
-        name: str,
-        configuration: Optional[Dict[str, Any]] = None,
-        metadata: Optional[Dict[str, Any]] = None,
-        embedding_function: Optional[Callable[[List[str]], Any]] = None,
-        data_loader: Any = None,
-        get_or_create: bool = False,
-        *,
-        dimension: Optional[int] = None,
-        use_ivf: bool = False,
-        n_clusters: Optional[int] = None,
-        n_probe: Optional[int] = None,
-    ) -> "RemoteCollection":
+    def create_collection(self, name: str, configuration: Optional[Dict[str, Any]] = None,
+                          metadata: Optional[Dict[str, Any]] = None, embedding_function: Any = None,
+                          data_loader: Any = None, get_or_create: bool = False, *, dimension: Optional[int] = None,
+                          use_ivf: bool = False, n_clusters: Optional[int] = None,
+                          n_probe: Optional[int] = None) -> Collection:
         """Creates a collection on the server (CollectionExistsError if the name is taken).
 
         >>> client.create_collection("images", metadata={"hnsw:space": "cosine"}, dimension=1280)
-
-        An embedding_function runs here, on the client: documents and query_texts are embedded
-        before they are sent.
         """
-        body = _drop_none(
-            name=name,
-            metadata=metadata,
-            configuration=configuration,
-            dimension=dimension,
-            n_clusters=n_clusters,
-            n_probe=n_probe,
-        )
-        body["use_ivf"] = use_ivf
-        body["get_or_create"] = get_or_create
-        info = self._request("POST", "/collections", body)
-        return RemoteCollection(self, info, embedding_function)
+        cid = self._run(self._op_create_collection(name, configuration, metadata, get_or_create, dimension, use_ivf,
+                                                   n_clusters, n_probe))
+        return Collection(self, cid, embedding_function)
 
-    def get_collection(
-        self,
-        name: str,
-        embedding_function: Optional[Callable[[List[str]], Any]] = None,
-        data_loader: Any = None,
-    ) -> "RemoteCollection":
+    def get_collection(self, name: str, embedding_function: Any = None, data_loader: Any = None) -> Collection:
         """The collection of that name (NotFoundError if there is none)."""
-        return RemoteCollection(self, self._request("GET", _collection_path(name)), embedding_function)
+        return Collection(self, self._run(self._op_get_collection(name)), embedding_function)
 
-    def get_or_create_collection(
-        self,
-        name: str,
-        configuration: Optional[Dict[str, Any]] = None,
-        metadata: Optional[Dict[str, Any]] = None,
-        embedding_function: Optional[Callable[[List[str]], Any]] = None,
-        data_loader: Any = None,
-        *,
-        dimension: Optional[int] = None,
-        use_ivf: bool = False,
-        n_clusters: Optional[int] = None,
-        n_probe: Optional[int] = None,
-    ) -> "RemoteCollection":
+    def get_or_create_collection(self, name: str, configuration: Optional[Dict[str, Any]] = None,
+                                 metadata: Optional[Dict[str, Any]] = None, embedding_function: Any = None,
+                                 data_loader: Any = None, *, dimension: Optional[int] = None, use_ivf: bool = False,
+                                 n_clusters: Optional[int] = None, n_probe: Optional[int] = None) -> Collection:
         """The existing collection (its metadata unchanged), or a new one."""
-        return self.create_collection(
-            name,
-            configuration,
-            metadata,
-            embedding_function,
-            get_or_create=True,
-            dimension=dimension,
-            use_ivf=use_ivf,
-            n_clusters=n_clusters,
-            n_probe=n_probe,
-        )
+        return self.create_collection(name, configuration, metadata, embedding_function, data_loader, True,
+                                      dimension=dimension, use_ivf=use_ivf, n_clusters=n_clusters, n_probe=n_probe)
 
     def delete_collection(self, name: str) -> None:
-        self._request("DELETE", _collection_path(name))
+        self._run(self._op_delete_collection(name))
 
     def reset(self) -> bool:
         """Delete every collection; the server refuses (AuthorizationError) unless it allows reset."""
-        self._request("POST", "/reset")
-        return True
+        return self._run(self._op_reset())
 
     def close(self) -> None:
         self._http.close()
@@ -313,201 +419,154 @@ class HttpClient:
     def __repr__(self) -> str:
         return f"HttpClient({self._base_url!r})"
 
+    # ---- Backend (the seam Collection uses)
+    def records_write(self, cid: str, op: int, ids: Any, embeddings: Any, metadatas: Any, documents: Any,
+                      uris: Any) -> None:
+        self._run(self._op_records_write(cid, op, ids, embeddings, metadatas, documents, uris))
 
-class RemoteCollection:
-    """A collection on a vectordb server; same methods and results as vectordb's Collection."""
+    def records_delete(self, cid: str, ids: Any, where: Any, where_document: Any) -> int:
+        return self._run(self._op_records_delete(cid, ids, where, where_document))
 
-    def __init__(
-        self,
-        client: HttpClient,
-        info: Dict[str, Any],
-        embedding_function: Optional[Callable[[List[str]], Any]] = None,
-    ) -> None:
-        self._client = client
-        self._embedding_function = embedding_function
-        self._set_info(info)
+    def records_get(self, cid: str, ids: Any, where: Any, limit: Any, offset: Any, where_document: Any,
+                    include: Any) -> dict:
+        return self._run(self._op_records_get(cid, ids, where, limit, offset, where_document, include))
 
-    def _set_info(self, info: Dict[str, Any]) -> None:
-        self._name: str = info["name"]
-        self._id = uuid.UUID(info["id"])
-        self._metadata: Optional[Dict[str, Any]] = info.get("metadata")
-        self._configuration: Optional[Dict[str, Any]] = info.get("configuration")
-        self._dimension: Optional[int] = info.get("dimension")
+    def records_query(self, cid: str, query_embeddings: Any, ids: Any, n_results: Any, where: Any,
+                      where_document: Any, include: Any, n_probe: Optional[int]) -> dict:
+        return self._run(self._op_records_query(cid, query_embeddings, ids, n_results, where, where_document,
+                                                include, n_probe))
 
-    @property
-    def name(self) -> str:
-        return self._name
+    def records_count(self, cid: str) -> int:
+        return self._run(self._op_records_count(cid))
 
-    @property
-    def id(self) -> uuid.UUID:
-        return self._id
+    def collection_modify(self, cid: str, name: Optional[str], metadata: Optional[dict], configuration: Any) -> None:
+        self._run(self._op_collection_modify(cid, name, metadata, configuration))
 
-    @property
-    def metadata(self) -> Optional[Dict[str, Any]]:
-        return self._metadata
+    def collection_stats(self, cid: str) -> dict:
+        return self._run(self._op_collection_stats(cid))
 
-    @property
-    def configuration(self) -> Optional[Dict[str, Any]]:
-        return self._configuration
+    def collection_action(self, cid: str, action: str) -> Any:
+        return self._run(self._op_collection_action(cid, action))
 
-    def _dimension_now(self) -> int:
-        if self._dimension is None:
-            configured = (self._configuration or {}).get("dimension")
-            self._dimension = int(configured) if configured else int(self.stats().get("dimension") or 0)
-            if not self._dimension:
-                self._dimension = None  # not fixed yet: ask again next time
-                return 0
-        return self._dimension
 
-    def _call(self, method: str, suffix: str, body: Any = None) -> Any:
-        return self._client._request(method, _collection_path(self._name, suffix), body)
+# The collection class HttpClient returns (kept under its former name).
+RemoteCollection = Collection
 
-    def _embed(self, texts: Any) -> Any:
-        assert self._embedding_function is not None
-        return self._embedding_function(_as_list(texts))
 
-    # ---- reads
+class AsyncHttpClientAPI(_HttpOps):
+    """HttpClient's methods as coroutines over httpx.AsyncClient; made by `await AsyncHttpClient(...)`.
+    Its collections are AsyncCollection objects."""
 
-    def count(self) -> int:
-        return int(self._call("GET", "/count")["count"])
+    def __init__(self, host: str = "localhost", port: int = 8080, ssl: bool = False,
+                 headers: Optional[Mapping[str, str]] = None, api_key: Optional[str] = None,
+                 timeout: Optional[float] = 300.0, settings: Any = None, **_ignored: Any) -> None:
+        self._http = httpx.AsyncClient(**self._setup(host, port, ssl, headers, api_key, timeout))
 
-    def get(
-        self,
-        ids: Optional[Union[str, Sequence[str]]] = None,
-        where: Optional[Dict[str, Any]] = None,
-        limit: Optional[int] = None,
-        offset: Optional[int] = None,
-        where_document: Optional[Dict[str, Any]] = None,
-        include: Optional[Sequence[str]] = None,
-    ) -> Dict[str, Any]:
-        body = _drop_none(ids=ids, where=where, limit=limit, offset=offset, where_document=where_document,
-                          include=include)
-        result = self._call("POST", "/get", body)
-        if result.get("embeddings") is not None:
-            result["embeddings"] = _float_matrix(result["embeddings"], self._dimension_now)
-        return result
-
-    def peek(self, limit: int = 10) -> Dict[str, Any]:
-        """The first `limit` records with embeddings, metadatas and documents."""
-        result = self._client._request("GET", _collection_path(self._name, "/peek"), params={"limit": limit})
-        if result.get("embeddings") is not None:
-            result["embeddings"] = _float_matrix(result["embeddings"], self._dimension_now)
-        return result
-
-    def query(
-        self,
-        query_embeddings: Any = None,
-        query_texts: Optional[Union[str, Sequence[str]]] = None,
-        query_images: Any = None,
-        query_uris: Any = None,
-        ids: Any = None,
-        n_results: int = 10,
-        where: Optional[Dict[str, Any]] = None,
-        where_document: Optional[Dict[str, Any]] = None,
-        include: Optional[Sequence[str]] = None,
-        *,
-        query_embedding: Any = None,
-        n_probe: Optional[int] = None,
-    ) -> Dict[str, Any]:
-        """Nearest records to each query: lists with one entry per query, by ascending distance."""
-        if query_images is not None or query_uris is not None:
-            raise _errors.InvalidArgumentError("query_images and query_uris are not supported: pass query_embeddings")
-        if ids is not None:
-            raise _errors.InvalidArgumentError("query(ids=...) is not supported: filter with where instead")
-        if query_texts is not None and query_embeddings is None and query_embedding is None and self._embedding_function:
-            query_embeddings, query_texts = self._embed(query_texts), None
-        body = _drop_none(
-            query_embeddings=query_embeddings,
-            query_texts=query_texts,
-            query_embedding=query_embedding,
-            where=where,
-            where_document=where_document,
-            include=include,
-            n_probe=n_probe,
-        )
-        body["n_results"] = n_results  # sent even when None: the server rejects it, as the embedded client does
-        result = self._call("POST", "/query", body)
-        if result.get("embeddings") is not None:
-            result["embeddings"] = [_float_matrix(rows, self._dimension_now) for rows in result["embeddings"]]
-        return result
-
-    def stats(self) -> Dict[str, Any]:
-        return self._call("GET", "/stats")
-
-    # ---- writes
-
-    def _records(self, ids: Any, embeddings: Any, metadatas: Any, documents: Any, uris: Any,
-                 images: Any) -> Dict[str, Any]:
-        if images is not None:
-            raise _errors.InvalidArgumentError("images are not supported: pass embeddings")
-        if embeddings is None and documents is not None and self._embedding_function is not None:
-            embeddings = self._embed(documents)
-        return _drop_none(ids=_as_list(ids), embeddings=embeddings, metadatas=metadatas, documents=documents,
-                          uris=uris)
-
-    def add(self, ids: Any, embeddings: Any = None, metadatas: Any = None, documents: Any = None,
-            uris: Any = None, images: Any = None) -> None:
-        """Adds records; ids that already exist are skipped (the server logs a warning)."""
-        self._call("POST", "/add", self._records(ids, embeddings, metadatas, documents, uris, images))
-
-    def upsert(self, ids: Any, embeddings: Any = None, metadatas: Any = None, documents: Any = None,
-               uris: Any = None, images: Any = None) -> None:
-        """Adds new ids and updates existing ones (metadata merged; a None value deletes a key)."""
-        self._call("POST", "/upsert", self._records(ids, embeddings, metadatas, documents, uris, images))
-
-    def update(self, ids: Any, embeddings: Any = None, metadatas: Any = None, documents: Any = None,
-               uris: Any = None, images: Any = None) -> None:
-        """Updates existing ids (unknown ids are ignored); metadata is merged key by key."""
-        self._call("PUT", "/update", self._records(ids, embeddings, metadatas, documents, uris, images))
-
-    def delete(self, ids: Any = None, where: Optional[Dict[str, Any]] = None,
-               where_document: Optional[Dict[str, Any]] = None, limit: Optional[int] = None) -> Dict[str, int]:
-        """Deletes by ids and/or filter; returns {"deleted": n}."""
-        if ids is None and where is None and where_document is None:
-            raise _errors.InvalidArgumentError("delete needs ids, where or where_document")
-        if limit is not None:
-            raise _errors.InvalidArgumentError(
-                "delete(limit=...) is not supported: select the ids with get(limit=...) first")
-        result = self._call("DELETE", "/delete", _drop_none(ids=ids, where=where, where_document=where_document))
-        return {"deleted": int(result["deleted"])}
-
-    def modify(self, name: Optional[str] = None, metadata: Optional[Dict[str, Any]] = None,
-               configuration: Any = None) -> None:
-        """Renames, replaces the metadata and/or sets the default n_probe ({"n_probe": N})."""
-        info = self._call("PATCH", "", _drop_none(name=name, metadata=metadata, configuration=configuration))
-        self._set_info(info)
-
-    # ---- maintenance
-
-    def begin_batch(self) -> None:
-        """Defer index maintenance on the server until end_batch() (shared by all its clients)."""
-        self._call("POST", "/batch/begin")
-
-    def end_batch(self) -> None:
-        self._call("POST", "/batch/end")
-
-    @contextlib.contextmanager
-    def batch(self) -> Iterator["RemoteCollection"]:
-        """`with col.batch(): col.add(...)` -- begin_batch/end_batch around the block."""
-        self.begin_batch()
+    async def _request(self, method: str, path: str, body: Any = None,
+                       params: Optional[Dict[str, Any]] = None) -> Any:
         try:
-            yield self
-        finally:
-            self.end_batch()
+            response = await self._http.request(method, path, params=params, **self._send_args(method, path, body))
+        except httpx.TransportError as exc:
+            return self._answer(method, path, exc=exc)
+        return self._answer(method, path, response)
 
-    def rebuild(self) -> dict:
-        out = dict(self._call("POST", "/rebuild"))
-        out.pop("ok", None)
-        return out
+    async def _run(self, op: _Op) -> Any:
+        try:
+            request = next(op)
+            while True:
+                request = op.send(await self._request(*request))
+        except StopIteration as stop:
+            return stop.value
 
-    def checkpoint(self) -> None:
-        self._call("POST", "/checkpoint")
+    async def heartbeat(self) -> int:
+        return await self._run(self._op_heartbeat())
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, RemoteCollection) and other._id == self._id and other._client is self._client
+    async def get_version(self) -> str:
+        return await self._run(self._op_version())
 
-    def __hash__(self) -> int:
-        return hash(self._id)
+    async def get_max_batch_size(self) -> int:
+        return await self._run(self._op_max_batch_size())
+
+    async def count_collections(self) -> int:
+        return await self._run(self._op_count_collections())
+
+    async def list_collections(self, limit: Optional[int] = None, offset: Optional[int] = None) -> List[AsyncCollection]:
+        return [AsyncCollection(self, cid) for cid in await self._run(self._op_list_collections(limit, offset))]
+
+    async def create_collection(self, name: str, configuration: Optional[Dict[str, Any]] = None,
+                                metadata: Optional[Dict[str, Any]] = None, embedding_function: Any = None,
+                                data_loader: Any = None, get_or_create: bool = False, *,
+                                dimension: Optional[int] = None, use_ivf: bool = False,
+                                n_clusters: Optional[int] = None, n_probe: Optional[int] = None) -> AsyncCollection:
+        cid = await self._run(self._op_create_collection(name, configuration, metadata, get_or_create, dimension,
+                                                         use_ivf, n_clusters, n_probe))
+        return AsyncCollection(self, cid, embedding_function)
+
+    async def get_collection(self, name: str, embedding_function: Any = None,
+                             data_loader: Any = None) -> AsyncCollection:
+        return AsyncCollection(self, await self._run(self._op_get_collection(name)), embedding_function)
+
+    async def get_or_create_collection(self, name: str, configuration: Optional[Dict[str, Any]] = None,
+                                       metadata: Optional[Dict[str, Any]] = None, embedding_function: Any = None,
+                                       data_loader: Any = None, *, dimension: Optional[int] = None,
+                                       use_ivf: bool = False, n_clusters: Optional[int] = None,
+                                       n_probe: Optional[int] = None) -> AsyncCollection:
+        return await self.create_collection(name, configuration, metadata, embedding_function, data_loader, True,
+                                            dimension=dimension, use_ivf=use_ivf, n_clusters=n_clusters,
+                                            n_probe=n_probe)
+
+    async def delete_collection(self, name: str) -> None:
+        await self._run(self._op_delete_collection(name))
+
+    async def reset(self) -> bool:
+        return await self._run(self._op_reset())
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> "AsyncHttpClientAPI":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
 
     def __repr__(self) -> str:
-        return f"RemoteCollection(name={self._name!r}, id={str(self._id)!r})"
+        return f"AsyncHttpClient({self._base_url!r})"
+
+    # ---- the seam, as coroutines (AsyncCollection awaits these)
+    async def records_write(self, cid: str, op: int, ids: Any, embeddings: Any, metadatas: Any, documents: Any,
+                            uris: Any) -> None:
+        await self._run(self._op_records_write(cid, op, ids, embeddings, metadatas, documents, uris))
+
+    async def records_delete(self, cid: str, ids: Any, where: Any, where_document: Any) -> int:
+        return await self._run(self._op_records_delete(cid, ids, where, where_document))
+
+    async def records_get(self, cid: str, ids: Any, where: Any, limit: Any, offset: Any, where_document: Any,
+                          include: Any) -> dict:
+        return await self._run(self._op_records_get(cid, ids, where, limit, offset, where_document, include))
+
+    async def records_query(self, cid: str, query_embeddings: Any, ids: Any, n_results: Any, where: Any,
+                            where_document: Any, include: Any, n_probe: Optional[int]) -> dict:
+        return await self._run(self._op_records_query(cid, query_embeddings, ids, n_results, where, where_document,
+                                                      include, n_probe))
+
+    async def records_count(self, cid: str) -> int:
+        return await self._run(self._op_records_count(cid))
+
+    async def collection_modify(self, cid: str, name: Optional[str], metadata: Optional[dict],
+                                configuration: Any) -> None:
+        await self._run(self._op_collection_modify(cid, name, metadata, configuration))
+
+    async def collection_stats(self, cid: str) -> dict:
+        return await self._run(self._op_collection_stats(cid))
+
+    async def collection_action(self, cid: str, action: str) -> Any:
+        return await self._run(self._op_collection_action(cid, action))
+
+
+async def AsyncHttpClient(host: str = "localhost", port: int = 8080, ssl: bool = False,
+                          headers: Optional[Mapping[str, str]] = None, api_key: Optional[str] = None,
+                          timeout: Optional[float] = 300.0, settings: Any = None,
+                          **_ignored: Any) -> AsyncHttpClientAPI:
+    """An asyncio client, made as chromadb's: `client = await AsyncHttpClient(host=..., port=...)`."""
+    return AsyncHttpClientAPI(host, port, ssl, headers, api_key, timeout, settings)

@@ -1,0 +1,216 @@
+"""The embedded clients' side of the Backend seam: validate a whole request, make one engine call,
+shape the engine's output into chroma-style results."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+from . import _core
+from .backend import OP_ADD, OP_DELETE
+from .errors import InvalidArgumentError
+from .filters import compile_filter_ex
+from .validation import (
+    to_matrix,
+    validate_collection_metadata,
+    validate_documents,
+    validate_ids,
+    validate_include,
+    validate_metadatas,
+    validate_modify_configuration,
+    validate_name,
+    validate_nonneg_int,
+    validate_positive_int,
+)
+
+log = logging.getLogger("vectordb")
+
+INC_VECTORS, INC_METAS, INC_DOCS, INC_DISTANCES = 1, 2, 4, 8
+_INCLUDE_BITS = {"embeddings": INC_VECTORS, "metadatas": INC_METAS, "documents": INC_DOCS, "distances": INC_DISTANCES}
+
+
+def compile_filter(where: Any, where_document: Any) -> Optional["_core.Filter"]:
+    """Validates the filters and compiles them into the engine's form (None when both are None)."""
+    compiled = compile_filter_ex(where, where_document)
+    if compiled is None:
+        return None
+    return _core.Filter(compiled.program, list(compiled.patterns))
+
+
+def _include_mask(include: list[str]) -> int:
+    mask = 0
+    for item in include:
+        mask |= _INCLUDE_BITS.get(item, 0)
+    return mask
+
+
+class LocalRecords:
+    """Backend methods over the engine; mixed into the embedded clients, which provide
+    _engine_call, _entry, _pin and _modify."""
+
+    _engine_call: Any
+    _entry: Any
+    _pin: Any
+    _modify: Any
+
+    def collection_info(self, cid: str) -> dict:
+        e = self._entry(cid)
+        return {"name": e["name"], "metadata": dict(e["metadata"]) if e["metadata"] is not None else None,
+                "configuration": dict(e["configuration"])}
+
+    def _write_call(self, cid: str, *args: Any) -> Any:
+        """An engine write, then any failure of the maintenance it triggered (training, checkpoint),
+        which does not fail the write (it is durable already) but must not go unnoticed."""
+        out = self._engine_call(cid, *args)
+        warning = self._engine_call(cid, "take_warning")
+        if warning:
+            log.warning("collection %r: maintenance after a write failed (the write itself succeeded): %s",
+                        self._entry(cid)["name"], warning)
+        return out
+
+    def records_write(self, cid: str, op: int, ids: Any, embeddings: Any, metadatas: Any, documents: Any,
+                      uris: Any) -> None:
+        if uris is not None:
+            raise InvalidArgumentError("uris are not supported by vectordb: store them in metadata")
+        ids = validate_ids(ids)
+        n = len(ids)
+        docs = validate_documents(documents, n)
+        metas = validate_metadatas(metadatas, n, allow_none_values=op != OP_ADD)
+        vectors = None
+        if embeddings is not None:
+            vectors = to_matrix(embeddings)
+            if vectors.shape[0] != n:
+                raise InvalidArgumentError(f"got {vectors.shape[0]} embeddings for {n} ids: expected one per id")
+        elif op == OP_ADD:
+            raise InvalidArgumentError(
+                "embeddings are required: pass embeddings=..., or documents with an embedding_function on the collection"
+            )
+        # The engine checks the dimension (InvalidDimensionError) before writing.
+        status = self._write_call(cid, "write", op, ids, vectors, metas, docs)
+        if op == OP_ADD and status.count(0):
+            skipped = [i for i, s in zip(ids, status) if not s]
+            log.warning("add to collection %r skipped %d existing id(s): %s", self._entry(cid)["name"], len(skipped),
+                        ", ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else ""))
+
+    def records_delete(self, cid: str, ids: Any, where: Any, where_document: Any) -> int:
+        if ids is None and where is None and where_document is None:
+            raise InvalidArgumentError("delete needs ids, where or where_document")
+        id_list = validate_ids(ids) if ids is not None else None
+        flt = compile_filter(where, where_document)
+        if flt is None:
+            return self._write_call(cid, "write", OP_DELETE, id_list, None, None, None).count(1)
+        if id_list is None:
+            return int(self._write_call(cid, "delete_where", flt))
+        matched = self._engine_call(cid, "get", id_list, flt, 0, -1, 0)[0]
+        if not matched:
+            return 0
+        return self._write_call(cid, "write", OP_DELETE, matched, None, None, None).count(1)
+
+    def records_get(self, cid: str, ids: Any, where: Any, limit: Any, offset: Any, where_document: Any,
+                    include: Any) -> dict:
+        include = validate_include(include, ("documents", "embeddings", "metadatas", "uris", "data"), "get")
+        id_list = validate_ids(ids) if ids is not None else None
+        limit = validate_nonneg_int(limit, "limit")
+        offset = validate_nonneg_int(offset, "offset")
+        flt = compile_filter(where, where_document)
+        rids, vecs, metas, docs, _, _ = self._engine_call(
+            cid, "get", id_list, flt, offset or 0, -1 if limit is None else limit, _include_mask(include)
+        )
+        return {
+            "ids": rids,
+            "embeddings": vecs if "embeddings" in include else None,
+            "documents": docs if "documents" in include else None,
+            "uris": [None] * len(rids) if "uris" in include else None,
+            "data": None,
+            "metadatas": metas if "metadatas" in include else None,
+            "included": include,
+        }
+
+    def records_query(self, cid: str, query_embeddings: Any, ids: Any, n_results: Any, where: Any,
+                      where_document: Any, include: Any, n_probe: Optional[int]) -> dict:
+        q = to_matrix(query_embeddings, "query_embeddings")
+        if ids is not None:
+            raise InvalidArgumentError("query(ids=...) is not supported: filter with where instead")
+        k = validate_positive_int(n_results, "n_results")
+        n_probe = validate_positive_int(n_probe, "n_probe", allow_none=True)
+        include = validate_include(include, ("documents", "embeddings", "metadatas", "distances", "uris", "data"),
+                                   "query")
+        flt = compile_filter(where, where_document)
+        rids, vecs, metas, docs, dists, counts = self._engine_call(cid, "query", q, k, flt, _include_mask(include),
+                                                                   n_probe or 0)
+        return _shape_query(rids, vecs, metas, docs, dists, counts, include)
+
+    def records_count(self, cid: str) -> int:
+        return int(self._engine_call(cid, "count"))
+
+    def collection_modify(self, cid: str, name: Optional[str], metadata: Optional[dict], configuration: Any) -> None:
+        if name is not None:
+            validate_name(name)
+        if metadata is not None:
+            metadata = validate_collection_metadata(metadata)
+            space = metadata.get("hnsw:space") if metadata else None
+            if space is not None and space != self._entry(cid)["configuration"]["space"]:
+                raise InvalidArgumentError("changing the distance space of an existing collection is not supported")
+        changes = validate_modify_configuration(configuration) if configuration is not None else {}
+        self._modify(cid, name, metadata, changes)
+
+    def collection_stats(self, cid: str) -> dict:
+        s = dict(self._engine_call(cid, "stats"))
+        e = self._entry(cid)
+        s["name"] = e["name"]
+        s["use_ivf"] = bool(e["configuration"].get("use_ivf"))
+        return s
+
+    def collection_action(self, cid: str, action: str) -> Any:
+        if action == "begin_batch":
+            # Pinned: a collection in batch mode is never evicted (the mode lives in the handle).
+            self._pin(cid, +1)
+            try:
+                self._engine_call(cid, "batch", True)
+            except BaseException:
+                self._pin(cid, -1)
+                raise
+        elif action == "end_batch":
+            try:
+                self._write_call(cid, "batch", False)
+            finally:
+                self._pin(cid, -1)
+        elif action == "rebuild":
+            self._engine_call(cid, "rebuild")
+            note = self._engine_call(cid, "take_warning")
+            st = self._engine_call(cid, "stats")
+            if note:
+                log.info("collection %r: %s", self._entry(cid)["name"], note)
+            else:
+                note = f"trained {st['n_clusters']} IVF lists on {st['count']} vectors"
+            return {"index": st["index"], "n_clusters": st["n_clusters"], "message": note}
+        elif action == "checkpoint":
+            self._engine_call(cid, "checkpoint")
+        else:
+            raise InvalidArgumentError(f"unknown collection action {action!r}")
+        return None
+
+
+def _shape_query(rids: list, vecs: Any, metas: Any, docs: Any, dists: Any, counts: list, include: list) -> dict:
+    out_ids, out_v, out_m, out_d, out_dist = [], [], [], [], []
+    pos = 0
+    for c in counts:
+        out_ids.append(rids[pos:pos + c])
+        if vecs is not None:
+            out_v.append(vecs[pos:pos + c])
+        if metas is not None:
+            out_m.append(metas[pos:pos + c])
+        if docs is not None:
+            out_d.append(docs[pos:pos + c])
+        if dists is not None:
+            out_dist.append(dists[pos:pos + c].tolist())
+        pos += c
+    return {
+        "ids": out_ids,
+        "embeddings": out_v if "embeddings" in include else None,
+        "documents": out_d if "documents" in include else None,
+        "uris": [[None] * len(x) for x in out_ids] if "uris" in include else None,
+        "data": None,
+        "metadatas": out_m if "metadatas" in include else None,
+        "distances": out_dist if "distances" in include else None,
+        "included": include,
+    }
