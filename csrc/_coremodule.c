@@ -863,18 +863,23 @@ done:
 
 static PyObject *Collection_query(CollectionObject *self, PyObject *args)
 {
-    PyObject *q_o, *filter_o, *res = NULL;
+    PyObject *q_o, *filter_o, *ids_o = Py_None, *res = NULL;
     Py_ssize_t k;
     unsigned include;
     long long n_probe;
     const vdb_filter *f;
     vdb_result *r = NULL;
-    if (!PyArg_ParseTuple(args, "OnOIL", &q_o, &k, &filter_o, &include, &n_probe)) return NULL;
+    const char **ids = NULL;
+    uint32_t *lens = NULL;
+    size_t n_ids = 0;
+    if (!PyArg_ParseTuple(args, "OnOIL|O", &q_o, &k, &filter_o, &include, &n_probe, &ids_o)) return NULL;
     if (k < 0) return PyErr_Format(PyExc_ValueError, "n_results must be positive");
     if (get_filter(self, filter_o, &f)) return NULL;
-    PyArrayObject *q = as_matrix(q_o, "query_embeddings");
-    if (!q) return NULL;
-    vdb_query_request req = {PyArray_DATA(q), (size_t)PyArray_DIM(q, 0), PyArray_DIM(q, 1), (size_t)k, f, include, n_probe};
+    PyArrayObject *q = NULL;
+    if (ids_o != Py_None && collect_strs(ids_o, &ids, &lens, &n_ids, 0, "ids")) goto done;
+    if (!(q = as_matrix(q_o, "query_embeddings"))) goto done;
+    vdb_query_request req = {PyArray_DATA(q), (size_t)PyArray_DIM(q, 0), PyArray_DIM(q, 1), (size_t)k, f, include, n_probe,
+                             ids, lens, n_ids};
     int rc;
     WITH_COLLECTION(self, rc, vdb_collection_query(self->col, &req, &r));
     if (rc)
@@ -882,7 +887,10 @@ static PyObject *Collection_query(CollectionObject *self, PyObject *args)
     else
         res = convert_result(r, include);
     vdb_result_free(r);
-    Py_DECREF(q);
+done:
+    Py_XDECREF(q);
+    free(ids);
+    free(lens);
     return res;
 }
 
@@ -999,7 +1007,7 @@ static PyObject *Collection_closed(CollectionObject *self, void *unused)
 static PyMethodDef collection_methods[] = {
     {"write", (PyCFunction)Collection_write, METH_VARARGS, "write(op, ids, embeddings, metadatas, documents) -> bytes status"},
     {"get", (PyCFunction)Collection_get, METH_VARARGS, "get(ids, filter, offset, limit, include) -> tuple"},
-    {"query", (PyCFunction)Collection_query, METH_VARARGS, "query(queries, k, filter, include, n_probe) -> tuple"},
+    {"query", (PyCFunction)Collection_query, METH_VARARGS, "query(queries, k, filter, include, n_probe, ids=None) -> tuple"},
     {"count", (PyCFunction)Collection_count, METH_VARARGS, "count(filter=None) -> int"},
     {"delete_where", (PyCFunction)Collection_delete_where, METH_O, "delete_where(filter) -> int"},
     {"checkpoint", (PyCFunction)Collection_checkpoint, METH_NOARGS, "checkpoint()"},

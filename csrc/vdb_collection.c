@@ -1204,6 +1204,22 @@ cleanup:
     return rc;
 }
 
+/* Narrows *bm (NULL: every live row) to the rows of the given ids. */
+static int restrict_to_ids(const vdb_collection *c, const char *const *ids, const uint32_t *lens, size_t n,
+                           uint64_t **bm)
+{
+    size_t words = (c->n_rows + 63) / 64;
+    uint64_t *only = calloc(words ? words : 1, sizeof *only);
+    if (!only) return vdb_set_error(VDB_ENOMEM, "out of memory restricting a query to %zu ids", n);
+    for (size_t i = 0; i < n; i++) {
+        int64_t r = lookup(c, ids[i], lens[i], hash_bytes(ids[i], lens[i]));
+        if (r >= 0 && row_allowed(c, *bm, (size_t)r)) only[(size_t)r >> 6] |= UINT64_C(1) << ((size_t)r & 63);
+    }
+    free(*bm);
+    *bm = only;
+    return VDB_OK;
+}
+
 int vdb_collection_query(vdb_collection *c, const vdb_query_request *req, vdb_result **out)
 {
     uint64_t *bm = NULL;
@@ -1225,6 +1241,8 @@ int vdb_collection_query(vdb_collection *c, const vdb_query_request *req, vdb_re
         k = c->n_live;
     }
     if ((rc = allowed_rows(c, req->filter, &bm))) goto done;
+    if (req->ids && (rc = restrict_to_ids(c, req->ids, req->id_lens, req->n_ids, &bm))) goto done;
+    int restricted = req->filter || req->ids;
     counts = calloc(nq ? nq : 1, sizeof *counts);
     dist = malloc((nq * k > 0 ? nq * k : 1) * sizeof *dist);
     rows = malloc((nq * k > 0 ? nq * k : 1) * sizeof *rows);
@@ -1243,7 +1261,7 @@ int vdb_collection_query(vdb_collection *c, const vdb_query_request *req, vdb_re
          * exactly over its matches (and exact) than by probing lists mostly full of non-matches.
          * With every list probed the scan is exact already and needs no copy. */
         double probed = (double)c->n_live * (double)n_probe / (double)n_lists;
-        if (req->filter && n_probe < (int64_t)n_lists && (double)allowed <= probed)
+        if (restricted && n_probe < (int64_t)n_lists && (double)allowed <= probed)
             rc = search_allowed_exact(c, bm, allowed, req->queries, nq, k, dist, rows);
         else
             rc = vdb_ivf_search(c->ivf, req->queries, nq, k, (size_t)n_probe, bm, c->n_rows, dist, rows);

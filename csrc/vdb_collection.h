@@ -150,6 +150,9 @@ typedef struct {
     const vdb_filter *filter;
     unsigned include;
     int64_t n_probe; /* <= 0: the collection's default (IVF only) */
+    const char *const *ids; /* not NULL: search only these records (unknown ids are ignored) */
+    const uint32_t *id_lens;
+    size_t n_ids;
 } vdb_query_request;
 
 int vdb_collection_query(vdb_collection *c, const vdb_query_request *req, vdb_result **out);
