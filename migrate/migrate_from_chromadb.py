@@ -704,14 +704,16 @@ class Writer:
         self.emb: List[np.ndarray] = []
         self.metas: List[Optional[dict]] = []
         self.docs: List[Optional[str]] = []
+        self.uris: List[Optional[str]] = []
         self.written = 0
         self.total_before = written_before
 
-    def extend(self, ids, emb, metas, docs) -> None:
+    def extend(self, ids, emb, metas, docs, uris) -> None:
         self.ids += ids
         self.emb.append(emb)
         self.metas += metas
         self.docs += docs
+        self.uris += uris
         if len(self.ids) >= self.batch_size:
             self.flush()
 
@@ -724,9 +726,11 @@ class Writer:
             kwargs["metadatas"] = self.metas
         if any(d is not None for d in self.docs):
             kwargs["documents"] = self.docs
+        if any(u is not None for u in self.uris):
+            kwargs["uris"] = self.uris
         self.col.add(**kwargs)
         self.written += len(self.ids)
-        self.ids, self.emb, self.metas, self.docs = [], [], [], []
+        self.ids, self.emb, self.metas, self.docs, self.uris = [], [], [], [], []
         _maybe_kill(self.total_before + self.written)
 
 
@@ -812,22 +816,24 @@ def _copy_page(page: dict, target: Any, writer: "Writer", truth: "ExactTopK", sa
                         ", which vectordb cannot store (key left out)")
                 md = {k_: v for k_, v in md.items() if k_ not in bad} or None
         metas.append(md)
-    for i, uri in enumerate(page["uris"]):
-        if uri is None:
-            continue
-        # vectordb has no uris field: keep them in metadata when asked, else report them.
-        if args.uris_key and not (metas[i] and args.uris_key in metas[i]):
+    uris = list(page["uris"])
+    for i, uri in enumerate(uris):
+        if uri is None or not args.uris_key:
+            continue  # uris are copied as uris
+        # Asked to keep them in a metadata key instead.
+        uris[i] = None
+        if not (metas[i] and args.uris_key in metas[i]):
             metas[i] = {**(metas[i] or {}), args.uris_key: uri}
             continue
         tally.uris_dropped += 1
-        if args.uris_key and tally.uris_dropped <= MAX_DIFFERENCES_SHOWN:
+        if tally.uris_dropped <= MAX_DIFFERENCES_SHOWN:
             res.differences.append(f"record {ids[i]!r}: metadata already has key {args.uris_key!r}; "
                                    "its uri was not kept")
     for i, rid in enumerate(ids):
         j = sample.slot()
         if j is not None:
             # A copy of the row: a view would keep its whole page alive.
-            sample.items[j] = (rid, emb[i].copy(), metas[i], page["documents"][i])
+            sample.items[j] = (rid, emb[i].copy(), metas[i], page["documents"][i], uris[i])
     keep = list(range(len(ids)))
     if skip_existing:
         present = existing_ids(target, ids)
@@ -835,7 +841,7 @@ def _copy_page(page: dict, target: Any, writer: "Writer", truth: "ExactTopK", sa
     if keep:
         sel = np.asarray(keep)
         writer.extend([ids[i] for i in keep], emb[sel], [metas[i] for i in keep],
-                      [page["documents"][i] for i in keep])
+                      [page["documents"][i] for i in keep], [uris[i] for i in keep])
 
 
 def migrate_collection(reader: Any, client: Any, plan: Plan, args: argparse.Namespace,
@@ -900,8 +906,8 @@ def migrate_collection(reader: Any, client: Any, plan: Plan, args: argparse.Name
     if tally.unsupported > MAX_DIFFERENCES_SHOWN:
         res.differences.append(f"... {tally.unsupported} records in all hold metadata vectordb cannot store")
     if tally.uris_dropped:
-        res.differences.append(f"{tally.uris_dropped} records have uris, which vectordb does not store"
-                               + ("" if args.uris_key else "; --uris-key KEY keeps them in metadata KEY"))
+        res.differences.append(f"{tally.uris_dropped} records have uris that --uris-key {args.uris_key!r} "
+                               "could not keep (the key was taken)")
     if tally.inexact:
         res.warnings.append(f"{tally.inexact} embeddings were not float32 in chromadb and were rounded")
 
@@ -952,24 +958,26 @@ def _verify_sample(target: Any, items: List[tuple], res: Result) -> None:
     bad = 0
     for start in range(0, len(items), 1000):
         chunk = items[start:start + 1000]
-        g = target.get(ids=[r[0] for r in chunk], include=["embeddings", "metadatas", "documents"])
+        g = target.get(ids=[r[0] for r in chunk], include=["embeddings", "metadatas", "documents", "uris"])
         by_id = {}
         emb = np.asarray(g["embeddings"]) if g.get("embeddings") is not None else None
         for j, rid in enumerate(g["ids"]):
-            by_id[rid] = (emb[j] if emb is not None else None, g["metadatas"][j], g["documents"][j])
-        for rid, e, md, doc in chunk:
+            by_id[rid] = (emb[j] if emb is not None else None, g["metadatas"][j], g["documents"][j], g["uris"][j])
+        for rid, e, md, doc, uri in chunk:
             problem = None
             got = by_id.get(rid)
             if got is None:
                 problem = f"record {rid!r} is missing"
             else:
-                ge, gmd, gdoc = got
+                ge, gmd, gdoc, guri = got
                 if ge is None or ge.dtype != np.float32 or ge.shape != e.shape or not np.array_equal(ge, e):
                     problem = f"record {rid!r}: embedding differs"
                 elif not same_metadata(gmd, md):
                     problem = f"record {rid!r}: metadata {gmd!r}, chromadb {md!r}"
                 elif gdoc != doc:
                     problem = f"record {rid!r}: document {gdoc!r}, chromadb {doc!r}"
+                elif guri != uri:
+                    problem = f"record {rid!r}: uri {guri!r}, chromadb {uri!r}"
             if problem:
                 bad += 1
                 if shown < MAX_DIFFERENCES_SHOWN:
@@ -1115,8 +1123,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         "Whatever this says, a copy interrupted earlier is resumed (unless overwrite) and "
                         "a collection an earlier run finished is left alone (unless overwrite or append)")
     p.add_argument("--uris-key", metavar="KEY",
-                   help="keep chromadb uris in this metadata key (vectordb has no uris field; without this "
-                        "option, records with uris are reported as differences)")
+                   help="keep chromadb uris in this metadata key instead of as uris (the default copies "
+                        "them as uris, returned with include=['uris'])")
     p.add_argument("--dry-run", action="store_true", help="report what would be copied, write nothing")
     p.add_argument("--in-place", action="store_true",
                    help="read the chromadb directory itself instead of a temporary copy "

@@ -125,7 +125,10 @@ def client(client_kind: str, persistent_path: Path, request, monkeypatch):
         yield c
         c.close()
     elif client_kind == "ephemeral":
+        # Every EphemeralClient of a process is one database (as chromadb's): one another test
+        # still holds (e.g. through an app in a reference cycle) may have left collections.
         c = vectordb.EphemeralClient()
+        _wipe(c)
         yield c
         c.close()
     else:

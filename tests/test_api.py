@@ -1023,16 +1023,20 @@ def test_modify_name_and_metadata(client):
     assert [c.name for c in client.list_collections()] == ["renamed"]
 
 
-def test_modify_configuration_sets_n_probe_only(client):
+def test_modify_configuration_sets_n_probe_and_keeps_chroma_tuning(client):
     col = client.create_collection("tuned", use_ivf=True, n_clusters=4)
     col.modify(configuration={"n_probe": 3})
     assert col.configuration["n_probe"] == 3
     assert client.get_collection("tuned").configuration["n_probe"] == 3
     assert col.stats()["n_probe"] == 3  # the engine uses it, not only the catalog
-    for bad in ({"n_probe": 0}, {"n_probe": 2.5}, {"hnsw": {"ef_search": 5}}, "n_probe=3"):
+    for bad in ({"n_probe": 0}, {"n_probe": 2.5}, {"hnsw": {"space": "ip"}}, {"hnsw": {"ef": 5}},
+                {"dimension": 3}, "n_probe=3"):
         with pytest.raises(InvalidArgumentError):
             col.modify(configuration=bad)
         assert client.get_collection("tuned").configuration["n_probe"] == 3
+    # chromadb's HNSW tuning means nothing here: accepted and reported back, as chromadb does.
+    col.modify(configuration={"hnsw": {"ef_search": 50}})
+    assert client.get_collection("tuned").configuration["hnsw"]["ef_search"] == 50
     col.modify(configuration={"n_probe": None})
     assert client.get_collection("tuned").configuration["n_probe"] is None
     assert col.stats()["n_probe"] == 4  # the rule: max(16, ceil(sqrt(4))), at most the 4 lists

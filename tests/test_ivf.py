@@ -184,7 +184,7 @@ def test_modify_sets_the_default_n_probe_and_keeps_it(tmp_path):
     col.modify(configuration={"n_probe": 2})
     assert col.stats()["n_probe"] == 2 and col.configuration["n_probe"] == 2
     assert col.query(query_embeddings=q, n_results=10, include=["distances"]) == explicit
-    for bad in ({"n_probe": 0}, {"n_probe": "4"}, {"n_probe": True}, {"hnsw": {"ef_search": 10}},
+    for bad in ({"n_probe": 0}, {"n_probe": "4"}, {"n_probe": True}, {"hnsw": {"space": "ip"}},
                 {"n_probe": 3, "space": "ip"}, [("n_probe", 3)]):
         with pytest.raises(InvalidArgumentError):
             col.modify(name="renamed", configuration=bad)

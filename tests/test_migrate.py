@@ -617,13 +617,17 @@ def test_reservoir_sample_is_uniform_and_bounded():
     assert counts.min() > 15 and counts.max() < 70
 
 
-def test_uris_are_reported_or_kept_in_metadata(tmp_path):
+def test_uris_are_copied_as_uris_or_kept_in_metadata(tmp_path):
     c = make_collection("with_uris", 40, 4, 11)
     c["uris"] = [f"s3://bucket/{i}.png" if i % 3 else None for i in range(40)]
     build_chroma(tmp_path / "chroma", [c], tmp_path)
-    # Without --uris-key: vectordb has no uris field, so the records with uris are a difference.
-    out = migrate(tmp_path / "chroma", tmp_path / "vdb1", check=1)
-    assert "have uris" in out.stdout and "--uris-key" in out.stdout
+    # By default uris are copied as uris.
+    migrate(tmp_path / "chroma", tmp_path / "vdb1", check=0)
+    with open_vdb(tmp_path / "vdb1") as client:
+        got = client.get_collection("with_uris").get(ids=c["ids"], include=["metadatas", "uris"])
+        assert got["uris"] == c["uris"]
+        for i, md in enumerate(got["metadatas"]):
+            assert strict_equal(md, c["metadatas"][i] or None), (i, md)
     # With --uris-key the uri is kept in that metadata key; everything else as usual.
     migrate(tmp_path / "chroma", tmp_path / "vdb2", "--uris-key", "uri", check=0)
     with open_vdb(tmp_path / "vdb2") as client:

@@ -209,13 +209,15 @@ def test_unexpected_exception_is_a_json_500_and_the_server_goes_on(caplog):
                 raise RuntimeError("boom")
             return super().get_collection(name, *args, **kwargs)
 
-    with TestClient(create_app(BrokenClient()), raise_server_exceptions=False) as c:
+    broken = BrokenClient()
+    with TestClient(create_app(broken), raise_server_exceptions=False) as c:
         with caplog.at_level(logging.ERROR, logger="vectordb.server"):
             body = _assert_error(c.get("/collections/broken/count"), 500, "InternalError", "boom")
         assert "RuntimeError" in body["message"]
         assert any("unhandled error" in r.getMessage() for r in caplog.records)
         assert c.get("/health").status_code == 200
         _assert_error(c.get("/collections/other/count"), 404, "NotFoundError")
+    broken.close()
 
 
 # ------------------------------------------------------------------ service endpoints
@@ -291,7 +293,7 @@ def test_collection_lifecycle(http):
     assert r.status_code == 200, r.text
     info = r.json()
     assert info["name"] == "life-1" and info["metadata"] == {"hnsw:space": "cosine", "owner": "me"}
-    assert info["configuration"]["space"] == "cosine"
+    assert info["configuration"]["hnsw"]["space"] == "cosine"
     _assert_error(http.post("/collections", json={"name": "life-1"}), 409, "CollectionExistsError", "life-1")
     again = http.post("/collections", json={"name": "life-1", "get_or_create": True, "metadata": {"other": 1}})
     assert again.status_code == 200 and again.json()["id"] == info["id"]
@@ -503,7 +505,7 @@ BAD_ADDS = [
     ({"ids": ["x"], "embeddings": [[1, 2, 3]], "metadatas": [{}]}, "InvalidArgumentError", None),
     ({"ids": ["x"], "embeddings": [[1, 2, 3]], "metadatas": [{"$bad": 1}]}, "InvalidArgumentError", None),
     ({"ids": ["x"], "embeddings": [[1, 2, 3]], "metadatas": [{"big": 2**64}]}, "InvalidArgumentError", None),
-    ({"ids": ["x"], "embeddings": [[1, 2, 3]], "uris": ["u"]}, "InvalidArgumentError", "uris"),
+    ({"ids": ["x"], "embeddings": [[1, 2, 3]], "uris": ["u", "v"]}, "InvalidArgumentError", "uris"),
 ]
 
 
@@ -632,8 +634,7 @@ def test_http_client_matches_embedded_client(server):
     metas = [{"i": i, "tag": ["a", "b", "c"][i % 3]} if i % 7 else None for i in range(60)]
     docs = [f"text {i}" if i % 4 else None for i in range(60)]
     ids = [f"id{i}" for i in range(60)]
-    local_client = vectordb.EphemeralClient()
-    with HttpClient(host="127.0.0.1", port=server["port"]) as remote_client:
+    with vectordb.EphemeralClient() as local_client, HttpClient(host="127.0.0.1", port=server["port"]) as remote_client:
         assert remote_client.heartbeat() > 0 and remote_client.get_version() == local_client.get_version()
         pairs = []
         for client in (remote_client, local_client):

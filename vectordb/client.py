@@ -23,7 +23,8 @@ import zlib
 from typing import Any, Callable, Optional
 
 from . import _core, config
-from .collection import Collection
+from . import configuration as configuration_mod
+from .collection import Collection, split_embedding_function
 from .records import LocalRecords
 from .errors import (
     AuthorizationError,
@@ -47,34 +48,7 @@ _core._set_exceptions(VectorDBError, CorruptionError, LockedError, InvalidDimens
 
 # Databases open in this process, by real path ("" for the in-memory one), with their client counts.
 _databases: dict[str, "_Database"] = {}
-_databases_lock = threading.Lock()
-
-
-def _resolve_configuration(metadata: Optional[dict], configuration: Any, dimension: Any, use_ivf: Any,
-                           n_clusters: Any, n_probe: Any) -> dict:
-    space = None
-    if configuration is not None:
-        if not isinstance(configuration, dict):
-            raise InvalidArgumentError(f"configuration must be a dict, got {type(configuration).__name__}")
-        hnsw = configuration.get("hnsw") or {}
-        if not isinstance(hnsw, dict):
-            raise InvalidArgumentError("configuration['hnsw'] must be a dict")
-        space = hnsw.get("space")
-    meta_space = (metadata or {}).get("hnsw:space")
-    if space is not None and meta_space is not None and space != meta_space:
-        raise InvalidArgumentError(f"configuration space {space!r} contradicts metadata hnsw:space {meta_space!r}")
-    space = space or meta_space or "l2"
-    if space not in SPACES:
-        raise InvalidArgumentError(f"space {space!r} is not valid: expected one of {', '.join(SPACES)}")
-    if not isinstance(use_ivf, bool):
-        raise InvalidArgumentError(f"use_ivf must be a bool, got {use_ivf!r}")
-    return {
-        "space": space,
-        "dimension": validate_positive_int(dimension, "dimension", allow_none=True),
-        "use_ivf": use_ivf,
-        "n_clusters": validate_positive_int(n_clusters, "n_clusters", allow_none=True),
-        "n_probe": validate_positive_int(n_probe, "n_probe", allow_none=True),
-    }
+_databases_lock = threading.RLock()  # re-entrant: a client freed by the garbage collector inside a locked section releases itself
 
 
 _CRC_LINE = re.compile(rb"#crc32 [0-9a-f]{8}")
@@ -245,7 +219,7 @@ class _Database(LocalRecords):
         """
         validate_name(name)
         metadata = validate_collection_metadata(metadata)
-        cfg = _resolve_configuration(metadata, configuration, dimension, use_ivf, n_clusters, n_probe)
+        cfg = configuration_mod.resolve(metadata, configuration, dimension, use_ivf, n_clusters, n_probe)
         with self._lock:
             self._check_open()
             existing = self._find(name)
@@ -502,9 +476,9 @@ class ClientAPI:
             raise VectorDBError("client is closed")
         return self._db
 
-    def _own(self, col: Collection) -> Collection:
+    def _own(self, col: Collection, data_loader: Any = None) -> Collection:
         # Collections reach the database through their client, so a closed client closes them too.
-        return Collection(self, col._id, col._embedding_function)
+        return Collection(self, col._id, col._embedding_function, data_loader)
 
     # ---- client API
     def heartbeat(self) -> int:
@@ -532,12 +506,13 @@ class ClientAPI:
 
         >>> client.create_collection("images", metadata={"hnsw:space": "cosine"}, dimension=1280)
         """
+        configuration, embedding_function = split_embedding_function(configuration, embedding_function)
         return self._own(self._live().create_collection(
             name, configuration, metadata, embedding_function, data_loader, get_or_create, dimension=dimension,
-            use_ivf=use_ivf, n_clusters=n_clusters, n_probe=n_probe))
+            use_ivf=use_ivf, n_clusters=n_clusters, n_probe=n_probe), data_loader)
 
     def get_collection(self, name: str, embedding_function: Optional[Callable] = None, data_loader: Any = None) -> Collection:
-        return self._own(self._live().get_collection(name, embedding_function, data_loader))
+        return self._own(self._live().get_collection(name, embedding_function, data_loader), data_loader)
 
     def get_or_create_collection(self, name: str, configuration: Optional[dict] = None, metadata: Optional[dict] = None,
                                  embedding_function: Optional[Callable] = None, data_loader: Any = None, *,

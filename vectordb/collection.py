@@ -14,23 +14,45 @@ from .errors import InvalidArgumentError
 from .validation import to_matrix, validate_positive_int
 
 
-def embed_documents(embedding_function: Any, embeddings: Any, documents: Any, images: Any) -> Any:
-    """The embeddings to write: those given, else the documents embedded by the embedding function."""
-    if images is not None:
-        raise InvalidArgumentError("images are not supported: pass embeddings")
-    if embeddings is None and documents is not None and embedding_function is not None:
+_NO_LOADER = "loading from uris needs a data_loader on the collection (create_collection(..., data_loader=...))"
+
+
+def _embed(embedding_function: Any, inputs: Any, what: str) -> Any:
+    if embedding_function is None:
+        raise InvalidArgumentError(f"{what} need an embedding_function on the collection (or pass embeddings)")
+    return embedding_function(inputs)
+
+
+def embed_records(embedding_function: Any, data_loader: Any, embeddings: Any, documents: Any, images: Any,
+                  uris: Any) -> Any:
+    """The embeddings to write: those given, else the embedding function's of the documents, the
+    images, or the data the data loader loads from the uris (chromadb's order)."""
+    if embeddings is not None or embedding_function is None:
+        if embeddings is None and images is not None:
+            raise InvalidArgumentError("images need an embedding_function on the collection (or pass embeddings)")
+        return embeddings
+    if documents is not None:
         docs = [documents] if isinstance(documents, str) else documents
         if not isinstance(docs, (list, tuple)):
             raise InvalidArgumentError(f"documents must be a list of str, got {type(documents).__name__}")
         return embedding_function(list(docs))
-    return embeddings
+    if images is not None:
+        return embedding_function(list(images))
+    if uris is not None and data_loader is not None:
+        return embedding_function(data_loader([uris] if isinstance(uris, str) else list(uris)))
+    return None
 
 
-def query_vectors(embedding_function: Any, query_embeddings: Any, query_texts: Any, query_images: Any,
-                  query_uris: Any, query_embedding: Any) -> Any:
+def query_vectors(embedding_function: Any, data_loader: Any, query_embeddings: Any, query_texts: Any,
+                  query_images: Any, query_uris: Any, query_embedding: Any) -> Any:
     """The query vectors from whichever form was given (one of them, as chromadb requires)."""
-    if query_images is not None or query_uris is not None:
-        raise InvalidArgumentError("query_images and query_uris are not supported: pass query_embeddings")
+    if query_images is not None:
+        return _embed(embedding_function, list(query_images), "query_images")
+    if query_uris is not None:
+        if data_loader is None:
+            raise InvalidArgumentError(_NO_LOADER)
+        uris = [query_uris] if isinstance(query_uris, str) else list(query_uris)
+        return _embed(embedding_function, data_loader(uris), "query_uris")
     if query_embedding is not None:
         if query_embeddings is not None:
             raise InvalidArgumentError("pass query_embedding or query_embeddings, not both")
@@ -48,6 +70,48 @@ def query_vectors(embedding_function: Any, query_embeddings: Any, query_texts: A
     raise InvalidArgumentError("query needs query_embeddings (or query_embedding, or query_texts)")
 
 
+def include_for_data(include: Any, data_loader: Any) -> Any:
+    """The include to ask the client for: "data" is loaded here from the uris."""
+    if not isinstance(include, (list, tuple)) or "data" not in include:
+        return include
+    if data_loader is None:
+        raise InvalidArgumentError("include 'data' needs a data_loader on the collection: " + _NO_LOADER)
+    return [i for i in include if i != "data"] + ([] if "uris" in include else ["uris"])
+
+
+def load_data(result: dict, include: Any, data_loader: Any, per_query: bool) -> dict:
+    """Fills result["data"] from the uris when "data" was asked for."""
+    if not isinstance(include, (list, tuple)) or "data" not in include:
+        return result
+    uris = result["uris"]
+    result["data"] = [data_loader(u) for u in uris] if per_query else data_loader(uris)
+    if "uris" not in include:
+        result["uris"] = None
+    result["included"] = list(include)
+    return result
+
+
+def embedding_function_json(ef: Any) -> Optional[dict]:
+    """How chromadb's configuration_json names an embedding function."""
+    if ef is None:
+        return None
+    try:
+        return {"type": "known", "name": ef.name(), "config": ef.get_config()}
+    except Exception:  # a plain callable, or one without name()/get_config()
+        return {"type": "legacy"}
+
+
+def split_embedding_function(configuration: Any, embedding_function: Any) -> tuple:
+    """chromadb also takes the embedding function inside configuration: (configuration without it,
+    the function to use)."""
+    if isinstance(configuration, dict) and "embedding_function" in configuration:
+        configuration = dict(configuration)
+        in_config = configuration.pop("embedding_function")
+        if embedding_function is None:
+            embedding_function = in_config
+    return configuration, embedding_function
+
+
 def check_delete_limit(limit: Any) -> None:
     if limit is not None:
         raise InvalidArgumentError("delete(limit=...) is not supported: select the ids with get(limit=...) first")
@@ -62,10 +126,11 @@ class Collection:
     [['a']]
     """
 
-    def __init__(self, client: Backend, collection_id: str, embedding_function: Any = None):
+    def __init__(self, client: Backend, collection_id: str, embedding_function: Any = None, data_loader: Any = None):
         self._client = client
         self._id = collection_id
         self._embedding_function = embedding_function
+        self._data_loader = data_loader
 
     # ---- identity ----
     @property
@@ -82,7 +147,19 @@ class Collection:
 
     @property
     def configuration(self) -> dict:
-        return self._client.collection_info(self._id)["configuration"]
+        """As chromadb 1.x: {"hnsw": {"space": ..., ...}, "spann": None, "embedding_function": ...},
+        with vectordb's own keys alongside (dimension, use_ivf, n_clusters, n_probe)."""
+        return {**self._client.collection_info(self._id)["configuration"], "embedding_function": self._embedding_function}
+
+    @property
+    def configuration_json(self) -> dict:
+        """configuration with the embedding function as JSON (its name and config)."""
+        return {**self._client.collection_info(self._id)["configuration"],
+                "embedding_function": embedding_function_json(self._embedding_function)}
+
+    @property
+    def data_loader(self) -> Any:
+        return self._data_loader
 
     @property
     def embedding_function(self) -> Any:
@@ -90,6 +167,14 @@ class Collection:
 
     def __repr__(self) -> str:
         return f"Collection(name={self.name!r}, id={self._id!r})"
+
+    def _take_embedding_function(self, configuration: Any) -> Any:
+        """modify(configuration={"embedding_function": ef}) swaps the function on this object."""
+        if isinstance(configuration, dict) and "embedding_function" in configuration:
+            configuration = dict(configuration)
+            self._embedding_function = configuration.pop("embedding_function")
+            return configuration or None
+        return configuration
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Collection) and other._id == self._id and other._client is self._client
@@ -105,19 +190,19 @@ class Collection:
 
         >>> col.add(ids=["a", "b"], embeddings=[[1, 2], [3, 4]], documents=["first", "second"])
         """
-        embeddings = embed_documents(self._embedding_function, embeddings, documents, images)
+        embeddings = embed_records(self._embedding_function, self._data_loader, embeddings, documents, images, uris)
         self._client.records_write(self._id, OP_ADD, ids, embeddings, metadatas, documents, uris)
 
     def upsert(self, ids: Any, embeddings: Any = None, metadatas: Any = None, documents: Any = None,
                uris: Any = None, images: Any = None) -> None:
         """Adds new ids and updates existing ones (metadata merged; a None value deletes a key)."""
-        embeddings = embed_documents(self._embedding_function, embeddings, documents, images)
+        embeddings = embed_records(self._embedding_function, self._data_loader, embeddings, documents, images, uris)
         self._client.records_write(self._id, OP_UPSERT, ids, embeddings, metadatas, documents, uris)
 
     def update(self, ids: Any, embeddings: Any = None, metadatas: Any = None, documents: Any = None,
                uris: Any = None, images: Any = None) -> None:
         """Updates existing ids (unknown ids are ignored); metadata is merged key by key."""
-        embeddings = embed_documents(self._embedding_function, embeddings, documents, images)
+        embeddings = embed_records(self._embedding_function, self._data_loader, embeddings, documents, images, uris)
         self._client.records_write(self._id, OP_UPDATE, ids, embeddings, metadatas, documents, uris)
 
     def delete(self, ids: Any = None, where: Any = None, where_document: Any = None,
@@ -142,7 +227,9 @@ class Collection:
         >>> col.get(where={"source": "camera"}, limit=10, include=["metadatas"])["ids"]
         ['a']
         """
-        return self._client.records_get(self._id, ids, where, limit, offset, where_document, include)
+        result = self._client.records_get(self._id, ids, where, limit, offset, where_document,
+                                          include_for_data(include, self._data_loader))
+        return load_data(result, include, self._data_loader, per_query=False)
 
     def peek(self, limit: int = 10) -> dict:
         """The first `limit` records with embeddings, metadatas and documents."""
@@ -157,9 +244,11 @@ class Collection:
         >>> col.query(query_embeddings=[[1, 2]], n_results=2, where={"source": "camera"})["ids"]
         [['a', 'b']]
         """
-        q = query_vectors(self._embedding_function, query_embeddings, query_texts, query_images, query_uris,
-                          query_embedding)
-        return self._client.records_query(self._id, q, ids, n_results, where, where_document, include, n_probe)
+        q = query_vectors(self._embedding_function, self._data_loader, query_embeddings, query_texts, query_images,
+                          query_uris, query_embedding)
+        result = self._client.records_query(self._id, q, ids, n_results, where, where_document,
+                                            include_for_data(include, self._data_loader), n_probe)
+        return load_data(result, include, self._data_loader, per_query=True)
 
     # ---- index and storage ----
     def modify(self, name: Optional[str] = None, metadata: Optional[dict] = None, configuration: Any = None) -> None:
@@ -168,6 +257,7 @@ class Collection:
 
         >>> col.modify(configuration={"n_probe": 32})
         """
+        configuration = self._take_embedding_function(configuration)
         self._client.collection_modify(self._id, name, metadata, configuration)
 
     def stats(self) -> dict:
@@ -219,16 +309,20 @@ class AsyncCollection:
     >>> await col.add(ids=["a"], embeddings=[[0.1, 0.2, 0.3]])
     """
 
-    def __init__(self, client: Any, collection_id: str, embedding_function: Any = None):
+    def __init__(self, client: Any, collection_id: str, embedding_function: Any = None, data_loader: Any = None):
         self._client = client
         self._id = collection_id
         self._embedding_function = embedding_function
+        self._data_loader = data_loader
 
     id = Collection.id
     name = Collection.name
     metadata = Collection.metadata
     configuration = Collection.configuration
+    configuration_json = Collection.configuration_json
     embedding_function = Collection.embedding_function
+    data_loader = Collection.data_loader
+    _take_embedding_function = Collection._take_embedding_function
     __hash__ = Collection.__hash__
 
     def __repr__(self) -> str:
@@ -239,17 +333,17 @@ class AsyncCollection:
 
     async def add(self, ids: Any, embeddings: Any = None, metadatas: Any = None, documents: Any = None,
                   uris: Any = None, images: Any = None) -> None:
-        embeddings = embed_documents(self._embedding_function, embeddings, documents, images)
+        embeddings = embed_records(self._embedding_function, self._data_loader, embeddings, documents, images, uris)
         await self._client.records_write(self._id, OP_ADD, ids, embeddings, metadatas, documents, uris)
 
     async def upsert(self, ids: Any, embeddings: Any = None, metadatas: Any = None, documents: Any = None,
                      uris: Any = None, images: Any = None) -> None:
-        embeddings = embed_documents(self._embedding_function, embeddings, documents, images)
+        embeddings = embed_records(self._embedding_function, self._data_loader, embeddings, documents, images, uris)
         await self._client.records_write(self._id, OP_UPSERT, ids, embeddings, metadatas, documents, uris)
 
     async def update(self, ids: Any, embeddings: Any = None, metadatas: Any = None, documents: Any = None,
                      uris: Any = None, images: Any = None) -> None:
-        embeddings = embed_documents(self._embedding_function, embeddings, documents, images)
+        embeddings = embed_records(self._embedding_function, self._data_loader, embeddings, documents, images, uris)
         await self._client.records_write(self._id, OP_UPDATE, ids, embeddings, metadatas, documents, uris)
 
     async def delete(self, ids: Any = None, where: Any = None, where_document: Any = None,
@@ -262,7 +356,9 @@ class AsyncCollection:
 
     async def get(self, ids: Any = None, where: Any = None, limit: Optional[int] = None, offset: Optional[int] = None,
                   where_document: Any = None, include: Any = GET_INCLUDE_DEFAULT) -> dict:
-        return await self._client.records_get(self._id, ids, where, limit, offset, where_document, include)
+        result = await self._client.records_get(self._id, ids, where, limit, offset, where_document,
+                                                include_for_data(include, self._data_loader))
+        return load_data(result, include, self._data_loader, per_query=False)
 
     async def peek(self, limit: int = 10) -> dict:
         return await self.get(limit=validate_positive_int(limit, "limit"),
@@ -272,12 +368,15 @@ class AsyncCollection:
                     query_uris: Any = None, ids: Any = None, n_results: int = 10, where: Any = None,
                     where_document: Any = None, include: Any = QUERY_INCLUDE_DEFAULT, *, query_embedding: Any = None,
                     n_probe: Optional[int] = None) -> dict:
-        q = query_vectors(self._embedding_function, query_embeddings, query_texts, query_images, query_uris,
-                          query_embedding)
-        return await self._client.records_query(self._id, q, ids, n_results, where, where_document, include, n_probe)
+        q = query_vectors(self._embedding_function, self._data_loader, query_embeddings, query_texts, query_images,
+                          query_uris, query_embedding)
+        result = await self._client.records_query(self._id, q, ids, n_results, where, where_document,
+                                                  include_for_data(include, self._data_loader), n_probe)
+        return load_data(result, include, self._data_loader, per_query=True)
 
     async def modify(self, name: Optional[str] = None, metadata: Optional[dict] = None,
                      configuration: Any = None) -> None:
+        configuration = self._take_embedding_function(configuration)
         await self._client.collection_modify(self._id, name, metadata, configuration)
 
     async def stats(self) -> dict:

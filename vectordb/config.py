@@ -42,3 +42,33 @@ def allow_reset() -> bool:
 def durable() -> bool:
     """$VECTORDB_SYNC=relaxed syncs the log only at checkpoints (faster, may lose recent writes)."""
     return os.environ.get("VECTORDB_SYNC", "full").lower() != "relaxed"
+
+
+class Settings:
+    """chromadb's Settings, for code that passes them. Honoured: allow_reset; is_persistent and
+    persist_directory (for Client(settings)); chroma_server_host, chroma_server_http_port,
+    chroma_server_ssl_enabled and chroma_server_headers (for Client(settings) with chroma_api_impl
+    naming chromadb's HTTP client). Every other field (anonymized_telemetry, chroma_*_impl, ...) is
+    accepted, kept, and means nothing here.
+
+    >>> client = vectordb.PersistentClient("./db", settings=vectordb.Settings(anonymized_telemetry=False, allow_reset=True))
+    """
+
+    def __init__(self, **fields: object) -> None:
+        self.allow_reset = False
+        self.is_persistent = False
+        self.persist_directory: "str | None" = None
+        self.anonymized_telemetry = True
+        self.chroma_api_impl: "str | None" = None
+        self.chroma_server_host: "str | None" = None
+        self.chroma_server_http_port: "int | str | None" = None
+        self.chroma_server_ssl_enabled = False
+        self.chroma_server_headers: "dict | None" = None
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Settings) and vars(self) == vars(other)
+
+    def __repr__(self) -> str:
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in vars(self).items()) + ")"

@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from numbers import Integral, Real
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
+from .validation import CHROMA_URI_KEY, URI_KEY
+
 try:  # the regex parser, for the literal prefilter below (Python 3.11+: re._parser)
     from re import _parser as _sre_parse  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - Python 3.10
@@ -203,6 +205,8 @@ def _where_node(where: Any, path: List[Any], depth: int) -> tuple:
         node = ("doc", operand)
         return node if op == "$contains" else ("not", node)
     _check_field_key(key, path)
+    if key == CHROMA_URI_KEY:
+        key = URI_KEY  # where the records' uris are kept
     if not isinstance(value, Mapping):
         if isinstance(value, (list, tuple)):
             raise _fail(path, f"a value to match must be a str, int, float or bool, got {_kind(value)}; use $in for a list")

@@ -23,7 +23,7 @@ import numpy as np
 
 from vectordb import errors as _errors
 from vectordb.backend import OP_ADD, OP_UPDATE, OP_UPSERT
-from vectordb.collection import AsyncCollection, Collection
+from vectordb.collection import AsyncCollection, Collection, split_embedding_function
 
 try:  # optional; encodes NumPy arrays directly and parses much faster
     import orjson
@@ -285,7 +285,7 @@ class _HttpOps:
     def _op_records_get(self, cid: str, ids: Any, where: Any, limit: Any, offset: Any, where_document: Any,
                         include: Any) -> _Op:
         body = _drop_none(ids=ids, where=where, limit=limit, offset=offset, where_document=where_document)
-        body["include"] = include  # None means "nothing": send it as is
+        body["include"] = include
         result = yield ("POST", self._path(cid, "/get"), body, None)
         if result.get("embeddings") is not None:
             result["embeddings"] = yield from self._matrix(cid, result["embeddings"])
@@ -384,13 +384,14 @@ class HttpClient(_HttpOps):
 
         >>> client.create_collection("images", metadata={"hnsw:space": "cosine"}, dimension=1280)
         """
+        configuration, embedding_function = split_embedding_function(configuration, embedding_function)
         cid = self._run(self._op_create_collection(name, configuration, metadata, get_or_create, dimension, use_ivf,
                                                    n_clusters, n_probe))
-        return Collection(self, cid, embedding_function)
+        return Collection(self, cid, embedding_function, data_loader)
 
     def get_collection(self, name: str, embedding_function: Any = None, data_loader: Any = None) -> Collection:
         """The collection of that name (NotFoundError if there is none)."""
-        return Collection(self, self._run(self._op_get_collection(name)), embedding_function)
+        return Collection(self, self._run(self._op_get_collection(name)), embedding_function, data_loader)
 
     def get_or_create_collection(self, name: str, configuration: Optional[Dict[str, Any]] = None,
                                  metadata: Optional[Dict[str, Any]] = None, embedding_function: Any = None,
@@ -498,13 +499,14 @@ class AsyncHttpClientAPI(_HttpOps):
                                 data_loader: Any = None, get_or_create: bool = False, *,
                                 dimension: Optional[int] = None, use_ivf: bool = False,
                                 n_clusters: Optional[int] = None, n_probe: Optional[int] = None) -> AsyncCollection:
+        configuration, embedding_function = split_embedding_function(configuration, embedding_function)
         cid = await self._run(self._op_create_collection(name, configuration, metadata, get_or_create, dimension,
                                                          use_ivf, n_clusters, n_probe))
-        return AsyncCollection(self, cid, embedding_function)
+        return AsyncCollection(self, cid, embedding_function, data_loader)
 
     async def get_collection(self, name: str, embedding_function: Any = None,
                              data_loader: Any = None) -> AsyncCollection:
-        return AsyncCollection(self, await self._run(self._op_get_collection(name)), embedding_function)
+        return AsyncCollection(self, await self._run(self._op_get_collection(name)), embedding_function, data_loader)
 
     async def get_or_create_collection(self, name: str, configuration: Optional[Dict[str, Any]] = None,
                                        metadata: Optional[Dict[str, Any]] = None, embedding_function: Any = None,

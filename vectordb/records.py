@@ -7,19 +7,22 @@ from typing import Any, Optional
 
 from . import _core
 from .backend import OP_ADD, OP_DELETE
+from .configuration import chroma_shape, validate_modify
 from .errors import InvalidArgumentError
 from .filters import compile_filter_ex
 from .validation import (
+    CHROMA_URI_KEY,
+    URI_KEY,
     to_matrix,
     validate_collection_metadata,
     validate_documents,
     validate_ids,
     validate_include,
     validate_metadatas,
-    validate_modify_configuration,
     validate_name,
     validate_nonneg_int,
     validate_positive_int,
+    validate_uris,
 )
 
 log = logging.getLogger("vectordb")
@@ -40,7 +43,41 @@ def _include_mask(include: list[str]) -> int:
     mask = 0
     for item in include:
         mask |= _INCLUDE_BITS.get(item, 0)
+    if "uris" in include:
+        mask |= INC_METAS  # uris are kept in the metadata
     return mask
+
+
+def _with_uris(metas: Optional[list], uris: Optional[list]) -> Optional[list]:
+    """The metadatas to write, each record's uri under URI_KEY; a chromadb-style "chroma:uri"
+    metadata key is a uri too (chromadb stores uris that way)."""
+    if metas is not None:
+        for i, m in enumerate(metas):
+            if m is not None and CHROMA_URI_KEY in m:
+                m = dict(m)
+                uri = m.pop(CHROMA_URI_KEY)
+                if not isinstance(uri, str):
+                    raise InvalidArgumentError(f"metadata {i}: {CHROMA_URI_KEY!r} holds the record's uri: expected a str")
+                metas[i] = {**m, URI_KEY: uri}
+    if uris is None:
+        return metas
+    out = list(metas) if metas is not None else [None] * len(uris)
+    for i, uri in enumerate(uris):
+        if uri is not None:
+            out[i] = {**(out[i] or {}), URI_KEY: uri}
+    return out
+
+
+def _take_uris(metas: list) -> list:
+    """Each record's uri (None without one), removed from its metadata in place (a metadata that
+    held only the uri becomes None)."""
+    uris: list = [None] * len(metas)
+    for i, m in enumerate(metas):
+        if m and URI_KEY in m:
+            uris[i] = m.pop(URI_KEY)
+            if not m:
+                metas[i] = None
+    return uris
 
 
 class LocalRecords:
@@ -55,7 +92,7 @@ class LocalRecords:
     def collection_info(self, cid: str) -> dict:
         e = self._entry(cid)
         return {"name": e["name"], "metadata": dict(e["metadata"]) if e["metadata"] is not None else None,
-                "configuration": dict(e["configuration"])}
+                "configuration": chroma_shape(e["configuration"])}
 
     def _write_call(self, cid: str, *args: Any) -> Any:
         """An engine write, then any failure of the maintenance it triggered (training, checkpoint),
@@ -69,12 +106,10 @@ class LocalRecords:
 
     def records_write(self, cid: str, op: int, ids: Any, embeddings: Any, metadatas: Any, documents: Any,
                       uris: Any) -> None:
-        if uris is not None:
-            raise InvalidArgumentError("uris are not supported by vectordb: store them in metadata")
         ids = validate_ids(ids)
         n = len(ids)
         docs = validate_documents(documents, n)
-        metas = validate_metadatas(metadatas, n, allow_none_values=op != OP_ADD)
+        metas = _with_uris(validate_metadatas(metadatas, n, allow_none_values=op != OP_ADD), validate_uris(uris, n))
         vectors = None
         if embeddings is not None:
             vectors = to_matrix(embeddings)
@@ -115,11 +150,12 @@ class LocalRecords:
         rids, vecs, metas, docs, _, _ = self._engine_call(
             cid, "get", id_list, flt, offset or 0, -1 if limit is None else limit, _include_mask(include)
         )
+        uris = _take_uris(metas) if metas is not None else None
         return {
             "ids": rids,
             "embeddings": vecs if "embeddings" in include else None,
             "documents": docs if "documents" in include else None,
-            "uris": [None] * len(rids) if "uris" in include else None,
+            "uris": uris if "uris" in include else None,
             "data": None,
             "metadatas": metas if "metadatas" in include else None,
             "included": include,
@@ -128,16 +164,16 @@ class LocalRecords:
     def records_query(self, cid: str, query_embeddings: Any, ids: Any, n_results: Any, where: Any,
                       where_document: Any, include: Any, n_probe: Optional[int]) -> dict:
         q = to_matrix(query_embeddings, "query_embeddings")
-        if ids is not None:
-            raise InvalidArgumentError("query(ids=...) is not supported: filter with where instead")
+        id_list = validate_ids(ids) if ids is not None else None
         k = validate_positive_int(n_results, "n_results")
         n_probe = validate_positive_int(n_probe, "n_probe", allow_none=True)
         include = validate_include(include, ("documents", "embeddings", "metadatas", "distances", "uris", "data"),
                                    "query")
         flt = compile_filter(where, where_document)
         rids, vecs, metas, docs, dists, counts = self._engine_call(cid, "query", q, k, flt, _include_mask(include),
-                                                                   n_probe or 0)
-        return _shape_query(rids, vecs, metas, docs, dists, counts, include)
+                                                                   n_probe or 0, id_list)
+        uris = _take_uris(metas) if metas is not None else None
+        return _shape_query(rids, vecs, metas, uris, docs, dists, counts, include)
 
     def records_count(self, cid: str) -> int:
         return int(self._engine_call(cid, "count"))
@@ -150,7 +186,10 @@ class LocalRecords:
             space = metadata.get("hnsw:space") if metadata else None
             if space is not None and space != self._entry(cid)["configuration"]["space"]:
                 raise InvalidArgumentError("changing the distance space of an existing collection is not supported")
-        changes = validate_modify_configuration(configuration) if configuration is not None else {}
+        changes = validate_modify(configuration) if configuration is not None else {}
+        for kind in ("hnsw", "spann"):
+            if kind in changes:  # tuning merges into what was given before
+                changes[kind] = {**self._entry(cid)["configuration"].get(kind, {}), **changes[kind]}
         self._modify(cid, name, metadata, changes)
 
     def collection_stats(self, cid: str) -> dict:
@@ -190,8 +229,9 @@ class LocalRecords:
         return None
 
 
-def _shape_query(rids: list, vecs: Any, metas: Any, docs: Any, dists: Any, counts: list, include: list) -> dict:
-    out_ids, out_v, out_m, out_d, out_dist = [], [], [], [], []
+def _shape_query(rids: list, vecs: Any, metas: Any, uris: Any, docs: Any, dists: Any, counts: list,
+                 include: list) -> dict:
+    out_ids, out_v, out_m, out_u, out_d, out_dist = [], [], [], [], [], []
     pos = 0
     for c in counts:
         out_ids.append(rids[pos:pos + c])
@@ -199,6 +239,7 @@ def _shape_query(rids: list, vecs: Any, metas: Any, docs: Any, dists: Any, count
             out_v.append(vecs[pos:pos + c])
         if metas is not None:
             out_m.append(metas[pos:pos + c])
+            out_u.append(uris[pos:pos + c])
         if docs is not None:
             out_d.append(docs[pos:pos + c])
         if dists is not None:
@@ -208,7 +249,7 @@ def _shape_query(rids: list, vecs: Any, metas: Any, docs: Any, dists: Any, count
         "ids": out_ids,
         "embeddings": out_v if "embeddings" in include else None,
         "documents": out_d if "documents" in include else None,
-        "uris": [[None] * len(x) for x in out_ids] if "uris" in include else None,
+        "uris": out_u if "uris" in include else None,
         "data": None,
         "metadatas": out_m if "metadatas" in include else None,
         "distances": out_dist if "distances" in include else None,

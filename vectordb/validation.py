@@ -14,6 +14,12 @@ from .errors import DuplicateIDError, InvalidArgumentError
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 VALID_INCLUDE = ("documents", "embeddings", "metadatas", "distances", "uris", "data")
 SPACES = ("l2", "ip", "cosine")
+# A record's uri is kept in its metadata under URI_KEY: a '#' key, which no user metadata can hold
+# (validate_metadata refuses them), so it rides the metadata's durable, checksummed log records and
+# snapshots without a new file format, and old databases cannot contain it by accident. chromadb
+# keeps uris under "chroma:uri", and its users filter them with that key: filters translate it.
+URI_KEY = "#uri"
+CHROMA_URI_KEY = "chroma:uri"
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$")
 _ACCEPTED_DTYPES = (np.float16, np.float32, np.float64, np.int32, np.int64)
 
@@ -189,19 +195,28 @@ def validate_metadatas(metadatas: Any, n: int, allow_none_values: bool) -> Optio
     return [validate_metadata(m, f"metadata {i}", allow_none_values) for i, m in enumerate(metadatas)]
 
 
-def validate_documents(documents: Any, n: int) -> Optional[list]:
-    if documents is None:
+def _strs_per_id(values: Any, n: int, what: str) -> Optional[list]:
+    """One str or None per id (a single str stands for a list of one); None: none given."""
+    if values is None:
         return None
-    if isinstance(documents, str):
-        documents = [documents]
-    if not isinstance(documents, (list, tuple)):
-        raise InvalidArgumentError(f"documents must be a list of str, got {type(documents).__name__}")
-    if len(documents) != n:
-        raise InvalidArgumentError(f"got {len(documents)} documents for {n} ids: expected one per id")
-    for i, d in enumerate(documents):
-        if d is not None and not isinstance(d, str):
-            raise InvalidArgumentError(f"document {i} is {type(d).__name__}: expected str or None")
-    return list(documents)
+    if isinstance(values, str):
+        values = [values]
+    if not isinstance(values, (list, tuple)):
+        raise InvalidArgumentError(f"{what}s must be a list of str, got {type(values).__name__}")
+    if len(values) != n:
+        raise InvalidArgumentError(f"got {len(values)} {what}s for {n} ids: expected one per id")
+    for i, v in enumerate(values):
+        if v is not None and not isinstance(v, str):
+            raise InvalidArgumentError(f"{what} {i} is {type(v).__name__}: expected str or None")
+    return list(values)
+
+
+def validate_documents(documents: Any, n: int) -> Optional[list]:
+    return _strs_per_id(documents, n, "document")
+
+
+def validate_uris(uris: Any, n: int) -> Optional[list]:
+    return _strs_per_id(uris, n, "uri")
 
 
 def validate_include(include: Any, allowed: Sequence[str], call: str) -> list[str]:
@@ -227,19 +242,6 @@ def validate_positive_int(x: Any, what: str, allow_none: bool = False) -> Option
     if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x <= 0:
         raise InvalidArgumentError(f"{what} must be a positive integer, got {x!r}")
     return min(int(x), COUNT_CAP)
-
-
-def validate_modify_configuration(configuration: Any) -> dict:
-    """The configuration changes modify() can apply: {"n_probe": int, or None for the default rule}."""
-    if not isinstance(configuration, dict):
-        raise InvalidArgumentError(f"configuration must be a dict, got {type(configuration).__name__}")
-    unknown = sorted(str(k) for k in configuration if k != "n_probe")
-    if unknown:
-        raise InvalidArgumentError(f"modify(configuration=...) accepts only 'n_probe', got {unknown} (the distance "
-                                   f"space, dimension and index kind of a collection cannot change)")
-    if "n_probe" in configuration:
-        return {"n_probe": validate_positive_int(configuration["n_probe"], "n_probe", allow_none=True)}
-    return {}
 
 
 def validate_nonneg_int(x: Any, what: str) -> Optional[int]:

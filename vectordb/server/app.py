@@ -465,7 +465,7 @@ def _with_arrays(kwargs: Dict[str, Any], *names: str) -> Dict[str, Any]:
 
 def _collection_info(col: Any) -> Dict[str, Any]:
     info: Dict[str, Any] = {"name": col.name, "id": str(col.id), "metadata": col.metadata}
-    configuration = getattr(col, "configuration", None)
+    configuration = getattr(col, "configuration_json", None)
     if isinstance(configuration, dict):
         info["configuration"] = configuration
     dimension = getattr(col, "dimension", None)

@@ -109,6 +109,7 @@ class QueryRequest(_Body):
     query_texts: Optional[Union[List[StrictStr], StrictStr]] = Field(
         None, description="texts; needs an embedding function, which the server has not (embed on the client)"
     )
+    ids: Optional[Ids] = Field(None, description="search only these records")
     n_results: PositiveInt = 10
     where: Optional[Where] = Field(None, description='metadata filter, e.g. {"source": "camera"} or {"year": {"$gte": 2020}}')
     where_document: Optional[Where] = Field(None, description='document filter, e.g. {"$contains": "cat"}')
