@@ -42,10 +42,25 @@ def chroma_client(tmp_path_factory):
     return chromadb.PersistentClient(path=str(path), settings=Settings(anonymized_telemetry=False))
 
 
+@pytest.fixture(params=["persistent", "ephemeral", "http"])
+def ours_client(request, tmp_path):
+    """Each of vectordb's three clients in turn (http: the session's server on loopback)."""
+    if request.param == "persistent":
+        c = vectordb.PersistentClient(tmp_path / "db")
+    elif request.param == "ephemeral":
+        c = vectordb.EphemeralClient()
+    else:
+        c = request.getfixturevalue("http_server").ensure()
+    yield c
+    if request.param == "http":
+        for col in c.list_collections():
+            c.delete_collection(col.name)
+    c.close()
+
+
 @pytest.fixture
-def pair(chroma_client):
+def pair(chroma_client, ours_client):
     """make(space) -> (our collection, chromadb collection), both empty, same space."""
-    ours_client = vectordb.EphemeralClient()
     made = []
 
     def make(space="l2", metadata=None):
@@ -55,8 +70,7 @@ def pair(chroma_client):
         made.append(name)
         return ours_client.create_collection(name, metadata=md), theirs
 
-    yield make
-    ours_client.close()  # chromadb collections stay (see the module docstring)
+    yield make  # chromadb collections stay (see the module docstring)
 
 
 def both(cols, method, **kwargs):
@@ -311,8 +325,8 @@ def test_random_operation_sequences_match(pair, seed):
         assert_same_query(a, b)
 
 
-def test_collection_level_behaviour_matches(chroma_client):
-    ours = vectordb.EphemeralClient()
+def test_collection_level_behaviour_matches(chroma_client, ours_client):
+    ours = ours_client
     name = f"coll-{uuid.uuid4().hex[:10]}"
     try:
         for c in (ours, chroma_client):
@@ -331,7 +345,6 @@ def test_collection_level_behaviour_matches(chroma_client):
             with pytest.raises(CHROMA_REJECTS):
                 c.get_collection(name + "-renamed")
     finally:
-        ours.close()
         for n in (name, name + "-renamed"):
             try:
                 chroma_client.delete_collection(n)
@@ -500,3 +513,56 @@ def test_collection_metadata_validation_matches(chroma_client):
                 chroma_client.create_collection(f"m-{uuid.uuid4().hex[:8]}", metadata=md)
     finally:
         ours.close()
+
+
+# ------------------------------------------------------------------------ drop-in features
+
+@pytest.mark.parametrize("space", SPACES)
+def test_query_restricted_to_ids_matches(pair, space):
+    cols = pair(space)
+    data, rng = fill(cols)
+    q = rng.standard_normal((3, 6)).astype(np.float32)
+    some = [f"id{i}" for i in range(0, 40, 3)]
+    assert_same_query(*both(cols, "query", query_embeddings=q, ids=some, n_results=4))
+    # Documented difference: an unknown id fails chromadb's query (InternalError "Error finding
+    # id"); vectordb leaves it out, as get(ids=...) does in both.
+    ours, theirs = cols
+    with pytest.raises(chromadb.errors.ChromaError):
+        theirs.query(query_embeddings=q, ids=some + ["missing"], n_results=4)
+    assert_same_query(ours.query(query_embeddings=q, ids=some + ["missing"], n_results=4),
+                      theirs.query(query_embeddings=q, ids=some, n_results=4))
+    assert_same_query(*both(cols, "query", query_embeddings=q, ids=some, n_results=20, where={"even": True}))
+
+
+def test_uris_match(pair):
+    cols = pair("l2")
+    both(cols, "add", ids=["a", "b", "c"], embeddings=[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]],
+         uris=["s3://a", None, "s3://c"], metadatas=[{"k": 1}, {"k": 2}, {"k": 3}])
+    a, b = both(cols, "get", include=["uris", "metadatas"])
+    assert a["uris"] == b["uris"] and a["metadatas"] == b["metadatas"]
+    a, b = both(cols, "query", query_embeddings=[[1.0, 0.0]], n_results=2, include=["uris"])
+    assert a["uris"] == b["uris"]
+    a, b = both(cols, "get", where={"chroma:uri": "s3://c"})
+    assert a["ids"] == b["ids"] == ["c"]
+    both(cols, "update", ids=["a"], metadatas=[{"k": 9}])
+    both(cols, "upsert", ids=["b"], embeddings=[[0.0, 2.0]], uris=["s3://b"])
+    a, b = both(cols, "get", include=["uris", "metadatas"])
+    assert a["uris"] == b["uris"] and a["metadatas"] == b["metadatas"]
+
+
+def test_configuration_and_client_methods_match(chroma_client, ours_client):
+    name = f"cfg-{uuid.uuid4().hex[:10]}"
+    before = ours_client.count_collections(), chroma_client.count_collections()
+    for c in (ours_client, chroma_client):
+        assert isinstance(c.heartbeat(), int)
+        assert isinstance(c.get_version(), str) and c.get_max_batch_size() > 0
+        cos = c.create_collection(name, metadata={"hnsw:space": "cosine"})
+        ip = c.create_collection(name + "-ip", configuration={"hnsw": {"space": "ip", "ef_construction": 200}})
+        assert cos.configuration["hnsw"]["space"] == "cosine"
+        assert ip.configuration["hnsw"]["space"] == "ip" and ip.configuration["hnsw"]["ef_construction"] == 200
+        assert ip.metadata is None and cos.metadata == {"hnsw:space": "cosine"}
+        assert {name, name + "-ip"} <= {x.name for x in c.list_collections()}
+    ours_cfg = ours_client.get_collection(name).configuration
+    theirs_cfg = chroma_client.get_collection(name).configuration
+    assert ours_cfg["hnsw"] == theirs_cfg["hnsw"] and ours_cfg["spann"] == theirs_cfg["spann"]
+    assert ours_client.count_collections() - before[0] == chroma_client.count_collections() - before[1] == 2
