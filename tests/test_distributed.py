@@ -198,7 +198,7 @@ def test_collections_and_reopen_from_the_shard_map(cluster, tmp_path):
         assert client.count_collections() == 1
     with RayClient(path=path) as client:  # new actors reopen each shard from its directory
         g = client.get_collection("gamma")
-        assert (g.metadata, g.shards, g.configuration["space"]) == ({"k": 2}, 2, "cosine")
+        assert (g.metadata, g.shards, g.configuration["hnsw"]["space"]) == ({"k": 2}, 2, "cosine")
         assert g.count() == 120
         assert g.query(query_embeddings=vecs[:3], n_results=5) == before
         assert sorted(os.listdir(tmp_path / "ray" / "shards")) == [str(g.id)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Optional, cast
 
 from ..backend import OP_ADD, OP_UPDATE, OP_UPSERT
+from ..configuration import validate_modify
 from ..errors import CollectionExistsError, InvalidArgumentError, InvalidDimensionError
 from ..filters import validate_filters
 from ..validation import (
@@ -15,7 +16,6 @@ from ..validation import (
     validate_ids,
     validate_include,
     validate_metadatas,
-    validate_modify_configuration,
     validate_name,
     validate_nonneg_int,
     validate_positive_int,
@@ -167,9 +167,10 @@ class ShardedRecords:
         if metadata is not None:
             metadata = validate_collection_metadata(metadata)
             space = metadata.get("hnsw:space") if metadata else None
-            if space is not None and space != self._entry(cid)["configuration"]["space"]:
+            cfg = self._entry(cid)["configuration"]
+            if space is not None and space != (cfg.get("hnsw") or cfg.get("spann") or {}).get("space"):
                 raise InvalidArgumentError("changing the distance space of an existing collection is not supported")
-        changes = validate_modify_configuration(configuration) if configuration is not None else {}
+        changes = validate_modify(configuration) if configuration is not None else {}
         with self._lock:
             self._check_open()
             entry = dict(self._entry(cid))
