@@ -4,10 +4,10 @@ give the same answers (shared/reference/chroma-api.md is the contract; chromadb 
 Collections are kept small (< 100 records, small n_results) so chromadb's HNSW index is exact and
 distances can be compared with rtol 1e-4.
 
-The chromadb side is a PersistentClient in this module's own temporary directory (the same Rust
-engine as EphemeralClient), not chromadb.EphemeralClient(), because:
-- chromadb 1.x's EphemeralClient is ONE system per process, shared with other test modules (and
-  refusing a second instance with different settings, so no allow_reset/reset() either);
+The chromadb side is chromadb.EphemeralClient(): a PersistentClient holds about six file
+descriptors per collection open for good, and this suite makes hundreds of collections (one per
+test and vectordb client). chromadb's EphemeralClient is ONE system per process, shared with other
+test modules (with the default settings they use; so no allow_reset/reset() here), and:
 - chromadb 1.5.9 leaks the array-valued metadata of a deleted collection into records of
   collections created later (reproduced: add {"tags": ["t1"]} to "first", delete "first", create
   "second", add {"x": 2} -> get() returns {"x": 2, "tags": ["t1"]}). So collections here get unique
@@ -35,11 +35,8 @@ CHROMA_REJECTS = (ValueError, TypeError, OverflowError, IndexError, chromadb.err
 
 
 @pytest.fixture(scope="module")
-def chroma_client(tmp_path_factory):
-    from chromadb.config import Settings
-
-    path = tmp_path_factory.mktemp("chromadb")
-    return chromadb.PersistentClient(path=str(path), settings=Settings(anonymized_telemetry=False))
+def chroma_client():
+    return chromadb.EphemeralClient()
 
 
 @pytest.fixture(params=["persistent", "ephemeral", "http"])
