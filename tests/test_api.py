@@ -73,8 +73,9 @@ def snapshot(col) -> tuple:
 
 
 def populated(client, name="things", space="l2"):
-    """A collection of 3 records of dimension 3 with metadata and documents."""
-    col = client.create_collection(name, metadata={"hnsw:space": space})
+    """A collection of 3 records of dimension 3 with metadata and documents (no embedding function: its
+    documents are text attached to hand-made vectors, never embedded)."""
+    col = client.create_collection(name, metadata={"hnsw:space": space}, embedding_function=None)
     col.add(
         ids=["a", "b", "c"],
         embeddings=[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [-1.0, 0.5, 2.0]],
@@ -620,7 +621,8 @@ def test_add_with_embedding_function(client):
     "emoji\U0001F600", "0", "-1", "$eq", "#document", "nul\x00inside",
 ], ids=lambda x: repr(x)[:20])
 def test_unusual_ids_and_documents_roundtrip(client, rid):
-    col = client.create_collection("ids")
+    # No embedding function: update(documents=...) below keeps the vectors instead of re-embedding.
+    col = client.create_collection("ids", embedding_function=None)
     doc = "doc of " + rid
     col.add(ids=[rid, "plain"], embeddings=[[1.0, 0.0], [0.0, 1.0]], documents=[doc, ""],
             metadatas=[{"k": rid}, {"k": "plain"}])
@@ -1267,7 +1269,7 @@ def test_reopen_gives_identical_results(persistent_path, reopen, space):
     ids = [f"k{i}" for i in range(50)]
     q = rng.standard_normal((5, 9)).astype(np.float32)
     c = reopen()
-    col = c.create_collection("persist", metadata={"hnsw:space": space, "note": "kept"})
+    col = c.create_collection("persist", metadata={"hnsw:space": space, "note": "kept"}, embedding_function=None)
     col.add(ids=ids[:30], embeddings=data[:30], metadatas=[{"i": i} for i in range(30)],
             documents=[f"doc{i}" for i in range(30)])
     col.add(ids=ids[30:], embeddings=data[30:])
@@ -1309,7 +1311,7 @@ def test_reopen_gives_identical_results(persistent_path, reopen, space):
 
 def test_reopen_after_checkpoint_and_more_writes(persistent_path, reopen):
     c = reopen()
-    col = c.create_collection("ckpt")
+    col = c.create_collection("ckpt", embedding_function=None)
     col.add(ids=[f"a{i}" for i in range(20)], embeddings=np.arange(40, dtype=np.float32).reshape(20, 2))
     col.checkpoint()
     col.delete(ids=["a3"])

@@ -637,7 +637,7 @@ def test_http_client_matches_embedded_client(server):
         assert remote_client.heartbeat() > 0 and remote_client.get_version() == local_client.get_version()
         pairs = []
         for client in (remote_client, local_client):
-            col = client.create_collection("parity", metadata={"hnsw:space": "cosine"})
+            col = client.create_collection("parity", metadata={"hnsw:space": "cosine"}, embedding_function=None)
             assert col.get(include=["embeddings"])["embeddings"].shape == (0, 0)
             col.add(ids=ids[:40], embeddings=data[:40], metadatas=metas[:40], documents=docs[:40])
             col.add(ids=ids[40:], embeddings=list(data[40:]), metadatas=metas[40:], documents=docs[40:])

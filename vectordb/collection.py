@@ -11,22 +11,36 @@ from typing import Any, Iterator, Optional
 
 from .backend import GET_INCLUDE_DEFAULT, OP_ADD, OP_UPDATE, OP_UPSERT, QUERY_INCLUDE_DEFAULT, Backend
 from .errors import InvalidArgumentError
+from .utils.embedding_functions import DefaultEmbeddingFunction, EmbeddingResolver
 from .validation import to_matrix, validate_positive_int
 
+_DEFAULT_EF = DefaultEmbeddingFunction()
 
-def embed_documents(embedding_function: Any, embeddings: Any, documents: Any, images: Any) -> Any:
-    """The embeddings to write: those given, else the documents embedded by the embedding function."""
+
+def _persisted(col: Any) -> Optional[dict]:
+    """The embedding function the collection was created with, as persisted ({"name", "type", "config"})."""
+    configuration = col._client.collection_info(col._id).get("configuration")
+    ef = configuration.get("embedding_function") if isinstance(configuration, dict) else None
+    return ef if isinstance(ef, dict) else None
+
+
+def embed_documents(col: Any, embeddings: Any, documents: Any, images: Any) -> Any:
+    """The embeddings to write: those given, else the documents embedded by the collection's embedding
+    function (its output checked: one finite vector per document)."""
     if images is not None:
         raise InvalidArgumentError("images are not supported: pass embeddings")
-    if embeddings is None and documents is not None and embedding_function is not None:
+    if embeddings is None and documents is not None and col._embedding_function is not None:
         docs = [documents] if isinstance(documents, str) else documents
         if not isinstance(docs, (list, tuple)):
             raise InvalidArgumentError(f"documents must be a list of str, got {type(documents).__name__}")
-        return embedding_function(list(docs))
+        for i, d in enumerate(docs):
+            if not isinstance(d, str):
+                raise InvalidArgumentError(f"document {i} is {type(d).__name__}: documents to embed must be str")
+        return col._embedder.embed(_persisted(col), list(docs), False, "documents")
     return embeddings
 
 
-def query_vectors(embedding_function: Any, query_embeddings: Any, query_texts: Any, query_images: Any,
+def query_vectors(col: Any, query_embeddings: Any, query_texts: Any, query_images: Any,
                   query_uris: Any, query_embedding: Any) -> Any:
     """The query vectors from whichever form was given (one of them, as chromadb requires)."""
     if query_images is not None or query_uris is not None:
@@ -41,10 +55,9 @@ def query_vectors(embedding_function: Any, query_embeddings: Any, query_texts: A
     if query_embeddings is not None:
         return query_embeddings
     if query_texts is not None:
-        if embedding_function is None:
+        if col._embedding_function is None:
             raise InvalidArgumentError("query_texts needs an embedding_function on the collection")
-        texts = [query_texts] if isinstance(query_texts, str) else list(query_texts)
-        return embedding_function(texts)
+        return col._embedder.embed(_persisted(col), query_texts, True, "query_texts")
     raise InvalidArgumentError("query needs query_embeddings (or query_embedding, or query_texts)")
 
 
@@ -62,10 +75,11 @@ class Collection:
     [['a']]
     """
 
-    def __init__(self, client: Backend, collection_id: str, embedding_function: Any = None):
+    def __init__(self, client: Backend, collection_id: str, embedding_function: Any = _DEFAULT_EF):
         self._client = client
         self._id = collection_id
-        self._embedding_function = embedding_function
+        self._embedding_function = embedding_function  # as passed (None: never embed)
+        self._embedder = EmbeddingResolver(embedding_function)
 
     # ---- identity ----
     @property
@@ -86,7 +100,10 @@ class Collection:
 
     @property
     def embedding_function(self) -> Any:
-        return self._embedding_function
+        """The embedding function documents and query_texts go through: the one passed, unless that is the
+        default: then the one the collection was created with (re-created from its persisted name and
+        config). None: none."""
+        return self._embedder.function(_persisted(self))
 
     def __repr__(self) -> str:
         return f"Collection(name={self.name!r}, id={self._id!r})"
@@ -105,19 +122,19 @@ class Collection:
 
         >>> col.add(ids=["a", "b"], embeddings=[[1, 2], [3, 4]], documents=["first", "second"])
         """
-        embeddings = embed_documents(self._embedding_function, embeddings, documents, images)
+        embeddings = embed_documents(self, embeddings, documents, images)
         self._client.records_write(self._id, OP_ADD, ids, embeddings, metadatas, documents, uris)
 
     def upsert(self, ids: Any, embeddings: Any = None, metadatas: Any = None, documents: Any = None,
                uris: Any = None, images: Any = None) -> None:
         """Adds new ids and updates existing ones (metadata merged; a None value deletes a key)."""
-        embeddings = embed_documents(self._embedding_function, embeddings, documents, images)
+        embeddings = embed_documents(self, embeddings, documents, images)
         self._client.records_write(self._id, OP_UPSERT, ids, embeddings, metadatas, documents, uris)
 
     def update(self, ids: Any, embeddings: Any = None, metadatas: Any = None, documents: Any = None,
                uris: Any = None, images: Any = None) -> None:
         """Updates existing ids (unknown ids are ignored); metadata is merged key by key."""
-        embeddings = embed_documents(self._embedding_function, embeddings, documents, images)
+        embeddings = embed_documents(self, embeddings, documents, images)
         self._client.records_write(self._id, OP_UPDATE, ids, embeddings, metadatas, documents, uris)
 
     def delete(self, ids: Any = None, where: Any = None, where_document: Any = None,
@@ -157,7 +174,7 @@ class Collection:
         >>> col.query(query_embeddings=[[1, 2]], n_results=2, where={"source": "camera"})["ids"]
         [['a', 'b']]
         """
-        q = query_vectors(self._embedding_function, query_embeddings, query_texts, query_images, query_uris,
+        q = query_vectors(self, query_embeddings, query_texts, query_images, query_uris,
                           query_embedding)
         return self._client.records_query(self._id, q, ids, n_results, where, where_document, include, n_probe)
 
@@ -219,10 +236,11 @@ class AsyncCollection:
     >>> await col.add(ids=["a"], embeddings=[[0.1, 0.2, 0.3]])
     """
 
-    def __init__(self, client: Any, collection_id: str, embedding_function: Any = None):
+    def __init__(self, client: Any, collection_id: str, embedding_function: Any = _DEFAULT_EF):
         self._client = client
         self._id = collection_id
         self._embedding_function = embedding_function
+        self._embedder = EmbeddingResolver(embedding_function)
 
     id = Collection.id
     name = Collection.name
@@ -239,17 +257,17 @@ class AsyncCollection:
 
     async def add(self, ids: Any, embeddings: Any = None, metadatas: Any = None, documents: Any = None,
                   uris: Any = None, images: Any = None) -> None:
-        embeddings = embed_documents(self._embedding_function, embeddings, documents, images)
+        embeddings = embed_documents(self, embeddings, documents, images)
         await self._client.records_write(self._id, OP_ADD, ids, embeddings, metadatas, documents, uris)
 
     async def upsert(self, ids: Any, embeddings: Any = None, metadatas: Any = None, documents: Any = None,
                      uris: Any = None, images: Any = None) -> None:
-        embeddings = embed_documents(self._embedding_function, embeddings, documents, images)
+        embeddings = embed_documents(self, embeddings, documents, images)
         await self._client.records_write(self._id, OP_UPSERT, ids, embeddings, metadatas, documents, uris)
 
     async def update(self, ids: Any, embeddings: Any = None, metadatas: Any = None, documents: Any = None,
                      uris: Any = None, images: Any = None) -> None:
-        embeddings = embed_documents(self._embedding_function, embeddings, documents, images)
+        embeddings = embed_documents(self, embeddings, documents, images)
         await self._client.records_write(self._id, OP_UPDATE, ids, embeddings, metadatas, documents, uris)
 
     async def delete(self, ids: Any = None, where: Any = None, where_document: Any = None,
@@ -272,7 +290,7 @@ class AsyncCollection:
                     query_uris: Any = None, ids: Any = None, n_results: int = 10, where: Any = None,
                     where_document: Any = None, include: Any = QUERY_INCLUDE_DEFAULT, *, query_embedding: Any = None,
                     n_probe: Optional[int] = None) -> dict:
-        q = query_vectors(self._embedding_function, query_embeddings, query_texts, query_images, query_uris,
+        q = query_vectors(self, query_embeddings, query_texts, query_images, query_uris,
                           query_embedding)
         return await self._client.records_query(self._id, q, ids, n_results, where, where_document, include, n_probe)
 

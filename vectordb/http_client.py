@@ -24,6 +24,7 @@ import numpy as np
 from vectordb import errors as _errors
 from vectordb.backend import OP_ADD, OP_UPDATE, OP_UPSERT
 from vectordb.collection import AsyncCollection, Collection
+from vectordb.utils.embedding_functions import DefaultEmbeddingFunction, check_conflict, resolve_on_create
 
 try:  # optional; encodes NumPy arrays directly and parses much faster
     import orjson
@@ -144,6 +145,8 @@ def _as_list(x: Any) -> Any:
 # One request: method, path, JSON body (or None), query parameters (or None).
 _Request = Tuple[str, str, Any, Optional[Dict[str, Any]]]
 _Op = Generator[_Request, Any, Any]
+# As chromadb: the default argument is the default embedding function (it loads its model on first use).
+_DEFAULT_EF = DefaultEmbeddingFunction()
 _WRITE_ROUTES = {OP_ADD: ("POST", "/add"), OP_UPSERT: ("POST", "/upsert"), OP_UPDATE: ("PUT", "/update")}
 _ACTION_ROUTES = {"begin_batch": "/batch/begin", "end_batch": "/batch/end", "rebuild": "/rebuild",
                   "checkpoint": "/checkpoint"}
@@ -202,6 +205,19 @@ class _HttpOps:
 
     def _path(self, cid: str, suffix: str = "") -> str:
         return _collection_path(self._info(cid)["name"], suffix)
+
+    @staticmethod
+    def _ef_configuration(configuration: Any, embedding_function: Any) -> Tuple[Dict[str, Any], Any]:
+        """The configuration to send, holding the embedding function's name and config (the server keeps
+        it, so get_collection re-creates the function here), and the function the handle embeds with."""
+        ef_json, embedding_function = resolve_on_create(configuration, embedding_function)
+        rest = {k: v for k, v in (configuration or {}).items() if k != "embedding_function"}
+        rest["embedding_function"] = ef_json
+        return rest, embedding_function
+
+    def _check_ef(self, cid: str, embedding_function: Any) -> None:
+        persisted = (self._info(cid).get("configuration") or {}).get("embedding_function")
+        check_conflict(embedding_function, persisted if isinstance(persisted, dict) else None)
 
     def _info(self, cid: str) -> Dict[str, Any]:
         info = self._infos.get(cid)
@@ -376,7 +392,7 @@ class HttpClient(_HttpOps):
         return [Collection(self, cid) for cid in self._run(self._op_list_collections(limit, offset))]
 
     def create_collection(self, name: str, configuration: Optional[Dict[str, Any]] = None,
-                          metadata: Optional[Dict[str, Any]] = None, embedding_function: Any = None,
+                          metadata: Optional[Dict[str, Any]] = None, embedding_function: Any = _DEFAULT_EF,
                           data_loader: Any = None, get_or_create: bool = False, *, dimension: Optional[int] = None,
                           use_ivf: bool = False, n_clusters: Optional[int] = None,
                           n_probe: Optional[int] = None) -> Collection:
@@ -384,16 +400,21 @@ class HttpClient(_HttpOps):
 
         >>> client.create_collection("images", metadata={"hnsw:space": "cosine"}, dimension=1280)
         """
+        configuration, embedding_function = self._ef_configuration(configuration, embedding_function)
         cid = self._run(self._op_create_collection(name, configuration, metadata, get_or_create, dimension, use_ivf,
                                                    n_clusters, n_probe))
+        self._check_ef(cid, embedding_function)
         return Collection(self, cid, embedding_function)
 
-    def get_collection(self, name: str, embedding_function: Any = None, data_loader: Any = None) -> Collection:
-        """The collection of that name (NotFoundError if there is none)."""
-        return Collection(self, self._run(self._op_get_collection(name)), embedding_function)
+    def get_collection(self, name: str, embedding_function: Any = _DEFAULT_EF, data_loader: Any = None) -> Collection:
+        """The collection of that name (NotFoundError if there is none); without embedding_function it
+        embeds with the one it was created with; one of another name is an error."""
+        cid = self._run(self._op_get_collection(name))
+        self._check_ef(cid, embedding_function)
+        return Collection(self, cid, embedding_function)
 
     def get_or_create_collection(self, name: str, configuration: Optional[Dict[str, Any]] = None,
-                                 metadata: Optional[Dict[str, Any]] = None, embedding_function: Any = None,
+                                 metadata: Optional[Dict[str, Any]] = None, embedding_function: Any = _DEFAULT_EF,
                                  data_loader: Any = None, *, dimension: Optional[int] = None, use_ivf: bool = False,
                                  n_clusters: Optional[int] = None, n_probe: Optional[int] = None) -> Collection:
         """The existing collection (its metadata unchanged), or a new one."""
@@ -494,20 +515,24 @@ class AsyncHttpClientAPI(_HttpOps):
         return [AsyncCollection(self, cid) for cid in await self._run(self._op_list_collections(limit, offset))]
 
     async def create_collection(self, name: str, configuration: Optional[Dict[str, Any]] = None,
-                                metadata: Optional[Dict[str, Any]] = None, embedding_function: Any = None,
+                                metadata: Optional[Dict[str, Any]] = None, embedding_function: Any = _DEFAULT_EF,
                                 data_loader: Any = None, get_or_create: bool = False, *,
                                 dimension: Optional[int] = None, use_ivf: bool = False,
                                 n_clusters: Optional[int] = None, n_probe: Optional[int] = None) -> AsyncCollection:
+        configuration, embedding_function = self._ef_configuration(configuration, embedding_function)
         cid = await self._run(self._op_create_collection(name, configuration, metadata, get_or_create, dimension,
                                                          use_ivf, n_clusters, n_probe))
+        self._check_ef(cid, embedding_function)
         return AsyncCollection(self, cid, embedding_function)
 
-    async def get_collection(self, name: str, embedding_function: Any = None,
+    async def get_collection(self, name: str, embedding_function: Any = _DEFAULT_EF,
                              data_loader: Any = None) -> AsyncCollection:
-        return AsyncCollection(self, await self._run(self._op_get_collection(name)), embedding_function)
+        cid = await self._run(self._op_get_collection(name))
+        self._check_ef(cid, embedding_function)
+        return AsyncCollection(self, cid, embedding_function)
 
     async def get_or_create_collection(self, name: str, configuration: Optional[Dict[str, Any]] = None,
-                                       metadata: Optional[Dict[str, Any]] = None, embedding_function: Any = None,
+                                       metadata: Optional[Dict[str, Any]] = None, embedding_function: Any = _DEFAULT_EF,
                                        data_loader: Any = None, *, dimension: Optional[int] = None,
                                        use_ivf: bool = False, n_clusters: Optional[int] = None,
                                        n_probe: Optional[int] = None) -> AsyncCollection:

@@ -672,7 +672,8 @@ def create_app(client_or_settings: Any = None, *, settings: Optional[ServerSetti
         return Depends(dependency)
 
     def get(name: str) -> Any:
-        return client.get_collection(name)
+        # The server never embeds (as chroma's): clients send embeddings, made by their embedding function.
+        return client.get_collection(name, embedding_function=None)
 
     # ---- service
 
@@ -720,7 +721,7 @@ def create_app(client_or_settings: Any = None, *, settings: Optional[ServerSetti
     @engine
     def create_collection(body: m.CreateCollectionRequest = json_body(m.CreateCollectionRequest)) -> Response:
         kwargs = body.kwargs()
-        col = client.create_collection(kwargs.pop("name"), **kwargs)
+        col = client.create_collection(kwargs.pop("name"), embedding_function=None, **kwargs)
         return FastJSONResponse(_collection_info(col))
 
     @app.get("/collections", response_model=List[m.CollectionInfo], tags=["collections"],
