@@ -32,7 +32,8 @@ class Shard:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        self._col = self._client.get_or_create_collection(SHARD_COLLECTION, **create_args)
+        # No embedding function: the RayClient embeds (if at all) before records reach a shard.
+        self._col = self._client.get_or_create_collection(SHARD_COLLECTION, embedding_function=None, **create_args)
 
     def where(self) -> dict:
         """Where this shard runs: node id and address, process id, directory."""
