@@ -124,7 +124,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     tokens = [len(e.ids) for e in model._tokenizer.encode_batch(texts)]
     print("# Embedding: all-MiniLM-L6-v2\n")
-    print(f"`python benchmarks/bench_embed.py{' --quick' if args.quick else ''}`\n")
+    shown = " ".join(sys.argv[1:] if argv is None else argv)
+    print(f"`python benchmarks/bench_embed.py{' ' + shown if shown else ''}`\n")
     print(machine.machine_markdown(machine.machine_summary()) + "\n")
     print(f"{len(texts)} texts ({'from ' + os.path.basename(args.texts) if args.texts else 'standard-library docstrings'}), "
           f"tokens per text: mean {np.mean(tokens):.0f}, max {max(tokens)}\n")
@@ -137,7 +138,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if m is None:
             continue
         m.embed(texts[:8])  # warm up
-        rates = [f"{docs_per_second(m, texts, b):.0f}" for b in batches]
+        rates = [f"{r:.1f}" if r < 10 else f"{r:.0f}" for r in (docs_per_second(m, texts, b) for b in batches)]
         med, p95 = query_latency_ms(m, 10 if args.quick else args.queries)
         print(f"| {name} | " + " | ".join(rates) + f" | {med:.1f} | {p95:.1f} |")
     if args.reference:
