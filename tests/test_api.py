@@ -1037,7 +1037,7 @@ def test_modify_configuration_sets_n_probe_only(client):
         assert client.get_collection("tuned").configuration["n_probe"] == 3
     col.modify(configuration={"n_probe": None})
     assert client.get_collection("tuned").configuration["n_probe"] is None
-    assert col.stats()["n_probe"] == 4  # the rule: max(16, ceil(sqrt(4))), at most the 4 lists
+    assert col.stats()["n_probe"] == 4  # the rule: max(16, ceil(3 sqrt(4))), at most the 4 lists
 
 
 def test_modify_to_existing_name_fails(client):
