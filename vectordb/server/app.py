@@ -6,7 +6,8 @@
 
 The app is assembled here from its parts: middleware.py (log line, API key, body limit), errors.py
 (error bodies), jsonio.py (strict JSON in, fast JSON out), service.py (the one client and the engine
-pool every route uses) and the routers in routes/ (one per resource).
+pool every route uses) and the routers in routes/ (one per resource): the seed API's paths, and
+chroma's /api/v2 (routes/chroma_*.py) so chromadb's HttpClient works against this server.
 
 Every engine call runs on a thread pool (VECTORDB_SERVER_THREADS, default 40), so the event loop
 only moves bytes; the engine releases the GIL, so concurrent queries run in parallel. Request
@@ -34,6 +35,8 @@ from vectordb.server.errors import install_error_handlers
 from vectordb.server.jsonio import FastJSONResponse, _loads_stdlib, dumps_json, loads_strict, parse_body
 from vectordb.server.middleware import ServerMiddleware
 from vectordb.server.openapi import install_openapi
+from vectordb.server.routes.chroma_collections import chroma_collections_router
+from vectordb.server.routes.chroma_system import chroma_system_router
 from vectordb.server.routes.collections import collections_router
 from vectordb.server.routes.maintenance import maintenance_router
 from vectordb.server.routes.records import records_router
@@ -175,6 +178,7 @@ def create_app(client_or_settings: Any = None, *, settings: Optional[ServerSetti
     app.add_middleware(ServerMiddleware, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes)
     install_openapi(app, bool(settings.api_key))
     install_error_handlers(app)
-    for router in (system_router, collections_router, records_router, maintenance_router):
+    for router in (system_router, collections_router, records_router, maintenance_router,  # the seed API
+                   chroma_system_router, chroma_collections_router):  # chroma's /api/v2
         app.include_router(router(service))
     return app

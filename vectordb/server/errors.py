@@ -1,5 +1,8 @@
 """Errors as JSON: `{"error": <class>, "message": <what was wrong>}` with the status of each class,
-and the exception handlers that turn every failure into such a body."""
+and the exception handlers that turn every failure into such a body.
+
+Two dialects: the seed API's (our class names; 422 for invalid input) and, under /api/v2, chroma's
+(the names chromadb's client maps to its own exceptions; 400 for invalid input)."""
 from __future__ import annotations
 
 import json
@@ -12,6 +15,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vectordb import errors as vdb_errors
 from vectordb.server.jsonio import FastJSONResponse
+
+CHROMA_PREFIX = "/api/v2"
+
 
 def _error_classes() -> List[Tuple[type, int]]:
     """(exception class, HTTP status), most specific first; classes the errors module lacks are skipped."""
@@ -65,13 +71,48 @@ def error_response(status: int, error: str, message: str, detail: Optional[List[
     return FastJSONResponse(body, status_code=status, headers=headers)
 
 
-def exception_response(exc: Exception) -> FastJSONResponse:
-    status = error_status(exc)
-    name = type(exc).__name__
-    message = str(exc) or name
+# chroma's dialect: (our class, status, the error name chromadb's client knows), most specific first.
+_CHROMA_ERRORS = [
+    (vdb_errors.NotFoundError, 404, "NotFoundError"),
+    (vdb_errors.CollectionExistsError, 409, "UniqueConstraintError"),
+    (vdb_errors.AuthorizationError, 403, "AuthorizationError"),
+    (vdb_errors.DuplicateIDError, 400, "DuplicateID"),
+    (vdb_errors.InvalidArgumentError, 400, "InvalidArgumentError"),
+]
+_CHROMA_STATUS_NAMES = {401: "AuthError", 403: "AuthorizationError", 404: "NotFoundError",
+                        409: "UniqueConstraintError", 400: "InvalidArgumentError", 422: "InvalidArgumentError"}
+
+
+def is_chroma_path(path: str) -> bool:
+    return path == CHROMA_PREFIX or path.startswith(CHROMA_PREFIX + "/")
+
+
+def chroma_error(exc: BaseException) -> Tuple[int, str]:
+    """(status, error name) of an exception in chroma's dialect."""
+    for cls, status, name in _CHROMA_ERRORS:
+        if isinstance(exc, cls):
+            return status, name
+    if isinstance(exc, _VectorDBError):
+        return error_status(exc), "InternalError"
+    if isinstance(exc, (ValueError, OverflowError)):
+        return 400, "InvalidArgumentError"
+    if isinstance(exc, MemoryError):
+        return 507, "InternalError"
+    return 500, "InternalError"
+
+
+def exception_response(exc: Exception, chroma: bool = False) -> FastJSONResponse:
+    status, name = chroma_error(exc) if chroma else (error_status(exc), type(exc).__name__)
+    message = str(exc) or type(exc).__name__
     if isinstance(exc, MemoryError):
         message = "not enough memory for this request; send smaller batches"
     return error_response(status, name, message)
+
+
+def status_error_name(status: int, chroma: bool) -> str:
+    if chroma:
+        return _CHROMA_STATUS_NAMES.get(status, "ChromaError")
+    return _STATUS_NAMES.get(status, "HTTPError")
 
 
 def describe_validation_errors(errors: List[Dict[str, Any]]) -> Tuple[str, List[Dict[str, Any]]]:
@@ -106,26 +147,26 @@ def _flat_routes(routes: Any) -> List[Any]:
 def install_error_handlers(app: FastAPI) -> None:
     """Every exception a route can raise becomes an error body (never a bare 500 page)."""
 
-    @app.exception_handler(_VectorDBError)
-    async def _vectordb_error(request: Request, exc: Exception) -> Response:
-        return exception_response(exc)
+    async def _error(request: Request, exc: Exception) -> Response:
+        return exception_response(exc, is_chroma_path(request.url.path))
 
-    @app.exception_handler(ValueError)
-    async def _value_error(request: Request, exc: Exception) -> Response:
-        return exception_response(exc)
+    for cls in (_VectorDBError, ValueError, MemoryError):
+        app.add_exception_handler(cls, _error)
 
     @app.exception_handler(OverflowError)
     async def _overflow_error(request: Request, exc: Exception) -> Response:
-        return error_response(422, "InvalidArgumentError", f"a number in the request is out of range: {exc}")
-
-    @app.exception_handler(MemoryError)
-    async def _memory_error(request: Request, exc: Exception) -> Response:
-        return exception_response(exc)
+        status = 400 if is_chroma_path(request.url.path) else 422
+        return error_response(status, "InvalidArgumentError", f"a number in the request is out of range: {exc}")
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
-        message, detail = describe_validation_errors(list(exc.errors()))
-        return error_response(422, "InvalidArgumentError", message, detail)
+        errors = list(exc.errors())
+        message, detail = describe_validation_errors(errors)
+        if not is_chroma_path(request.url.path):
+            return error_response(422, "InvalidArgumentError", message, detail)
+        if any(err.get("type") == "content_type" for err in errors):
+            return error_response(415, "ChromaError", message)
+        return error_response(400, "InvalidArgumentError", message)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -143,5 +184,5 @@ def install_error_handlers(app: FastAPI) -> None:
                     allowed |= set(route.methods)
             if allowed:
                 headers["allow"] = ", ".join(sorted(allowed))
-        return error_response(exc.status_code, _STATUS_NAMES.get(exc.status_code, "HTTPError"), message,
-                              headers=headers or None)
+        return error_response(exc.status_code, status_error_name(exc.status_code, is_chroma_path(request.url.path)),
+                              message, headers=headers or None)

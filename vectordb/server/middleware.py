@@ -9,12 +9,14 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 from fastapi.responses import Response
 
-from vectordb.server.errors import error_response
+from vectordb.server.errors import error_response, is_chroma_path
 
 log = logging.getLogger("vectordb.server")
 
 # Paths served without an API key: the liveness probe and the API description (no data).
-OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+# chroma's liveness routes are open too, as on a chroma server with token auth.
+OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc",
+                        "/api/v2/heartbeat", "/api/v2/healthcheck", "/api/v2/version"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _COLLECTION_IN_PATH = re.compile(r"^/collections/([^/]+)")
 
@@ -35,7 +37,7 @@ class ServerMiddleware:
                 scheme, _, token = value.partition(b" ")
                 if scheme.lower() == b"bearer":
                     candidate = token.strip()
-            elif key == b"x-api-key":
+            elif key in (b"x-api-key", b"x-chroma-token"):  # the second: chromadb's token auth header
                 candidate = value.strip()
             # Every candidate is compared (constant time each), so timing says nothing about the key.
             if candidate is not None and hmac.compare_digest(candidate, self.api_key):
@@ -108,8 +110,8 @@ class ServerMiddleware:
             if self.api_key is not None and path not in OPEN_PATHS and not self._authorized(scope):
                 early = error_response(
                     401,
-                    "AuthorizationError",
-                    "missing or invalid API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+                    "AuthError" if is_chroma_path(path) else "AuthorizationError",
+                    "missing or invalid API key: send 'Authorization: Bearer <key>', 'X-API-Key: <key>' or 'X-Chroma-Token: <key>'",
                     headers={"www-authenticate": "Bearer"},
                 )
             elif scope.get("method") in _BODY_METHODS:
