@@ -13,6 +13,7 @@ threads at once.
 """
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from typing import Any, Dict, Generator, List, Mapping, Optional, Tuple
@@ -132,6 +133,24 @@ def _collection_path(name: str, suffix: str = "") -> str:
     if set(name) <= {"."}:
         quoted = quoted.replace(".", "%2E")  # keep "." and ".." from being read as path segments
     return f"/collections/{quoted}{suffix}"
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _vectors(name: str, vectors: Any) -> Dict[str, Any]:
+    """NumPy float vectors go as base64 float32 (`name`_base64: ~4x less to send and parse than JSON
+    numbers); anything else as given, for the server to check and name the problem."""
+    if isinstance(vectors, np.ndarray) and vectors.dtype.kind == "f" and vectors.ndim in (1, 2) and vectors.size:
+        rows = np.atleast_2d(vectors)
+        if rows.dtype != np.float32:
+            # float32 is what the server would store; values it would refuse go as JSON, to be named.
+            if not (np.isfinite(rows).all() and np.abs(rows).max() <= _F32_MAX):
+                return {name: vectors}
+            rows = rows.astype(np.float32)
+        raw = np.ascontiguousarray(rows, dtype="<f4")
+        return {name + "_base64": [base64.b64encode(row.tobytes()).decode("ascii") for row in raw]}
+    return {} if vectors is None else {name: vectors}
 
 
 def _drop_none(**kwargs: Any) -> Dict[str, Any]:
@@ -288,8 +307,8 @@ class _HttpOps:
     def _op_records_write(self, cid: str, op: int, ids: Any, embeddings: Any, metadatas: Any, documents: Any,
                           uris: Any) -> _Op:
         method, suffix = _WRITE_ROUTES[op]
-        body = _drop_none(ids=_as_list(ids), embeddings=embeddings, metadatas=metadatas, documents=documents,
-                          uris=uris)
+        body = _drop_none(ids=_as_list(ids), metadatas=metadatas, documents=documents, uris=uris)
+        body.update(_vectors("embeddings", embeddings))
         yield (method, self._path(cid, suffix), body, None)
 
     def _op_records_delete(self, cid: str, ids: Any, where: Any, where_document: Any) -> _Op:
@@ -309,8 +328,8 @@ class _HttpOps:
 
     def _op_records_query(self, cid: str, query_embeddings: Any, ids: Any, n_results: Any, where: Any,
                           where_document: Any, include: Any, n_probe: Optional[int]) -> _Op:
-        body = _drop_none(query_embeddings=query_embeddings, ids=ids, where=where, where_document=where_document,
-                          n_probe=n_probe)
+        body = _drop_none(ids=ids, where=where, where_document=where_document, n_probe=n_probe)
+        body.update(_vectors("query_embeddings", query_embeddings))
         body["include"] = include
         body["n_results"] = n_results  # sent even when None: the server rejects it, as the embedded client does
         result = yield ("POST", self._path(cid, "/query"), body, None)

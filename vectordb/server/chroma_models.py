@@ -7,14 +7,13 @@ little-endian float32 (chromadb's client sends the latter when pre-flight-checks
 """
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from vectordb.errors import InvalidArgumentError
+from vectordb.server.jsonio import decode_base64_vectors
 
 
 class _Body(BaseModel):
@@ -87,18 +86,7 @@ def decode_embeddings(items: Optional[List[Any]], field: str = "embeddings") -> 
     if items is None or not items:
         return items
     if all(isinstance(item, str) for item in items):
-        vectors = []
-        for i, item in enumerate(items):
-            try:
-                raw = base64.b64decode(item, validate=True)
-            except (binascii.Error, ValueError):
-                raise InvalidArgumentError(f"{field}[{i}] is not valid base64") from None
-            if len(raw) % 4:
-                raise InvalidArgumentError(f"{field}[{i}] is {len(raw)} bytes: expected a multiple of 4 (float32)")
-            vectors.append(np.frombuffer(raw, dtype="<f4"))
-        if len({v.shape[0] for v in vectors}) == 1:
-            return np.stack(vectors).astype(np.float32, copy=False)
-        return vectors
+        return decode_base64_vectors(items, field)
     for i, item in enumerate(items):
         if not isinstance(item, list):
             raise InvalidArgumentError(

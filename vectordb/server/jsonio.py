@@ -2,9 +2,11 @@
 (orjson, NumPy arrays written directly), and request bodies parsed into Pydantic models."""
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 from fastapi.exceptions import RequestValidationError
@@ -132,3 +134,31 @@ def parse_body(model: type, raw: bytes) -> Any:
 def is_json(content_type: str) -> bool:
     mime = content_type.split(";", 1)[0].strip().lower()
     return mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
+
+
+def decode_base64_vectors(items: List[str], field: str) -> Any:
+    """Vectors sent as base64 strings of little-endian float32, one string per vector (chroma's
+    encoding; our HttpClient sends NumPy arrays this way). Returns one (n, d) float32 array, or a
+    list of 1-D arrays when the lengths differ (the Collection then names the problem)."""
+    from vectordb.errors import InvalidArgumentError
+
+    if items and len(items[0]) % 4 == 0 and not items[0].endswith("=") and len({len(item) for item in items}) == 1:
+        # Rows of a multiple of 3 bytes have no padding: one decode for the whole matrix.
+        try:
+            raw = base64.b64decode("".join(items), validate=True)
+            if len(raw) % (4 * len(items)) == 0:
+                return np.frombuffer(raw, dtype="<f4").reshape(len(items), -1).astype(np.float32, copy=False)
+        except (binascii.Error, ValueError):
+            pass  # the loop below names the bad item
+    vectors = []
+    for i, item in enumerate(items):
+        try:
+            raw = base64.b64decode(item, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidArgumentError(f"{field}[{i}] is not valid base64") from None
+        if len(raw) % 4:
+            raise InvalidArgumentError(f"{field}[{i}] is {len(raw)} bytes: expected a multiple of 4 (float32)")
+        vectors.append(np.frombuffer(raw, dtype="<f4"))
+    if vectors and len({v.shape[0] for v in vectors}) == 1:
+        return np.stack(vectors).astype(np.float32, copy=False)
+    return vectors

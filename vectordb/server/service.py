@@ -20,7 +20,7 @@ import numpy as np
 from fastapi import Depends, Request
 
 from vectordb.errors import CollectionExistsError, InvalidArgumentError, NotFoundError
-from vectordb.server.jsonio import body_error, is_json, parse_body
+from vectordb.server.jsonio import body_error, decode_base64_vectors, is_json, parse_body
 from vectordb.server.settings import ServerSettings
 
 # Bodies at least this large are parsed and validated on the engine pool instead of the event loop
@@ -46,6 +46,19 @@ def with_arrays(kwargs: Dict[str, Any], *names: str) -> Dict[str, Any]:
     for name in names:
         if name in kwargs:
             kwargs[name] = as_array(kwargs[name])
+    return kwargs
+
+
+def with_vectors(kwargs: Dict[str, Any], name: str) -> Dict[str, Any]:
+    """The vectors of a seed-API body as the Collection takes them: `name` as lists of numbers, or
+    `name`_base64 (one base64 float32 string per vector) decoded into an array."""
+    encoded = kwargs.pop(name + "_base64", None)
+    if encoded is not None:
+        if name in kwargs:
+            raise InvalidArgumentError(f"pass {name} or {name}_base64, not both")
+        kwargs[name] = decode_base64_vectors(encoded, name + "_base64")
+    elif name in kwargs:
+        kwargs[name] = as_array(kwargs[name])
     return kwargs
 
 

@@ -7,7 +7,7 @@ from fastapi.responses import Response
 from vectordb.server import models as m
 from vectordb.server.jsonio import FastJSONResponse
 from vectordb.server.routes import ERRORS_COLLECTION, OK, CollectionName, request_body
-from vectordb.server.service import Service, with_arrays
+from vectordb.server.service import Service, with_arrays, with_vectors
 
 
 def records_router(svc: Service) -> APIRouter:
@@ -19,7 +19,7 @@ def records_router(svc: Service) -> APIRouter:
     )
     @svc.engine
     def add(name: CollectionName, body: m.RecordsRequest = svc.json_body(m.RecordsRequest)) -> Response:
-        svc.collection(name).add(**with_arrays(body.kwargs(), "embeddings"))
+        svc.collection(name).add(**with_vectors(body.kwargs(), "embeddings"))
         return FastJSONResponse(OK)
 
     @router.post("/collections/{name}/upsert", response_model=m.OkResponse, tags=["records"], responses=ERRORS_COLLECTION,
@@ -28,7 +28,7 @@ def records_router(svc: Service) -> APIRouter:
     )
     @svc.engine
     def upsert(name: CollectionName, body: m.RecordsRequest = svc.json_body(m.RecordsRequest)) -> Response:
-        svc.collection(name).upsert(**with_arrays(body.kwargs(), "embeddings"))
+        svc.collection(name).upsert(**with_vectors(body.kwargs(), "embeddings"))
         return FastJSONResponse(OK)
 
     @router.put("/collections/{name}/update", response_model=m.OkResponse, tags=["records"], responses=ERRORS_COLLECTION,
@@ -37,7 +37,7 @@ def records_router(svc: Service) -> APIRouter:
     )
     @svc.engine
     def update(name: CollectionName, body: m.RecordsRequest = svc.json_body(m.RecordsRequest)) -> Response:
-        svc.collection(name).update(**with_arrays(body.kwargs(), "embeddings"))
+        svc.collection(name).update(**with_vectors(body.kwargs(), "embeddings"))
         return FastJSONResponse(OK)
 
     @router.post("/collections/{name}/query", response_model=m.QueryResponse, tags=["records"], responses=ERRORS_COLLECTION,
@@ -46,7 +46,7 @@ def records_router(svc: Service) -> APIRouter:
     )
     @svc.engine
     def query(name: CollectionName, body: m.QueryRequest = svc.json_body(m.QueryRequest)) -> Response:
-        kwargs = with_arrays(body.kwargs(), "query_embedding", "query_embeddings")
+        kwargs = with_arrays(with_vectors(body.kwargs(), "query_embeddings"), "query_embedding")
         return FastJSONResponse(svc.collection(name).query(**kwargs))
 
     @router.post("/collections/{name}/get", response_model=m.GetResponse, tags=["records"], responses=ERRORS_COLLECTION,
