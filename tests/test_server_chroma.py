@@ -382,3 +382,24 @@ def test_openapi_documents_both_apis(vdb):
     assert "/collections/{name}/query" in paths
     assert "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_id}/query" in paths
     assert "/api/v2/pre-flight-checks" in paths
+
+
+def test_langchain_chroma_store_through_v2(vdb):
+    langchain_chroma = pytest.importorskip("langchain_chroma")
+    from langchain_core.documents import Document
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    client = chromadb.HttpClient(host="127.0.0.1", port=int(vdb.rsplit(":", 1)[1]))
+    store = langchain_chroma.Chroma(collection_name="lc-docs", client=client,
+                                    embedding_function=DeterministicFakeEmbedding(size=16),
+                                    collection_metadata={"hnsw:space": "cosine"})
+    docs = [Document(page_content=text, metadata={"n": i}) for i, text in enumerate(["cats", "dogs", "birds"])]
+    ids = store.add_documents(docs, ids=["c", "d", "b"])
+    assert ids == ["c", "d", "b"]
+    hits = store.similarity_search_with_relevance_scores("dogs", k=2)
+    assert hits[0][0].page_content == "dogs" and hits[0][0].metadata == {"n": 1}
+    assert 0.99 <= hits[0][1] <= 1.0 + 1e-6  # cosine relevance of the identical text
+    assert [d.page_content for d in store.similarity_search("birds", k=1, filter={"n": 2})] == ["birds"]
+    store.delete(ids=["c"])
+    assert sorted(store.get()["ids"]) == ["b", "d"]
+    client.delete_collection("lc-docs")
