@@ -166,7 +166,10 @@ def client(client_kind: str, persistent_path: Path, request, monkeypatch):
         _accept_chroma_errors(monkeypatch)
         _wipe(c)
         yield c
-        _wipe(c)
+        try:
+            _wipe(c)
+        finally:
+            close_chroma_clients()
 
 
 # Tests of the API suite that do not apply to chromadb's HttpClient, and why (the differences are
@@ -203,6 +206,13 @@ for _method in ("add", "upsert", "update"):
         f"test_bad_write_rejected_and_nothing_written[chroma-meta-not-a-dict-{_method}]":
             "chromadb's client fails on a non-dict metadata itself (AttributeError)",
     })
+
+
+def close_chroma_clients() -> None:
+    """chromadb keeps every client's system (and its connections) in a process-wide cache: clear it."""
+    from chromadb.api.client import SharedSystemClient
+
+    SharedSystemClient.clear_system_cache()
 
 
 def _accept_chroma_errors(monkeypatch) -> None:

@@ -29,6 +29,14 @@ from chromadb import errors as chroma_errors  # noqa: E402
 DB = "/api/v2/tenants/default_tenant/databases/default_database"
 
 
+@pytest.fixture(autouse=True)
+def _close_chroma_clients() -> Iterator[None]:
+    yield
+    from chromadb.api.client import SharedSystemClient
+
+    SharedSystemClient.clear_system_cache()  # chromadb keeps every client's connections otherwise
+
+
 @pytest.fixture(scope="module")
 def vdb(tmp_path_factory) -> Iterator[str]:
     proc, url, _ = start_server(tmp_path_factory.mktemp("v2") / "db")
