@@ -16,6 +16,7 @@ ENGINE_SOURCES = [
     "vdb_nearest.c",
     "vdb_topk.c",
     "vdb_threads.c",
+    "vdb_exact.c",
     "vdb_flat.c",
     "vdb_kmeans.c",
     "vdb_ivf.c",

@@ -3,6 +3,11 @@
     python -m benchmarks --quick                       # < 5 minutes on 2 cores
     python -m benchmarks                               # full run, < 30 minutes on 2 cores
     python -m benchmarks --datasets blobs:50k:384 --systems vectordb,faiss-flat --threads 1
+    python -m benchmarks --data-dir DIR --datasets minilm --quick --threads 1   # real embeddings
+
+External embedding sets (minilm: DIR/minilm/) come from --data-dir DIR or $VECTORDB_BENCH_DATA;
+a full run without --datasets includes them when present, and a set asked for but absent is
+skipped with a message saying why.
 
 Prints the tables and writes benchmarks/results/<date>-<dataset>.md, .png (recall@10 vs QPS) and
 .json (every measured number) for each data set.
@@ -32,11 +37,24 @@ def parse_count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a count like 20000, 20k or 1M, got {text!r}")
 
 
-def parse_datasets(text: str, nq: int, n_extra: int) -> list[datasets.DatasetSpec]:
-    """'blobs:100k:128,sphere:20k:384:cosine' -> specs (kind:n:d[:metric]); 'file:PATH' too."""
+def parse_datasets(text: str, nq: int, n_extra: int, data_root: Path | None = None,
+                   log=print) -> list[datasets.DatasetSpec]:
+    """'blobs:100k:128,sphere:20k:384:cosine' -> specs (kind:n:d[:metric]); 'file:PATH' and
+    'minilm' (or 'minilm:N', the first N base vectors) too. An absent minilm set is left out with
+    a message."""
     specs = []
     for item in filter(None, (s.strip() for s in text.split(","))):
         parts = item.split(":")
+        if parts[0] == "minilm":
+            why = datasets.minilm_missing(data_root)
+            if why:
+                log(f"! skipping data set minilm: {why}")
+                continue
+            assert data_root is not None
+            n = parse_count(parts[1]) if len(parts) > 1 else 0
+            specs.append(datasets.DatasetSpec("minilm", n=n, nq=nq, n_extra=n_extra,
+                                              path=str(data_root / "minilm")))
+            continue
         if parts[0] == "file":
             specs.append(datasets.DatasetSpec("file", nq=nq, n_extra=n_extra,
                                               path=":".join(parts[1:])))
@@ -56,9 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help=f"small data sets and budgets ({QUICK_DATASETS}); a few minutes")
     p.add_argument("--datasets", help=f"comma-separated kind:n:d[:metric] (kinds: blobs, lowdim, "
-                   f"sphere; file:PATH.npy). Default full: {FULL_DATASETS}")
-    p.add_argument("--no-shared", action="store_true",
-                   help="skip embedding sets found in ../shared/data")
+                   f"sphere; file:PATH.npy; minilm). Default full: {FULL_DATASETS} and the sets "
+                   f"in the data directory")
+    p.add_argument("--data-dir", help=f"directory of external embedding sets (minilm/, *.npy); "
+                   f"default ${datasets.DATA_ENV}")
+    p.add_argument("--no-external", action="store_true",
+                   help="a full run without --datasets leaves out the data directory's sets")
     p.add_argument("--systems", default=",".join(systems.ALL_SYSTEMS),
                    help="comma-separated subset of: " + ", ".join(systems.ALL_SYSTEMS))
     p.add_argument("--threads", default="1,2", help="thread counts, measured separately")
@@ -89,10 +110,11 @@ def run(args: argparse.Namespace) -> list[Path]:
                            single_seconds=2.0 if quick else 4.0,
                            batch_repeats=2,
                            batch_seconds=3.0 if quick else 5.0)
+    root = datasets.data_root(args.data_dir)
     specs = parse_datasets(args.datasets or (QUICK_DATASETS if quick else FULL_DATASETS),
-                           nq=nq, n_extra=1000)
-    if not args.no_shared and not quick and not args.datasets:
-        specs += datasets.shared_specs(nq=nq)
+                           nq=nq, n_extra=1000, data_root=root)
+    if not args.no_external and not quick and not args.datasets:
+        specs += datasets.external_specs(root, nq=nq)
     names = [s.strip() for s in args.systems.split(",") if s.strip()]
     for name in names:
         if name not in systems.SYSTEMS:

@@ -15,8 +15,12 @@ Kinds:
           low-dimensional manifold, closer to real embeddings than blobs are.
   sphere  uniform on the unit sphere, searched by inner product: no cluster structure at all, the
           worst case for IVF (reported honestly beside the others).
-  file    any 2-D float .npy in ../shared/data (searched by cosine); queries from a sibling
-          <stem>_queries.npy when present, else the last nq rows are held out.
+  file    any 2-D float .npy (searched by cosine); queries from a sibling <stem>_queries.npy
+          when present, else the last nq rows are held out.
+  minilm  real text embeddings: <data dir>/minilm/ holds base.npy (78,000 x 384 unit-norm
+          all-MiniLM-L6-v2 vectors), queries_dev.npy and their exact top-100 (gt_dev.npy,
+          gt_dev_dist.npy); searched by cosine with that ground truth. The data directory comes
+          from --data-dir or $VECTORDB_BENCH_DATA (see data_root); the set is skipped when absent.
 """
 from __future__ import annotations
 
@@ -32,11 +36,13 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-SHARED_DATA = (HERE.parent.parent / "shared" / "data").resolve()
+DATA_ENV = "VECTORDB_BENCH_DATA"  # directory of external embedding sets (minilm/, *.npy)
 GT_K = 100  # neighbours kept in the ground truth (recall@10 needs 10; the rest serve ties/other k)
 FORMAT = 1  # bump when generation changes, so stale caches are not reused
 SYNTHETIC_KINDS = ("blobs", "lowdim", "sphere")
-DEFAULT_METRIC = {"blobs": "l2", "lowdim": "l2", "sphere": "ip", "file": "cosine"}
+REAL_KINDS = ("minilm",)
+DEFAULT_METRIC = {"blobs": "l2", "lowdim": "l2", "sphere": "ip", "file": "cosine", "minilm": "cosine"}
+MINILM_FILES = ("base.npy", "queries_dev.npy", "gt_dev.npy", "gt_dev_dist.npy")
 METRICS = ("l2", "ip", "cosine")
 
 
@@ -44,6 +50,23 @@ def cache_root() -> Path:
     """Where generated sets live: $VECTORDB_BENCH_CACHE, else benchmarks/.cache (gitignored)."""
     env = os.environ.get("VECTORDB_BENCH_CACHE")
     return Path(env) if env else HERE / ".cache"
+
+
+def data_root(flag: str | os.PathLike | None = None) -> Path | None:
+    """Where external embedding sets live: the --data-dir flag, else $VECTORDB_BENCH_DATA, else
+    None (no external sets)."""
+    value = flag or os.environ.get(DATA_ENV)
+    return Path(value).expanduser().resolve() if value else None
+
+
+def minilm_missing(root: Path | None) -> str | None:
+    """Why the minilm set cannot run (None when it can)."""
+    if root is None:
+        return f"no data directory: pass --data-dir DIR or set ${DATA_ENV} (DIR/minilm/ holds the set)"
+    missing = [f for f in MINILM_FILES if not (root / "minilm" / f).is_file()]
+    if missing:
+        return f"{root / 'minilm'} lacks {', '.join(missing)}"
+    return None
 
 
 def human_count(n: int) -> str:
@@ -66,17 +89,17 @@ class DatasetSpec:
     n_extra: int = 1000
     metric: str = ""
     seed: int = 20240601
-    path: str = ""  # for kind == "file"
+    path: str = ""  # the .npy for kind "file", the set's directory for "minilm"
 
     def __post_init__(self) -> None:
-        if self.kind not in SYNTHETIC_KINDS + ("file",):
-            raise ValueError(f"unknown data set kind {self.kind!r}; expected one of "
-                             f"{SYNTHETIC_KINDS + ('file',)}")
+        kinds = SYNTHETIC_KINDS + REAL_KINDS + ("file",)
+        if self.kind not in kinds:
+            raise ValueError(f"unknown data set kind {self.kind!r}; expected one of {kinds}")
         if not self.metric:
             object.__setattr__(self, "metric", DEFAULT_METRIC[self.kind])
         if self.metric not in METRICS:
             raise ValueError(f"metric {self.metric!r} is not one of {METRICS}")
-        if self.kind != "file" and (self.n < 1 or self.d < 1):
+        if self.kind in SYNTHETIC_KINDS and (self.n < 1 or self.d < 1):
             raise ValueError(f"data set {self.kind!r} needs n >= 1 and d >= 1, got n={self.n} "
                              f"d={self.d}")
         if self.nq < 1 or self.n_extra < 0:
@@ -87,12 +110,16 @@ class DatasetSpec:
     def name(self) -> str:
         if self.kind == "file":
             return f"{Path(self.path).stem}-{self.metric}"
+        if self.kind == "minilm":
+            return "minilm" + (f"-{human_count(self.n)}" if self.n else "")
         return f"{self.kind}-{human_count(self.n)}-{self.d}"
 
     def cache_key(self) -> str:
         raw = json.dumps(dataclasses.asdict(self), sort_keys=True) + f"|v{FORMAT}"
-        if self.kind == "file":  # a changed file must not hit a stale cache
-            st = Path(self.path).stat()
+        files = [Path(self.path)] if self.kind == "file" else \
+            [Path(self.path) / f for f in MINILM_FILES] if self.kind == "minilm" else []
+        for f in files:  # a changed file must not hit a stale cache
+            st = f.stat()
             raw += f"|{st.st_size}|{st.st_mtime_ns}"
         digest = hashlib.sha1(raw.encode()).hexdigest()[:10]
         return f"{self.name}-q{self.nq}-{digest}"
@@ -162,6 +189,8 @@ def generate(spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, str
     """(base, queries, extra, description) for a spec; deterministic for a given spec."""
     if spec.kind == "file":
         return _from_file(spec)
+    if spec.kind == "minilm":
+        return _minilm(spec)[:4]
     rng = np.random.default_rng(spec.seed)
     total = spec.n + spec.nq + spec.n_extra
     make = {"blobs": _blobs, "lowdim": _lowdim, "sphere": _sphere}[spec.kind]
@@ -203,12 +232,42 @@ def _from_file(spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, s
     return as32(base), as32(queries), as32(extra), desc
 
 
-def shared_specs(nq: int = 1000, n_extra: int = 1000) -> list[DatasetSpec]:
-    """One spec per 2-D float .npy embedding set in ../shared/data (query files excluded)."""
-    if not SHARED_DATA.is_dir():
+def _minilm(spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, str, tuple]:
+    """The MiniLM set with its shipped exact ground truth (float64 inner products over the whole
+    base, so a base cut to spec.n recomputes it instead). `extra` (only ever added after the
+    queries) is the queries after the first nq: real vectors that are not in the base."""
+    root = Path(spec.path)
+    base = np.load(root / "base.npy", mmap_mode="r")
+    queries_all = np.load(root / "queries_dev.npy")
+    nq = min(spec.nq, queries_all.shape[0])
+    queries = queries_all[:nq]
+    extra = queries_all[nq:][: spec.n_extra]
+    if extra.shape[0] < spec.n_extra:  # fewer spare queries than asked: repeat them
+        extra = np.resize(queries_all, (spec.n_extra, queries_all.shape[1]))
+    as32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
+    desc = (f"all-MiniLM-L6-v2 embeddings of English docstring paragraphs ({base.shape[0]:,} x "
+            f"{base.shape[1]}, unit norm), held-out dev queries")
+    gt: tuple = ()
+    if spec.n and spec.n < base.shape[0]:
+        base = base[: spec.n]
+        desc += f", base cut to the first {spec.n:,}"
+    else:
+        gt_ids = np.load(root / "gt_dev.npy")[:nq].astype(np.int64)
+        gt_dist = np.load(root / "gt_dev_dist.npy")[:nq].astype(np.float64)
+        gt = (gt_ids[:, :GT_K], gt_dist[:, :GT_K])
+        desc += "; ground truth shipped with the set (exact float64)"
+    return as32(base), as32(queries), as32(extra), desc, gt
+
+
+def external_specs(root: Path | None, nq: int = 1000, n_extra: int = 1000) -> list[DatasetSpec]:
+    """The sets found in the data directory: minilm/, and one "file" set per 2-D float .npy
+    directly in it (query and ground-truth files excluded)."""
+    if root is None or not root.is_dir():
         return []
     specs = []
-    for p in sorted(SHARED_DATA.glob("*.npy")):
+    if minilm_missing(root) is None:
+        specs.append(DatasetSpec("minilm", nq=nq, n_extra=n_extra, path=str(root / "minilm")))
+    for p in sorted(root.glob("*.npy")):
         if p.stem.endswith("_queries") or p.stem.endswith(".queries") or "gt" in p.stem.split("_"):
             continue
         try:
@@ -352,9 +411,12 @@ def _build_cache(spec: DatasetSpec, directory: Path, verbose: bool) -> None:
     if verbose:
         print(f"[data] generating {spec.name} (n={spec.n or 'file'}, d={spec.d or 'file'}, "
               f"nq={spec.nq}, metric={spec.metric}) ...", flush=True)
-    base, queries, extra, desc = generate(spec)
+    if spec.kind == "minilm":
+        base, queries, extra, desc, gt = _minilm(spec)
+    else:
+        (base, queries, extra, desc), gt = generate(spec), ()
     t1 = time.perf_counter()
-    gt_ids, gt_dist = exact_knn(base, queries, GT_K, spec.metric)
+    gt_ids, gt_dist = gt or exact_knn(base, queries, GT_K, spec.metric)
     t2 = time.perf_counter()
     if verbose:
         print(f"[data] {spec.name}: generated in {t1 - t0:.1f} s, exact ground truth "

@@ -1,32 +1,37 @@
-"""HTTP load: queries/s and p50/p99 latency of POST /collections/{name}/query with 1, 8 and 32
-concurrent clients, against a real `vectordb serve` subprocess on a free loopback port.
+"""HTTP load side by side: `vectordb serve` and `chroma run` (chromadb's server) on the same data.
 
-    python benchmarks/http_load.py              # 100k x 128 IVF collection, 10 s per level
-    python benchmarks/http_load.py --quick      # 10k x 128, 3 s per level
-    python benchmarks/http_load.py --levels 1,4,16 --seconds 5 --n-probe 16
+    python benchmarks/http_load.py                 # 5,000 x 384 cosine, 8 s per query level
+    python benchmarks/http_load.py --quick         # 1,000 x 64, 2 s per level (a smoke run)
+    python benchmarks/http_load.py --levels 1,8,32 --n 20000
 
-Data: Gaussian blobs (100 centres in [-10, 10]^d, std 1), queries held out from the same
-distribution; fixed seed. Each client is a thread with its own httpx.Client (keep-alive) sending
-single-vector queries (n_results=10, include=["distances"]) with pre-encoded bodies, so the
-client spends little CPU per request; still, the client threads and the server share this
-machine's cores, and the table reports the server process's CPU use next to each level.
-For reference it also measures the same queries through the embedded API (no HTTP).
+Both servers run as subprocesses on free loopback ports with fresh temporary databases.
+Add throughput (records/s, batches of --batch):
+    vectordb  <- vectordb.HttpClient (NumPy vectors go as base64 float32)
+    chroma    <- chromadb.HttpClient
+    vectordb  <- chromadb.HttpClient through vectordb's chroma-compatible /api/v2
+Query throughput (queries/s and p50/p99 latency, n_results=10, include=["distances"]) at each
+level of concurrent clients: threads with their own keep-alive httpx.Client sending pre-encoded
+single-vector bodies (each server's own request format), so the client spends little CPU; still
+clients and servers share this machine's cores. The server process's CPU use is reported beside
+each level (200% = both cores of a 2-core machine), and queries per CPU-second of the server (what
+a query costs, which a machine shared with other work shows better than queries/s).
+Query vectors are held out from the data.
+Data: Gaussian blobs (100 centres), fixed seed.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import base64
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import httpx
 import numpy as np
@@ -36,13 +41,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import vectordb  # noqa: E402
 
-try:  # the HTTP client's encoder: orjson writes NumPy arrays directly when it is installed
-    from vectordb.http_client import _dumps
-except ImportError:  # pragma: no cover
-    def _dumps(obj):
-        return json.dumps(obj, default=lambda a: a.tolist()).encode()
-
 _SERVING = re.compile(r"serving .+? on (http://[^\s\"]+)")
+CHROMA_DB = "/api/v2/tenants/default_tenant/databases/default_database"
 
 
 def make_data(n: int, n_queries: int, dim: int, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
@@ -53,214 +53,268 @@ def make_data(n: int, n_queries: int, dim: int, seed: int = 0) -> Tuple[np.ndarr
     return np.ascontiguousarray(points[:n]), np.ascontiguousarray(points[n:])
 
 
-def start_server(path: Path, log_path: Path, env_extra: Dict[str, str]) -> Tuple[subprocess.Popen, str]:
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(url: str, probe: str, proc: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + probe, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"server did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
+
+
+def start_vectordb(path: Path, log_path: Path, env_extra: Dict[str, str]) -> Tuple[subprocess.Popen, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VECTORDB_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env.update(env_extra)
-    log = open(log_path, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "vectordb", "serve", "--host", "127.0.0.1", "--port", "0",
-                             "--path", str(path)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
-    log.close()
-    # Default settings, per-request log lines included: what a user gets from `vectordb serve`.
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "vectordb", "serve", "--host", "127.0.0.1", "--port", "0",
+                                 "--path", str(path)], stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 60
-    url: Optional[str] = None
-    while url is None:
+    while True:
         match = _SERVING.search(log_path.read_text(errors="replace"))
         if match:
             url = match.group(1)
-        elif proc.poll() is not None or time.monotonic() > deadline:
+            break
+        if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            raise RuntimeError("server did not start:\n" + log_path.read_text(errors="replace"))
-        else:
-            time.sleep(0.05)
-    while True:
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.05)
+            raise RuntimeError("vectordb did not start:\n" + log_path.read_text(errors="replace"))
+        time.sleep(0.05)
+    _wait(url, "/health", proc, log_path)
+    return proc, url
+
+
+def start_chroma(path: Path, log_path: Path) -> Tuple[subprocess.Popen, str]:
+    cli = shutil.which("chroma", path=str(Path(sys.executable).parent)) or shutil.which("chroma")
+    if cli is None:
+        raise RuntimeError("the `chroma` command is not installed (pip install chromadb)")
+    port = free_port()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([cli, "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
+                                stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    _wait(url, "/api/v2/heartbeat", proc, log_path)
+    return proc, url
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (Linux /proc), in seconds."""
+    """utime + stime of a process and its children so far (Linux /proc), in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def load(url: str, name: str, data: np.ndarray, n_clusters: int, n_probe: int, batch: int) -> Dict[str, float]:
-    times: Dict[str, float] = {}
-    with httpx.Client(base_url=url, timeout=None) as h:
-        r = h.post("/collections", json={"name": name, "dimension": int(data.shape[1]), "use_ivf": True,
-                                         "n_clusters": n_clusters, "n_probe": n_probe})
-        r.raise_for_status()
-        t0 = time.perf_counter()
-        h.post(f"/collections/{name}/batch/begin").raise_for_status()
-        for start in range(0, len(data), batch):
-            chunk = data[start:start + batch]
-            body = _dumps({"ids": [f"v{i}" for i in range(start, start + len(chunk))], "embeddings": chunk})
-            h.post(f"/collections/{name}/add", content=body,
-                   headers={"content-type": "application/json"}).raise_for_status()
-        h.post(f"/collections/{name}/batch/end").raise_for_status()
-        times["add_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        h.post(f"/collections/{name}/rebuild").raise_for_status()
-        times["rebuild_s"] = time.perf_counter() - t0
-        times["stats"] = h.get(f"/collections/{name}/stats").json()
-    return times
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
 
 
-def run_level(url: str, name: str, bodies: List[bytes], clients: int, seconds: float,
-              warmup: float) -> Tuple[int, float, np.ndarray, int]:
-    """`clients` threads query for warmup + seconds; returns (measured requests, measured seconds,
-    their latencies in s, all requests including the warm-up)."""
+# ------------------------------------------------------------------ add
+
+
+def add_rate(add_batch: Callable[[np.ndarray, List[str]], None], data: np.ndarray, batch: int) -> float:
+    t0 = time.perf_counter()
+    for start in range(0, len(data), batch):
+        chunk = data[start:start + batch]
+        add_batch(chunk, [f"v{i}" for i in range(start, start + len(chunk))])
+    return len(data) / (time.perf_counter() - t0)
+
+
+def add_vectordb(url: str, name: str, data: np.ndarray, batch: int) -> float:
+    client = vectordb.HttpClient(host="127.0.0.1", port=_port(url))
+    col = client.create_collection(name, metadata={"hnsw:space": "cosine"})
+    try:
+        return add_rate(lambda chunk, ids: col.add(ids=ids, embeddings=chunk), data, batch)
+    finally:
+        client.close()
+
+
+def add_chroma_client(url: str, name: str, data: np.ndarray, batch: int) -> Tuple[float, str]:
+    import chromadb
+
+    client = chromadb.HttpClient(host="127.0.0.1", port=_port(url))
+    col = client.create_collection(name, metadata={"hnsw:space": "cosine"}, embedding_function=None)
+    return add_rate(lambda chunk, ids: col.add(ids=ids, embeddings=chunk), data, batch), str(col.id)
+
+
+# ------------------------------------------------------------------ query
+
+
+def query_level(url: str, path: str, bodies: List[bytes], clients: int, seconds: float, warmup: float,
+                pid: int) -> Dict[str, float]:
+    """`clients` threads post the bodies for warmup + seconds; queries/s, latencies, server CPU."""
     latencies: List[List[float]] = [[] for _ in range(clients)]
-    sent = [0] * clients
     errors: List[BaseException] = []
-    start_barrier = threading.Barrier(clients + 1)
-    state = {"measure_from": 0.0, "stop_at": 0.0}
-    path = f"/collections/{name}/query"
+    barrier = threading.Barrier(clients + 1)
+    window = {"from": float("inf"), "to": float("inf")}
     headers = {"content-type": "application/json"}
 
     def worker(k: int) -> None:
-        mine = latencies[k]
-        i = k * 7919
+        mine, i = latencies[k], k * 7919
         try:
             with httpx.Client(base_url=url, timeout=60) as h:
-                h.get("/health")  # open the keep-alive connection before the clock starts
-                start_barrier.wait()
+                h.post(path, content=bodies[0], headers=headers).raise_for_status()  # connect before the clock
+                barrier.wait()
                 while True:
                     t0 = time.perf_counter()
-                    if t0 >= state["stop_at"]:
+                    if t0 >= window["to"]:
                         break
                     r = h.post(path, content=bodies[i % len(bodies)], headers=headers)
                     t1 = time.perf_counter()
                     if r.status_code != 200:
                         raise RuntimeError(f"query failed: {r.status_code} {r.text[:200]}")
-                    if t0 >= state["measure_from"]:
+                    if t0 >= window["from"]:
                         mine.append(t1 - t0)
                     i += 1
-                    sent[k] += 1
-        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+        except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
-            try:
-                start_barrier.abort()
-            except threading.BrokenBarrierError:
-                pass
+            barrier.abort()
 
     threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(clients)]
     for t in threads:
         t.start()
-    now = time.perf_counter()
-    state["measure_from"] = now + 3600  # set for real once every client is connected
-    state["stop_at"] = now + 3600
-    start_barrier.wait()
+    barrier.wait()
     begin = time.perf_counter()
-    state["measure_from"] = begin + warmup
-    state["stop_at"] = begin + warmup + seconds
+    window["from"], window["to"] = begin + warmup, begin + warmup + seconds
+    time.sleep(warmup)
+    cpu0 = cpu_seconds(pid)
     for t in threads:
         t.join()
+    cpu = cpu_seconds(pid) - cpu0
     if errors:
         raise errors[0]
-    all_lat = np.array([x for lst in latencies for x in lst])
-    return len(all_lat), seconds, all_lat, sum(sent)
+    lat = np.array([x for lst in latencies for x in lst])
+    return {"qps": len(lat) / seconds, "p50_ms": float(np.percentile(lat, 50) * 1e3),
+            "p99_ms": float(np.percentile(lat, 99) * 1e3), "cpu_pct": 100.0 * cpu / seconds,
+            "per_cpu_s": len(lat) / cpu if cpu > 0 else float("nan")}
 
 
-def embedded_baseline(data: np.ndarray, queries: np.ndarray, n_clusters: int, n_probe: int,
-                      seconds: float) -> Tuple[float, float, float]:
-    """Single-thread queries/s and p50/p99 through the embedded API on the same data (no HTTP)."""
-    client = vectordb.EphemeralClient()
-    col = client.create_collection("baseline", dimension=int(data.shape[1]), use_ivf=True, n_clusters=n_clusters,
-                                   n_probe=n_probe)
-    with col.batch():
-        for start in range(0, len(data), 20000):
-            col.add(ids=[f"v{i}" for i in range(start, min(start + 20000, len(data)))],
-                    embeddings=data[start:start + 20000])
-    col.rebuild()
-    lat = []
-    deadline = time.perf_counter() + seconds
-    i = 0
-    while time.perf_counter() < deadline:
-        t0 = time.perf_counter()
-        col.query(query_embedding=queries[i % len(queries)], n_results=10, include=["distances"])
-        lat.append(time.perf_counter() - t0)
-        i += 1
-    client.close()
-    lat_a = np.array(lat)
-    return len(lat_a) / lat_a.sum(), float(np.percentile(lat_a, 50)) * 1e3, float(np.percentile(lat_a, 99)) * 1e3
+def vectordb_bodies(queries: np.ndarray) -> List[bytes]:
+    import orjson
+
+    return [orjson.dumps({"query_embeddings_base64": [base64.b64encode(q.astype("<f4").tobytes()).decode()],
+                          "n_results": 10, "include": ["distances"]}) for q in queries]
 
 
-def recall_at_10(url: str, name: str, data: np.ndarray, queries: np.ndarray) -> float:
-    """Share of the true 10 nearest (exact, float64) that the server returns, over up to 50 queries."""
-    q = queries[:50]
-    with httpx.Client(base_url=url, timeout=None) as h:
-        got = h.post(f"/collections/{name}/query",
-                     json={"query_embeddings": q.tolist(), "n_results": 10, "include": []}).json()["ids"]
-    d64 = data.astype(np.float64)
-    hits = 0
-    for row, qv in zip(got, q.astype(np.float64)):
-        dist = ((d64 - qv) ** 2).sum(1)
-        truth = {f"v{j}" for j in np.argpartition(dist, 10)[:10]}
-        hits += len(truth & set(row))
-    return hits / (10 * len(q))
+def chroma_bodies(queries: np.ndarray) -> List[bytes]:
+    import orjson
+
+    # chromadb's client sends query vectors as lists of numbers.
+    return [orjson.dumps({"query_embeddings": [q.astype(np.float64).tolist()], "n_results": 10,
+                          "include": ["distances"]}) for q in queries]
+
+
+def check_same_answers(urls: Dict[str, Tuple[str, bytes]], n: int = 20) -> None:
+    """Both servers find the same nearest neighbours for the first queries (a sanity check)."""
+    import orjson
+
+    answers = {}
+    for system, (url_path, body) in urls.items():
+        answers[system] = orjson.loads(httpx.post(url_path, content=body, headers={"content-type": "application/json"},
+                                                  timeout=60).content)["ids"][0]
+    first, *rest = answers.values()
+    for other in rest:
+        overlap = len(set(first) & set(other)) / max(1, len(first))
+        if overlap < 0.8:
+            print(f"warning: the servers' top-10 overlap only {overlap:.0%}: {answers}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------ main
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="10k vectors, 3 s per level")
-    parser.add_argument("--n", type=int, default=None, help="vectors (default 100000; 10000 with --quick)")
-    parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--n-clusters", type=int, default=None, help="IVF lists (default ~sqrt(n), e.g. 316)")
-    parser.add_argument("--n-probe", type=int, default=8)
-    parser.add_argument("--levels", default="1,8,32", help="concurrent clients per level")
-    parser.add_argument("--seconds", type=float, default=None, help="measured seconds per level (10; 3 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="1,000 x 64, 2 s per level")
+    parser.add_argument("--n", type=int, default=None, help="vectors (default 5000; 1000 with --quick)")
+    parser.add_argument("--dim", type=int, default=None, help="dimension (default 384; 64 with --quick)")
+    parser.add_argument("--batch", type=int, default=1000, help="records per add call")
+    parser.add_argument("--levels", default="1,8", help="concurrent query clients per level")
+    parser.add_argument("--seconds", type=float, default=None, help="measured seconds per level (8; 2 with --quick)")
     parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--queries", type=int, default=1000, help="distinct held-out query vectors")
-    parser.add_argument("--no-baseline", action="store_true", help="skip the embedded (no HTTP) reference")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary database and server log")
+    parser.add_argument("--queries", type=int, default=500, help="distinct held-out query vectors")
+    parser.add_argument("--no-chroma", action="store_true", help="vectordb only")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary databases and server logs")
     args = parser.parse_args(argv)
-
-    n = args.n or (10_000 if args.quick else 100_000)
-    seconds = args.seconds or (3.0 if args.quick else 10.0)
-    n_clusters = args.n_clusters or max(1, int(round(n ** 0.5)))
+    n = args.n or (1000 if args.quick else 5000)
+    dim = args.dim or (64 if args.quick else 384)
+    seconds = args.seconds or (2.0 if args.quick else 8.0)
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
-    data, queries = make_data(n, args.queries, args.dim)
-    bodies = [json.dumps({"query_embedding": q.tolist(), "n_results": 10, "include": ["distances"]}).encode()
-              for q in queries]
-
-    workdir = Path(tempfile.mkdtemp(prefix="vdb-http-load-"))
-    proc, url = start_server(workdir / "db", workdir / "server.log", {})
+    data, queries = make_data(n, args.queries, dim)
+    tmp = Path(tempfile.mkdtemp(prefix="vectordb-http-load-"))
+    procs: List[subprocess.Popen] = []
     try:
-        print(f"vectordb {vectordb.__version__} over HTTP: {n} x {args.dim} float32, IVF n_clusters={n_clusters} "
-              f"n_probe={args.n_probe}, k=10, {os.cpu_count()} CPUs shared by server and clients")
-        info = load(url, "bench", data, n_clusters, args.n_probe, batch=10_000)
-        stats = info["stats"]
-        print(f"load: add {info['add_s']:.2f} s ({n / info['add_s']:,.0f} vectors/s over HTTP), "
-              f"rebuild {info['rebuild_s']:.2f} s; index={stats.get('index')} trained={stats.get('trained')}")
-        print(f"recall@10 (50 queries vs exact float64): {recall_at_10(url, 'bench', data, queries):.3f}")
-        print()
-        print(f"{'clients':>7} {'requests':>9} {'queries/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'server CPU':>11} "
-              f"{'CPU us/query':>13}")
+        vproc, vurl = start_vectordb(tmp / "vdb", tmp / "vectordb.log", {"VECTORDB_LOG_LEVEL": "warning"})
+        procs.append(vproc)
+        servers = {"vectordb": (vproc, vurl)}
+        if not args.no_chroma:
+            cproc, curl = start_chroma(tmp / "chroma", tmp / "chroma.log")
+            procs.append(cproc)
+            servers["chroma"] = (cproc, curl)
+
+        add = {"vectordb <- vectordb.HttpClient": add_vectordb(vurl, "bench", data, args.batch)}
+        if "chroma" in servers:
+            add["chroma <- chromadb.HttpClient"], chroma_id = add_chroma_client(curl, "bench", data, args.batch)
+            add["vectordb /api/v2 <- chromadb.HttpClient"], _ = add_chroma_client(vurl, "bench-v2", data, args.batch)
+
+        vname = "bench"
+        targets = {"vectordb": (vurl, f"/collections/{vname}/query", vectordb_bodies(queries), vproc.pid)}
+        if "chroma" in servers:
+            cb = chroma_bodies(queries)
+            targets["chroma"] = (curl, f"{CHROMA_DB}/collections/{chroma_id}/query", cb, cproc.pid)
+            check_same_answers({"vectordb": (vurl + targets["vectordb"][1], targets["vectordb"][2][0]),
+                                "chroma": (curl + targets["chroma"][1], cb[0])})
+        results: Dict[Tuple[str, int], Dict[str, float]] = {}
         for clients in levels:
-            cpu0, wall0 = cpu_seconds(proc.pid), time.perf_counter()
-            count, elapsed, lat, served = run_level(url, "bench", bodies, clients, seconds, args.warmup)
-            cpu_s, wall_s = cpu_seconds(proc.pid) - cpu0, time.perf_counter() - wall0
-            print(f"{clients:>7} {count:>9} {count / elapsed:>10,.0f} {np.percentile(lat, 50) * 1e3:>8.2f} "
-                  f"{np.percentile(lat, 99) * 1e3:>8.2f} {cpu_s / wall_s * 100:>10.0f}% "
-                  f"{cpu_s / served * 1e6:>13.0f}", flush=True)
+            for system, (url, path, bodies, pid) in targets.items():
+                results[(system, clients)] = query_level(url, path, bodies, clients, seconds, args.warmup, pid)
+
+        print(f"\nHTTP side by side: {n:,} x {dim} cosine, add batches of {args.batch}, "
+              f"{seconds:g} s per query level, {os.cpu_count()} CPUs")
+        print(f"\n{'add path':<44}{'records/s':>12}")
+        for label, rate in add.items():
+            print(f"{label:<44}{rate:>12,.0f}")
+        if "chroma" in servers:
+            base = add["chroma <- chromadb.HttpClient"]
+            print(f"ratios: vectordb own client / chroma = {add['vectordb <- vectordb.HttpClient'] / base:.1f}x, "
+                  f"vectordb v2 via chromadb client / chroma = "
+                  f"{add['vectordb /api/v2 <- chromadb.HttpClient'] / base:.1f}x")
+        print(f"\n{'system':<10}{'clients':>8}{'queries/s':>12}{'p50 ms':>9}{'p99 ms':>9}{'server CPU':>12}"
+              f"{'queries/CPU-s':>15}")
+        for clients in levels:
+            for system in targets:
+                r = results[(system, clients)]
+                print(f"{system:<10}{clients:>8}{r['qps']:>12,.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+                      f"{r['cpu_pct']:>11.0f}%{r['per_cpu_s']:>15,.0f}")
+            if "chroma" in targets:
+                ratio = results[("vectordb", clients)]["qps"] / results[("chroma", clients)]["qps"]
+                print(f"{'':<10}{'':>8}  vectordb / chroma = {ratio:.1f}x")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
+        for proc in procs:
+            stop(proc)
+        if args.keep:
+            print(f"kept {tmp}")
         else:
-            print(f"kept {workdir}")
-    if not args.no_baseline:
-        qps, p50, p99 = embedded_baseline(data, queries, n_clusters, args.n_probe, min(seconds, 3.0))
-        print(f"{'embedded':>7} {'(1 thread, no HTTP)':>19} {qps:>10,.0f} {p50:>8.3f} {p99:>8.3f}")
+            shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -93,11 +93,39 @@ def versions() -> dict[str, str]:
     return out
 
 
+# OpenBLAS settings that change which kernel a BLAS-using peer (NumPy, faiss's training and
+# batch search) runs: the benchmark workers start with them unset (runner.run_isolated).
+BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def blas_overrides() -> dict[str, str]:
+    """The OpenBLAS overrides set in this process's environment."""
+    return {k: os.environ[k] for k in BLAS_OVERRIDES if k in os.environ}
+
+
+def blas_kernels() -> str:
+    """The BLAS libraries loaded in this process and the kernel each one runs (threadpoolctl),
+    e.g. 'openblas 0.3.15 Prescott (faiss_cpu.libs)'; a reason when threadpoolctl is missing."""
+    try:
+        from threadpoolctl import threadpool_info  # noqa: PLC0415
+    except ImportError:
+        return "unknown (threadpoolctl not installed)"
+    out = []
+    for lib in threadpool_info():
+        if lib.get("user_api") != "blas":
+            continue
+        where = Path(lib.get("filepath", "?")).parent.name
+        out.append(f"{lib.get('internal_api', '?')} {lib.get('version') or ''} "
+                   f"{lib.get('architecture') or '?'} ({where})".replace("  ", " "))
+    return "; ".join(out) or "no BLAS loaded"
+
+
 def machine_summary() -> dict:
     cpu = cpu_info()
     return {"cpu": cpu, "mem_gib": mem_total_gib(), "os": f"{platform.system()} "
             f"{platform.release()}", "vectordb_capabilities": vectordb_capabilities(),
-            "versions": versions(), "argv": " ".join(sys.argv)}
+            "versions": versions(), "argv": " ".join(sys.argv),
+            "blas_overrides_in_parent": blas_overrides()}
 
 
 def machine_markdown(m: dict) -> str:
@@ -117,6 +145,11 @@ def machine_markdown(m: dict) -> str:
         f"- Memory: {m['mem_gib']:.0f} GiB; {m['os']}" if m.get("mem_gib") else f"- {m['os']}",
         f"- vectordb SIMD kernel: {kernel}",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+        "- OpenBLAS overrides: " + (", ".join(f"{k}={v}" for k, v in
+                                               m.get("blas_overrides_in_parent", {}).items())
+                                    or "none") + " in the launching shell; each worker process "
+        "starts with " + " and ".join(BLAS_OVERRIDES) + " unset (the BLAS kernel each system ran "
+        "is in its row's `blas` field of the JSON and under Systems)",
     ]
     return "\n".join(lines)
 

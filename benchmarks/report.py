@@ -6,10 +6,13 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
-SYSTEM_ORDER = ("vectordb", "vectordb-ivf", "numpy", "faiss-flat", "faiss-ivf", "hnswlib",
-                "chromadb")
-COLORS = {"vectordb": "#d62728", "vectordb-ivf": "#ff7f0e", "numpy": "#7f7f7f",
-          "faiss-flat": "#1f77b4", "faiss-ivf": "#17becf", "hnswlib": "#2ca02c",
+SYSTEM_ORDER = ("vectordb", "vectordb-sq8", "vectordb-ivf", "vectordb-ivf-sq8", "numpy",
+                "faiss-flat", "faiss-ivf", "faiss-ivf-sq8", "faiss-ivf-pqfs", "faiss-ivf-rabitq",
+                "faiss-hnsw", "hnswlib", "chromadb")
+COLORS = {"vectordb": "#d62728", "vectordb-sq8": "#e377c2", "vectordb-ivf": "#ff7f0e",
+          "vectordb-ivf-sq8": "#bcbd22", "numpy": "#7f7f7f", "faiss-flat": "#1f77b4",
+          "faiss-ivf": "#17becf", "faiss-ivf-sq8": "#aec7e8", "faiss-ivf-pqfs": "#393b79",
+          "faiss-ivf-rabitq": "#6b6ecf", "faiss-hnsw": "#98df8a", "hnswlib": "#2ca02c",
           "chromadb": "#9467bd"}
 
 COLUMNS = (
@@ -35,6 +38,9 @@ LEGEND = """\
 - +1k add ms: median of 3 further adds of 1,000 vectors into the built (trained) index.
 - p50/p99 us: single queries one at a time through each system's Python API (k=10, distances
   returned). batch QPS: all held-out queries in one call, best of 2 passes.
+- faiss-ivf-sq8 / -pqfs / -rabitq: IVF over 8-bit scalar, 4-bit fast-scan PQ or RaBitQ codes,
+  then exact re-ranking of k x k_factor candidates (IndexRefineFlat). vectordb-ivf's
+  `n_probe=default(N)` row is what a user who sets no n_probe gets.
 - recall@10: ann-benchmarks definition (returned ids whose true distance <= the true 10th + 1e-3),
   ground truth by exact float64 search.
 - RSS +MB: growth of the process's VmRSS over the build (each system in a fresh process).
@@ -191,6 +197,9 @@ def dataset_markdown(ds_info: dict, rows: list[dict], machine_md: str, command: 
         if r.get("config") and r.get("system") not in configs:
             configs[r["system"]] = f"{r['config']}"
     versions = {r["system"]: r.get("version") for r in rows if r.get("version")}
+    for r in rows:  # which BLAS kernel each system's process ran (training, batch products)
+        if r.get("blas") and r.get("system") in configs and "BLAS" not in configs[r["system"]]:
+            configs[r["system"]] += f"; BLAS: {r['blas']}"
     if configs or versions:
         parts += ["## Systems", ""]
         for s in sorted(set(configs) | set(versions), key=lambda n: _sort_key({"system": n})):

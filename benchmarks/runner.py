@@ -95,6 +95,8 @@ def run_task(task: Task, log=print) -> list[dict[str, Any]]:
         peak = machine.peak_rss_bytes()
         row0.update(timing)
         row0["config"] = system.config()  # may know more after the build (e.g. list sizes)
+        row0["blas"] = machine.blas_kernels()
+        row0["blas_overrides"] = machine.blas_overrides()
         n_added = base.shape[0]
         row0["add_per_s"] = n_added / timing["add_s"] if timing.get("add_s") else None
         row0["rss_mb"] = (rss1 - rss0) / 2**20
@@ -232,9 +234,11 @@ def _child(conn, task: Task) -> None:
 def run_isolated(task: Task, log=print) -> list[dict[str, Any]]:
     """run_task in a fresh spawned process with the thread-count variables set before start."""
     ctx = mp.get_context("spawn")
-    saved = {k: os.environ.get(k) for k in THREAD_ENV}
+    saved = {k: os.environ.get(k) for k in THREAD_ENV + machine.BLAS_OVERRIDES}
     for k in THREAD_ENV:
         os.environ[k] = str(task.threads)
+    for k in machine.BLAS_OVERRIDES:  # each BLAS picks its own kernel for this CPU
+        os.environ.pop(k, None)
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(child, task), daemon=True)
     try:

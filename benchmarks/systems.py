@@ -122,6 +122,9 @@ class VectordbExact(System):
     name = "vectordb"
     family = "vectordb"
     use_ivf = False
+    # Compressed variants: a subclass names the code (create_collection(quantization=...));
+    # where this tree does not know it yet, the system's rows say "not available".
+    quantization: str | None = None
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -144,8 +147,17 @@ class VectordbExact(System):
         if self.use_ivf:
             self.n_clusters = int(self.options.get("n_clusters") or default_n_clusters(self.n))
             kwargs_ivf = {"use_ivf": True, "n_clusters": self.n_clusters}
-        self.col = self.client.create_collection(
-            "bench", metadata={"hnsw:space": self.metric}, dimension=self.d, **kwargs_ivf)
+        if self.quantization:
+            kwargs_ivf["quantization"] = self.quantization
+        try:
+            self.col = self.client.create_collection(
+                "bench", metadata={"hnsw:space": self.metric}, dimension=self.d, **kwargs_ivf)
+        except (TypeError, ValueError) as exc:
+            if not self.quantization:
+                raise
+            self.client.close()
+            raise NotAvailable(f"vectordb has no quantization={self.quantization!r} in this tree "
+                               f"({type(exc).__name__}: {exc})") from exc
         self.ids = [str(i) for i in range(self.n + 100_000)]  # made before timing: user data prep
 
     def version(self) -> str:
@@ -154,7 +166,8 @@ class VectordbExact(System):
         return f"{getattr(self.vectordb, '__version__', '?')} ({kernel})"
 
     def config(self) -> str:
-        return "PersistentClient (durable adds), exact search"
+        return "PersistentClient (durable adds), exact search" + (
+            f", quantization={self.quantization}" if self.quantization else "")
 
     def _ids(self, s: int, e: int) -> list[str]:
         if e > len(self.ids):
@@ -201,11 +214,18 @@ class VectordbIVF(VectordbExact):
             return f"n_clusters={self.n_clusters}"
         return (f"n_clusters={st.get('n_clusters', self.n_clusters)} (list sizes min/mean/max "
                 f"{st.get('list_min')}/{st.get('list_mean', 0):.0f}/{st.get('list_max')}), "
-                f"PersistentClient, built in `with col.batch()`")
+                f"PersistentClient, built in `with col.batch()`" + (
+                    f", quantization={self.quantization}" if self.quantization else ""))
 
     def sweep(self):
+        # None first: the collection's default n_probe, what a user who sets none gets
         values = self.options.get("n_probe_sweep") or N_PROBE_SWEEP
-        return [p for p in values if p <= self.n_clusters] or [self.n_clusters]
+        return [None] + ([p for p in values if p <= self.n_clusters] or [self.n_clusters])
+
+    def param_label(self):
+        if self.param is None:
+            return f"n_probe=default({getattr(self, 'stats', {}).get('n_probe', '?')})"
+        return f"n_probe={self.param}"
 
     def build(self, base, batch):
         batch_cm = getattr(self.col, "batch", None)
@@ -410,6 +430,80 @@ class FaissIVF(FaissFlat):
         return {"train_s": t1 - t0, "add_s": t2 - t1, "build_s": t2 - t0}
 
 
+def _pq_subquantizers(d: int) -> int:
+    """The largest M <= d / 4 dividing d (4-bit fast-scan PQ: 96 sub-quantizers at d = 384)."""
+    m = max(1, d // 4)
+    while d % m:
+        m -= 1
+    return m
+
+
+class FaissIVFRefine(FaissIVF):
+    """IVF over compressed codes, then exact re-ranking of k * k_factor candidates against the
+    float32 vectors (IndexRefineFlat): faiss's answer to "compact lists, exact results"."""
+
+    name = "faiss-ivf-sq8"
+    code = "SQ8"
+    k_factor = 2
+
+    def _make(self):
+        self.n_clusters = int(self.options.get("n_clusters") or default_n_clusters(self.n))
+        self.k_factor = int(self.options.get(f"k_factor_{self.name}", self.k_factor))
+        spec = f"IVF{self.n_clusters},{self.code}"
+        try:
+            self.base_index = self.faiss.index_factory(self.d, spec, self.faiss_metric)
+        except RuntimeError as exc:
+            raise NotAvailable(f"faiss {self.faiss.__version__} cannot build {spec}: {exc}") from exc
+        index = self.faiss.IndexRefineFlat(self.base_index)
+        index.k_factor = self.k_factor
+        return index
+
+    def config(self):
+        return f"index_factory('IVF{self.n_clusters},{self.code}') + IndexRefineFlat k_factor={self.k_factor}"
+
+    def set_param(self, value):
+        self.param = value
+        self.faiss.extract_index_ivf(self.base_index).nprobe = int(value)
+
+
+class FaissIVFPQFastScanRefine(FaissIVFRefine):
+    name = "faiss-ivf-pqfs"
+    k_factor = 8
+
+    def _make(self):
+        self.code = f"PQ{_pq_subquantizers(self.d)}x4fs"
+        return super()._make()
+
+
+class FaissIVFRaBitQRefine(FaissIVFRefine):
+    name = "faiss-ivf-rabitq"
+    code = "RaBitQ"
+    k_factor = 8
+
+
+class FaissHNSW(FaissFlat):
+    name = "faiss-hnsw"
+    approximate = True
+    sweep_name = "ef"
+
+    def _make(self):
+        self.m = int(self.options.get("hnsw_m", HNSW_M))
+        index = self.faiss.IndexHNSWFlat(self.d, self.m, self.faiss_metric)
+        index.hnsw.efConstruction = int(self.options.get("hnsw_ef_construction",
+                                                         HNSW_EF_CONSTRUCTION))
+        return index
+
+    def config(self):
+        return f"IndexHNSWFlat M={self.m} efConstruction={self.index.hnsw.efConstruction}"
+
+    def sweep(self):
+        return list(self.options.get("ef_sweep") or EF_SWEEP)
+
+    def set_param(self, value):
+        self.param = value
+        self.index.hnsw.efSearch = int(value)
+
+
 # ---------------------------------------------------------------------------------- hnswlib
 
 class Hnswlib(System):
@@ -525,8 +619,19 @@ class Chroma(System):
         self.client = None
 
 
+class VectordbSQ8(VectordbExact):
+    name = "vectordb-sq8"
+    quantization = "sq8"
+
+
+class VectordbIVFSQ8(VectordbIVF):
+    name = "vectordb-ivf-sq8"
+    quantization = "sq8"
+
+
 SYSTEMS: dict[str, type[System]] = {cls.name: cls for cls in (
-    VectordbExact, VectordbIVF, NumpyBrute, FaissFlat, FaissIVF, Hnswlib, Chroma)}
+    VectordbExact, VectordbIVF, VectordbSQ8, VectordbIVFSQ8, NumpyBrute, FaissFlat, FaissIVF,
+    FaissIVFRefine, FaissIVFPQFastScanRefine, FaissIVFRaBitQRefine, FaissHNSW, Hnswlib, Chroma)}
 ALL_SYSTEMS = tuple(SYSTEMS)
 
 

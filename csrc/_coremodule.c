@@ -13,8 +13,10 @@
 #include "vdb_cpu.h"
 #include "vdb_distance.h"
 #include "vdb_error.h"
+#include "vdb_exact.h"
 #include "vdb_filter.h"
 #include "vdb_flat.h"
+#include "vdb_kmeans.h"
 #include "vdb_meta.h"
 #include "vdb_nearest.h"
 #include "vdb_threads.h"
@@ -317,6 +319,112 @@ done:
     Py_XDECREF(q);
     Py_XDECREF(dist);
     Py_XDECREF(rows);
+    return res;
+}
+
+/* One variant of the GEMM-style exact batch kernel over all of data, for the kernel tests:
+ * exact_search_isa(isa, metric, data, queries, k) -> (dist, rows) as flat_search returns them. */
+static PyObject *core_exact_search_isa(PyObject *module, PyObject *args)
+{
+    const char *isa, *metric_s;
+    PyObject *data_o, *q_o, *res = NULL;
+    Py_ssize_t k;
+    vdb_metric m;
+    PyArrayObject *data = NULL, *q = NULL, *dist = NULL, *rows = NULL;
+    vdb_topk *heaps = NULL;
+    vdb_exact_queries eq = {0};
+    if (!PyArg_ParseTuple(args, "ssOOn", &isa, &metric_s, &data_o, &q_o, &k) || metric_from_str(metric_s, &m))
+        return NULL;
+    if (k < 1) return PyErr_Format(PyExc_ValueError, "k must be >= 1");
+    if (!(data = as_matrix(data_o, "data")) || !(q = as_matrix(q_o, "queries"))) goto done;
+    size_t n = (size_t)PyArray_DIM(data, 0), d = (size_t)PyArray_DIM(data, 1), nq = (size_t)PyArray_DIM(q, 0);
+    if ((size_t)PyArray_DIM(q, 1) != d || nq == 0 || d == 0) {
+        PyErr_SetString(PyExc_ValueError, "need queries (nq >= 1, d) and data (n, d) with d >= 1");
+        goto done;
+    }
+    npy_intp dims[2] = {(npy_intp)nq, k};
+    dist = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+    rows = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_INT64);
+    heaps = PyMem_RawMalloc(nq * sizeof *heaps);
+    if (!dist || !rows || !heaps) {
+        if (!PyErr_Occurred()) PyErr_NoMemory();
+        goto done;
+    }
+    int rc = vdb_exact_prepare(m, PyArray_DATA(q), nq, d, &eq);
+    if (rc) {
+        raise_engine(module, rc);
+        goto done;
+    }
+    float *dp = PyArray_DATA(dist);
+    int64_t *rp = PyArray_DATA(rows);
+    for (size_t j = 0; j < nq; j++) vdb_topk_init(&heaps[j], (size_t)k, dp + j * (size_t)k, rp + j * (size_t)k);
+    Py_BEGIN_ALLOW_THREADS
+    rc = vdb_exact_scan_isa(isa, &eq, PyArray_DATA(data), n, 0, heaps);
+    if (rc == 0)
+        for (size_t j = 0; j < nq; j++)
+            for (size_t t = vdb_topk_sort(&heaps[j]); t < (size_t)k; t++) {
+                dp[j * (size_t)k + t] = INFINITY;
+                rp[j * (size_t)k + t] = -1;
+            }
+    Py_END_ALLOW_THREADS
+    if (rc) {
+        PyErr_Format(PyExc_ValueError, "kernel variant '%s' is not available on this CPU or build", isa);
+        goto done;
+    }
+    res = PyTuple_Pack(2, dist, rows);
+done:
+    vdb_exact_free(&eq);
+    PyMem_RawFree(heaps);
+    Py_XDECREF(data);
+    Py_XDECREF(q);
+    Py_XDECREF(dist);
+    Py_XDECREF(rows);
+    return res;
+}
+
+/* The IVF index's k-means itself (benchmarks/bench_partition.py compares its partitions with
+ * faiss's): kmeans_train(metric, x, k, seed, n_iter=0, seed_points_per_centroid=0) ->
+ * (centroids, stats dict); 0 = the default. */
+static PyObject *core_kmeans_train(PyObject *module, PyObject *args)
+{
+    const char *metric_s;
+    PyObject *x_o, *res = NULL;
+    Py_ssize_t k, n_iter = 0, seed_points = 0;
+    unsigned long long seed;
+    vdb_metric m;
+    PyArrayObject *x = NULL, *cent = NULL;
+    if (!PyArg_ParseTuple(args, "sOnK|nn", &metric_s, &x_o, &k, &seed, &n_iter, &seed_points) ||
+        metric_from_str(metric_s, &m))
+        return NULL;
+    if (k < 1 || n_iter < 0 || seed_points < 0)
+        return PyErr_Format(PyExc_ValueError, "need k >= 1, n_iter >= 0 and seed_points_per_centroid >= 0");
+    if (!(x = as_matrix(x_o, "points"))) goto done;
+    size_t n = (size_t)PyArray_DIM(x, 0), d = (size_t)PyArray_DIM(x, 1);
+    npy_intp dims[2] = {k, (npy_intp)d};
+    if (!(cent = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32))) goto done;
+    vdb_kmeans_params p;
+    vdb_kmeans_params_default(&p);
+    p.seed = seed;
+    p.n_iter = (size_t)n_iter;
+    p.seed_points_per_centroid = (size_t)seed_points;
+    vdb_kmeans_stats st;
+    const float *xp = PyArray_DATA(x);
+    float *cp = PyArray_DATA(cent);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = vdb_kmeans_train(m, xp, n, d, (size_t)k, &p, cp, &st);
+    Py_END_ALLOW_THREADS
+    if (rc) {
+        raise_engine(module, rc);
+        goto done;
+    }
+    res = Py_BuildValue("(O{s:n,s:n,s:n,s:n,s:O,s:d})", cent, "n_train", (Py_ssize_t)st.n_train, "iterations",
+                        (Py_ssize_t)st.iterations, "n_splits", (Py_ssize_t)st.n_splits, "n_empty",
+                        (Py_ssize_t)st.n_empty, "converged", st.converged ? Py_True : Py_False, "objective",
+                        st.objective);
+done:
+    Py_XDECREF(x);
+    Py_XDECREF(cent);
     return res;
 }
 
@@ -1064,6 +1172,10 @@ static PyMethodDef core_methods[] = {
     {"nearest_centroids", core_nearest_centroids, METH_VARARGS,
      "nearest_centroids(isa, points, centroids, bias) -> (index, value): argmin_j bias[j] - 2 x.c_j"},
     {"flat_search", core_flat_search, METH_VARARGS, "flat_search(metric, data, queries, k, allow=None) -> (dist, rows)"},
+    {"exact_search_isa", core_exact_search_isa, METH_VARARGS,
+     "exact_search_isa(isa, metric, data, queries, k) -> (dist, rows): one variant of the exact batch kernel"},
+    {"kmeans_train", core_kmeans_train, METH_VARARGS,
+     "kmeans_train(metric, x, k, seed, n_iter=0, seed_points_per_centroid=0) -> (centroids, stats)"},
     {"_set_exceptions", core_set_exceptions, METH_VARARGS, "internal: install the exception classes"},
     {NULL, NULL, 0, NULL},
 };

@@ -19,10 +19,15 @@
 #endif
 
 #include "vdb_error.h"
+#include "vdb_exact.h"
 #include "vdb_threads.h"
 #include "vdb_topk.h"
 
 #define VDB_FLAT_GROUP 8          /* queries per task (two 4-query kernel tiles) */
+/* Unfiltered batches of at least this many queries use the GEMM-style kernel (vdb_exact), in
+ * groups of up to VDB_FLAT_GEMM_GROUP queries (4 panels: ~200 KB at d = 384, L2-resident). */
+#define VDB_FLAT_GEMM_MIN 16
+#define VDB_FLAT_GEMM_GROUP 128
 #define VDB_FLAT_SCRATCH 8192     /* floats of distances per chunk, on the stack (32 KB) */
 #define VDB_FLAT_MAX_CHUNK 1024   /* rows per chunk for one query */
 /* A bitmap word with at most this many bits set is scored row by row, else the whole 64-row group
@@ -44,6 +49,7 @@ typedef struct {
     size_t nq, k;
     size_t group;     /* queries per group */
     size_t n_slices;  /* row slices per group */
+    int gemm;         /* groups go through vdb_exact */
     size_t total_rows;
     float *out_dist;
     int64_t *out_rows;
@@ -175,15 +181,19 @@ static void vdb_flat_scan_range(const vdb_flat_ctx *c, const vdb_vec_range *r, s
     }
 }
 
-/* Scans global row positions [p0, p1) (counting through the ranges in order). */
-static void vdb_flat_scan(const vdb_flat_ctx *c, size_t p0, size_t p1, size_t q0, size_t nqg, vdb_topk *heaps)
+/* Scans global row positions [p0, p1) (counting through the ranges in order); eq: the group's
+ * queries prepared for vdb_exact, or NULL. */
+static void vdb_flat_scan(const vdb_flat_ctx *c, size_t p0, size_t p1, size_t q0, size_t nqg, vdb_topk *heaps,
+                          vdb_exact_queries *eq)
 {
     size_t pos = 0;
     for (size_t ri = 0; ri < c->n_ranges && pos < p1; ri++) {
         const vdb_vec_range *r = &c->ranges[ri];
         size_t a = p0 > pos ? p0 - pos : 0;
         size_t b = p1 - pos < r->n ? p1 - pos : r->n;
-        if (a < b)
+        if (a < b && eq)
+            vdb_exact_scan(eq, r->data + a * c->d, b - a, r->first_row + (int64_t)a, heaps);
+        else if (a < b)
             vdb_flat_scan_range(c, r, a, b, q0, nqg, heaps);
         pos += r->n;
     }
@@ -197,7 +207,7 @@ static void vdb_flat_task(void *ctxp, size_t task, size_t worker)
     size_t q0 = g * c->group;
     size_t nqg = c->nq - q0 < c->group ? c->nq - q0 : c->group;
     size_t p0 = c->total_rows * s / c->n_slices, p1 = c->total_rows * (s + 1) / c->n_slices;
-    vdb_topk heaps[VDB_FLAT_GROUP];
+    vdb_topk heaps[VDB_FLAT_GEMM_GROUP];
     const size_t k = c->k;
 
     for (size_t j = 0; j < nqg; j++) {
@@ -207,7 +217,12 @@ static void vdb_flat_task(void *ctxp, size_t task, size_t worker)
             vdb_topk_init(&heaps[j], k, c->part_dist + (s * c->nq + q0 + j) * k,
                           c->part_rows + (s * c->nq + q0 + j) * k);
     }
-    vdb_flat_scan(c, p0, p1, q0, nqg, heaps);
+    /* Out of memory for the packed queries: the blocked kernel gives the same answers. */
+    vdb_exact_queries eq;
+    int gemm = c->gemm && vdb_exact_prepare(c->m, c->queries + q0 * c->d, nqg, c->d, &eq) == VDB_OK;
+    vdb_flat_scan(c, p0, p1, q0, nqg, heaps, gemm ? &eq : NULL);
+    if (gemm)
+        vdb_exact_free(&eq);
     for (size_t j = 0; j < nqg; j++) {
         size_t cnt = c->n_slices == 1 ? vdb_topk_sort(&heaps[j]) : heaps[j].size;
         for (size_t t = cnt; t < k; t++) {
@@ -253,10 +268,17 @@ int vdb_flat_search(vdb_metric m, size_t d, const vdb_vec_range *ranges, size_t 
     c.out_rows = out_rows;
     c.n_slices = 1;
     c.group = nq < VDB_FLAT_GROUP ? nq : VDB_FLAT_GROUP;
+    size_t threads = vdb_threads_count();
+    if (!allow && nq >= VDB_FLAT_GEMM_MIN) {
+        /* Whole panels of 32, enough groups for every thread, at most VDB_FLAT_GEMM_GROUP. */
+        size_t per = (nq + threads - 1) / threads;
+        per = (per + 31) / 32 * 32;
+        c.gemm = 1;
+        c.group = per < VDB_FLAT_GEMM_GROUP ? per : VDB_FLAT_GEMM_GROUP;
+    }
 
     /* One query, or little work: the calling thread does it all (a pool wake-up costs more). */
     double work = (double)nq * (double)total * (double)d;
-    size_t threads = vdb_threads_count();
     if (nq == 1 || threads <= 1 || work < (double)VDB_FLAT_MIN_PARALLEL) {
         size_t n_tasks = (nq + c.group - 1) / c.group;
         for (size_t t = 0; t < n_tasks; t++)
@@ -265,7 +287,7 @@ int vdb_flat_search(vdb_metric m, size_t d, const vdb_vec_range *ranges, size_t 
     }
 
     size_t n_groups = (nq + c.group - 1) / c.group;
-    if (n_groups < threads) {
+    if (n_groups < threads && !c.gemm) {
         /* Spread the queries over the threads first... */
         c.group = (nq + threads - 1) / threads;
         n_groups = (nq + c.group - 1) / c.group;

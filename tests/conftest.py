@@ -6,6 +6,9 @@
     http        vectordb.HttpClient against one `vectordb serve` process per test session
                 (skipped with a reason while vectordb.http_client or tests/server_helpers.py
                 cannot be imported); every collection is deleted after each test.
+    chroma      chromadb.HttpClient (chroma's own client, through our /api/v2) against the same
+                server (skipped when chromadb is not installed). Its errors are chromadb's classes:
+                the test module's error names accept chromadb's equivalent (CHROMA_ERRORS).
 
 `client_kind` says which one a test got; `persistent_path` is the directory a persistent client
 opens; `reopen(client)` closes a PersistentClient and opens a new one on the same path (closed
@@ -26,7 +29,19 @@ if str(TESTS_DIR) not in sys.path:
 
 import vectordb  # noqa: E402
 
-CLIENT_KINDS = ["persistent", "ephemeral", "http"]
+CLIENT_KINDS = ["persistent", "ephemeral", "http", "chroma"]
+
+# Our error class -> what chromadb's HttpClient raises for the same failure: chromadb's class of that
+# name, or (for input it checks itself before sending anything) a plain ValueError or TypeError.
+CHROMA_ERRORS = {
+    "NotFoundError": ("NotFoundError",),
+    "CollectionExistsError": ("UniqueConstraintError",),
+    "AuthorizationError": ("AuthorizationError",),
+    "DuplicateIDError": ("DuplicateIDError", "ValueError"),
+    "InvalidArgumentError": ("InvalidArgumentError", "ValueError", "TypeError"),
+    "VectorDBError": ("ChromaError",),
+    "ValueError": ("InvalidArgumentError", "DuplicateIDError", "TypeError"),
+}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -57,7 +72,8 @@ class _Server:
         self.port = None
         self.error = None
 
-    def ensure(self):
+    def ensure(self, kind: str = "http"):
+        """A client of this server: our HttpClient, or chromadb's (kind "chroma")."""
         support, reason = _http_support()
         if support is None:
             pytest.skip(reason)
@@ -72,6 +88,9 @@ class _Server:
                 pytest.skip(self.error)
         elif self.proc.poll() is not None:
             pytest.fail(f"the test server died (exit code {self.proc.returncode}); see {getattr(self.proc, 'log_path', '?')}")
+        if kind == "chroma":
+            chromadb = pytest.importorskip("chromadb")
+            return chromadb.HttpClient(host="127.0.0.1", port=self.port)
         return HttpClient("127.0.0.1", self.port)
 
     def stop(self):
@@ -101,8 +120,9 @@ def _wipe(client) -> None:
     for col in client.list_collections():
         try:
             client.delete_collection(col.name)
-        except vectordb.NotFoundError:
-            pass
+        except Exception as e:  # vectordb's NotFoundError, or chromadb's
+            if type(e).__name__ != "NotFoundError":
+                raise
 
 
 @pytest.fixture
@@ -131,7 +151,7 @@ def client(client_kind: str, persistent_path: Path, request, monkeypatch):
         _wipe(c)
         yield c
         c.close()
-    else:
+    elif client_kind == "http":
         server = request.getfixturevalue("http_server")
         c = server.ensure()
         _wipe(c)  # whatever an earlier, interrupted test left behind
@@ -140,6 +160,89 @@ def client(client_kind: str, persistent_path: Path, request, monkeypatch):
             _wipe(c)
         finally:
             c.close()
+    else:
+        if request.module.__name__ != "test_api":
+            pytest.skip("chromadb's client runs the API suite (test_api.py); other suites test our own clients")
+        reason = CHROMA_CLIENT_DIFFERENCES.get(request.node.originalname) or \
+            CHROMA_CLIENT_DIFFERENCES.get(request.node.name)
+        if reason is not None:
+            pytest.skip(f"chromadb's client differs here: {reason}")
+        c = request.getfixturevalue("http_server").ensure("chroma")
+        _accept_chroma_errors(monkeypatch)
+        _wipe(c)
+        yield c
+        try:
+            _wipe(c)
+        finally:
+            close_chroma_clients()
+
+
+# Tests of the API suite that do not apply to chromadb's HttpClient, and why (the differences are
+# its client's own behaviour or API, not the server's: they are the same against `chroma run`).
+_OUR_API = "uses vectordb's own API (not in chromadb's client)"
+_EMBEDS = "chromadb's client embeds documents itself when no embeddings are given (default model download)"
+CHROMA_CLIENT_DIFFERENCES = {
+    "test_dimension_keyword_fixes_dimension": _OUR_API,
+    "test_query_embedding_singular": _OUR_API,
+    "test_query_embedding_and_embeddings_together_rejected": _OUR_API,
+    "test_modify_configuration_sets_n_probe_only": _OUR_API,
+    "test_add_with_embedding_function": "chromadb's client requires EmbeddingFunction.__call__(self, input)",
+    "test_add_existing_id_is_skipped_with_a_warning": "the warning is logged by the server process",
+    "test_get_collection_with_invalid_name_is_an_error":
+        "chromadb's client puts the name in the URL path unchecked: '/' or '..' change the path",
+    "test_update_of_unknown_id_is_ignored": _EMBEDS,
+    "test_update_merges_metadata_and_keeps_other_fields": _EMBEDS,
+    "test_update_with_none_entries_keeps_fields": _EMBEDS,
+    "test_add_without_embeddings_rejected": _EMBEDS,
+    "test_unusual_ids_and_documents_roundtrip": _EMBEDS,
+    "test_modify_space_change_is_an_error": "chromadb's client refuses any 'hnsw:' key in modify(metadata=...)",
+    "test_huge_counts_are_handled": "chromadb's client cannot send integers beyond 64 bits (TypeError)",
+    "test_float64_beyond_float32_range_message": "chromadb's client converts to float32 itself (overflow -> inf)",
+    "test_query_bad_embeddings_rejected": "chromadb's client fails on some inputs itself (IndexError, TypeError)",
+    "test_embedding_input_forms_two_records[chroma-tuple-of-tuples]": "chromadb's client refuses tuples",
+    "test_embedding_input_forms_two_records[chroma-list-of-np-scalars]": "chromadb's client refuses NumPy scalars",
+}
+for _method in ("add", "upsert", "update"):
+    CHROMA_CLIENT_DIFFERENCES.update({
+        f"test_bad_write_rejected_and_nothing_written[chroma-empty-vector-{_method}]":
+            "chromadb's client fails on an empty vector itself (IndexError)",
+        f"test_bad_write_rejected_and_nothing_written[chroma-meta-nan-value-{_method}]":
+            "chromadb's client sends a NaN metadata value as null (which deletes the key)",
+        f"test_bad_write_rejected_and_nothing_written[chroma-meta-not-a-dict-{_method}]":
+            "chromadb's client fails on a non-dict metadata itself (AttributeError)",
+    })
+
+
+def close_chroma_clients() -> None:
+    """chromadb keeps every client's system (and its connections) in a process-wide cache: clear it."""
+    from chromadb.api.client import SharedSystemClient
+
+    SharedSystemClient.clear_system_cache()
+
+
+def _accept_chroma_errors(monkeypatch) -> None:
+    """pytest.raises(ours) also accepts chromadb's equivalent classes (CHROMA_ERRORS)."""
+    import builtins
+
+    import chromadb.errors as chroma_errors
+
+    equivalents = {}
+    for ours, theirs in CHROMA_ERRORS.items():
+        cls = getattr(builtins, ours, None) or getattr(vectordb, ours)
+        equivalents[cls] = tuple(getattr(builtins, t, None) or getattr(chroma_errors, t) for t in theirs)
+    original = pytest.raises
+
+    def raises(expected, *args, **kwargs):
+        widened = []
+        for cls in expected if isinstance(expected, tuple) else (expected,):
+            widened.append(cls)
+            for base in cls.__mro__:  # the most specific class with an equivalent
+                if base in equivalents:
+                    widened.extend(equivalents[base])
+                    break
+        return original(tuple(dict.fromkeys(widened)), *args, **kwargs)
+
+    monkeypatch.setattr(pytest, "raises", raises)
 
 
 @pytest.fixture

@@ -22,8 +22,18 @@ from benchmarks import datasets, runner
 
 ROOT = Path(__file__).resolve().parent.parent
 EXACT_SYSTEMS = {"vectordb", "numpy", "faiss-flat"}
-MODULE_OF = {"faiss-flat": "faiss", "faiss-ivf": "faiss", "hnswlib": "hnswlib",
-             "chromadb": "chromadb", "numpy": "numpy"}
+MODULE_OF = {"faiss-flat": "faiss", "faiss-ivf": "faiss", "faiss-ivf-sq8": "faiss",
+             "faiss-ivf-pqfs": "faiss", "faiss-ivf-rabitq": "faiss", "faiss-hnsw": "faiss",
+             "hnswlib": "hnswlib", "chromadb": "chromadb", "numpy": "numpy"}
+QUANTIZED_VECTORDB = {"vectordb-sq8", "vectordb-ivf-sq8"}
+
+
+def _vectordb_quantization_present() -> bool:
+    import inspect  # noqa: PLC0415
+
+    import vectordb  # noqa: PLC0415
+
+    return "quantization" in inspect.signature(vectordb.PersistentClient.create_collection).parameters
 
 
 def _vectordb_api_present() -> bool:
@@ -151,14 +161,16 @@ def test_tiny_harness_end_to_end(tmp_path):
     by_system: dict[str, list[dict]] = {}
     for r in rows:
         by_system.setdefault(r["system"], []).append(r)
-    assert set(by_system) == {"vectordb", "vectordb-ivf", "numpy", "faiss-flat", "faiss-ivf",
-                              "hnswlib", "chromadb"}
+    assert set(by_system) == {"vectordb", "vectordb-ivf", "vectordb-sq8", "vectordb-ivf-sq8", "numpy",
+                              "faiss-flat", "faiss-ivf", "faiss-ivf-sq8", "faiss-ivf-pqfs",
+                              "faiss-ivf-rabitq", "faiss-hnsw", "hnswlib", "chromadb"}
 
     for name, grp in by_system.items():
         installed = (_vectordb_api_present() if name.startswith("vectordb")
                      else importlib.util.find_spec(MODULE_OF[name]) is not None)
-        if name == "vectordb-ivf" and installed and grp[0]["status"].startswith("not available"):
-            continue  # the IVF index may not be merged yet: then "not available" is the contract
+        if name in QUANTIZED_VECTORDB and installed and not _vectordb_quantization_present():
+            assert [r["status"][:40] for r in grp] == ["not available: vectordb has no quantizat"]
+            continue  # the hook for compressed collections, before they exist in this tree
         if not installed:
             assert all(r["status"].startswith("not available") for r in grp), grp
             continue
@@ -169,10 +181,14 @@ def test_tiny_harness_end_to_end(tmp_path):
         if name in EXACT_SYSTEMS:
             assert [r["recall"] for r in grp] == [1.0], grp
             assert [r["recall_single"] for r in grp] == [1.0], grp
-        if name in ("faiss-ivf", "vectordb-ivf"):
-            assert [r["params"] for r in grp] == ["n_probe=1", "n_probe=10"]
+        if name.startswith("vectordb-ivf"):  # first the default n_probe, what a user gets
+            assert [r["params"] for r in grp] == ["n_probe=default(10)", "n_probe=1", "n_probe=10"]
             assert grp[-1]["recall"] == 1.0  # probing every list is exact
-        if name == "hnswlib":
+        if name.startswith("faiss-ivf"):
+            assert [r["params"] for r in grp] == ["n_probe=1", "n_probe=10"]
+        if name == "faiss-ivf":
+            assert grp[-1]["recall"] == 1.0
+        if name in ("hnswlib", "faiss-hnsw"):
             assert [r["params"] for r in grp] == ["ef=10", "ef=50"]
     if importlib.util.find_spec("matplotlib") is not None:
         assert len(png) == 1 and png[0].stat().st_size > 10_000
@@ -189,3 +205,62 @@ def test_assignment_benchmark_quick_mode():
     cells = [c.strip() for c in row.strip("|").split("|")][1:]
     assert len(cells) == header.count("GFLOPS")
     assert all(float(c.split()[0]) > 0 for c in cells)
+
+
+def _fake_minilm(root: Path, n: int = 1200, nq: int = 30, d: int = 24) -> None:
+    """A small set laid out as the minilm directory is: unit-norm base and queries, exact top-100."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((n + nq, d)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    base, queries = x[:n], x[n:]
+    dist = 1.0 - queries.astype(np.float64) @ base.astype(np.float64).T
+    order = np.argsort(dist, axis=1, kind="stable")[:, :100]
+    (root / "minilm").mkdir(parents=True)
+    np.save(root / "minilm" / "base.npy", base)
+    np.save(root / "minilm" / "queries_dev.npy", queries)
+    np.save(root / "minilm" / "gt_dev.npy", order.astype(np.int32))
+    np.save(root / "minilm" / "gt_dev_dist.npy", np.take_along_axis(dist, order, 1).astype(np.float32))
+
+
+def test_minilm_set_is_skipped_with_a_message_when_its_directory_is_absent(tmp_path, monkeypatch):
+    from benchmarks.__main__ import parse_datasets  # noqa: PLC0415
+
+    monkeypatch.delenv(datasets.DATA_ENV, raising=False)
+    said: list[str] = []
+    assert parse_datasets("minilm", nq=10, n_extra=10, data_root=datasets.data_root(None),
+                          log=said.append) == []
+    assert "skipping data set minilm" in said[0] and "--data-dir" in said[0]
+    said.clear()
+    assert parse_datasets("minilm,blobs:100:4", nq=10, n_extra=10, data_root=tmp_path,
+                          log=said.append)[0].kind == "blobs"
+    assert "lacks base.npy" in said[0]
+    assert datasets.external_specs(tmp_path) == []
+
+
+def test_minilm_set_uses_its_shipped_ground_truth(tmp_path, monkeypatch):
+    from benchmarks.__main__ import parse_datasets  # noqa: PLC0415
+
+    _fake_minilm(tmp_path / "data")
+    monkeypatch.setenv(datasets.DATA_ENV, str(tmp_path / "data"))
+    monkeypatch.setenv("VECTORDB_BENCH_CACHE", str(tmp_path / "cache"))
+    (spec,) = parse_datasets("minilm", nq=20, n_extra=15, data_root=datasets.data_root(None))
+    assert [s.kind for s in datasets.external_specs(datasets.data_root(None), nq=20)] == ["minilm"]
+    ds = datasets.load(spec, verbose=False)
+    assert ds.name == "minilm" and ds.metric == "cosine" and ds.base.shape == (1200, 24)
+    assert ds.queries.shape == (20, 24) and ds.extra.shape == (15, 24)
+    gt = np.load(tmp_path / "data" / "minilm" / "gt_dev.npy")
+    np.testing.assert_array_equal(ds.gt_ids, gt[:20])
+    ids, dist = datasets.exact_knn(ds.base, ds.queries, 100, "cosine")
+    np.testing.assert_array_equal(ids, ds.gt_ids)  # the shipped truth is the exact one
+    np.testing.assert_allclose(dist, ds.gt_dist, atol=1e-6)
+    # a cut base cannot use the shipped truth: it is recomputed
+    (cut,) = parse_datasets("minilm:300", nq=20, n_extra=15, data_root=datasets.data_root(None))
+    small = datasets.load(cut, verbose=False)
+    assert small.name == "minilm-300" and small.base.shape == (300, 24) and small.gt_ids.max() < 300
+
+    budget = runner.Budget(n_single=10, single_seconds=1, batch_repeats=1)
+    tasks = [runner.Task(str(ds.directory), name, 1, budget, {"n_clusters": 8, "n_probe_sweep": [8]})
+             for name in ("vectordb", "vectordb-ivf")]
+    rows = runner.run_tasks(tasks, in_process=True, log=lambda s: None)
+    assert [(r["system"], r["params"], r["recall"]) for r in rows] == [
+        ("vectordb", "", 1.0), ("vectordb-ivf", "n_probe=default(8)", 1.0), ("vectordb-ivf", "n_probe=8", 1.0)]

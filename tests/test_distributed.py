@@ -1,7 +1,8 @@
 """Sharded collections on Ray (vectordb.distributed): the same answers as one node, validation before
-any shard is written, and acknowledged writes surviving shard processes killed mid-write.
+any shard is written, acknowledged writes surviving shard processes killed mid-write, and shards
+reopened from disk after their node died.
 
-One local Ray cluster (2 CPUs) serves the whole module: starting Ray takes seconds."""
+One local Ray cluster of two nodes serves the whole module: starting Ray takes seconds."""
 from __future__ import annotations
 
 import os
@@ -24,7 +25,7 @@ from vectordb.distributed import (
     ShardWriteError,
     shard_of,
 )
-from vectordb.distributed.client import actor_name
+from vectordb.distributed.client import _read_shardmap, _write_shardmap, actor_name
 from vectordb.distributed.routing import SEQ_KEY, merge_query, split
 
 REPO = str(Path(__file__).resolve().parent.parent)
@@ -32,11 +33,16 @@ REPO = str(Path(__file__).resolve().parent.parent)
 
 @pytest.fixture(scope="module")
 def cluster():
-    if not ray.is_initialized():
-        env = {"PYTHONPATH": os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)}
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
-    yield
+    """Two Ray nodes on this machine (a head and a worker node, each its own raylet), one CPU each."""
+    from ray.cluster_utils import Cluster
+
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)}
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    worker = c.add_node(num_cpus=1)
+    ray.init(address=c.address, log_to_driver=False, runtime_env={"env_vars": env})
+    yield c, worker
     ray.shutdown()
+    c.shutdown()
 
 
 @pytest.fixture
@@ -202,6 +208,14 @@ def test_collections_and_reopen_from_the_shard_map(cluster, tmp_path):
         assert g.count() == 120
         assert g.query(query_embeddings=vecs[:3], n_results=5) == before
         assert sorted(os.listdir(tmp_path / "ray" / "shards")) == [str(g.id)]
+    # A shard map naming a node that is not in the cluster (another machine): a clear error.
+    shardmap = os.path.join(path, "shardmap.json")
+    cols = _read_shardmap(shardmap)
+    cols[str(g.id)]["shards"][1].update(node_id="f" * 56, node_ip="203.0.113.9")
+    _write_shardmap(shardmap, cols)
+    with RayClient(path=path, read_retries=0) as client:
+        with pytest.raises(ShardUnavailableError, match=r"shard 1 .* lives on node 203\.0\.113\.9 .*not in the cluster"):
+            client.get_collection("gamma").count()
 
 
 # ---- failures ----
@@ -280,3 +294,23 @@ def test_acknowledged_writes_survive_shards_killed_mid_write(rc):
                 assert n == len(part)
         col.upsert(ids=ids, embeddings=vecs, metadatas=[{"b": b}] * per_batch)  # the documented recovery
     assert col.count() == len(written) * per_batch
+
+
+def test_shards_spread_over_nodes_and_reopen_after_their_node_dies(rc, cluster):
+    """The worker node is removed (its raylet and every process on it killed). Its shard's actor is
+    gone for good; the next call starts a new one on a live node at the same address (here: this
+    machine, whose disk holds the shard), which reopens the shard from its directory. Runs last: the
+    module's cluster has one node afterwards."""
+    c, worker = cluster
+    col = rc.create_collection("nodes", shards=4)
+    nodes = [loc["node_id"] for loc in col.shard_locations()]
+    assert set(nodes) == {c.head_node.node_id, worker.node_id}  # spread over both nodes
+    ids, vecs, metas, docs = records(400)
+    col.add(ids=ids, embeddings=vecs, metadatas=metas, documents=docs)
+    before = col.query(query_embeddings=vecs[:5], n_results=8, include=["metadatas", "distances"])
+    c.remove_node(worker)
+    assert col.count() == 400  # read retried: the lost shards are started again and reopened
+    assert col.query(query_embeddings=vecs[:5], n_results=8, include=["metadatas", "distances"]) == before
+    assert {loc["node_id"] for loc in col.shard_locations()} == {c.head_node.node_id}
+    col.upsert(ids=ids[:10], embeddings=vecs[:10] * 2)
+    assert np.array_equal(col.get(ids=ids[:10], include=["embeddings"])["embeddings"], vecs[:10] * 2)

@@ -108,7 +108,10 @@ def test_configuration_has_chromas_shape(client):
     col = client.create_collection("shaped", metadata={"hnsw:space": "cosine"}, use_ivf=True, n_clusters=4)
     cfg = col.configuration
     assert cfg["hnsw"]["space"] == "cosine"  # what LangChain reads for relevance scores
-    assert cfg["spann"] is None and cfg["embedding_function"] is None
+    assert cfg["spann"] is None
+    # as chromadb: the (default) embedding function object, and its name and config in configuration_json
+    assert cfg["embedding_function"].name() == "default"
+    assert col.configuration_json["embedding_function"]["name"] == "default"
     assert (cfg["use_ivf"], cfg["n_clusters"], cfg["n_probe"], cfg["dimension"]) == (True, 4, None, None)
     assert col.configuration_json["hnsw"] == cfg["hnsw"]
     tuned = client.create_collection("tuned-hnsw", configuration={"hnsw": {"space": "ip", "ef_construction": 200,

@@ -252,7 +252,8 @@ class Base:
         self.states: dict[str, list[dict]] = {}  # collection -> state after k writes past the snapshot
         client = vectordb.PersistentClient(self.path)
         rng = np.random.default_rng(7)
-        flat = client.create_collection("flat", metadata={"hnsw:space": "l2", "owner": "fuzz"})
+        # No embedding function: the update(documents=...) writes below keep their vectors.
+        flat = client.create_collection("flat", metadata={"hnsw:space": "l2", "owner": "fuzz"}, embedding_function=None)
         n = 80
         flat.add(ids=[f"f{i}" for i in range(n)], embeddings=rng.standard_normal((n, DIM)).astype(np.float32),
                  metadatas=[{"i": i, "tag": f"t{i % 5}", "x": i / 7, "b": i % 2 == 0, "l": [i, i + 1]} for i in range(n)],
@@ -260,7 +261,8 @@ class Base:
         flat.delete(ids=["f1", "f2"])
         flat.checkpoint()
         self.states["flat"] = self._writes(flat, rng, "f")
-        ivf = client.create_collection("ivf", metadata={"hnsw:space": "cosine"}, use_ivf=True, n_clusters=8)
+        ivf = client.create_collection("ivf", metadata={"hnsw:space": "cosine"}, use_ivf=True, n_clusters=8,
+                                       embedding_function=None)
         n = 1200
         ivf.add(ids=[f"v{i}" for i in range(n)], embeddings=rng.standard_normal((n, DIM)).astype(np.float32),
                 metadatas=[{"i": i} for i in range(n)])

@@ -454,3 +454,96 @@ def test_pool_survives_fork(restore_cpu):
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"child status {status:#x}"
+
+
+# ---------------------------------------------------------------- exact batch (GEMM-style) kernel
+
+EXACT_ISAS = ["serial", "avx2", "avx512"]
+
+
+def one_by_one(metric, data, queries, k):
+    """The single-query exact path, query by query: what a batch must return bit for bit."""
+    outs = [_core.flat_search(metric, data, queries[i:i + 1], k) for i in range(len(queries))]
+    return np.vstack([o[0] for o in outs]), np.vstack([o[1] for o in outs])
+
+
+def check_exact_batch(isa, metric, data, queries, k):
+    got_d, got_r = _core.exact_search_isa(isa, metric, data, queries, k)
+    want_d, want_r = one_by_one(metric, data, queries, k)
+    np.testing.assert_array_equal(got_r, want_r)
+    np.testing.assert_array_equal(got_d, want_d)  # the same float32 bits: recomputed by that path
+    return got_d, got_r
+
+
+@pytest.mark.parametrize("isa", EXACT_ISAS)
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (9, 3, 33, 4), (1031, 17, 37, 10), (700, 129, 70, 7),
+                                   (300, 384, 5, 300), (2000, 7, 100, 1)])
+def test_exact_batch_kernel_matches_float64_and_single_queries(isa, metric, shape):
+    if not variant_available(isa):
+        pytest.skip(f"{isa} not detected on this CPU")
+    n, d, nq, k = shape
+    rng = np.random.default_rng(n + d + nq + k)
+    data, queries = rng_data(rng, (n, d)), rng_data(rng, (nq, d))
+    got_d, got_r = check_exact_batch(isa, metric, data, queries, k)
+    want_d, want_r = brute_force(metric, data, queries, min(k, n), None)
+    ref_all, scale = ref_distances(metric, queries, data)
+    for j in range(nq):  # each returned distance is that row's, and the k-th is the true k-th
+        rows = got_r[j][got_r[j] >= 0]
+        assert len(rows) == min(k, n) and len(set(rows.tolist())) == len(rows)
+        assert_close(got_d[j, : len(rows)], ref_all[j, rows], scale[j, rows], d, f"{isa} {metric} q{j}")
+        assert_close(got_d[j, len(rows) - 1:len(rows)], want_d[j, -1:], np.abs(want_d[j, -1:]) + 1, d, "k-th")
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 200), d=st.integers(1, 40), nq=st.integers(1, 70), k=st.integers(1, 20),
+       metric=st.sampled_from(METRICS), kind=st.sampled_from(["ints", "offset", "zeros", "scaled"]),
+       seed=st.integers(0, 2**32 - 1))
+def test_exact_batch_kernel_same_as_single_queries_on_adversarial_data(n, d, nq, k, metric, kind, seed):
+    # ints: exact ties everywhere; offset: a large common offset (l2 by |x|^2 - 2 x.q cancels
+    # badly); zeros: zero rows and queries (cosine distance 1); scaled: norms from 1e-3 to 1e3.
+    rng = np.random.default_rng(seed)
+    data, queries = rng_data(rng, (n, d), ints=True), rng_data(rng, (nq, d), ints=True)
+    if kind == "offset":
+        data, queries = data * 1e-3 + 100.0, queries * 1e-3 + 100.0
+    elif kind == "zeros":
+        data[rng.random(n) < 0.3] = 0
+        queries[rng.random(nq) < 0.3] = 0
+    elif kind == "scaled":
+        data *= (10.0 ** rng.uniform(-3, 3, (n, 1))).astype(np.float32)
+        queries *= (10.0 ** rng.uniform(-3, 3, (nq, 1))).astype(np.float32)
+    data, queries = data.astype(np.float32), queries.astype(np.float32)
+    for isa in EXACT_ISAS:
+        if variant_available(isa):
+            check_exact_batch(isa, metric, data, queries, k)
+
+
+@pytest.mark.parametrize("features", [None, ["avx2"], []])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_exact_batch_through_flat_search_is_the_single_query_answer(restore_cpu, features, threads):
+    # flat_search sends unfiltered batches of >= 16 queries through the GEMM-style kernel
+    if features is not None:
+        _core.set_cpu_features(features)
+    _core.set_num_threads(threads)
+    rng = np.random.default_rng(5)
+    data, queries = rng_data(rng, (6000, 45)), rng_data(rng, (130, 45))
+    data[100] = data[50]  # a duplicate row: the tie goes to the smaller row
+    for metric in METRICS:
+        got = _core.flat_search(metric, data, queries, 12)
+        want = one_by_one(metric, data, queries, 12)
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(got[0], want[0])
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_exact_batch_kernel_keeps_rows_its_rounding_would_misjudge(metric):
+    # Rows and queries near one large common point: the dot products behind the GEMM-style bound
+    # carry an error far above the distances' spread, so only its error margin keeps the true
+    # neighbours among the rows it recomputes.
+    rng = np.random.default_rng(3)
+    centre = rng.uniform(50, 100, 64).astype(np.float32)
+    data = (centre + rng.standard_normal((3000, 64)).astype(np.float32) * 1e-2).astype(np.float32)
+    queries = (centre + rng.standard_normal((40, 64)).astype(np.float32) * 1e-2).astype(np.float32)
+    for isa in EXACT_ISAS:
+        if variant_available(isa):
+            check_exact_batch(isa, metric, data, queries, 5)

@@ -116,7 +116,8 @@ class CollectionMachine(RuleBasedStateMachine):
     @initialize(space=st.sampled_from(SPACES))
     def create(self, space):
         self.space = space
-        self.col = self.client.create_collection("model", metadata={"hnsw:space": space})
+        # No embedding function: document-only updates keep the vectors, as the model expects.
+        self.col = self.client.create_collection("model", metadata={"hnsw:space": space}, embedding_function=None)
 
     # ---- writes -------------------------------------------------------------------------------
     @rule(ids=id_batch, data=st.data())
@@ -213,7 +214,7 @@ class CollectionMachine(RuleBasedStateMachine):
     def reopen(self):
         self.client.close()
         self.client = self._open()
-        self.col = self.client.get_collection("model")
+        self.col = self.client.get_collection("model", embedding_function=None)
 
     @precondition(lambda self: self.persistent)
     @rule()

@@ -7,6 +7,7 @@ HttpClient against the embedded client, and a schemathesis run over /openapi.jso
 """
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import math
@@ -638,7 +639,7 @@ def test_http_client_matches_embedded_client(server):
         assert remote_client.heartbeat() > 0 and remote_client.get_version() == local_client.get_version()
         pairs = []
         for client in (remote_client, local_client):
-            col = client.create_collection("parity", metadata={"hnsw:space": "cosine"})
+            col = client.create_collection("parity", metadata={"hnsw:space": "cosine"}, embedding_function=None)
             assert col.get(include=["embeddings"])["embeddings"].shape == (0, 0)
             col.add(ids=ids[:40], embeddings=data[:40], metadatas=metas[:40], documents=docs[:40])
             col.add(ids=ids[40:], embeddings=list(data[40:]), metadatas=metas[40:], documents=docs[40:])
@@ -950,3 +951,42 @@ def test_schemathesis_finds_no_server_errors(tmp_path):
         assert "status=500" not in server_log(proc) and "unhandled error" not in server_log(proc)
     finally:
         stop_server(proc)
+
+
+# ------------------------------------------------------------------ binary vectors (base64 float32)
+
+
+def test_base64_vectors_on_the_seed_api(http):
+    vectors = np.random.default_rng(7).standard_normal((5, 6)).astype(np.float32)
+    encoded = [base64.b64encode(v.tobytes()).decode() for v in vectors]
+    assert http.post("/collections", json={"name": "b64"}).status_code == 200
+    r = http.post("/collections/b64/add", json={"ids": [str(i) for i in range(5)], "embeddings_base64": encoded})
+    assert r.status_code == 200, r.text
+    got = http.post("/collections/b64/get", json={"include": ["embeddings"]}).json()["embeddings"]
+    assert np.array_equal(np.asarray(got, dtype=np.float32), vectors)
+    r = http.post("/collections/b64/query", json={"query_embeddings_base64": encoded[:2], "n_results": 1})
+    assert r.json()["ids"] == [["0"], ["1"]]
+    before = http.post("/collections/b64/get", json={"include": ["embeddings"]}).json()
+    for bad in ({"ids": ["x"], "embeddings_base64": ["###"]},
+                {"ids": ["x"], "embeddings_base64": [base64.b64encode(b"12345").decode()]},
+                {"ids": ["x"], "embeddings_base64": [base64.b64encode(b"1234").decode()]},  # dimension 1, not 6
+                {"ids": ["x"], "embeddings_base64": encoded[:1], "embeddings": [[1.0] * 6]}):
+        r = http.post("/collections/b64/add", json=bad)
+        assert r.status_code == 422 and r.json()["error"] in ("InvalidArgumentError", "InvalidDimensionError"), r.text
+    assert http.post("/collections/b64/get", json={"include": ["embeddings"]}).json() == before
+
+
+def test_http_client_sends_numpy_vectors_as_base64():
+    from vectordb.http_client import _vectors
+
+    rows = np.array([[1.5, -2.0], [3.0, 4.25]], dtype=np.float32)
+    sent = _vectors("embeddings", rows)
+    assert list(sent) == ["embeddings_base64"]
+    assert np.array_equal(np.stack([np.frombuffer(base64.b64decode(s), "<f4") for s in sent["embeddings_base64"]]), rows)
+    assert list(_vectors("embeddings", rows.astype(np.float64))) == ["embeddings_base64"]
+    assert list(_vectors("query_embeddings", rows[0])) == ["query_embeddings_base64"]
+    # what the server must judge and name goes as JSON
+    for value in ([[1.0, 2.0]], np.array([[1e300, 0.0]]), np.array([[np.nan, 0.0]]), np.array([[1, 2]]),
+                  np.zeros((0, 3), dtype=np.float32)):
+        assert "embeddings_base64" not in _vectors("embeddings", value)
+    assert _vectors("embeddings", None) == {}

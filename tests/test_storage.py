@@ -19,7 +19,7 @@ from vectordb.errors import CorruptionError, LockedError
 def make_db(path, n=200, dim=16, checkpoint=True, extra_after_checkpoint=20, seed=0):
     rng = np.random.default_rng(seed)
     client = vectordb.PersistentClient(path)
-    col = client.create_collection("things", metadata={"hnsw:space": "cosine"})
+    col = client.create_collection("things", metadata={"hnsw:space": "cosine"}, embedding_function=None)
     vecs = rng.standard_normal((n + extra_after_checkpoint, dim)).astype(np.float32)
     ids = [f"id{i}" for i in range(n + extra_after_checkpoint)]
     metas = [{"i": i, "tag": f"t{i % 7}", "f": i / 3, "flag": i % 2 == 0, "l": [i, i + 1]} for i in range(len(ids))]
@@ -186,7 +186,7 @@ def test_truncated_log_keeps_a_prefix_of_the_writes(tmp_path):
     """A cut log is what a crash leaves: every write before the cut is there, whole; none after."""
     path = str(tmp_path / "base")
     client = vectordb.PersistentClient(path)
-    col = client.create_collection("things")
+    col = client.create_collection("things", embedding_function=None)
     for i in range(10):
         col.add(ids=[f"b{i}-{j}" for j in range(5)], embeddings=np.full((5, 4), i, np.float32))
     client.close()

@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 from . import _core, config
 from . import configuration as configuration_mod
-from .collection import Collection, split_embedding_function
+from .collection import Collection
 from .records import LocalRecords
 from .errors import (
     AuthorizationError,
@@ -37,6 +37,8 @@ from .errors import (
     ReadOnlyError,
     VectorDBError,
 )
+from .utils import embedding_functions
+from .utils.embedding_functions import DefaultEmbeddingFunction, check_conflict, resolve_on_create
 from .validation import SPACES, validate_collection_metadata, validate_name, validate_nonneg_int, validate_positive_int
 
 __version__ = "0.1.0"
@@ -48,6 +50,10 @@ _core._set_exceptions(VectorDBError, CorruptionError, LockedError, InvalidDimens
 
 # Databases open in this process, by real path ("" for the in-memory one), with their client counts.
 _databases: dict[str, "_Database"] = {}
+
+# As chromadb: the default argument is an instance of the default embedding function (cheap: the model
+# loads on first use); embedding_function=None means "no embedding function".
+_DEFAULT_EF = DefaultEmbeddingFunction()
 _databases_lock = threading.RLock()  # re-entrant: a client freed by the garbage collector inside a locked section releases itself
 
 
@@ -87,6 +93,8 @@ def _read_catalog(path: str) -> dict:
                 raise ValueError("bad configuration")
             for key in ("dimension", "n_clusters", "n_probe"):
                 validate_positive_int(cfg.get(key), key, allow_none=True)
+            if cfg.get("embedding_function") is not None:
+                embedding_functions.validate_persisted_config(cfg["embedding_function"], "embedding_function")
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise bad(f"entry {cid!r}: {err}") from None
         out[cid] = {"name": name, "metadata": metadata, "configuration": cfg}
@@ -104,7 +112,6 @@ class _Database(LocalRecords):
         self._lock = threading.RLock()
         self._catalog: dict[str, dict] = {}  # id -> {"name", "metadata", "configuration"}
         self._handles: "collections.OrderedDict[str, Any]" = collections.OrderedDict()
-        self._embedding_functions: dict[str, Any] = {}
         self._pinned: dict[str, int] = {}  # collections in batch mode: never evicted (the mode lives in the handle)
         self._in_use: dict[str, int] = {}  # calls running on each handle: never evicted under them
         self._closed = False
@@ -207,10 +214,10 @@ class _Database(LocalRecords):
             ids = list(self._catalog)[offset:]
             if limit is not None:
                 ids = ids[:limit]
-            return [Collection(self, cid, self._embedding_functions.get(cid)) for cid in ids]
+            return [Collection(self, cid) for cid in ids]
 
     def create_collection(self, name: str, configuration: Optional[dict] = None, metadata: Optional[dict] = None,
-                          embedding_function: Optional[Callable] = None, data_loader: Any = None,
+                          embedding_function: Optional[Callable] = _DEFAULT_EF, data_loader: Any = None,
                           get_or_create: bool = False, *, dimension: Optional[int] = None, use_ivf: bool = False,
                           n_clusters: Optional[int] = None, n_probe: Optional[int] = None) -> Collection:
         """Creates a collection; the space comes from metadata={"hnsw:space": ...} or configuration.
@@ -220,14 +227,15 @@ class _Database(LocalRecords):
         validate_name(name)
         metadata = validate_collection_metadata(metadata)
         cfg = configuration_mod.resolve(metadata, configuration, dimension, use_ivf, n_clusters, n_probe)
+        ef_json, embedding_function = resolve_on_create(configuration, embedding_function)
+        cfg["embedding_function"] = ef_json
         with self._lock:
             self._check_open()
             existing = self._find(name)
             if existing is not None:
                 if get_or_create:
-                    if embedding_function is not None:
-                        self._embedding_functions[existing] = embedding_function
-                    return Collection(self, existing, self._embedding_functions.get(existing))
+                    check_conflict(embedding_function, self._catalog[existing]["configuration"].get("embedding_function"))
+                    return Collection(self, existing, embedding_function)
                 raise CollectionExistsError(f"Collection [{name}] already exists")
             cid = str(uuid.uuid4())
             directory = self._collection_dir(cid)
@@ -245,23 +253,21 @@ class _Database(LocalRecords):
                     shutil.rmtree(directory, ignore_errors=True)
                 raise
             self._evict(keep=cid)
-            if embedding_function is not None:
-                self._embedding_functions[cid] = embedding_function
             self._raise_if_unsynced()
             return Collection(self, cid, embedding_function)
 
-    def get_collection(self, name: str, embedding_function: Optional[Callable] = None, data_loader: Any = None) -> Collection:
+    def get_collection(self, name: str, embedding_function: Optional[Callable] = _DEFAULT_EF,
+                       data_loader: Any = None) -> Collection:
         with self._lock:
             self._check_open()
             cid = self._find(name)
             if cid is None:
                 raise NotFoundError(f"Collection [{name}] does not exist")
-            if embedding_function is not None:
-                self._embedding_functions[cid] = embedding_function
-            return Collection(self, cid, self._embedding_functions.get(cid))
+            check_conflict(embedding_function, self._catalog[cid]["configuration"].get("embedding_function"))
+            return Collection(self, cid, embedding_function)
 
     def get_or_create_collection(self, name: str, configuration: Optional[dict] = None, metadata: Optional[dict] = None,
-                                 embedding_function: Optional[Callable] = None, data_loader: Any = None, *,
+                                 embedding_function: Optional[Callable] = _DEFAULT_EF, data_loader: Any = None, *,
                                  dimension: Optional[int] = None, use_ivf: bool = False,
                                  n_clusters: Optional[int] = None, n_probe: Optional[int] = None) -> Collection:
         """The existing collection (its metadata unchanged), or a new one."""
@@ -283,7 +289,6 @@ class _Database(LocalRecords):
             h = self._handles.pop(cid, None)
             if h is not None:
                 h.close()
-            self._embedding_functions.pop(cid, None)
             self._pinned.pop(cid, None)
             directory = self._collection_dir(cid)
             if directory is not None:
@@ -499,23 +504,29 @@ class ClientAPI:
         return [self._own(c) for c in self._live().list_collections(limit, offset)]
 
     def create_collection(self, name: str, configuration: Optional[dict] = None, metadata: Optional[dict] = None,
-                          embedding_function: Optional[Callable] = None, data_loader: Any = None,
+                          embedding_function: Optional[Callable] = _DEFAULT_EF, data_loader: Any = None,
                           get_or_create: bool = False, *, dimension: Optional[int] = None, use_ivf: bool = False,
                           n_clusters: Optional[int] = None, n_probe: Optional[int] = None) -> Collection:
         """Creates a collection; the space comes from metadata={"hnsw:space": ...} or configuration.
 
         >>> client.create_collection("images", metadata={"hnsw:space": "cosine"}, dimension=1280)
+
+        The embedding function (the default all-MiniLM-L6-v2 unless given; None for none) embeds
+        documents and query_texts given without embeddings; its name and config are persisted so
+        get_collection re-creates it.
         """
-        configuration, embedding_function = split_embedding_function(configuration, embedding_function)
         return self._own(self._live().create_collection(
             name, configuration, metadata, embedding_function, data_loader, get_or_create, dimension=dimension,
             use_ivf=use_ivf, n_clusters=n_clusters, n_probe=n_probe), data_loader)
 
-    def get_collection(self, name: str, embedding_function: Optional[Callable] = None, data_loader: Any = None) -> Collection:
+    def get_collection(self, name: str, embedding_function: Optional[Callable] = _DEFAULT_EF,
+                       data_loader: Any = None) -> Collection:
+        """The collection of that name; without embedding_function it embeds with the one it was created
+        with (re-created from its persisted name and config); one of another name is an error."""
         return self._own(self._live().get_collection(name, embedding_function, data_loader), data_loader)
 
     def get_or_create_collection(self, name: str, configuration: Optional[dict] = None, metadata: Optional[dict] = None,
-                                 embedding_function: Optional[Callable] = None, data_loader: Any = None, *,
+                                 embedding_function: Optional[Callable] = _DEFAULT_EF, data_loader: Any = None, *,
                                  dimension: Optional[int] = None, use_ivf: bool = False,
                                  n_clusters: Optional[int] = None, n_probe: Optional[int] = None) -> Collection:
         """The existing collection (its metadata unchanged), or a new one."""

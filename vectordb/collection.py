@@ -11,23 +11,30 @@ from typing import Any, Iterator, Optional
 
 from .backend import GET_INCLUDE_DEFAULT, OP_ADD, OP_UPDATE, OP_UPSERT, QUERY_INCLUDE_DEFAULT, Backend
 from .errors import InvalidArgumentError
+from .utils.embedding_functions import DefaultEmbeddingFunction, EmbeddingResolver, embedding_function_config
 from .validation import to_matrix, validate_positive_int
 
+_DEFAULT_EF = DefaultEmbeddingFunction()
 
 _NO_LOADER = "loading from uris needs a data_loader on the collection (create_collection(..., data_loader=...))"
 
 
-def _embed(embedding_function: Any, inputs: Any, what: str) -> Any:
-    if embedding_function is None:
-        raise InvalidArgumentError(f"{what} need an embedding_function on the collection (or pass embeddings)")
-    return embedding_function(inputs)
+def _persisted(col: Any) -> Optional[dict]:
+    """The embedding function the collection was created with, as persisted ({"name", "type", "config"})."""
+    configuration = col._client.collection_info(col._id).get("configuration")
+    ef = configuration.get("embedding_function") if isinstance(configuration, dict) else None
+    return ef if isinstance(ef, dict) else None
 
 
-def embed_records(embedding_function: Any, data_loader: Any, embeddings: Any, documents: Any, images: Any,
-                  uris: Any) -> Any:
+def _embed(col: Any, inputs: Any, is_query: bool, what: str) -> Any:
+    """`inputs` through the collection's embedding function, its output checked (one finite vector each)."""
+    return col._embedder.embed(_persisted(col), inputs, is_query, what)
+
+
+def embed_records(col: Any, embeddings: Any, documents: Any, images: Any, uris: Any) -> Any:
     """The embeddings to write: those given, else the embedding function's of the documents, the
     images, or the data the data loader loads from the uris (chromadb's order)."""
-    if embeddings is not None or embedding_function is None:
+    if embeddings is not None or col._embedding_function is None:
         if embeddings is None and images is not None:
             raise InvalidArgumentError("images need an embedding_function on the collection (or pass embeddings)")
         return embeddings
@@ -35,24 +42,27 @@ def embed_records(embedding_function: Any, data_loader: Any, embeddings: Any, do
         docs = [documents] if isinstance(documents, str) else documents
         if not isinstance(docs, (list, tuple)):
             raise InvalidArgumentError(f"documents must be a list of str, got {type(documents).__name__}")
-        return embedding_function(list(docs))
+        for i, d in enumerate(docs):
+            if not isinstance(d, str):
+                raise InvalidArgumentError(f"document {i} is {type(d).__name__}: documents to embed must be str")
+        return _embed(col, list(docs), False, "documents")
     if images is not None:
-        return embedding_function(list(images))
-    if uris is not None and data_loader is not None:
-        return embedding_function(data_loader([uris] if isinstance(uris, str) else list(uris)))
+        return _embed(col, list(images), False, "images")
+    if uris is not None and col._data_loader is not None:
+        return _embed(col, col._data_loader([uris] if isinstance(uris, str) else list(uris)), False, "uris")
     return None
 
 
-def query_vectors(embedding_function: Any, data_loader: Any, query_embeddings: Any, query_texts: Any,
-                  query_images: Any, query_uris: Any, query_embedding: Any) -> Any:
+def query_vectors(col: Any, query_embeddings: Any, query_texts: Any, query_images: Any, query_uris: Any,
+                  query_embedding: Any) -> Any:
     """The query vectors from whichever form was given (one of them, as chromadb requires)."""
     if query_images is not None:
-        return _embed(embedding_function, list(query_images), "query_images")
+        return _embed(col, list(query_images), True, "query_images")
     if query_uris is not None:
-        if data_loader is None:
+        if col._data_loader is None:
             raise InvalidArgumentError(_NO_LOADER)
         uris = [query_uris] if isinstance(query_uris, str) else list(query_uris)
-        return _embed(embedding_function, data_loader(uris), "query_uris")
+        return _embed(col, col._data_loader(uris), True, "query_uris")
     if query_embedding is not None:
         if query_embeddings is not None:
             raise InvalidArgumentError("pass query_embedding or query_embeddings, not both")
@@ -63,10 +73,9 @@ def query_vectors(embedding_function: Any, data_loader: Any, query_embeddings: A
     if query_embeddings is not None:
         return query_embeddings
     if query_texts is not None:
-        if embedding_function is None:
+        if col._embedding_function is None:
             raise InvalidArgumentError("query_texts needs an embedding_function on the collection")
-        texts = [query_texts] if isinstance(query_texts, str) else list(query_texts)
-        return embedding_function(texts)
+        return _embed(col, query_texts, True, "query_texts")
     raise InvalidArgumentError("query needs query_embeddings (or query_embedding, or query_texts)")
 
 
@@ -91,27 +100,6 @@ def load_data(result: dict, include: Any, data_loader: Any, per_query: bool) -> 
     return result
 
 
-def embedding_function_json(ef: Any) -> Optional[dict]:
-    """How chromadb's configuration_json names an embedding function."""
-    if ef is None:
-        return None
-    try:
-        return {"type": "known", "name": ef.name(), "config": ef.get_config()}
-    except Exception:  # a plain callable, or one without name()/get_config()
-        return {"type": "legacy"}
-
-
-def split_embedding_function(configuration: Any, embedding_function: Any) -> tuple:
-    """chromadb also takes the embedding function inside configuration: (configuration without it,
-    the function to use)."""
-    if isinstance(configuration, dict) and "embedding_function" in configuration:
-        configuration = dict(configuration)
-        in_config = configuration.pop("embedding_function")
-        if embedding_function is None:
-            embedding_function = in_config
-    return configuration, embedding_function
-
-
 def check_delete_limit(limit: Any) -> None:
     if limit is not None:
         raise InvalidArgumentError("delete(limit=...) is not supported: select the ids with get(limit=...) first")
@@ -126,10 +114,11 @@ class Collection:
     [['a']]
     """
 
-    def __init__(self, client: Backend, collection_id: str, embedding_function: Any = None, data_loader: Any = None):
+    def __init__(self, client: Backend, collection_id: str, embedding_function: Any = _DEFAULT_EF, data_loader: Any = None):
         self._client = client
         self._id = collection_id
-        self._embedding_function = embedding_function
+        self._embedding_function = embedding_function  # as passed (None: never embed)
+        self._embedder = EmbeddingResolver(embedding_function)
         self._data_loader = data_loader
 
     # ---- identity ----
@@ -149,13 +138,17 @@ class Collection:
     def configuration(self) -> dict:
         """As chromadb 1.x: {"hnsw": {"space": ..., ...}, "spann": None, "embedding_function": ...},
         with vectordb's own keys alongside (dimension, use_ivf, n_clusters, n_probe)."""
-        return {**self._client.collection_info(self._id)["configuration"], "embedding_function": self._embedding_function}
+        return {**self._client.collection_info(self._id)["configuration"], "embedding_function": self.embedding_function}
 
     @property
     def configuration_json(self) -> dict:
-        """configuration with the embedding function as JSON (its name and config)."""
-        return {**self._client.collection_info(self._id)["configuration"],
-                "embedding_function": embedding_function_json(self._embedding_function)}
+        """configuration with the embedding function as JSON: {"name", "type", "config"} as persisted with
+        the collection (or, for one persisted without, this handle's)."""
+        configuration = self._client.collection_info(self._id)["configuration"]
+        persisted = configuration.get("embedding_function")
+        if persisted is None and self._embedding_function is not None:
+            persisted = embedding_function_config(self._embedding_function)
+        return {**configuration, "embedding_function": persisted}
 
     @property
     def data_loader(self) -> Any:
@@ -163,7 +156,10 @@ class Collection:
 
     @property
     def embedding_function(self) -> Any:
-        return self._embedding_function
+        """The embedding function documents and query_texts go through: the one passed, unless that is the
+        default: then the one the collection was created with (re-created from its persisted name and
+        config). None: none."""
+        return self._embedder.function(_persisted(self))
 
     def __repr__(self) -> str:
         return f"Collection(name={self.name!r}, id={self._id!r})"
@@ -173,6 +169,7 @@ class Collection:
         if isinstance(configuration, dict) and "embedding_function" in configuration:
             configuration = dict(configuration)
             self._embedding_function = configuration.pop("embedding_function")
+            self._embedder = EmbeddingResolver(self._embedding_function)
             return configuration or None
         return configuration
 
@@ -190,19 +187,19 @@ class Collection:
 
         >>> col.add(ids=["a", "b"], embeddings=[[1, 2], [3, 4]], documents=["first", "second"])
         """
-        embeddings = embed_records(self._embedding_function, self._data_loader, embeddings, documents, images, uris)
+        embeddings = embed_records(self, embeddings, documents, images, uris)
         self._client.records_write(self._id, OP_ADD, ids, embeddings, metadatas, documents, uris)
 
     def upsert(self, ids: Any, embeddings: Any = None, metadatas: Any = None, documents: Any = None,
                uris: Any = None, images: Any = None) -> None:
         """Adds new ids and updates existing ones (metadata merged; a None value deletes a key)."""
-        embeddings = embed_records(self._embedding_function, self._data_loader, embeddings, documents, images, uris)
+        embeddings = embed_records(self, embeddings, documents, images, uris)
         self._client.records_write(self._id, OP_UPSERT, ids, embeddings, metadatas, documents, uris)
 
     def update(self, ids: Any, embeddings: Any = None, metadatas: Any = None, documents: Any = None,
                uris: Any = None, images: Any = None) -> None:
         """Updates existing ids (unknown ids are ignored); metadata is merged key by key."""
-        embeddings = embed_records(self._embedding_function, self._data_loader, embeddings, documents, images, uris)
+        embeddings = embed_records(self, embeddings, documents, images, uris)
         self._client.records_write(self._id, OP_UPDATE, ids, embeddings, metadatas, documents, uris)
 
     def delete(self, ids: Any = None, where: Any = None, where_document: Any = None,
@@ -244,7 +241,7 @@ class Collection:
         >>> col.query(query_embeddings=[[1, 2]], n_results=2, where={"source": "camera"})["ids"]
         [['a', 'b']]
         """
-        q = query_vectors(self._embedding_function, self._data_loader, query_embeddings, query_texts, query_images,
+        q = query_vectors(self, query_embeddings, query_texts, query_images,
                           query_uris, query_embedding)
         result = self._client.records_query(self._id, q, ids, n_results, where, where_document,
                                             include_for_data(include, self._data_loader), n_probe)
@@ -309,10 +306,11 @@ class AsyncCollection:
     >>> await col.add(ids=["a"], embeddings=[[0.1, 0.2, 0.3]])
     """
 
-    def __init__(self, client: Any, collection_id: str, embedding_function: Any = None, data_loader: Any = None):
+    def __init__(self, client: Any, collection_id: str, embedding_function: Any = _DEFAULT_EF, data_loader: Any = None):
         self._client = client
         self._id = collection_id
-        self._embedding_function = embedding_function
+        self._embedding_function = embedding_function  # as passed (None: never embed)
+        self._embedder = EmbeddingResolver(embedding_function)
         self._data_loader = data_loader
 
     id = Collection.id
@@ -333,17 +331,17 @@ class AsyncCollection:
 
     async def add(self, ids: Any, embeddings: Any = None, metadatas: Any = None, documents: Any = None,
                   uris: Any = None, images: Any = None) -> None:
-        embeddings = embed_records(self._embedding_function, self._data_loader, embeddings, documents, images, uris)
+        embeddings = embed_records(self, embeddings, documents, images, uris)
         await self._client.records_write(self._id, OP_ADD, ids, embeddings, metadatas, documents, uris)
 
     async def upsert(self, ids: Any, embeddings: Any = None, metadatas: Any = None, documents: Any = None,
                      uris: Any = None, images: Any = None) -> None:
-        embeddings = embed_records(self._embedding_function, self._data_loader, embeddings, documents, images, uris)
+        embeddings = embed_records(self, embeddings, documents, images, uris)
         await self._client.records_write(self._id, OP_UPSERT, ids, embeddings, metadatas, documents, uris)
 
     async def update(self, ids: Any, embeddings: Any = None, metadatas: Any = None, documents: Any = None,
                      uris: Any = None, images: Any = None) -> None:
-        embeddings = embed_records(self._embedding_function, self._data_loader, embeddings, documents, images, uris)
+        embeddings = embed_records(self, embeddings, documents, images, uris)
         await self._client.records_write(self._id, OP_UPDATE, ids, embeddings, metadatas, documents, uris)
 
     async def delete(self, ids: Any = None, where: Any = None, where_document: Any = None,
@@ -368,7 +366,7 @@ class AsyncCollection:
                     query_uris: Any = None, ids: Any = None, n_results: int = 10, where: Any = None,
                     where_document: Any = None, include: Any = QUERY_INCLUDE_DEFAULT, *, query_embedding: Any = None,
                     n_probe: Optional[int] = None) -> dict:
-        q = query_vectors(self._embedding_function, self._data_loader, query_embeddings, query_texts, query_images,
+        q = query_vectors(self, query_embeddings, query_texts, query_images,
                           query_uris, query_embedding)
         result = await self._client.records_query(self._id, q, ids, n_results, where, where_document,
                                                   include_for_data(include, self._data_loader), n_probe)

@@ -99,14 +99,14 @@ def resolve(metadata: Optional[dict], configuration: Any, dimension: Any, use_iv
 
 
 def chroma_shape(cfg: dict) -> dict:
-    """The configuration as chromadb 1.x reports it (without the embedding function, which the
-    collection object adds), with vectordb's own keys alongside."""
+    """The configuration as chromadb 1.x reports it (the embedding function as persisted: its JSON
+    form; the collection object gives the function itself), with vectordb's own keys alongside."""
     space = cfg["space"]
     if "spann" in cfg:
         hnsw, spann = None, {"space": space, **cfg["spann"]}
     else:
         hnsw, spann = {"space": space, **HNSW_DEFAULTS, **cfg.get("hnsw", {})}, None
-    out = {"hnsw": hnsw, "spann": spann}
+    out = {"hnsw": hnsw, "spann": spann, "embedding_function": cfg.get("embedding_function")}
     for key in OWN_KEYS:
         out[key] = cfg.get(key)
     return out

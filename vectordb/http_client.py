@@ -13,6 +13,7 @@ threads at once.
 """
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from typing import Any, Dict, Generator, List, Mapping, Optional, Tuple
@@ -23,7 +24,8 @@ import numpy as np
 
 from vectordb import errors as _errors
 from vectordb.backend import OP_ADD, OP_UPDATE, OP_UPSERT
-from vectordb.collection import AsyncCollection, Collection, split_embedding_function
+from vectordb.collection import AsyncCollection, Collection
+from vectordb.utils.embedding_functions import DefaultEmbeddingFunction, check_conflict, resolve_on_create
 
 try:  # optional; encodes NumPy arrays directly and parses much faster
     import orjson
@@ -133,6 +135,24 @@ def _collection_path(name: str, suffix: str = "") -> str:
     return f"/collections/{quoted}{suffix}"
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _vectors(name: str, vectors: Any) -> Dict[str, Any]:
+    """NumPy float vectors go as base64 float32 (`name`_base64: ~4x less to send and parse than JSON
+    numbers); anything else as given, for the server to check and name the problem."""
+    if isinstance(vectors, np.ndarray) and vectors.dtype.kind == "f" and vectors.ndim in (1, 2) and vectors.size:
+        rows = np.atleast_2d(vectors)
+        if rows.dtype != np.float32:
+            # float32 is what the server would store; values it would refuse go as JSON, to be named.
+            if not (np.isfinite(rows).all() and np.abs(rows).max() <= _F32_MAX):
+                return {name: vectors}
+            rows = rows.astype(np.float32)
+        raw = np.ascontiguousarray(rows, dtype="<f4")
+        return {name + "_base64": [base64.b64encode(row.tobytes()).decode("ascii") for row in raw]}
+    return {} if vectors is None else {name: vectors}
+
+
 def _drop_none(**kwargs: Any) -> Dict[str, Any]:
     return {k: v for k, v in kwargs.items() if v is not None}
 
@@ -144,6 +164,8 @@ def _as_list(x: Any) -> Any:
 # One request: method, path, JSON body (or None), query parameters (or None).
 _Request = Tuple[str, str, Any, Optional[Dict[str, Any]]]
 _Op = Generator[_Request, Any, Any]
+# As chromadb: the default argument is the default embedding function (it loads its model on first use).
+_DEFAULT_EF = DefaultEmbeddingFunction()
 _WRITE_ROUTES = {OP_ADD: ("POST", "/add"), OP_UPSERT: ("POST", "/upsert"), OP_UPDATE: ("PUT", "/update")}
 _ACTION_ROUTES = {"begin_batch": "/batch/begin", "end_batch": "/batch/end", "rebuild": "/rebuild",
                   "checkpoint": "/checkpoint"}
@@ -202,6 +224,21 @@ class _HttpOps:
 
     def _path(self, cid: str, suffix: str = "") -> str:
         return _collection_path(self._info(cid)["name"], suffix)
+
+    @staticmethod
+    def _ef_configuration(configuration: Any, embedding_function: Any) -> Tuple[Dict[str, Any], Any]:
+        """The configuration to send, holding the embedding function's name and config (the server keeps
+        it, so get_collection re-creates the function here), and the function the handle embeds with."""
+        if configuration is not None and not isinstance(configuration, dict):
+            raise _errors.InvalidArgumentError(f"configuration must be a dict, got {type(configuration).__name__}")
+        ef_json, embedding_function = resolve_on_create(configuration, embedding_function)
+        rest = {k: v for k, v in (configuration or {}).items() if k != "embedding_function"}
+        rest["embedding_function"] = ef_json
+        return rest, embedding_function
+
+    def _check_ef(self, cid: str, embedding_function: Any) -> None:
+        persisted = (self._info(cid).get("configuration") or {}).get("embedding_function")
+        check_conflict(embedding_function, persisted if isinstance(persisted, dict) else None)
 
     def _info(self, cid: str) -> Dict[str, Any]:
         info = self._infos.get(cid)
@@ -272,8 +309,8 @@ class _HttpOps:
     def _op_records_write(self, cid: str, op: int, ids: Any, embeddings: Any, metadatas: Any, documents: Any,
                           uris: Any) -> _Op:
         method, suffix = _WRITE_ROUTES[op]
-        body = _drop_none(ids=_as_list(ids), embeddings=embeddings, metadatas=metadatas, documents=documents,
-                          uris=uris)
+        body = _drop_none(ids=_as_list(ids), metadatas=metadatas, documents=documents, uris=uris)
+        body.update(_vectors("embeddings", embeddings))
         yield (method, self._path(cid, suffix), body, None)
 
     def _op_records_delete(self, cid: str, ids: Any, where: Any, where_document: Any) -> _Op:
@@ -293,8 +330,8 @@ class _HttpOps:
 
     def _op_records_query(self, cid: str, query_embeddings: Any, ids: Any, n_results: Any, where: Any,
                           where_document: Any, include: Any, n_probe: Optional[int]) -> _Op:
-        body = _drop_none(query_embeddings=query_embeddings, ids=ids, where=where, where_document=where_document,
-                          n_probe=n_probe)
+        body = _drop_none(ids=ids, where=where, where_document=where_document, n_probe=n_probe)
+        body.update(_vectors("query_embeddings", query_embeddings))
         body["include"] = include
         body["n_results"] = n_results  # sent even when None: the server rejects it, as the embedded client does
         result = yield ("POST", self._path(cid, "/query"), body, None)
@@ -376,7 +413,7 @@ class HttpClient(_HttpOps):
         return [Collection(self, cid) for cid in self._run(self._op_list_collections(limit, offset))]
 
     def create_collection(self, name: str, configuration: Optional[Dict[str, Any]] = None,
-                          metadata: Optional[Dict[str, Any]] = None, embedding_function: Any = None,
+                          metadata: Optional[Dict[str, Any]] = None, embedding_function: Any = _DEFAULT_EF,
                           data_loader: Any = None, get_or_create: bool = False, *, dimension: Optional[int] = None,
                           use_ivf: bool = False, n_clusters: Optional[int] = None,
                           n_probe: Optional[int] = None) -> Collection:
@@ -384,17 +421,21 @@ class HttpClient(_HttpOps):
 
         >>> client.create_collection("images", metadata={"hnsw:space": "cosine"}, dimension=1280)
         """
-        configuration, embedding_function = split_embedding_function(configuration, embedding_function)
+        configuration, embedding_function = self._ef_configuration(configuration, embedding_function)
         cid = self._run(self._op_create_collection(name, configuration, metadata, get_or_create, dimension, use_ivf,
                                                    n_clusters, n_probe))
+        self._check_ef(cid, embedding_function)
         return Collection(self, cid, embedding_function, data_loader)
 
-    def get_collection(self, name: str, embedding_function: Any = None, data_loader: Any = None) -> Collection:
-        """The collection of that name (NotFoundError if there is none)."""
-        return Collection(self, self._run(self._op_get_collection(name)), embedding_function, data_loader)
+    def get_collection(self, name: str, embedding_function: Any = _DEFAULT_EF, data_loader: Any = None) -> Collection:
+        """The collection of that name (NotFoundError if there is none); without embedding_function it
+        embeds with the one it was created with; one of another name is an error."""
+        cid = self._run(self._op_get_collection(name))
+        self._check_ef(cid, embedding_function)
+        return Collection(self, cid, embedding_function, data_loader)
 
     def get_or_create_collection(self, name: str, configuration: Optional[Dict[str, Any]] = None,
-                                 metadata: Optional[Dict[str, Any]] = None, embedding_function: Any = None,
+                                 metadata: Optional[Dict[str, Any]] = None, embedding_function: Any = _DEFAULT_EF,
                                  data_loader: Any = None, *, dimension: Optional[int] = None, use_ivf: bool = False,
                                  n_clusters: Optional[int] = None, n_probe: Optional[int] = None) -> Collection:
         """The existing collection (its metadata unchanged), or a new one."""
@@ -495,21 +536,24 @@ class AsyncHttpClientAPI(_HttpOps):
         return [AsyncCollection(self, cid) for cid in await self._run(self._op_list_collections(limit, offset))]
 
     async def create_collection(self, name: str, configuration: Optional[Dict[str, Any]] = None,
-                                metadata: Optional[Dict[str, Any]] = None, embedding_function: Any = None,
+                                metadata: Optional[Dict[str, Any]] = None, embedding_function: Any = _DEFAULT_EF,
                                 data_loader: Any = None, get_or_create: bool = False, *,
                                 dimension: Optional[int] = None, use_ivf: bool = False,
                                 n_clusters: Optional[int] = None, n_probe: Optional[int] = None) -> AsyncCollection:
-        configuration, embedding_function = split_embedding_function(configuration, embedding_function)
+        configuration, embedding_function = self._ef_configuration(configuration, embedding_function)
         cid = await self._run(self._op_create_collection(name, configuration, metadata, get_or_create, dimension,
                                                          use_ivf, n_clusters, n_probe))
+        self._check_ef(cid, embedding_function)
         return AsyncCollection(self, cid, embedding_function, data_loader)
 
-    async def get_collection(self, name: str, embedding_function: Any = None,
+    async def get_collection(self, name: str, embedding_function: Any = _DEFAULT_EF,
                              data_loader: Any = None) -> AsyncCollection:
-        return AsyncCollection(self, await self._run(self._op_get_collection(name)), embedding_function, data_loader)
+        cid = await self._run(self._op_get_collection(name))
+        self._check_ef(cid, embedding_function)
+        return AsyncCollection(self, cid, embedding_function, data_loader)
 
     async def get_or_create_collection(self, name: str, configuration: Optional[Dict[str, Any]] = None,
-                                       metadata: Optional[Dict[str, Any]] = None, embedding_function: Any = None,
+                                       metadata: Optional[Dict[str, Any]] = None, embedding_function: Any = _DEFAULT_EF,
                                        data_loader: Any = None, *, dimension: Optional[int] = None,
                                        use_ivf: bool = False, n_clusters: Optional[int] = None,
                                        n_probe: Optional[int] = None) -> AsyncCollection:

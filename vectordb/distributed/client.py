@@ -129,6 +129,7 @@ class RayClient(ShardedRecords):
         self._read_retries = validate_nonneg_int(read_retries, "read_retries") or 0
         self._lock = threading.RLock()
         self._actors: dict[str, list[Any]] = {}
+        self._dead: set[tuple[str, int]] = set()  # shards whose actor Ray will not bring back: start anew
         self._embedding_functions: dict[str, Callable] = {}
         self._last_seq = 0
         self._closed = False
@@ -144,7 +145,8 @@ class RayClient(ShardedRecords):
             self._catalog: dict[str, dict] = _read_shardmap(self._map_path) if os.path.exists(self._map_path) else {}
             self._started_ray = False
             if not ray.is_initialized():
-                args = {"address": address, "include_dashboard": False, "log_to_driver": False,
+                # address None: a new local cluster ("local"), never one found running on this machine.
+                args = {"address": address or "local", "include_dashboard": False, "log_to_driver": False,
                         **(ray_init_args or {})}
                 if address is None:
                     # A local cluster runs this same vectordb: let its workers import it from here.
@@ -187,6 +189,9 @@ class RayClient(ShardedRecords):
                     f"shard {index} of collection {self._catalog[cid]['name']!r} lives on node {placement['node_ip']} "
                     f"({node_id}), which is not in the cluster; its data is in {placement['path']} on that node")
             node_id = same[0]["NodeID"]
+            shards = [dict(p) for p in self._entry(cid)["shards"]]
+            shards[index]["node_id"] = node_id
+            self._save(cid, {**self._entry(cid), "shards": shards})
         # num_cpus=0: a shard waits on disk and memory, not on a CPU slot; many fit on a node.
         actor_cls = ray.remote(Shard).options(
             name=actor_name(cid, index), num_cpus=0, max_restarts=self._max_restarts, max_task_retries=0,
@@ -207,15 +212,39 @@ class RayClient(ShardedRecords):
         with self._lock:
             self._check_open()
             actors = self._actors.get(cid)
+            e = self._entry(cid)
             if actors is None:
-                e = self._entry(cid)
                 actors = [self._start_actor(cid, i, p, e["create_args"]) for i, p in enumerate(e["shards"])]
                 self._actors[cid] = actors
+            for c, i in sorted(self._dead):
+                if c == cid:
+                    # Its node died (or Ray gave up restarting it): a new actor on the node holding its
+                    # directory (the same node, or a new one at the same address) reopens it from disk.
+                    _ray().kill(actors[i], no_restart=True)
+                    actors[i] = self._start_actor(cid, i, e["shards"][i], e["create_args"])
+                    self._dead.discard((c, i))
             return actors
+
+    def _failed(self, cid: str, shard: int, e: BaseException, gave_up: bool) -> None:
+        """Notes a shard that Ray will not restart by itself, so the next call starts a new actor."""
+        ex = _ray().exceptions
+        if not isinstance(e, (ex.RayActorError, ShardUnavailableError, *_unschedulable())):
+            return  # the shard answered (with an error of the request)
+        # A process that died is restarted by Ray (max_restarts); an actor whose node is gone, or that
+        # Ray could not restart, is not: then a new actor reopens the shard.
+        permanent = gave_up or isinstance(e, _unschedulable())
+        if not permanent:
+            node = self._entry(cid)["shards"][shard]["node_id"]
+            permanent = node not in {n["NodeID"] for n in self._alive_nodes()}
+        if permanent:
+            with self._lock:
+                self._dead.add((cid, shard))
 
     def _get_one(self, ref: Any, shard: int) -> Any:
         """One shard's answer; a shard-side error is raised as its own class (e.g. InvalidDimensionError)."""
         ray = _ray()
+        if isinstance(ref, BaseException):
+            raise ref  # the request could not be sent
         try:
             return ray.get(ref, timeout=self._timeout)
         except ray.exceptions.RayTaskError as e:
@@ -228,7 +257,8 @@ class RayClient(ShardedRecords):
 
     def _read(self, cid: str, calls: dict[int, tuple[str, tuple]]) -> dict[int, Any]:
         """Sends reads (shard -> (method, args)) in parallel; a shard that died is asked again once Ray
-        has restarted it (reads are idempotent), up to read_retries times."""
+        has restarted it, or once a new actor has reopened it (reads are idempotent), up to
+        read_retries times."""
         ray = _ray()
         actors = self._shards(cid)
         pending = {s: getattr(actors[s], m).remote(*a) for s, (m, a) in calls.items()}
@@ -239,15 +269,20 @@ class RayClient(ShardedRecords):
                 try:
                     out[s] = self._get_one(pending[s], s)
                     break
-                except ray.exceptions.RayActorError as e:
+                except (ray.exceptions.RayActorError, ShardUnavailableError, *_unschedulable()) as e:
                     if attempt >= self._read_retries:
+                        self._failed(cid, s, e, gave_up=True)
                         raise ShardUnavailableError(
                             f"shard {s} of collection {self._catalog[cid]['name']!r} is unavailable after "
                             f"{attempt + 1} attempts: {_first_line(e)}") from None
+                    self._failed(cid, s, e, gave_up=False)
                     attempt += 1
                     time.sleep(min(0.2 * 2 ** attempt, 5.0))
                     m, a = calls[s]
-                    pending[s] = getattr(actors[s], m).remote(*a)
+                    try:
+                        pending[s] = getattr(self._shards(cid)[s], m).remote(*a)
+                    except ShardUnavailableError as again:  # its node is not back yet
+                        pending[s] = again
         return out
 
     def _write(self, cid: str, calls: dict[int, tuple[str, tuple]], what: str) -> dict[int, Any]:
@@ -485,6 +520,11 @@ def actor_name(cid: str, index: int) -> str:
     """The Ray name of a shard's actor (unique in the cluster: a second client opening the same
     collection is refused by Ray rather than running two writers on one shard)."""
     return f"vectordb-shard-{cid}-{index}"
+
+
+def _unschedulable() -> tuple:
+    cls = getattr(_ray().exceptions, "ActorUnschedulableError", None)
+    return (cls,) if cls is not None else ()
 
 
 def _first_line(e: BaseException) -> str:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from typing import Any, Optional
 
 from ..client import PersistentClient
+from ..errors import LockedError
 from .routing import SEQ_KEY
 
 SHARD_COLLECTION = "shard"
@@ -20,8 +22,18 @@ class Shard:
     def __init__(self, path: str, create_args: dict):
         self._path = path
         os.makedirs(path, exist_ok=True)
-        self._client = PersistentClient(path=path)
-        self._col = self._client.get_or_create_collection(SHARD_COLLECTION, **create_args)
+        deadline = time.monotonic() + 60.0
+        while True:
+            try:
+                self._client = PersistentClient(path=path)
+                break
+            except LockedError:
+                # The shard's previous process (killed, replaced by this one) may not have exited yet.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        # No embedding function: the RayClient embeds (if at all) before records reach a shard.
+        self._col = self._client.get_or_create_collection(SHARD_COLLECTION, embedding_function=None, **create_args)
 
     def where(self) -> dict:
         """Where this shard runs: node id and address, process id, directory."""

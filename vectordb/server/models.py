@@ -94,6 +94,8 @@ class RecordsRequest(_Body):
     )
     ids: Ids
     embeddings: Optional[Embeddings] = None
+    embeddings_base64: Optional[List[StrictStr]] = Field(
+        None, description="instead of embeddings: one base64 string of little-endian float32 per vector")
     metadatas: Optional[Union[List[Optional[Metadata]], Metadata]] = None
     documents: Optional[Union[List[Optional[StrictStr]], StrictStr]] = None
     uris: Optional[Union[List[Optional[StrictStr]], StrictStr]] = None
@@ -106,6 +108,8 @@ class QueryRequest(_Body):
     )
     query_embedding: Optional[Embedding] = Field(None, description="one query vector (results still have one list per query)")
     query_embeddings: Optional[Embeddings] = Field(None, description="many query vectors")
+    query_embeddings_base64: Optional[List[StrictStr]] = Field(
+        None, description="instead of query_embeddings: one base64 string of little-endian float32 per vector")
     query_texts: Optional[Union[List[StrictStr], StrictStr]] = Field(
         None, description="texts; needs an embedding function, which the server has not (embed on the client)"
     )

@@ -1,0 +1,1 @@
+"""Utilities with chromadb's module layout: `vectordb.utils.embedding_functions`."""
