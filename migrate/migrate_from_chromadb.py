@@ -1101,14 +1101,18 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         epilog="After an interruption, run the same command again: it finishes without duplicates. "
                "Exit status: 0 copied and verified, 1 differences found, 2 nothing done.",
     )
-    p.add_argument("--chromadb-path", required=True, metavar="DIR", help="directory given to chromadb.PersistentClient (holds chroma.sqlite3)")
+    p.add_argument("--chromadb-path", required=True, metavar="DIR",
+                   help="directory given to chromadb.PersistentClient (holds chroma.sqlite3)")
     p.add_argument("--collections", nargs="+", metavar="NAME", help="collections to copy (default: all)")
-    p.add_argument("--vectordb-path", metavar="DIR", help="vectordb database directory (default: $VECTORDB_PATH or ./vector_db)")
+    p.add_argument("--vectordb-path", metavar="DIR",
+                   help="vectordb database directory (default: $VECTORDB_PATH or ./vector_db)")
     p.add_argument("--use-ivf", action="store_true", help="create the new collections with an IVF index")
-    p.add_argument("--n-clusters", type=int, metavar="N", help="IVF clusters (default: chosen by vectordb from the size)")
+    p.add_argument("--n-clusters", type=int, metavar="N",
+                   help="IVF clusters (default: chosen by vectordb from the size)")
     p.add_argument("--n-probe", type=int, metavar="N",
                    help="IVF lists searched per query, stored with the collection (default: vectordb's)")
-    p.add_argument("--batch-size", type=int, default=20000, metavar="N", help="records per vectordb write (default 20000)")
+    p.add_argument("--batch-size", type=int, default=20000, metavar="N",
+                   help="records per vectordb write (default 20000)")
     p.add_argument("--page-size", type=int, default=5000, metavar="N", help="records per chromadb read (default 5000)")
     p.add_argument("--on-existing", choices=["error", "skip", "overwrite", "append"], default="error",
                    help="what to do with a collection that already exists in vectordb (default error). "
@@ -1121,9 +1125,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--in-place", action="store_true",
                    help="read the chromadb directory itself instead of a temporary copy "
                         "(chromadb may upgrade its files when it opens them)")
-    p.add_argument("--verify-sample", type=int, default=1000, metavar="N", help="records compared exactly per collection (default 1000)")
-    p.add_argument("--verify-queries", type=int, default=20, metavar="N", help="queries compared per collection (default 20)")
-    p.add_argument("--verify-k", type=int, default=10, metavar="K", help="n_results of the verification queries (default 10)")
+    p.add_argument("--verify-sample", type=int, default=1000, metavar="N",
+                   help="records compared exactly per collection (default 1000)")
+    p.add_argument("--verify-queries", type=int, default=20, metavar="N",
+                   help="queries compared per collection (default 20)")
+    p.add_argument("--verify-k", type=int, default=10, metavar="K",
+                   help="n_results of the verification queries (default 10)")
     p.add_argument("--seed", type=int, default=0, help="seed of the verification sample")
     p.add_argument("--no-subprocess", action="store_true", help="read chromadb in this process")
     p.add_argument("--report", metavar="FILE", help="also write the summary as JSON to FILE")

@@ -1372,7 +1372,7 @@ def test_lru_of_open_collections(persistent_path, reopen):
     for n in names:
         assert c.get_collection(n).get()["ids"] == model[n][0]
     c2 = reopen(c, max_cached=1)
-    for n, s in zip(names, spaces):
+    for n in names:
         col = c2.get_collection(n)
         assert col.get()["ids"] == model[n][0]
         assert np.allclose(col.get(include=["embeddings"])["embeddings"], np.array(model[n][1]))
@@ -1435,7 +1435,7 @@ def test_threads_share_a_client_with_a_small_cache(persistent_path, reopen):
                 col = c.get_collection(n)
                 res = col.query(query_embeddings=queries, n_results=3)
                 assert_query_matches(res, [f"{n}-{i}" for i in range(40)], ref_distances("l2", queries, data[n]), 3)
-                col.add(ids=[f"extra-{t}-{it}"], embeddings=[[1e3 + t, 0, 0, 0, 0, it]])  # far away: no effect on queries
+                col.add(ids=[f"extra-{t}-{it}"], embeddings=[[1e3 + t, 0, 0, 0, 0, it]])  # far away: no effect
         except BaseException as e:  # reported below, in the main thread
             errors.append(e)
 

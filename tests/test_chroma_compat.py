@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 chromadb = pytest.importorskip("chromadb")
-import chromadb.errors  # noqa: E402
+import chromadb.errors  # noqa: E402, F811
 
 import vectordb  # noqa: E402
 from vectordb.errors import DuplicateIDError, InvalidArgumentError, InvalidDimensionError  # noqa: E402

@@ -48,9 +48,9 @@ from numbers import Integral, Real
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 try:  # the regex parser, for the literal prefilter below (Python 3.11+: re._parser)
-    from re import _parser as _sre_parse  # type: ignore[attr-defined]
+    from re import _parser as _sre_parse  # type: ignore[attr-defined, unused-ignore]
 except ImportError:  # pragma: no cover - Python 3.10
-    import sre_parse as _sre_parse  # type: ignore[no-redef]
+    import sre_parse as _sre_parse  # type: ignore[no-redef, unused-ignore]
 
 try:
     from vectordb.errors import InvalidArgumentError
@@ -155,7 +155,8 @@ def _check_field_key(key: Any, path: Sequence[Any]) -> None:
                 f"{key} must be applied to a field, as in {{'field': {{'{key}': value}}}}; "
                 "a where dict's key is a metadata key or $and/$or",
             )
-        raise _fail(path, f"unknown logical operator {key!r}: expected $and or $or (metadata keys cannot start with '$')")
+        raise _fail(path, f"unknown logical operator {key!r}: expected $and or $or "
+                          "(metadata keys cannot start with '$')")
     if key.startswith("#"):
         raise _fail(
             path,
@@ -200,12 +201,13 @@ def _where_node(where: Any, path: List[Any], depth: int) -> tuple:
         if not isinstance(operand, str):
             raise _fail(path, f"{op} on '#document' takes a str, got {_kind(operand)}")
         _scalar(operand, path, "the operand")  # Unicode check
-        node = ("doc", operand)
+        node: tuple = ("doc", operand)
         return node if op == "$contains" else ("not", node)
     _check_field_key(key, path)
     if not isinstance(value, Mapping):
         if isinstance(value, (list, tuple)):
-            raise _fail(path, f"a value to match must be a str, int, float or bool, got {_kind(value)}; use $in for a list")
+            raise _fail(path, f"a value to match must be a str, int, float or bool, got {_kind(value)}; "
+                              "use $in for a list")
         if value is None:
             raise _fail(path, "a value to match must be a str, int, float or bool, got None")
         return ("cmp", K_EQ, key, _scalar(value, path, "the value to match"))
@@ -222,7 +224,8 @@ def _where_node(where: Any, path: List[Any], depth: int) -> tuple:
         return ("cmp", _RANGE_KINDS[op], key, _scalar(operand, path, f"{op} operand"))
     if op in ("$in", "$nin"):
         if not isinstance(operand, list):
-            raise _fail(path, f"{op} takes a non-empty list of str, int, float or bool values of one type, got {_kind(operand)}")
+            raise _fail(path, f"{op} takes a non-empty list of str, int, float or bool values of one type, "
+                              f"got {_kind(operand)}")
         if not operand:
             raise _fail(path, f"{op} takes a non-empty list, got []")
         items = [_scalar(v, path + [i], f"{op} element") for i, v in enumerate(operand)]
