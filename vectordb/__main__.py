@@ -177,8 +177,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command in ("info", "check"):
         from vectordb import config, dbcheck
 
-        run = dbcheck.info_main if args.command == "info" else dbcheck.check_main
-        return run(args.path or config.db_path(), args.json)
+        return dbcheck.main(args.command, args.path or config.db_path(), args.json)
     parser.print_help()
     return 2
 

@@ -281,15 +281,30 @@ def _as_json(report: Report) -> str:
     return json.dumps(out, indent=1, sort_keys=True)
 
 
-def info_main(path: str, as_json: bool) -> int:
+def _print_findings(report: Report) -> None:
+    for f in report.findings:
+        print(f"{'damaged' if f.damage else 'note'}: {f.file}: {f.problem}")
+
+
+def main(command: str, path: str, as_json: bool) -> int:
+    """`vectordb info|check PATH [--json]`: prints the report; exit status 0 intact, 1 damaged, 2 not checked."""
     try:
         report = inspect(path)
     except OSError as exc:
-        print(f"vectordb info: {exc}", file=sys.stderr)
+        print(f"vectordb {command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if as_json:
         print(_as_json(report))
-        return EXIT_DAMAGED if report.damaged else EXIT_OK
+    elif command == "info":
+        _print_info(report)
+    else:
+        _print_findings(report)
+        damaged = sorted({f.file for f in report.findings if f.damage})
+        print(f"{len(damaged)} damaged file(s)" if damaged else f"ok ({len(report.collections)} collection(s))")
+    return EXIT_DAMAGED if report.damaged else EXIT_OK
+
+
+def _print_info(report: Report) -> None:
     writer = f"open in process {report.writer_pid}" if report.writer_pid else "not open in any process"
     print(f"{report.path}: {len(report.collections)} collection(s), {writer}")
     rows = [("name", "count", "dim", "metric", "index", "on disk", "in memory")]
@@ -301,22 +316,4 @@ def info_main(path: str, as_json: bool) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
-    for f in report.findings:
-        print(f"{'damaged' if f.damage else 'note'}: {f.file}: {f.problem}")
-    return EXIT_DAMAGED if report.damaged else EXIT_OK
-
-
-def check_main(path: str, as_json: bool) -> int:
-    try:
-        report = inspect(path)
-    except OSError as exc:
-        print(f"vectordb check: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if as_json:
-        print(_as_json(report))
-    else:
-        for f in report.findings:
-            print(f"{'damaged' if f.damage else 'note'}: {f.file}: {f.problem}")
-        damaged = sorted({f.file for f in report.findings if f.damage})
-        print(f"{len(damaged)} damaged file(s)" if damaged else f"ok ({len(report.collections)} collection(s))")
-    return EXIT_DAMAGED if report.damaged else EXIT_OK
+    _print_findings(report)
