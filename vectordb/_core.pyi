@@ -6,6 +6,34 @@ import numpy.typing as npt
 
 _F32 = npt.NDArray[np.float32]
 
+# Numbers Python passes to the engine (csrc/vdb_collection.h, vdb_filter.h, vdb_meta.h).
+OP_ADD: int
+OP_UPSERT: int
+OP_UPDATE: int
+OP_DELETE: int
+INC_VECTORS: int
+INC_METAS: int
+INC_DOCS: int
+INC_DISTANCES: int
+FILTER_VERSION: int
+FILTER_MAX_DEPTH: int
+FK_AND: int
+FK_OR: int
+FK_NOT: int
+FK_EQ: int
+FK_LT: int
+FK_LTE: int
+FK_GT: int
+FK_GTE: int
+FK_IN: int
+FK_CONTAINS: int
+FK_DOC_CONTAINS: int
+FK_DOC_REGEX: int
+TAG_STR: int
+TAG_INT: int
+TAG_FLOAT: int
+TAG_BOOL: int
+
 class Filter:
     """A compiled where / where_document program (see vectordb/filters.py for its encoding)."""
 

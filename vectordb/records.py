@@ -24,8 +24,8 @@ from .validation import (
 
 log = logging.getLogger("vectordb")
 
-INC_VECTORS, INC_METAS, INC_DOCS, INC_DISTANCES = 1, 2, 4, 8
-_INCLUDE_BITS = {"embeddings": INC_VECTORS, "metadatas": INC_METAS, "documents": INC_DOCS, "distances": INC_DISTANCES}
+_INCLUDE_BITS = {"embeddings": _core.INC_VECTORS, "metadatas": _core.INC_METAS, "documents": _core.INC_DOCS,
+                 "distances": _core.INC_DISTANCES}
 
 
 def compile_filter(where: Any, where_document: Any) -> Optional["_core.Filter"]:
