@@ -1,5 +1,5 @@
-"""The client and Collection API against the chromadb 1.x behaviour in
-shared/reference/chroma-api.md (including its **ours** deviations).
+"""The client and Collection API against chromadb 1.x's behaviour (with the deliberate differences
+the README lists under "What you get").
 
 Every test that takes `client` runs over PersistentClient, EphemeralClient and HttpClient (see
 conftest.py). Numbers are checked against float64 NumPy; every bad input is checked to raise the

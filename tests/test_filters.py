@@ -1,7 +1,7 @@
 """where / where_document filters: validation, and the engine's matches against a Python model.
 
-The model (`ref_*` below) states the semantics of shared/reference/chroma-api.md "Filters" in a
-few lines. The engine is exercised two ways: the C evaluator directly (csrc/vdb_filter.c built
+The model (`ref_*` below) states chromadb 1.x's filter semantics (with our numeric deviation, see
+vectordb/filters.py) in a few lines. The engine is exercised two ways: the C evaluator directly (csrc/vdb_filter.c built
 into a small shared library, driven with ctypes: runs without the Python binding), and through
 the public Collection API when it exists. Where chromadb is installed, chromadb is run on the same
 data and filters: it must agree with the model's "chroma" mode (which knows chromadb's float

@@ -1,4 +1,4 @@
-"""Fuzzing of real database files (reliability target 3): hypothesis damages copies of the files a
+"""Fuzzing of real database files: hypothesis damages copies of the files a
 database wrote, and each damaged copy is opened in a separate worker process.
 
 Files: catalog.json, and of a flat collection and of an IVF collection (use_ivf=True, 8 lists,
@@ -174,7 +174,7 @@ def _serve_one(req: dict) -> dict:
 
 def worker_main() -> None:
     if "libasan" not in os.environ.get("LD_PRELOAD", ""):
-        # A damaged size field must not make the worker fill this shared machine's memory: with a
+        # A damaged size field must not make the worker fill the machine's memory: with a
         # cap, a huge allocation fails at once (ASan reserves terabytes of address space and has
         # its own cap, max_allocation_size_mb, set by tests/sanitize.sh).
         import resource

@@ -1,4 +1,4 @@
-"""I/O errors at write and fsync (reliability target 4): a clean error, the data as before, and
+"""I/O errors at write and fsync: a clean error, the data as before, and
 after a failed log write or sync the collection refuses writes (ReadOnlyError) until reopened.
 
 Two real ways to make the calls fail:

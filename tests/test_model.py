@@ -1,4 +1,4 @@
-"""Model-based test (reliability.md item 6): a hypothesis state machine drives a collection through
+"""Model-based test: a hypothesis state machine drives a collection through
 add / upsert / update / delete / get / query / count (and, for PersistentClient, checkpoint and
 reopen: close the client, open a new one on the same path) and compares every answer with a plain
 Python/NumPy model: an ordered dict id -> (float32 vector, metadata, document) and brute-force
