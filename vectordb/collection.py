@@ -250,7 +250,7 @@ class AsyncCollection:
     __hash__ = Collection.__hash__
 
     def __repr__(self) -> str:
-        return f"AsyncCollection(name={self.name!r}, id={self._id!r})"
+        return f"AsyncCollection(name={self.name!r}, id={self._id!r})"  # type: ignore[misc]  # Collection.name reads only _client and _id
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, AsyncCollection) and other._id == self._id and other._client is self._client

@@ -82,7 +82,8 @@ class LocalRecords:
                 raise InvalidArgumentError(f"got {vectors.shape[0]} embeddings for {n} ids: expected one per id")
         elif op == OP_ADD:
             raise InvalidArgumentError(
-                "embeddings are required: pass embeddings=..., or documents with an embedding_function on the collection"
+                "embeddings are required: pass embeddings=..., "
+                "or documents with an embedding_function on the collection"
             )
         # The engine checks the dimension (InvalidDimensionError) before writing.
         status = self._write_call(cid, "write", op, ids, vectors, metas, docs)
