@@ -184,7 +184,7 @@ def test_protocol_as_chromadb():
     assert isinstance(efs.config_to_embedding_function({"name": "default", "config": {}}), DefaultEmbeddingFunction)
     with pytest.raises(ValueError, match="not registered"):
         efs.config_to_embedding_function({"name": "no_such_ef", "type": "known", "config": {}})
-    chromadb = pytest.importorskip("chromadb")
+    pytest.importorskip("chromadb")
     from chromadb.api.types import validate_embedding_function
     validate_embedding_function(DefaultEmbeddingFunction())  # chromadb accepts ours
     validate_embedding_function(ef)
