@@ -985,7 +985,8 @@ def test_http_client_sends_numpy_vectors_as_base64():
     rows = np.array([[1.5, -2.0], [3.0, 4.25]], dtype=np.float32)
     sent = _vectors("embeddings", rows)
     assert list(sent) == ["embeddings_base64"]
-    assert np.array_equal(np.stack([np.frombuffer(base64.b64decode(s), "<f4") for s in sent["embeddings_base64"]]), rows)
+    decoded = [np.frombuffer(base64.b64decode(s), "<f4") for s in sent["embeddings_base64"]]
+    assert np.array_equal(np.stack(decoded), rows)
     assert list(_vectors("embeddings", rows.astype(np.float64))) == ["embeddings_base64"]
     assert list(_vectors("query_embeddings", rows[0])) == ["query_embeddings_base64"]
     # what the server must judge and name goes as JSON
