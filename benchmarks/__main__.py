@@ -34,7 +34,7 @@ def parse_count(text: str) -> int:
     try:
         return int(float(text[:-1] if mult > 1 else text) * mult)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a count like 20000, 20k or 1M, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a count like 20000, 20k or 1M, got {text!r}") from None
 
 
 def parse_datasets(text: str, nq: int, n_extra: int, data_root: Path | None = None,

@@ -8,7 +8,7 @@ PersistentClient collection, the bare engine call vectordb._core.flat_search on 
 (the floor the Python layer adds to), NumPy brute force, and faiss IndexFlatL2 when installed.
 Then the time of one durable add of 1,000 x 128 (PersistentClient on the work disk: returns after
 fdatasync), median over several fresh collections and over further adds into a full one.
-Targets (issue 2, this machine, one thread): query <= 80 us median, add of 1,000 <= 3 ms.
+Targets (this machine, one thread): query <= 80 us median, add of 1,000 <= 3 ms.
 """
 from __future__ import annotations
 

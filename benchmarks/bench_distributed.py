@@ -194,7 +194,8 @@ def main() -> None:
         say(f"| {r['shards']} | {r['ingest_per_s']:,.0f} | {ms(r['query_p50_s'])} | {ms(r['query_p95_s'])} | "
               f"{r['batch_qps']:,.0f} | {ms(r['fanout_p50_s'])} | {ms(r['shard_search_s'])} | {ms(r['overhead_s'])} |")
     say(f"\nclient work: {t_prep * 1e6:.2f} us per record to validate and route; "
-          f"{t_client * 1e6:.1f} us per query per shard to unpickle and merge answers (k={a.k}, batch of {len(queries)})")
+          f"{t_client * 1e6:.1f} us per query per shard to unpickle and merge answers "
+          f"(k={a.k}, batch of {len(queries)})")
 
     # 3. Projection: one shard per node, N nodes, the same n records.
     fixed = sharded[0]["fanout_p50_s"]  # one Ray round trip through the client, on this machine
@@ -203,8 +204,12 @@ def main() -> None:
     slope = t_submit + t_client
     rows_fit = np.array([r["rows"] for r in per_shard], dtype=float)
     # Exact search time is linear in the rows scanned: fit t = c0 + c1 * rows on the in-process figures.
-    c1, c0 = np.polyfit(rows_fit, [r["query_p50_s"] for r in per_shard], 1) if len(per_shard) > 1 else (0.0, base["query_p50_s"])
-    q1, q0 = np.polyfit(rows_fit, [1 / r["batch_qps"] for r in per_shard], 1) if len(per_shard) > 1 else (0.0, 1 / base["batch_qps"])
+    if len(per_shard) > 1:
+        c1, c0 = np.polyfit(rows_fit, [r["query_p50_s"] for r in per_shard], 1)
+        q1, q0 = np.polyfit(rows_fit, [1 / r["batch_qps"] for r in per_shard], 1)
+    else:
+        c1, c0 = 0.0, base["query_p50_s"]
+        q1, q0 = 0.0, 1 / base["batch_qps"]
     bytes_per_record = d * 4 + 40
     nic = a.nic_gbps * 1e9 / 8
     proj = []
@@ -232,7 +237,8 @@ cost of {ms(fixed)} ms (one Ray round trip measured here) plus {slope * 1e3:.3f}
 here; the fan-out slope measured on this one machine, {measured_slope * 1e3:.3f} ms, also holds CPU
 contention between shards sharing {os.cpu_count()} cores) plus an assumed network round
 trip of {a.network_rtt_ms} ms; every query visits every node, so batch QPS is one node's rate on its
-n/N records, capped by the client's unpickle+merge rate for N answers; ingest is N nodes' durable ingest rate, capped by the client's validation+routing rate
+n/N records, capped by the client's unpickle+merge rate for N answers; ingest is N nodes' durable
+ingest rate, capped by the client's validation+routing rate
 ({1 / t_prep:,.0f} rec/s) and an assumed {a.nic_gbps} Gbit/s client link ({bytes_per_record} bytes per record).""")
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(a.out, exist_ok=True)

@@ -22,7 +22,6 @@ import re
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -127,7 +126,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     shown = " ".join(sys.argv[1:] if argv is None else argv)
     print(f"`python benchmarks/bench_embed.py{' ' + shown if shown else ''}`\n")
     print(machine.machine_markdown(machine.machine_summary()) + "\n")
-    print(f"{len(texts)} texts ({'from ' + os.path.basename(args.texts) if args.texts else 'standard-library docstrings'}), "
+    source = "from " + os.path.basename(args.texts) if args.texts else "standard-library docstrings"
+    print(f"{len(texts)} texts ({source}), "
           f"tokens per text: mean {np.mean(tokens):.0f}, max {max(tokens)}\n")
     for name, _, note in runtimes:
         print(f"- {name}: {note}")

@@ -237,8 +237,8 @@ def readme_table(results: list[dict], target: float = 0.9) -> str:
     """One compact table over several runs' JSON payloads (one per data set): per system, the
     fastest setting reaching recall@10 >= target (or its best recall, marked *), 1 and 2 threads.
     """
-    lines = [f"| data set | system | build s (1 thr) | p50 us (1 thr) | batch QPS 1 thr | "
-             f"batch QPS 2 thr | recall@10 | setting | RSS +MB | disk MB |",
+    lines = ["| data set | system | build s (1 thr) | p50 us (1 thr) | batch QPS 1 thr | "
+             "batch QPS 2 thr | recall@10 | setting | RSS +MB | disk MB |",
              "|---|---|---:|---:|---:|---:|---:|---|---:|---:|"]
     for payload in results:
         rows = payload["rows"]

@@ -1180,10 +1180,31 @@ static PyMethodDef core_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* The numbers Python passes to the engine (write ops, include bits, filter program kinds and value
+ * tags), exported once from the C headers so that vectordb/ never copies them. */
+#define CORE_CONSTANT(prefix, name) {#name, prefix##name}
+static const struct {
+    const char *name;
+    long value;
+} core_constants[] = {
+    CORE_CONSTANT(VDB_, OP_ADD), CORE_CONSTANT(VDB_, OP_UPSERT), CORE_CONSTANT(VDB_, OP_UPDATE),
+    CORE_CONSTANT(VDB_, OP_DELETE), CORE_CONSTANT(VDB_, INC_VECTORS), CORE_CONSTANT(VDB_, INC_METAS),
+    CORE_CONSTANT(VDB_, INC_DOCS), CORE_CONSTANT(VDB_, INC_DISTANCES), CORE_CONSTANT(VDB_, FILTER_VERSION),
+    CORE_CONSTANT(VDB_, FILTER_MAX_DEPTH), CORE_CONSTANT(VDB_, FK_AND), CORE_CONSTANT(VDB_, FK_OR),
+    CORE_CONSTANT(VDB_, FK_NOT), CORE_CONSTANT(VDB_, FK_EQ), CORE_CONSTANT(VDB_, FK_LT), CORE_CONSTANT(VDB_, FK_LTE),
+    CORE_CONSTANT(VDB_, FK_GT), CORE_CONSTANT(VDB_, FK_GTE), CORE_CONSTANT(VDB_, FK_IN),
+    CORE_CONSTANT(VDB_, FK_CONTAINS), CORE_CONSTANT(VDB_, FK_DOC_CONTAINS), CORE_CONSTANT(VDB_, FK_DOC_REGEX),
+    CORE_CONSTANT(VDB_, TAG_STR), CORE_CONSTANT(VDB_, TAG_INT), CORE_CONSTANT(VDB_, TAG_FLOAT),
+    CORE_CONSTANT(VDB_, TAG_BOOL),
+};
+#undef CORE_CONSTANT
+
 static int core_exec(PyObject *module)
 {
     core_state *st = get_state(module);
     if (_import_array() < 0) return -1;
+    for (size_t i = 0; i < sizeof core_constants / sizeof core_constants[0]; i++)
+        if (PyModule_AddIntConstant(module, core_constants[i].name, core_constants[i].value)) return -1;
     st->collection_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &collection_spec, NULL);
     st->filter_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &filter_spec, NULL);
     if (!st->collection_type || !st->filter_type) return -1;

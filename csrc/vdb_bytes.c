@@ -1,3 +1,4 @@
+/* vdb_bytes — the growable byte buffer and the UTF-8 check behind vdb_bytes.h's codecs. */
 #include "vdb_bytes.h"
 
 #include <stdlib.h>

@@ -1,3 +1,5 @@
+/* vdb_collection — one collection: the id hash table, write planning and apply, the log record codec,
+ * checkpoint and compaction, get/query results and the IVF index's lifecycle. See vdb_collection.h. */
 #include "vdb_collection.h"
 
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* vdb_crc32c — CRC-32C in portable C: slicing-by-8 tables, built once on first use. */
 #include "vdb_crc32c.h"
 
 #include <pthread.h>

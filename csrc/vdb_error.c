@@ -1,3 +1,4 @@
+/* vdb_error — setting the per-thread error message (with the OS error for I/O failures). */
 #include "vdb_error.h"
 
 #include <stdarg.h>

@@ -1,3 +1,5 @@
+/* vdb_ivf — the IVF-Flat index: inverted lists and the row map, training, add/remove, the probed
+ * search, and the ivf.bin file. See vdb_ivf.h for the contract. */
 #include "vdb_ivf.h"
 
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* vdb_kmeans — k-means++ seeding, Lloyd iterations and the parallel assignment step. See vdb_kmeans.h. */
 #include "vdb_kmeans.h"
 
 #include <math.h>

@@ -1,3 +1,5 @@
+/* vdb_store — file I/O of a collection: write-all/read-all, MANIFEST, the write-ahead log, and the
+ * vectors.bin and records.bin snapshot files. See vdb_store.h for the format. */
 #include "vdb_store.h"
 
 #include <dirent.h>

@@ -16,7 +16,6 @@ again at teardown).
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Callable, Iterator, List
@@ -87,7 +86,8 @@ class _Server:
                 self.error = f"vectordb server did not start: {type(e).__name__}: {str(e)[:2000]}"
                 pytest.skip(self.error)
         elif self.proc.poll() is not None:
-            pytest.fail(f"the test server died (exit code {self.proc.returncode}); see {getattr(self.proc, 'log_path', '?')}")
+            pytest.fail(f"the test server died (exit code {self.proc.returncode}); "
+                        f"see {getattr(self.proc, 'log_path', '?')}")
         if kind == "chroma":
             chromadb = pytest.importorskip("chromadb")
             return chromadb.HttpClient(host="127.0.0.1", port=self.port)

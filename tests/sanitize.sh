@@ -10,7 +10,7 @@
 # Sanitizer mode, what it does and why:
 # - copies the sources (no build/, *.so, caches, benchmark data) to a temp dir and builds there with
 #   VECTORDB_SANITIZE=1 (setup.py adds -fsanitize=address,undefined -O1 -g): the in-place build of
-#   the checkout is shared with other engineers and must never become a sanitizer build;
+#   the checkout stays a normal build (other work in the checkout keeps running against it);
 # - runs Python with the ASan and UBSan runtimes preloaded (CPython itself is not instrumented, so
 #   the runtime must come first in the library list) and PYTHONPATH pointing at the copy; the
 #   script checks that `vectordb._core` really is the sanitizer build before running anything.

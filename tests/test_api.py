@@ -1,5 +1,5 @@
-"""The client and Collection API against the chromadb 1.x behaviour in
-shared/reference/chroma-api.md (including its **ours** deviations).
+"""The client and Collection API against chromadb 1.x's behaviour (with the deliberate differences
+the README lists under "What you get").
 
 Every test that takes `client` runs over PersistentClient, EphemeralClient and HttpClient (see
 conftest.py). Numbers are checked against float64 NumPy; every bad input is checked to raise the
@@ -1376,7 +1376,7 @@ def test_lru_of_open_collections(persistent_path, reopen):
     for n in names:
         assert c.get_collection(n).get()["ids"] == model[n][0]
     c2 = reopen(c, max_cached=1)
-    for n, s in zip(names, spaces):
+    for n in names:
         col = c2.get_collection(n)
         assert col.get()["ids"] == model[n][0]
         assert np.allclose(col.get(include=["embeddings"])["embeddings"], np.array(model[n][1]))
@@ -1439,7 +1439,7 @@ def test_threads_share_a_client_with_a_small_cache(persistent_path, reopen):
                 col = c.get_collection(n)
                 res = col.query(query_embeddings=queries, n_results=3)
                 assert_query_matches(res, [f"{n}-{i}" for i in range(40)], ref_distances("l2", queries, data[n]), 3)
-                col.add(ids=[f"extra-{t}-{it}"], embeddings=[[1e3 + t, 0, 0, 0, 0, it]])  # far away: no effect on queries
+                col.add(ids=[f"extra-{t}-{it}"], embeddings=[[1e3 + t, 0, 0, 0, 0, it]])  # far away: no effect
         except BaseException as e:  # reported below, in the main thread
             errors.append(e)
 

@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CFLAGS = ["-std=c11", "-O2", "-g", "-Wall", "-Wextra", "-pthread", "-D_GNU_SOURCE", "-Icsrc"]
 
 PROGRAMS = {
-    "test_ivf": ["vdb_ivf.c", "vdb_kmeans.c", "vdb_nearest.c", "vdb_distance.c", "vdb_cpu.c", "vdb_threads.c", "vdb_topk.c",
-                 "vdb_crc32c.c", "vdb_bytes.c", "vdb_error.c"],
+    "test_ivf": ["vdb_ivf.c", "vdb_kmeans.c", "vdb_nearest.c", "vdb_distance.c", "vdb_cpu.c", "vdb_threads.c",
+                 "vdb_topk.c", "vdb_crc32c.c", "vdb_bytes.c", "vdb_error.c"],
     "test_kernels": ["vdb_cpu.c", "vdb_distance.c", "vdb_topk.c", "vdb_threads.c", "vdb_flat.c", "vdb_exact.c",
                      "vdb_nearest.c", "vdb_error.c"],
     "test_meta": ["vdb_meta.c", "vdb_filter.c", "vdb_bytes.c", "vdb_error.c"],
@@ -37,7 +37,8 @@ def test_c_unit_program(name, tmp_path):
         pytest.skip("gcc is not installed")
     exe = tmp_path / name
     extra = shlex.split(os.environ.get("VECTORDB_C_TEST_CFLAGS", ""))
-    cmd = [gcc, *CFLAGS, *EXTRA_FLAGS.get(name, []), *extra, f"tests/c/{name}.c", *(f"csrc/{s}" for s in PROGRAMS[name]), "-lm", "-o", str(exe)]
+    cmd = [gcc, *CFLAGS, *EXTRA_FLAGS.get(name, []), *extra, f"tests/c/{name}.c",
+           *(f"csrc/{s}" for s in PROGRAMS[name]), "-lm", "-o", str(exe)]
     build = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, f"{shlex.join(cmd)} failed:\n{build.stderr[-4000:]}"
     # Warnings in the engine or the test are defects too (the extension builds with -Wall -Wextra).

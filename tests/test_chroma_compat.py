@@ -1,5 +1,5 @@
 """Where chromadb is installed: the same operations against chromadb.EphemeralClient and vectordb
-give the same answers (shared/reference/chroma-api.md is the contract; chromadb is the referee).
+give the same answers (README's deliberate differences aside; chromadb is the referee).
 
 Collections are kept small (< 100 records, small n_results) so chromadb's HNSW index is exact and
 distances can be compared with rtol 1e-4.
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 chromadb = pytest.importorskip("chromadb")
-import chromadb.errors  # noqa: E402
+import chromadb.errors  # noqa: E402, F811
 
 import vectordb  # noqa: E402
 from vectordb.errors import DuplicateIDError, InvalidArgumentError, InvalidDimensionError  # noqa: E402

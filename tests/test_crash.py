@@ -83,7 +83,8 @@ def check(path, model, in_flight):
                 return cand
         missing = sorted(set(model) - set(state))[:5]
         extra = sorted(set(state) - set(candidates[-1]))[:5]
-        raise AssertionError(f"state after kill matches neither before nor after {in_flight}: missing {missing}, extra {extra}")
+        raise AssertionError(f"state after kill matches neither before nor after {in_flight}: "
+                             f"missing {missing}, extra {extra}")
     finally:
         client.close()
 
@@ -93,7 +94,7 @@ def test_kill9_loses_no_acknowledged_write(tmp_path):
     rnd = random.Random(12345)
     model: dict = {}
     next_batch = 0
-    for trial in range(TRIALS):
+    for _ in range(TRIALS):
         acked, in_flight = kill_writer_at_random(WRITER, path, next_batch, rnd, 0.25)
         for op, i in acked:
             apply(model, op, i)

@@ -19,14 +19,14 @@ import vectordb
 
 ray = pytest.importorskip("ray")
 
-from vectordb.distributed import (
+from vectordb.distributed import (  # noqa: E402
     RayClient,
     ShardUnavailableError,
     ShardWriteError,
     shard_of,
 )
-from vectordb.distributed.client import _read_shardmap, _write_shardmap, actor_name
-from vectordb.distributed.routing import SEQ_KEY, merge_query, split
+from vectordb.distributed.client import _read_shardmap, _write_shardmap, actor_name  # noqa: E402
+from vectordb.distributed.routing import SEQ_KEY, merge_query, split  # noqa: E402
 
 REPO = str(Path(__file__).resolve().parent.parent)
 
@@ -78,7 +78,8 @@ def same(a, b):
 # ---- routing and merging (no cluster) ----
 def test_shard_of_is_stable_crc32():
     # The hash decides where every record lives on disk: it must never change.
-    assert [shard_of(x, 4) for x in ("a", "b", "doc-17", "é")] == [zlib.crc32(x.encode()) % 4 for x in ("a", "b", "doc-17", "é")]
+    keys = ("a", "b", "doc-17", "é")
+    assert [shard_of(x, 4) for x in keys] == [zlib.crc32(x.encode()) % 4 for x in keys]
     assert [shard_of("a", 4), shard_of("doc-17", 7)] == [3, 0]
     parts = split([f"x{i}" for i in range(1000)], 4)
     assert sorted(i for p in parts for i in p) == list(range(1000))
@@ -213,9 +214,9 @@ def test_collections_and_reopen_from_the_shard_map(cluster, tmp_path):
     cols = _read_shardmap(shardmap)
     cols[str(g.id)]["shards"][1].update(node_id="f" * 56, node_ip="203.0.113.9")
     _write_shardmap(shardmap, cols)
-    with RayClient(path=path, read_retries=0) as client:
-        with pytest.raises(ShardUnavailableError, match=r"shard 1 .* lives on node 203\.0\.113\.9 .*not in the cluster"):
-            client.get_collection("gamma").count()
+    unavailable = r"shard 1 .* lives on node 203\.0\.113\.9 .*not in the cluster"
+    with RayClient(path=path, read_retries=0) as client, pytest.raises(ShardUnavailableError, match=unavailable):
+        client.get_collection("gamma").count()
 
 
 # ---- failures ----

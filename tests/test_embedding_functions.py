@@ -184,7 +184,7 @@ def test_protocol_as_chromadb():
     assert isinstance(efs.config_to_embedding_function({"name": "default", "config": {}}), DefaultEmbeddingFunction)
     with pytest.raises(ValueError, match="not registered"):
         efs.config_to_embedding_function({"name": "no_such_ef", "type": "known", "config": {}})
-    chromadb = pytest.importorskip("chromadb")
+    pytest.importorskip("chromadb")
     from chromadb.api.types import validate_embedding_function
     validate_embedding_function(DefaultEmbeddingFunction())  # chromadb accepts ours
     validate_embedding_function(ef)
@@ -214,7 +214,8 @@ def test_default_embedding_function_embeds_documents_and_queries(client, model):
 def test_embedding_function_is_persisted_and_recreated(client, client_kind, reopen):
     col = client.create_collection("lengths", embedding_function=LengthEF(scale=2.0))
     col.add(ids=["x", "y"], documents=["banana", "kiwi"])
-    assert col.configuration_json["embedding_function"] == {"name": "test_length", "type": "known", "config": {"scale": 2.0}}
+    assert col.configuration_json["embedding_function"] == {"name": "test_length", "type": "known",
+                                                            "config": {"scale": 2.0}}
     if client_kind == "persistent":
         client = reopen(client)
     again = client.get_collection("lengths")  # no embedding function given: re-created from name + config

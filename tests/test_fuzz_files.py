@@ -1,4 +1,4 @@
-"""Fuzzing of real database files (reliability target 3): hypothesis damages copies of the files a
+"""Fuzzing of real database files: hypothesis damages copies of the files a
 database wrote, and each damaged copy is opened in a separate worker process.
 
 Files: catalog.json, and of a flat collection and of an IVF collection (use_ivf=True, 8 lists,
@@ -174,7 +174,7 @@ def _serve_one(req: dict) -> dict:
 
 def worker_main() -> None:
     if "libasan" not in os.environ.get("LD_PRELOAD", ""):
-        # A damaged size field must not make the worker fill this shared machine's memory: with a
+        # A damaged size field must not make the worker fill the machine's memory: with a
         # cap, a huge allocation fails at once (ASan reserves terabytes of address space and has
         # its own cap, max_allocation_size_mb, set by tests/sanitize.sh).
         import resource
@@ -233,7 +233,8 @@ class Worker:
         if not line:
             rc = self.proc.wait()
             self.proc = None
-            raise WorkerDied(f"the worker process died (exit code {rc}) opening the damaged copy:\n{self._stderr_tail()}")
+            raise WorkerDied(f"the worker process died (exit code {rc}) opening the damaged copy:\n"
+                             f"{self._stderr_tail()}")
         return json.loads(line)
 
     def stop(self) -> None:
@@ -256,7 +257,8 @@ class Base:
         flat = client.create_collection("flat", metadata={"hnsw:space": "l2", "owner": "fuzz"}, embedding_function=None)
         n = 80
         flat.add(ids=[f"f{i}" for i in range(n)], embeddings=rng.standard_normal((n, DIM)).astype(np.float32),
-                 metadatas=[{"i": i, "tag": f"t{i % 5}", "x": i / 7, "b": i % 2 == 0, "l": [i, i + 1]} for i in range(n)],
+                 metadatas=[{"i": i, "tag": f"t{i % 5}", "x": i / 7, "b": i % 2 == 0, "l": [i, i + 1]}
+                            for i in range(n)],
                  documents=[f"doc {i}" if i % 4 else None for i in range(n)])
         flat.delete(ids=["f1", "f2"])
         flat.checkpoint()
@@ -297,7 +299,8 @@ class Base:
         """A dozen logged writes of every kind; the state after each."""
         states = [state_digest(col)]
         ops = [
-            lambda: col.add(ids=[f"{p}new{j}" for j in range(3)], embeddings=rng.standard_normal((3, DIM)).astype(np.float32),
+            lambda: col.add(ids=[f"{p}new{j}" for j in range(3)],
+                            embeddings=rng.standard_normal((3, DIM)).astype(np.float32),
                             metadatas=[{"new": j} for j in range(3)], documents=["a", None, "c"]),
             lambda: col.delete(ids=[f"{p}5", f"{p}6"]),
             lambda: col.upsert(ids=[f"{p}7", f"{p}up"], embeddings=rng.standard_normal((2, DIM)).astype(np.float32),
@@ -306,7 +309,8 @@ class Base:
             lambda: col.add(ids=[f"{p}one"], embeddings=rng.standard_normal((1, DIM)).astype(np.float32)),
             lambda: col.update(ids=[f"{p}9"], embeddings=rng.standard_normal((1, DIM)).astype(np.float32)),
             lambda: col.delete(ids=[f"{p}new1", f"{p}does-not-exist"]),
-            lambda: col.add(ids=[f"{p}big{j}" for j in range(20)], embeddings=rng.standard_normal((20, DIM)).astype(np.float32),
+            lambda: col.add(ids=[f"{p}big{j}" for j in range(20)],
+                            embeddings=rng.standard_normal((20, DIM)).astype(np.float32),
                             documents=[f"long document {j} " * 5 for j in range(20)]),
             lambda: col.upsert(ids=[f"{p}big3"], metadatas=[{"k": "v"}]),
             lambda: col.delete(ids=[f"{p}big{j}" for j in range(0, 20, 3)]),
@@ -444,7 +448,10 @@ def check_damaged_copy(base: Base, worker: Worker, scratch: str, key: str, data:
     status = resp["status"]
     if status == "corrupt":
         assert outcome != "ok", f"{what}: damage the format declares harmless was refused: {resp['message']}"
-        named = os.path.basename(base.files[key]) if key.endswith("/wal") or key == "catalog.json" else base.files[key].split(os.sep, 2)[-1]
+        if key.endswith("/wal") or key == "catalog.json":
+            named = os.path.basename(base.files[key])
+        else:
+            named = base.files[key].split(os.sep, 2)[-1]
         assert named in resp["message"], f"{what}: the error does not name {named!r}: {resp['message']}"
         return
     assert status == "ok", f"{what}: expected CorruptionError or a clean open, got {resp}"
@@ -453,7 +460,8 @@ def check_damaged_copy(base: Base, worker: Worker, scratch: str, key: str, data:
     assert resp["ids"] == want["ids"], f"{what}: opened, but holds different records than after {k} logged writes"
     assert resp["state"] == want["state"], f"{what}: opened with the right ids but different contents"
     assert resp["query"] == want["query"], f"{what}: opened, but queries answer differently"
-    assert resp["ids_after_write"] == want["ids"] + ["fuzz-new"], f"{what}: a write after the open did not survive a reopen"
+    assert resp["ids_after_write"] == want["ids"] + ["fuzz-new"], \
+        f"{what}: a write after the open did not survive a reopen"
 
 
 KEYS = ["flat/MANIFEST", "flat/wal", "flat/vectors.bin", "flat/records.bin",
@@ -601,7 +609,8 @@ def check_consistent_or_corrupt(base: Base, worker: Worker, scratch: str, key: s
     assert resp["status"] == "ok", f"{what}: expected CorruptionError or a consistent database, got {resp}"
 
 
-CHECKSUMMED = ["flat/MANIFEST", "flat/vectors.bin", "flat/records.bin", "ivf/MANIFEST", "ivf/ivf.bin", "ivf/records.bin"]
+CHECKSUMMED = ["flat/MANIFEST", "flat/vectors.bin", "flat/records.bin",
+               "ivf/MANIFEST", "ivf/ivf.bin", "ivf/records.bin"]
 
 
 @pytest.mark.parametrize("key", CHECKSUMMED)
@@ -699,7 +708,8 @@ def test_ivf_huge_row_number_is_corruption(base, worker, scratch):
     while int.from_bytes(data[pos:pos + 8], "little") == 0:  # the first non-empty list
         pos += 8
     data[pos + 8:pos + 16] = (1 << 40).to_bytes(8, "little")  # its first row number
-    path = damaged_copy(base, scratch, "ivf/ivf.bin", fix_checksums("ivf.bin", bytes(data), False, ivf_header_len(data)))
+    fixed = fix_checksums("ivf.bin", bytes(data), False, ivf_header_len(data))
+    path = damaged_copy(base, scratch, "ivf/ivf.bin", fixed)
     resp = worker.request({"path": path, "collection": "ivf"})
     assert resp["status"] == "corrupt" and "ivf.bin" in resp["message"], resp
 

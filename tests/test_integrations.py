@@ -16,8 +16,8 @@ pytest.importorskip("llama_index.vector_stores.chroma")
 
 from langchain_core.documents import Document  # noqa: E402
 from langchain_core.embeddings import DeterministicFakeEmbedding  # noqa: E402
-from llama_index.core import StorageContext, VectorStoreIndex  # noqa: E402
 from llama_index.core import Document as LlamaDocument  # noqa: E402
+from llama_index.core import StorageContext, VectorStoreIndex  # noqa: E402
 from llama_index.core.base.embeddings.base import BaseEmbedding  # noqa: E402
 from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode  # noqa: E402
 from llama_index.core.vector_stores.types import (  # noqa: E402
@@ -161,7 +161,8 @@ def llamaindex_flow(client: Any) -> dict:
            FilterOperator.NIN: [2020, 2023]}
     for op, value in ops.items():
         key = "topic" if isinstance(value, str) else "year"
-        out[f"filter {op.value}"] = retrieve(MetadataFilters(filters=[MetadataFilter(key=key, value=value, operator=op)]), k=8)
+        one = MetadataFilters(filters=[MetadataFilter(key=key, value=value, operator=op)])
+        out[f"filter {op.value}"] = retrieve(one, k=8)
     both = MetadataFilters(filters=[MetadataFilter(key="topic", value="pets"),
                                     MetadataFilter(key="rank", value=4, operator=FilterOperator.GTE)],
                            condition=FilterCondition.AND)

@@ -1,4 +1,4 @@
-"""I/O errors at write and fsync (reliability target 4): a clean error, the data as before, and
+"""I/O errors at write and fsync: a clean error, the data as before, and
 after a failed log write or sync the collection refuses writes (ReadOnlyError) until reopened.
 
 Two real ways to make the calls fail:
@@ -183,7 +183,8 @@ def build_base(path: str) -> None:
     flat.upsert(ids=["f50", "fx"], embeddings=rng.standard_normal((2, DIM)).astype(np.float32))
     ivf = client.create_collection("ivf", use_ivf=True, n_clusters=8)
     ivf.add(ids=[f"v{i}" for i in range(1200)], embeddings=rng.standard_normal((1200, DIM)).astype(np.float32))
-    ivf.add(ids=["settle"], embeddings=rng.standard_normal((1, DIM)).astype(np.float32))  # (an earlier build retrained here)
+    # an earlier build retrained here
+    ivf.add(ids=["settle"], embeddings=rng.standard_normal((1, DIM)).astype(np.float32))
     ivf.delete(ids=["v1", "v2"])
     pre = client.create_collection("pre", use_ivf=True, n_clusters=8)  # trains at 1000 vectors
     pre.add(ids=[f"p{i}" for i in range(995)], embeddings=rng.standard_normal((995, DIM)).astype(np.float32))
@@ -264,7 +265,8 @@ def child_main(spec_json: str) -> None:
     """Runs one (operation, fault) sweep with the shim preloaded; one JSON line per trial."""
     spec = json.loads(spec_json)
     shim = ctypes.CDLL(spec["shim"])
-    shim.vdbfault_arm.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_long, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    shim.vdbfault_arm.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_long,
+                                  ctypes.c_int, ctypes.c_int, ctypes.c_int]
     shim.vdbfault_hits.restype = ctypes.c_long
     shim.vdbfault_calls.restype = ctypes.c_long
     kind, op = OPS[spec["op"]]
@@ -278,7 +280,8 @@ def child_main(spec_json: str) -> None:
             os.environ["VECTORDB_SYNC"] = "relaxed"
         client = vectordb.PersistentClient(work)
         trial["before"] = db_state(client)
-        shim.vdbfault_arm(os.path.realpath(work).encode(), fault["kinds"], n, fault["err"], fault["persist"], fault["short"])
+        shim.vdbfault_arm(os.path.realpath(work).encode(), fault["kinds"], n,
+                          fault["err"], fault["persist"], fault["short"])
         trial["op"] = _outcome(lambda: op(client) and None)
         shim.vdbfault_disarm()
         trial["hits"] = shim.vdbfault_hits()
@@ -293,7 +296,8 @@ def child_main(spec_json: str) -> None:
             c = vectordb.PersistentClient(work)
             try:
                 state = db_state(c)
-                c.get_collection(sorted(state["collections"])[0]).add(ids=["after-reopen"], embeddings=np.zeros((1, DIM), np.float32))
+                first = c.get_collection(sorted(state["collections"])[0])
+                first.add(ids=["after-reopen"], embeddings=np.zeros((1, DIM), np.float32))
                 return state
             finally:
                 c.close()
@@ -315,7 +319,8 @@ def shim(tmp_path_factory) -> str:
     d = tmp_path_factory.mktemp("shim")
     src, so = d / "vdbfault.c", d / "vdbfault.so"
     src.write_text(SHIM_SOURCE)
-    r = subprocess.run([gcc, "-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-o", str(so), str(src), "-ldl", "-pthread"],
+    cmd = [gcc, "-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-o", str(so), str(src), "-ldl", "-pthread"]
+    r = subprocess.run(cmd,
                        capture_output=True, text=True)
     assert r.returncode == 0, f"building the shim failed:\n{r.stderr}"
     return str(so)
@@ -360,7 +365,8 @@ def check_trial(op: str, fault: str, t: dict, after: dict) -> None:
         assert reopened["collections"] == after["collections"], f"{where}: succeeded, but the data after reopen differs"
         return
     err = t["op"]
-    assert err["oserror"] or err["vectordb"], f"{where}: raised {err['type']}: {err['message']} (expected OSError or a vectordb error)"
+    assert err["oserror"] or err["vectordb"], \
+        f"{where}: raised {err['type']}: {err['message']} (expected OSError or a vectordb error)"
     reason = os.strerror(FAULTS[fault]["err"])
     assert reason in err["message"], f"{where}: the error does not say what failed ({reason!r}): {err['message']}"
     if kind == "catalog" and err["type"] == "ReadOnlyError":
@@ -455,7 +461,8 @@ def test_catalog_change_whose_directory_sync_fails_is_reported_and_in_place(shim
 def small_fs(tmp_path):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", str(mnt)], capture_output=True, text=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs for the disk-full tests (needs root / CAP_SYS_ADMIN): {r.stderr.strip()}")
     try:

@@ -336,10 +336,9 @@ def test_batch_mode_defers_training_to_the_end(client):
 
 def test_batch_mode_ends_on_exception(client):
     col = client.create_collection("bulk2", use_ivf=True, n_clusters=10)
-    with pytest.raises(RuntimeError):
-        with col.batch():
-            add_all(col, lowdim(10, 1200, 8))
-            raise RuntimeError("import failed half way")
+    with pytest.raises(RuntimeError), col.batch():
+        add_all(col, lowdim(10, 1200, 8))
+        raise RuntimeError("import failed half way")
     st = col.stats()
     assert (st["batch_depth"], st["index"]) == (0, "ivf")
 
@@ -377,7 +376,8 @@ def test_rebuild(client):
     st = col.stats()
     assert (st["index"], st["n_clusters"], st["added_since_training"]) == ("ivf", 10, 0)
     ids = [sid(i) for i in range(200)]
-    assert col.query(query_embeddings=q, n_results=10, n_probe=10, include=[])["ids"] == exact_ids("l2", q, x[:200], ids, 10)
+    got = col.query(query_embeddings=q, n_results=10, n_probe=10, include=[])["ids"]
+    assert got == exact_ids("l2", q, x[:200], ids, 10)
     # Retrain on demand after adds (fewer than the 200 trained on: no automatic retraining).
     add_all(col, x[200:350], start=200)
     assert col.stats()["added_since_training"] == 150
@@ -386,7 +386,8 @@ def test_rebuild(client):
     st = col.stats()
     assert st["added_since_training"] == 0 and st["generation"] == gen + 1 and st["count"] == 350
     ids = [sid(i) for i in range(350)]
-    assert col.query(query_embeddings=q, n_results=10, n_probe=10, include=[])["ids"] == exact_ids("l2", q, x[:350], ids, 10)
+    got = col.query(query_embeddings=q, n_results=10, n_probe=10, include=[])["ids"]
+    assert got == exact_ids("l2", q, x[:350], ids, 10)
 
 
 # ---------------------------------------------------------------------------------------- persistence
@@ -670,7 +671,7 @@ def test_kill9_during_ivf_training_and_adds_loses_no_acknowledged_write(tmp_path
     model: dict = {}
     next_batch = 0
     trained_seen = False
-    for trial in range(CRASH_TRIALS):
+    for _ in range(CRASH_TRIALS):
         acked, in_flight = kill_writer_at_random(CRASH_WRITER, path, next_batch, rnd, 0.4)
         for op, i in acked:
             _crash_apply(model, op, i)

@@ -1,9 +1,9 @@
-"""Migration from ChromaDB: real chromadb databases are built in temporary directories, the script
-migrate/migrate_from_chromadb.py is run in a subprocess, and the vectordb result is compared with the
-data the test generated (every record, strict value types) and with exact float64 nearest neighbours.
+"""Migration from ChromaDB: real chromadb databases are built in temporary directories, the tool is
+run (the script migrate/migrate_from_chromadb.py or `vectordb migrate` in a subprocess, or
+vectordb.migrate.main in this process), and the vectordb result is compared with the data the test
+generated (every record, strict value types) and with exact float64 nearest neighbours.
 """
 import hashlib
-import importlib.util
 import json
 import os
 import pickle
@@ -22,13 +22,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "migrate" / "migrate_from_chromadb.py"
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+SCRIPT = Path(__file__).resolve().parents[1] / "migrate" / "migrate_from_chromadb.py"
 
 pytest.importorskip("chromadb")  # the migrate/test extra; the "absent" case runs in a shim subprocess
-vectordb = pytest.importorskip("vectordb")
+import vectordb  # noqa: E402
+import vectordb.migrate  # noqa: E402
+from vectordb.migrate.verify import ExactTopK, Reservoir, check_exact, id_digest, same_metadata  # noqa: E402
+
+# Children import the vectordb this process imported (the in-place build, or the installed package).
+VECTORDB_PARENT = str(Path(vectordb.__file__).resolve().parents[1])
 
 TEMP_PREFIX = "migrating-"
 
@@ -144,6 +146,7 @@ def build_chroma(path: Path, spec, tmp: Path):
 def child_env(**extra):
     env = {k: v for k, v in os.environ.items() if k != "VECTORDB_PATH"}
     env["ANONYMIZED_TELEMETRY"] = "False"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [VECTORDB_PARENT, env.get("PYTHONPATH")]))
     env.update(extra)
     return env
 
@@ -174,8 +177,11 @@ def big_db(tmp_path_factory):
 # ---------------------------------------------------------------------------------------------
 
 
-def migrate(chroma, vdb, *args, env=None, check=None):
-    cmd = [sys.executable, str(SCRIPT), "--chromadb-path", str(chroma), "--vectordb-path", str(vdb), *args]
+def migrate(chroma, vdb, *args, env=None, check=None, entry="script"):
+    """Runs the tool in a subprocess: entry "script" is migrate/migrate_from_chromadb.py, "command" is
+    `vectordb migrate` (as `python -m vectordb migrate`)."""
+    tool = [str(SCRIPT)] if entry == "script" else ["-m", "vectordb", "migrate"]
+    cmd = [sys.executable, *tool, "--chromadb-path", str(chroma), "--vectordb-path", str(vdb), *args]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env or child_env(), timeout=900)
     if check is not None:
         assert out.returncode == check, f"exit {out.returncode}\nstdout:\n{out.stdout}\nstderr:\n{out.stderr}"
@@ -262,14 +268,6 @@ def tree_digest(path: Path) -> dict:
             for p in sorted(path.rglob("*")) if p.is_file()}
 
 
-def load_module():
-    spec = importlib.util.spec_from_file_location("migrate_from_chromadb", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look the module up while it executes
-    spec.loader.exec_module(mod)
-    return mod
-
-
 # ---------------------------------------------------------------------------------------------
 # End-to-end
 # ---------------------------------------------------------------------------------------------
@@ -295,10 +293,22 @@ def test_migrates_every_record_metadata_space_and_queries(small_db, tmp_path):
             if c["ids"]:
                 assert rep[c["name"]]["exact_checked"] and rep[c["name"]]["vectordb_recall"] == 1.0
                 assert 0.0 <= rep[c["name"]]["chroma_recall"] <= 1.0
-    # The same command again: everything is recognised as done, nothing is copied.
-    out = migrate(chroma, vdb, check=0)
+    # The same command again, as `vectordb migrate`: everything is recognised as done, nothing is copied.
+    out = migrate(chroma, vdb, check=0, entry="command")
     for name in spec:
         assert re.search(rf"^{name}\s+done\s+\S+\s+\d+\s+0\s+done earlier", out.stdout, re.M), out.stdout
+
+
+def test_migrate_main_in_this_process(small_db, tmp_path, capsys):
+    chroma, spec = small_db
+    name = sorted(spec)[0]
+    vdb = tmp_path / "vdb"
+    argv = ["--chromadb-path", str(chroma), "--vectordb-path", str(vdb), "--collections", name, "--no-subprocess"]
+    assert vectordb.migrate.main(argv) == 0
+    assert re.search(rf"^{name}\s+create\s+\S+\s+\d+\s+\d+\s+ok\b", capsys.readouterr().out, re.M)
+    with open_vdb(vdb) as client:
+        assert [c.name for c in client.list_collections()] == [name]
+        assert_collection_equal(client, spec[name])
 
 
 def test_in_place_reads_the_original(small_db, tmp_path):
@@ -542,9 +552,6 @@ def test_not_a_chromadb_directory(tmp_path):
 # The verification helpers themselves
 # ---------------------------------------------------------------------------------------------
 
-mod = load_module()
-
-
 @settings(max_examples=60, deadline=None)
 @given(n=st.integers(1, 300), dim=st.integers(1, 9), page=st.integers(1, 64), keep=st.integers(1, 40),
        space=st.sampled_from(["l2", "ip", "cosine"]), seed=st.integers(0, 2**32 - 1))
@@ -553,7 +560,7 @@ def test_streaming_exact_topk_equals_full_sort(n, dim, page, keep, space, seed):
     X = rng.standard_normal((n, dim)).astype(np.float32)
     Q = rng.standard_normal((3, dim)).astype(np.float32)
     ids = [f"i{j}" for j in range(n)]
-    topk = mod.ExactTopK(Q, space, keep)
+    topk = ExactTopK(Q, space, keep)
     for s in range(0, n, page):
         topk.update(X[s:s + page], ids[s:s + page])
     for qi in range(3):
@@ -567,23 +574,23 @@ def test_streaming_exact_topk_equals_full_sort(n, dim, page, keep, space, seed):
 def test_check_exact_accepts_ties_and_rejects_wrong_answers():
     t_ids = ["a", "b", "c", "d", "e"]
     t_d = np.array([0.1, 0.2, 0.3, 0.3000001, 0.9])
-    assert mod.check_exact(["a", "b", "c"], [0.1, 0.2, 0.3], t_ids, t_d, 3, True, 1e-5) == []
-    assert mod.check_exact(["a", "b", "d"], [0.1, 0.2, 0.3000001], t_ids, t_d, 3, True, 1e-5) == []  # tie
-    assert mod.check_exact(["a", "b", "e"], [0.1, 0.2, 0.9], t_ids, t_d, 3, True, 1e-5)  # wrong neighbour
-    assert mod.check_exact(["a", "b", "c"], [0.1, 0.2, 0.5], t_ids, t_d, 3, True, 1e-5)  # wrong distance
-    assert mod.check_exact(["a", "b"], [0.1, 0.2], t_ids, t_d, 3, True, 1e-5)  # too few
-    assert mod.check_exact(["a", "b", "zz"], [0.1, 0.2, 0.3], t_ids, t_d, 3, True, 1e-5)  # unknown id
-    assert mod.check_exact(["a", "a", "b"], [0.1, 0.1, 0.2], t_ids, t_d, 3, True, 1e-5)  # duplicate
+    assert check_exact(["a", "b", "c"], [0.1, 0.2, 0.3], t_ids, t_d, 3, True, 1e-5) == []
+    assert check_exact(["a", "b", "d"], [0.1, 0.2, 0.3000001], t_ids, t_d, 3, True, 1e-5) == []  # tie
+    assert check_exact(["a", "b", "e"], [0.1, 0.2, 0.9], t_ids, t_d, 3, True, 1e-5)  # wrong neighbour
+    assert check_exact(["a", "b", "c"], [0.1, 0.2, 0.5], t_ids, t_d, 3, True, 1e-5)  # wrong distance
+    assert check_exact(["a", "b"], [0.1, 0.2], t_ids, t_d, 3, True, 1e-5)  # too few
+    assert check_exact(["a", "b", "zz"], [0.1, 0.2, 0.3], t_ids, t_d, 3, True, 1e-5)  # unknown id
+    assert check_exact(["a", "a", "b"], [0.1, 0.1, 0.2], t_ids, t_d, 3, True, 1e-5)  # duplicate
 
 
 def test_value_comparison_is_type_strict():
-    assert mod.same_metadata({"a": 1, "b": [1.5, 2.0]}, {"b": [1.5, 2.0], "a": 1})
-    assert not mod.same_metadata({"a": True}, {"a": 1})
-    assert not mod.same_metadata({"a": 1}, {"a": 1.0})
-    assert not mod.same_metadata({"a": [1]}, {"a": [True]})
-    assert not mod.same_metadata(None, {})
-    assert mod.id_digest(["x", "y", "z"]) == mod.id_digest(["z", "x", "y"])
-    assert mod.id_digest(["x", "y"]) != mod.id_digest(["x", "y", "y"])
+    assert same_metadata({"a": 1, "b": [1.5, 2.0]}, {"b": [1.5, 2.0], "a": 1})
+    assert not same_metadata({"a": True}, {"a": 1})
+    assert not same_metadata({"a": 1}, {"a": 1.0})
+    assert not same_metadata({"a": [1]}, {"a": [True]})
+    assert not same_metadata(None, {})
+    assert id_digest(["x", "y", "z"]) == id_digest(["z", "x", "y"])
+    assert id_digest(["x", "y"]) != id_digest(["x", "y", "y"])
 
 
 def test_a_crash_inside_chromadb_is_reported(small_db, tmp_path):
@@ -606,7 +613,7 @@ def test_reservoir_sample_is_uniform_and_bounded():
     import random
     counts = np.zeros(50)
     for seed in range(400):
-        r = mod.Reservoir(5, random.Random(seed))
+        r = Reservoir(5, random.Random(seed))
         for i in range(50):
             j = r.slot()
             if j is not None:

@@ -1,4 +1,4 @@
-"""Model-based test (reliability.md item 6): a hypothesis state machine drives a collection through
+"""Model-based test: a hypothesis state machine drives a collection through
 add / upsert / update / delete / get / query / count (and, for PersistentClient, checkpoint and
 reopen: close the client, open a new one on the same path) and compares every answer with a plain
 Python/NumPy model: an ordered dict id -> (float32 vector, metadata, document) and brute-force
@@ -140,7 +140,8 @@ class CollectionMachine(RuleBasedStateMachine):
     def upsert(self, ids, data):
         n = len(ids)
         all_exist = all(i in self.model for i in ids)
-        vecs = data.draw(st.lists(vector, min_size=n, max_size=n)) if not all_exist or data.draw(st.booleans()) else None
+        with_vectors = not all_exist or data.draw(st.booleans())
+        vecs = data.draw(st.lists(vector, min_size=n, max_size=n)) if with_vectors else None
         metas = data.draw(st.one_of(st.none(), st.lists(metadata_upd, min_size=n, max_size=n)))
         docs = data.draw(st.one_of(st.none(), st.lists(document, min_size=n, max_size=n)))
         self.col.upsert(ids=ids, embeddings=vecs, metadatas=metas, documents=docs)

@@ -254,7 +254,8 @@ def test_seed_readme_request_bodies(http):
     assert r.json()["name"] == "images" and r.json()["configuration"]["use_ivf"] is True
 
     r = _raw(http, "POST", "/collections/images/add",
-             '{"ids": ["id1", "id2"], "embeddings": [[%s], [%s]], "metadatas": [{"key": "value"}, {"source": "camera"}]}'
+             '{"ids": ["id1", "id2"], "embeddings": [[%s], [%s]], '
+             '"metadatas": [{"key": "value"}, {"source": "camera"}]}'
              % (_fmt(v1), _fmt(v2)))
     assert r.status_code == 200, r.text
 
@@ -270,7 +271,8 @@ def test_seed_readme_request_bodies(http):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["ids"] == ["id1", "id2"]
-    np.testing.assert_array_equal(np.asarray(body["embeddings"], dtype=np.float32), np.stack([v1, v2]).astype(np.float32))
+    np.testing.assert_array_equal(np.asarray(body["embeddings"], dtype=np.float32),
+                                  np.stack([v1, v2]).astype(np.float32))
     assert body["metadatas"] == [{"key": "value"}, {"source": "camera"}]
     assert body["documents"] is None and body["included"] == ["embeddings", "metadatas"]
 
@@ -312,7 +314,8 @@ def test_collection_lifecycle(http):
     assert r.status_code == 200, r.text
     assert r.json()["name"] == "life-2" and r.json()["metadata"]["v"] == 2
     _assert_error(http.get("/collections/life-1"), 404, "NotFoundError", "life-1")
-    _assert_error(http.patch("/collections/life-2", json={"metadata": {"hnsw:space": "l2"}}), 422, "InvalidArgumentError")
+    _assert_error(http.patch("/collections/life-2", json={"metadata": {"hnsw:space": "l2"}}),
+                  422, "InvalidArgumentError")
 
     stats = http.get("/collections/life-2/stats").json()
     assert stats["count"] == 0 and stats["name"] == "life-2"
@@ -399,7 +402,8 @@ def test_writes_and_deletes(http):
     assert http.post("/collections/writes/add", json=add).status_code == 200
     # add of an existing id is skipped (the stored record is unchanged)
     assert http.post("/collections/writes/add", json={"ids": ["a"], "embeddings": [[9, 9]]}).status_code == 200
-    assert http.post("/collections/writes/get", json={"ids": ["a"], "include": ["embeddings"]}).json()["embeddings"] == [[1, 0]]
+    got = http.post("/collections/writes/get", json={"ids": ["a"], "include": ["embeddings"]}).json()
+    assert got["embeddings"] == [[1, 0]]
     # upsert: new and existing, metadata merged, None deletes a key
     r = http.post("/collections/writes/upsert", json={"ids": ["a", "d"], "embeddings": [[2, 0], [3, 3]],
                                                       "metadatas": [{"k": None, "j": "x"}, {"k": 4}]})
@@ -560,7 +564,8 @@ def test_invalid_queries_are_422(http, guarded, body, mentions):
 
 def test_invalid_requests_of_other_kinds(http, guarded):
     _assert_error(_raw(http, "POST", "/collections/guarded/get", '{"ids": ["a"'), 422, "InvalidArgumentError", "JSON")
-    _assert_error(_raw(http, "POST", "/collections/guarded/get", b'{"ids": ["\xff"]}'), 422, "InvalidArgumentError", "UTF-8")
+    _assert_error(_raw(http, "POST", "/collections/guarded/get", b'{"ids": ["\xff"]}'),
+                  422, "InvalidArgumentError", "UTF-8")
     _assert_error(http.post("/collections/guarded/get", json={"include": ["distances"]}), 422, None, "distances")
     _assert_error(http.post("/collections/guarded/get", json={"limit": -1}), 422, None, "limit")
     _assert_error(http.post("/collections/guarded/delete", json={}), 422, None, None)
@@ -588,8 +593,8 @@ def test_unknown_route_and_method(http):
 def test_request_log_lines(server, http):
     http.post("/collections/ghost/query", json={"query_embedding": [1.0]})
     text = server_log(server["proc"])
-    assert re.search(r"request method=POST path=/collections/ghost/query status=404 duration_ms=[0-9.]+ collection=ghost",
-                     text), text[-2000:]
+    assert re.search(r"request method=POST path=/collections/ghost/query status=404 "
+                     r"duration_ms=[0-9.]+ collection=ghost", text), text[-2000:]
     assert re.search(r"request method=GET path=/health status=200 duration_ms=[0-9.]+", text)
     startup = re.search(r"vectordb (\S+): serving (\S+) on (http://\S+) (.*)", text)
     assert startup and startup.group(1) == vectordb.__version__
@@ -809,9 +814,8 @@ def test_api_key(tmp_path):
             col = client.create_collection("secured")
             col.add(ids=["a"], embeddings=[[1.0, 2.0]])
             assert col.query(query_embedding=[1.0, 2.0], n_results=1)["ids"] == [["a"]]
-        with HttpClient(host="127.0.0.1", port=port) as anonymous:
-            with pytest.raises(errors.AuthorizationError):
-                anonymous.list_collections()
+        with HttpClient(host="127.0.0.1", port=port) as anonymous, pytest.raises(errors.AuthorizationError):
+            anonymous.list_collections()
         with HttpClient(host="127.0.0.1", port=port, headers={"X-API-Key": key}) as by_header:
             assert [c.name for c in by_header.list_collections()] == ["secured"]
         assert "auth=api-key" in server_log(proc) and key not in server_log(proc)
@@ -851,14 +855,14 @@ def test_body_limit_and_json_logs(tmp_path):
     finally:
         stop_server(proc)
     lines = [json.loads(line) for line in server_log(proc).splitlines() if line.strip()]  # every line is JSON
-    startup = next(l for l in lines if "serving" in l["message"])
+    startup = next(rec for rec in lines if "serving" in rec["message"])
     assert startup["version"] == vectordb.__version__ and startup["address"] == url
     assert startup["db_path"] == str(tmp_path / "db") and "cpu_kernel" in startup
-    requests = [l for l in lines if l["message"] == "request"]
-    query = next(l for l in requests if l["path"] == "/collections/small/query")
+    requests = [rec for rec in lines if rec["message"] == "request"]
+    query = next(rec for rec in requests if rec["path"] == "/collections/small/query")
     assert query["method"] == "POST" and query["status"] == 200 and query["collection"] == "small"
     assert isinstance(query["duration_ms"], float) and query["duration_ms"] >= 0
-    assert sum(1 for l in requests if l["status"] == 413) == 3
+    assert sum(1 for rec in requests if rec["status"] == 413) == 3
 
 
 def test_port_fallback_and_reset(tmp_path):
@@ -982,7 +986,8 @@ def test_http_client_sends_numpy_vectors_as_base64():
     rows = np.array([[1.5, -2.0], [3.0, 4.25]], dtype=np.float32)
     sent = _vectors("embeddings", rows)
     assert list(sent) == ["embeddings_base64"]
-    assert np.array_equal(np.stack([np.frombuffer(base64.b64decode(s), "<f4") for s in sent["embeddings_base64"]]), rows)
+    decoded = [np.frombuffer(base64.b64decode(s), "<f4") for s in sent["embeddings_base64"]]
+    assert np.array_equal(np.stack(decoded), rows)
     assert list(_vectors("embeddings", rows.astype(np.float64))) == ["embeddings_base64"]
     assert list(_vectors("query_embeddings", rows[0])) == ["query_embeddings_base64"]
     # what the server must judge and name goes as JSON

@@ -303,7 +303,8 @@ def test_base64_and_list_embeddings_store_the_same_values(records):
     r = http.post(f"{DB}/collections/{cid}/add",
                   json={"ids": ["l0", "l1"], "embeddings": vectors[:2].astype(np.float64).tolist()})
     assert r.status_code == 201
-    r = http.post(f"{DB}/collections/{cid}/add", json={"ids": ["b0", "b1"], "embeddings": [b64(v) for v in vectors[2:]]})
+    r = http.post(f"{DB}/collections/{cid}/add",
+                  json={"ids": ["b0", "b1"], "embeddings": [b64(v) for v in vectors[2:]]})
     assert r.status_code == 201
     got = http.post(f"{DB}/collections/{cid}/get", json={"ids": ["l0", "l1", "b0", "b1"], "include": ["embeddings"]})
     assert np.array_equal(np.asarray(got.json()["embeddings"], dtype=np.float32), vectors)

@@ -54,7 +54,8 @@ def test_reopen_gives_identical_results(tmp_path):
     assert got["metadatas"] == expected["metadatas"]
     assert got["documents"] == expected["documents"]
     np.testing.assert_array_equal(got["embeddings"], expected["embeddings"])
-    assert got["metadatas"][got["ids"].index("id10")] == {"tag": "t3", "f": 10 / 3, "flag": True, "l": [10, 11], "new": "yes"}
+    want = {"tag": "t3", "f": 10 / 3, "flag": True, "l": [10, 11], "new": "yes"}
+    assert got["metadatas"][got["ids"].index("id10")] == want
     again = col.query(query_embeddings=vecs[:3], n_results=5)
     assert again["ids"] == query["ids"]
     assert again["distances"] == query["distances"]
@@ -98,8 +99,6 @@ def test_torn_log_tail_is_dropped(tmp_path, tail):
     path = str(tmp_path)
     expected, _, _ = make_db(path)
     w = wal_file(path)
-    with open(w, "rb") as f:
-        data = f.read()
     if tail is None:
         # A whole record, then cut: append a copy of the last record minus its last 10 bytes.
         client, col = open_things(path)

@@ -27,7 +27,6 @@ from .errors import (
 )
 from .types import (
     ID,
-    IDs,
     URI,
     CollectionMetadata,
     Document,
@@ -35,6 +34,7 @@ from .types import (
     Embedding,
     Embeddings,
     GetResult,
+    IDs,
     Include,
     Metadata,
     Metadatas,

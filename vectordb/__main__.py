@@ -1,8 +1,11 @@
-"""Command line: `vectordb serve` (also `python -m vectordb serve`).
+"""Command line: `vectordb serve|info|check|migrate` (also `python -m vectordb ...`).
 
     vectordb serve                                  # ./vector_db on http://127.0.0.1:8080
     vectordb serve --path /data/vdb --port 9000 --log-level debug
     VECTORDB_API_KEY=secret vectordb serve --host 0.0.0.0
+    vectordb info ./vector_db                       # collections, counts, dimensions, index, sizes
+    vectordb check ./vector_db                      # every checksum and structure; exit 1 if damaged
+    vectordb migrate --chromadb-path ./chroma_db    # copy a ChromaDB database in, and verify it
 
 Settings not given on the command line come from VECTORDB_PATH, VECTORDB_HOST, VECTORDB_PORT,
 VECTORDB_MAX_CACHED, VECTORDB_LOG_LEVEL (or RUST_LOG), VECTORDB_LOG_FORMAT (text|json),
@@ -146,14 +149,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="debug, info, warning, error (default info, or VECTORDB_LOG_LEVEL / RUST_LOG)")
     p.add_argument("--log-format", choices=["text", "json"], default=None,
                    help="text or json lines (default text, or VECTORDB_LOG_FORMAT)")
+    for name, help_text, description in [
+        ("info", "collections, counts, dimensions, index state, sizes on disk and in memory",
+         "Describe a database. Read-only: works beside a running server and changes nothing."),
+        ("check", "verify every checksum and structure; exit status 0 intact, 1 damaged, 2 not checked",
+         "Verify a database like SQLite's integrity_check: every file is validated as an open would, and "
+         "damage is reported by file. Read-only: works beside a running server and changes nothing."),
+    ]:
+        p = sub.add_parser(name, help=help_text, description=description)
+        p.add_argument("path", nargs="?", default=None,
+                       help="database directory (default ./vector_db, or VECTORDB_PATH)")
+        p.add_argument("--json", action="store_true", help="print a JSON report")
+    sub.add_parser("migrate", add_help=False, help="copy ChromaDB collections in and verify them (migrate --help)")
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["migrate"]:  # the migration tool parses its own options
+        from vectordb.migrate import main as migrate_main
+
+        return migrate_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command in ("info", "check"):
+        from vectordb import config, dbcheck
+
+        return dbcheck.main(args.command, args.path or config.db_path(), args.json)
     parser.print_help()
     return 2
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Optional, Protocol, runtime_checkable
 
+from vectordb import _core
+
 # Write operations, as the engine numbers them.
-OP_ADD, OP_UPSERT, OP_UPDATE, OP_DELETE = 1, 2, 3, 4
+OP_ADD, OP_UPSERT, OP_UPDATE, OP_DELETE = _core.OP_ADD, _core.OP_UPSERT, _core.OP_UPDATE, _core.OP_DELETE
 GET_INCLUDE_DEFAULT = ["metadatas", "documents"]
 QUERY_INCLUDE_DEFAULT = ["metadatas", "documents", "distances"]
 # The maintenance actions Collection.begin_batch/end_batch/rebuild/checkpoint map to.

@@ -25,7 +25,6 @@ from typing import Any, Callable, Optional
 from . import _core, config
 from . import configuration as configuration_mod
 from .collection import Collection
-from .records import LocalRecords
 from .errors import (
     AuthorizationError,
     CollectionExistsError,
@@ -37,6 +36,7 @@ from .errors import (
     ReadOnlyError,
     VectorDBError,
 )
+from .records import LocalRecords
 from .utils import embedding_functions
 from .utils.embedding_functions import DefaultEmbeddingFunction, check_conflict, resolve_on_create
 from .validation import SPACES, validate_collection_metadata, validate_name, validate_nonneg_int, validate_positive_int
@@ -54,7 +54,8 @@ _databases: dict[str, "_Database"] = {}
 # As chromadb: the default argument is an instance of the default embedding function (cheap: the model
 # loads on first use); embedding_function=None means "no embedding function".
 _DEFAULT_EF = DefaultEmbeddingFunction()
-_databases_lock = threading.RLock()  # re-entrant: a client freed by the garbage collector inside a locked section releases itself
+# Re-entrant: a client freed by the garbage collector inside a locked section releases itself.
+_databases_lock = threading.RLock()
 
 
 _CRC_LINE = re.compile(rb"#crc32 [0-9a-f]{8}")
@@ -82,14 +83,15 @@ def _read_catalog(path: str) -> dict:
     if not isinstance(cols, dict):
         raise bad("'collections' is not an object")
     out = {}
-    for cid, e in cols.items():
+    for cid, entry in cols.items():
         try:
             uuid.UUID(cid)
-            name, metadata, cfg = e["name"], e["metadata"], e["configuration"]
+            name, metadata, cfg = entry["name"], entry["metadata"], entry["configuration"]
             validate_name(name)
             if metadata is not None:
                 validate_collection_metadata(metadata)
-            if not isinstance(cfg, dict) or cfg.get("space") not in SPACES or not isinstance(cfg.get("use_ivf", False), bool):
+            if (not isinstance(cfg, dict) or cfg.get("space") not in SPACES
+                    or not isinstance(cfg.get("use_ivf", False), bool)):
                 raise ValueError("bad configuration")
             for key in ("dimension", "n_clusters", "n_probe"):
                 validate_positive_int(cfg.get(key), key, allow_none=True)
@@ -234,7 +236,8 @@ class _Database(LocalRecords):
             existing = self._find(name)
             if existing is not None:
                 if get_or_create:
-                    check_conflict(embedding_function, self._catalog[existing]["configuration"].get("embedding_function"))
+                    persisted = self._catalog[existing]["configuration"].get("embedding_function")
+                    check_conflict(embedding_function, persisted)
                     return Collection(self, existing, embedding_function)
                 raise CollectionExistsError(f"Collection [{name}] already exists")
             cid = str(uuid.uuid4())
@@ -354,6 +357,8 @@ class _MemoryDatabase(_Database):
 
 class _PersistentDatabase(_Database):
     """A database directory, held by one process at a time (flock on its LOCK file)."""
+
+    _path: str
 
     def __init__(self, path: str, max_cached: int):
         super().__init__(path, max_cached)
@@ -540,7 +545,8 @@ class ClientAPI:
         """Deletes every collection; only when allowed (VECTORDB_ALLOW_RESET=1 or settings allow_reset)."""
         db = self._live()
         if not self._allow_reset:
-            raise AuthorizationError("reset is disabled: set VECTORDB_ALLOW_RESET=1 or pass settings with allow_reset=True")
+            raise AuthorizationError("reset is disabled: set VECTORDB_ALLOW_RESET=1 "
+                                     "or pass settings with allow_reset=True")
         return db.reset()
 
     def close(self) -> None:

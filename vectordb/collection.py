@@ -100,6 +100,17 @@ def load_data(result: dict, include: Any, data_loader: Any, per_query: bool) -> 
     return result
 
 
+def take_embedding_function(col: Any, configuration: Any) -> Any:
+    """modify(configuration={"embedding_function": ef}) swaps the function on this collection object;
+    the rest of the configuration goes on to the client."""
+    if isinstance(configuration, dict) and "embedding_function" in configuration:
+        configuration = dict(configuration)
+        col._embedding_function = configuration.pop("embedding_function")
+        col._embedder = EmbeddingResolver(col._embedding_function)
+        return configuration or None
+    return configuration
+
+
 def check_delete_limit(limit: Any) -> None:
     if limit is not None:
         raise InvalidArgumentError("delete(limit=...) is not supported: select the ids with get(limit=...) first")
@@ -114,7 +125,8 @@ class Collection:
     [['a']]
     """
 
-    def __init__(self, client: Backend, collection_id: str, embedding_function: Any = _DEFAULT_EF, data_loader: Any = None):
+    def __init__(self, client: Backend, collection_id: str, embedding_function: Any = _DEFAULT_EF,
+                 data_loader: Any = None):
         self._client = client
         self._id = collection_id
         self._embedding_function = embedding_function  # as passed (None: never embed)
@@ -138,7 +150,8 @@ class Collection:
     def configuration(self) -> dict:
         """As chromadb 1.x: {"hnsw": {"space": ..., ...}, "spann": None, "embedding_function": ...},
         with vectordb's own keys alongside (dimension, use_ivf, n_clusters, n_probe)."""
-        return {**self._client.collection_info(self._id)["configuration"], "embedding_function": self.embedding_function}
+        configuration = self._client.collection_info(self._id)["configuration"]
+        return {**configuration, "embedding_function": self.embedding_function}
 
     @property
     def configuration_json(self) -> dict:
@@ -163,15 +176,6 @@ class Collection:
 
     def __repr__(self) -> str:
         return f"Collection(name={self.name!r}, id={self._id!r})"
-
-    def _take_embedding_function(self, configuration: Any) -> Any:
-        """modify(configuration={"embedding_function": ef}) swaps the function on this object."""
-        if isinstance(configuration, dict) and "embedding_function" in configuration:
-            configuration = dict(configuration)
-            self._embedding_function = configuration.pop("embedding_function")
-            self._embedder = EmbeddingResolver(self._embedding_function)
-            return configuration or None
-        return configuration
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Collection) and other._id == self._id and other._client is self._client
@@ -254,7 +258,7 @@ class Collection:
 
         >>> col.modify(configuration={"n_probe": 32})
         """
-        configuration = self._take_embedding_function(configuration)
+        configuration = take_embedding_function(self, configuration)
         self._client.collection_modify(self._id, name, metadata, configuration)
 
     def stats(self) -> dict:
@@ -320,11 +324,10 @@ class AsyncCollection:
     configuration_json = Collection.configuration_json
     embedding_function = Collection.embedding_function
     data_loader = Collection.data_loader
-    _take_embedding_function = Collection._take_embedding_function
     __hash__ = Collection.__hash__
 
     def __repr__(self) -> str:
-        return f"AsyncCollection(name={self.name!r}, id={self._id!r})"
+        return f"AsyncCollection(name={self.name!r}, id={self._id!r})"  # type: ignore[misc]  # Collection.name reads only _client and _id
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, AsyncCollection) and other._id == self._id and other._client is self._client
@@ -374,7 +377,7 @@ class AsyncCollection:
 
     async def modify(self, name: Optional[str] = None, metadata: Optional[dict] = None,
                      configuration: Any = None) -> None:
-        configuration = self._take_embedding_function(configuration)
+        configuration = take_embedding_function(self, configuration)
         await self._client.collection_modify(self._id, name, metadata, configuration)
 
     async def stats(self) -> dict:

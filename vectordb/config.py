@@ -51,7 +51,8 @@ class Settings:
     naming chromadb's HTTP client). Every other field (anonymized_telemetry, chroma_*_impl, ...) is
     accepted, kept, and means nothing here.
 
-    >>> client = vectordb.PersistentClient("./db", settings=vectordb.Settings(anonymized_telemetry=False, allow_reset=True))
+    >>> settings = vectordb.Settings(anonymized_telemetry=False, allow_reset=True)
+    >>> client = vectordb.PersistentClient("./db", settings=settings)
     """
 
     def __init__(self, **fields: object) -> None:

@@ -37,7 +37,8 @@ def _index_params(configuration: dict, kind: str, allowed: tuple) -> Optional[di
         raise InvalidArgumentError(f"configuration[{kind!r}] must be a dict, got {type(params).__name__}")
     unknown = sorted(str(k) for k in params if k not in allowed)
     if unknown:
-        raise InvalidArgumentError(f"configuration[{kind!r}] has unknown keys {unknown}: expected some of {', '.join(allowed)}")
+        raise InvalidArgumentError(f"configuration[{kind!r}] has unknown keys {unknown}: "
+                                   f"expected some of {', '.join(allowed)}")
     for key, value in params.items():
         if key != "space" and value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise InvalidArgumentError(f"configuration[{kind!r}][{key!r}] must be a number, got {value!r}")
@@ -78,7 +79,8 @@ def resolve(metadata: Optional[dict], configuration: Any, dimension: Any, use_iv
     for key in own:
         if configuration.get(key) is not None:
             if own[key] is not None and own[key] != configuration[key]:
-                raise InvalidArgumentError(f"{key}={own[key]!r} contradicts configuration[{key!r}]={configuration[key]!r}")
+                raise InvalidArgumentError(f"{key}={own[key]!r} contradicts "
+                                           f"configuration[{key!r}]={configuration[key]!r}")
             own[key] = configuration[key]
     if "use_ivf" in configuration:
         use_ivf = use_ivf or configuration["use_ivf"]

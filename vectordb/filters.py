@@ -5,7 +5,7 @@
     >>> prog[:4]
     b'VDBF'
 
-Semantics (chromadb 1.x, see shared/reference/chroma-api.md "Filters"):
+Semantics (chromadb 1.x's, with the deviations named here):
 - `$eq $in` and the ranges need the key to be present with a scalar value; `$ne $nin
   $not_contains` are the exact negations of `$eq $in $contains`, so they match rows lacking the key.
 - bool is its own type; int and float compare numerically (ours: 1.5 != 1, 2.0 == 2; chromadb
@@ -50,14 +50,12 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple
 from .validation import CHROMA_URI_KEY, URI_KEY
 
 try:  # the regex parser, for the literal prefilter below (Python 3.11+: re._parser)
-    from re import _parser as _sre_parse  # type: ignore[attr-defined]
+    from re import _parser as _sre_parse  # type: ignore[attr-defined, unused-ignore]
 except ImportError:  # pragma: no cover - Python 3.10
-    import sre_parse as _sre_parse  # type: ignore[no-redef]
+    import sre_parse as _sre_parse  # type: ignore[no-redef, unused-ignore]
 
-try:
-    from vectordb.errors import InvalidArgumentError
-except ImportError:  # the errors module may not exist yet; it subclasses ValueError anyway
-    InvalidArgumentError = ValueError  # type: ignore[misc,assignment]
+from vectordb import _core
+from vectordb.errors import InvalidArgumentError
 
 __all__ = [
     "MAX_DEPTH",
@@ -70,18 +68,17 @@ __all__ = [
 ]
 
 MAX_DEPTH = 32  # nesting levels of $and/$or a user filter may use (the top-level dict is level 1)
-MAX_PROGRAM_DEPTH = 64  # what the engine accepts: user depth + NOT + the where/where_document AND
+MAX_PROGRAM_DEPTH = _core.FILTER_MAX_DEPTH  # what the engine accepts: user depth + NOT + the top AND
 
 MAGIC = b"VDBF"
-VERSION = 1
+VERSION = _core.FILTER_VERSION
 
-# node kinds
-K_AND, K_OR, K_NOT = 0x01, 0x02, 0x03
-K_EQ, K_LT, K_LTE, K_GT, K_GTE, K_IN, K_CONTAINS = 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16
-K_DOC_CONTAINS, K_DOC_REGEX = 0x20, 0x21
-
-# value tags (csrc/vdb_meta.h)
-T_STR, T_INT, T_FLOAT, T_BOOL = 1, 2, 3, 4
+# node kinds (csrc/vdb_filter.h) and value tags (csrc/vdb_meta.h), as the engine exports them
+K_AND, K_OR, K_NOT = _core.FK_AND, _core.FK_OR, _core.FK_NOT
+K_EQ, K_LT, K_LTE, K_GT, K_GTE = _core.FK_EQ, _core.FK_LT, _core.FK_LTE, _core.FK_GT, _core.FK_GTE
+K_IN, K_CONTAINS = _core.FK_IN, _core.FK_CONTAINS
+K_DOC_CONTAINS, K_DOC_REGEX = _core.FK_DOC_CONTAINS, _core.FK_DOC_REGEX
+T_STR, T_INT, T_FLOAT, T_BOOL = _core.TAG_STR, _core.TAG_INT, _core.TAG_FLOAT, _core.TAG_BOOL
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
@@ -157,7 +154,8 @@ def _check_field_key(key: Any, path: Sequence[Any]) -> None:
                 f"{key} must be applied to a field, as in {{'field': {{'{key}': value}}}}; "
                 "a where dict's key is a metadata key or $and/$or",
             )
-        raise _fail(path, f"unknown logical operator {key!r}: expected $and or $or (metadata keys cannot start with '$')")
+        raise _fail(path, f"unknown logical operator {key!r}: expected $and or $or "
+                          "(metadata keys cannot start with '$')")
     if key.startswith("#"):
         raise _fail(
             path,
@@ -202,14 +200,15 @@ def _where_node(where: Any, path: List[Any], depth: int) -> tuple:
         if not isinstance(operand, str):
             raise _fail(path, f"{op} on '#document' takes a str, got {_kind(operand)}")
         _scalar(operand, path, "the operand")  # Unicode check
-        node = ("doc", operand)
+        node: tuple = ("doc", operand)
         return node if op == "$contains" else ("not", node)
     _check_field_key(key, path)
     if key == CHROMA_URI_KEY:
         key = URI_KEY  # where the records' uris are kept
     if not isinstance(value, Mapping):
         if isinstance(value, (list, tuple)):
-            raise _fail(path, f"a value to match must be a str, int, float or bool, got {_kind(value)}; use $in for a list")
+            raise _fail(path, f"a value to match must be a str, int, float or bool, got {_kind(value)}; "
+                              "use $in for a list")
         if value is None:
             raise _fail(path, "a value to match must be a str, int, float or bool, got None")
         return ("cmp", K_EQ, key, _scalar(value, path, "the value to match"))
@@ -226,7 +225,8 @@ def _where_node(where: Any, path: List[Any], depth: int) -> tuple:
         return ("cmp", _RANGE_KINDS[op], key, _scalar(operand, path, f"{op} operand"))
     if op in ("$in", "$nin"):
         if not isinstance(operand, list):
-            raise _fail(path, f"{op} takes a non-empty list of str, int, float or bool values of one type, got {_kind(operand)}")
+            raise _fail(path, f"{op} takes a non-empty list of str, int, float or bool values of one type, "
+                              f"got {_kind(operand)}")
         if not operand:
             raise _fail(path, f"{op} takes a non-empty list, got []")
         items = [_scalar(v, path + [i], f"{op} element") for i, v in enumerate(operand)]

@@ -532,7 +532,8 @@ class AsyncHttpClientAPI(_HttpOps):
     async def count_collections(self) -> int:
         return await self._run(self._op_count_collections())
 
-    async def list_collections(self, limit: Optional[int] = None, offset: Optional[int] = None) -> List[AsyncCollection]:
+    async def list_collections(self, limit: Optional[int] = None,
+                               offset: Optional[int] = None) -> List[AsyncCollection]:
         return [AsyncCollection(self, cid) for cid in await self._run(self._op_list_collections(limit, offset))]
 
     async def create_collection(self, name: str, configuration: Optional[Dict[str, Any]] = None,

@@ -27,8 +27,8 @@ from .validation import (
 
 log = logging.getLogger("vectordb")
 
-INC_VECTORS, INC_METAS, INC_DOCS, INC_DISTANCES = 1, 2, 4, 8
-_INCLUDE_BITS = {"embeddings": INC_VECTORS, "metadatas": INC_METAS, "documents": INC_DOCS, "distances": INC_DISTANCES}
+_INCLUDE_BITS = {"embeddings": _core.INC_VECTORS, "metadatas": _core.INC_METAS, "documents": _core.INC_DOCS,
+                 "distances": _core.INC_DISTANCES}
 
 
 def compile_filter(where: Any, where_document: Any) -> Optional["_core.Filter"]:
@@ -44,7 +44,7 @@ def _include_mask(include: list[str]) -> int:
     for item in include:
         mask |= _INCLUDE_BITS.get(item, 0)
     if "uris" in include:
-        mask |= INC_METAS  # uris are kept in the metadata
+        mask |= _core.INC_METAS  # uris are kept in the metadata
     return mask
 
 
@@ -57,7 +57,8 @@ def _with_uris(metas: Optional[list], uris: Optional[list]) -> Optional[list]:
                 m = dict(m)
                 uri = m.pop(CHROMA_URI_KEY)
                 if not isinstance(uri, str):
-                    raise InvalidArgumentError(f"metadata {i}: {CHROMA_URI_KEY!r} holds the record's uri: expected a str")
+                    raise InvalidArgumentError(f"metadata {i}: {CHROMA_URI_KEY!r} holds the record's uri: "
+                                               "expected a str")
                 metas[i] = {**m, URI_KEY: uri}
     if uris is None:
         return metas
@@ -117,7 +118,8 @@ class LocalRecords:
                 raise InvalidArgumentError(f"got {vectors.shape[0]} embeddings for {n} ids: expected one per id")
         elif op == OP_ADD:
             raise InvalidArgumentError(
-                "embeddings are required: pass embeddings=..., or documents with an embedding_function on the collection"
+                "embeddings are required: pass embeddings=..., "
+                "or documents with an embedding_function on the collection"
             )
         # The engine checks the dimension (InvalidDimensionError) before writing.
         status = self._write_call(cid, "write", op, ids, vectors, metas, docs)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from typing import Any, Mapping, Optional, Sequence
+from collections import Counter
+from typing import Any, Dict, Literal, Mapping, Optional, Sequence, overload
 
 import numpy as np
 
@@ -55,8 +56,7 @@ def validate_ids(ids: Any) -> list[str]:
         if x == "":
             raise InvalidArgumentError(f"id {i} is an empty string: ids must be non-empty str")
     if len(set(out)) != len(out):
-        seen: set[str] = set()
-        dups = sorted({x for x in out if x in seen or seen.add(x)})
+        dups = sorted(x for x, count in Counter(out).items() if count > 1)
         shown = ", ".join(dups[:10]) + (f" and {len(dups) - 10} more" if len(dups) > 10 else "")
         raise DuplicateIDError(f"expected ids to be unique, found duplicates of: {shown}")
     return out
@@ -126,7 +126,7 @@ def _check_python_numbers(v: Any, what: str) -> None:
 
 
 def _check_scalar(key: str, v: Any, where: str) -> None:
-    if isinstance(v, bool) or isinstance(v, str):
+    if isinstance(v, (bool, str)):
         return
     if isinstance(v, int):
         if not INT64_MIN <= v <= INT64_MAX:
@@ -137,7 +137,8 @@ def _check_scalar(key: str, v: Any, where: str) -> None:
             raise InvalidArgumentError(f"{where}: value of {key!r} is {v}: expected a finite float")
         return
     raise InvalidArgumentError(
-        f"{where}: value of {key!r} is {type(v).__name__}: expected str, int, float, bool or a non-empty list of one of those"
+        f"{where}: value of {key!r} is {type(v).__name__}: "
+        "expected str, int, float, bool or a non-empty list of one of those"
     )
 
 
@@ -149,7 +150,7 @@ def validate_metadata(m: Any, where: str, allow_none_values: bool) -> Optional[d
         raise InvalidArgumentError(f"{where}: expected a dict or None, got {type(m).__name__}")
     if len(m) == 0:
         raise InvalidArgumentError(f"{where}: expected a non-empty dict or None, got {{}}")
-    out = {}
+    out: Dict[str, Any] = {}
     for k, v in m.items():
         if not isinstance(k, str) or not k:
             raise InvalidArgumentError(f"{where}: key {k!r} must be a non-empty str")
@@ -226,7 +227,8 @@ def validate_include(include: Any, allowed: Sequence[str], call: str) -> list[st
         raise InvalidArgumentError(f"include must be a list of str, got {include!r}")
     for item in include:
         if item not in VALID_INCLUDE:
-            raise InvalidArgumentError(f"include item {item!r} is not valid: expected some of {', '.join(VALID_INCLUDE)}")
+            raise InvalidArgumentError(f"include item {item!r} is not valid: "
+                                       f"expected some of {', '.join(VALID_INCLUDE)}")
         if item not in allowed:
             raise InvalidArgumentError(f"include item {item!r} is not allowed in {call}")
     return list(include)
@@ -236,6 +238,10 @@ def validate_include(include: Any, allowed: Sequence[str], call: str) -> list[st
 COUNT_CAP = 2**62
 
 
+@overload
+def validate_positive_int(x: Any, what: str, allow_none: Literal[False] = False) -> int: ...
+@overload
+def validate_positive_int(x: Any, what: str, allow_none: bool) -> Optional[int]: ...
 def validate_positive_int(x: Any, what: str, allow_none: bool = False) -> Optional[int]:
     if x is None and allow_none:
         return None

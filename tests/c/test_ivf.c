@@ -20,26 +20,8 @@
 #include "vdb_ivf.h"
 #include "vdb_kmeans.h"
 #include "vdb_threads.h"
+#include "vdb_test.h"
 
-static int failures = 0;
-#define CHECK(cond, ...)                                                   \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            failures++;                                                    \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-            fprintf(stderr, __VA_ARGS__);                                  \
-            fprintf(stderr, "\n");                                         \
-        }                                                                  \
-    } while (0)
-#define CHECK_OK(expr)                                                                      \
-    do {                                                                                    \
-        int rc_ = (expr);                                                                   \
-        if (rc_ != VDB_OK) {                                                                \
-            failures++;                                                                     \
-            fprintf(stderr, "FAIL %s:%d: %s -> %d (%s)\n", __FILE__, __LINE__, #expr, rc_, \
-                    vdb_last_error());                                                      \
-        }                                                                                   \
-    } while (0)
 
 static const char *metric_name(vdb_metric m);
 
@@ -845,10 +827,5 @@ int main(void)
     test_renumber_retrain();
     printf("ivf: degenerate inputs\n");
     test_degenerate_ivf();
-    if (failures) {
-        printf("%d FAILURES\n", failures);
-        return 1;
-    }
-    printf("all IVF tests passed\n");
-    return 0;
+    return vdb_test_summary();
 }

@@ -24,21 +24,8 @@
 #include "vdb_flat.h"
 #include "vdb_threads.h"
 #include "vdb_topk.h"
+#include "vdb_test.h"
 
-static int failures, checks;
-
-#define CHECK(cond, ...)                                                                                   \
-    do {                                                                                                   \
-        checks++;                                                                                          \
-        if (!(cond)) {                                                                                     \
-            failures++;                                                                                    \
-            if (failures <= 30) {                                                                          \
-                fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                       \
-                fprintf(stderr, __VA_ARGS__);                                                              \
-                fputc('\n', stderr);                                                                       \
-            }                                                                                              \
-        }                                                                                                  \
-    } while (0)
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 static uint64_t rng_next(void)
@@ -490,6 +477,5 @@ int main(void)
     test_threads();
     printf("flat\n");
     test_flat();
-    printf("%d checks, %d failures\n", checks, failures);
-    return failures ? 1 : 0;
+    return vdb_test_summary();
 }

@@ -25,21 +25,8 @@
 #include "vdb_error.h"
 #include "vdb_filter.h"
 #include "vdb_meta.h"
+#include "vdb_test.h"
 
-static int failures, checks;
-
-#define CHECK(cond, ...)                                                                                   \
-    do {                                                                                                   \
-        checks++;                                                                                          \
-        if (!(cond)) {                                                                                     \
-            failures++;                                                                                    \
-            if (failures <= 20) {                                                                          \
-                fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                       \
-                fprintf(stderr, __VA_ARGS__);                                                              \
-                fputc('\n', stderr);                                                                       \
-            }                                                                                              \
-        }                                                                                                  \
-    } while (0)
 
 static uint64_t rng_state = 88172645463325252ull;
 static uint64_t rnd(void)
@@ -690,6 +677,5 @@ int main(int argc, char **argv)
           kinds_seen[2], kinds_seen[3]);
     printf("column kinds evaluated: absent %zu, dense %zu, sparse %zu, blob %zu\n", kinds_seen[0], kinds_seen[1],
            kinds_seen[2], kinds_seen[3]);
-    printf("%d checks, %d failures\n", checks, failures);
-    return failures ? 1 : 0;
+    return vdb_test_summary();
 }

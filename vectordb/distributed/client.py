@@ -139,7 +139,8 @@ class RayClient(ShardedRecords):
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self._lock_fd)
-            raise LockedError(f"shard map '{self._path}' is open in another RayClient (its LOCK file is held)") from None
+            raise LockedError(f"shard map '{self._path}' is open in another RayClient "
+                              "(its LOCK file is held)") from None
         self._map_path = os.path.join(self._path, "shardmap.json")
         try:
             self._catalog: dict[str, dict] = _read_shardmap(self._map_path) if os.path.exists(self._map_path) else {}
@@ -408,7 +409,8 @@ class RayClient(ShardedRecords):
             try:
                 json.dumps(args)
             except (TypeError, ValueError) as e:
-                raise InvalidArgumentError(f"create_collection arguments must be JSON values to be stored: {e}") from None
+                raise InvalidArgumentError(
+                    f"create_collection arguments must be JSON values to be stored: {e}") from None
             cid = str(uuid.uuid4())
             placement = self._place(cid, n_shards or len(self._alive_nodes()))
             entry = {"name": name, "metadata": metadata, "configuration": configuration,

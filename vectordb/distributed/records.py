@@ -3,7 +3,7 @@ and merge their answers (routing.py). Mixed into RayClient, which provides the s
 _save, _lock), the transport (_read, _write) and sequence numbers (_next_seqs)."""
 from __future__ import annotations
 
-from typing import Any, Optional, cast
+from typing import Any, Optional
 
 from ..backend import OP_ADD, OP_UPDATE, OP_UPSERT
 from ..configuration import validate_modify
@@ -82,10 +82,12 @@ class ShardedRecords:
                 raise InvalidArgumentError(f"got {vectors.shape[0]} embeddings for {n} ids: expected one per id")
             dim = self._dimension(cid)
             if dim is not None and vectors.shape[1] != dim:
-                raise InvalidDimensionError(f"Collection expecting embedding with dimension of {dim}, got {vectors.shape[1]}")
+                raise InvalidDimensionError(
+                    f"Collection expecting embedding with dimension of {dim}, got {vectors.shape[1]}")
         elif op == OP_ADD:
             raise InvalidArgumentError(
-                "embeddings are required: pass embeddings=..., or documents with an embedding_function on the collection")
+                "embeddings are required: pass embeddings=..., "
+                "or documents with an embedding_function on the collection")
         parts = split(ids, self._n_shards(cid))
         if op == OP_UPSERT and vectors is None:
             # One node refuses the whole upsert if a new id has no embedding: check before any shard writes.
@@ -150,7 +152,7 @@ class ShardedRecords:
         q = to_matrix(query_embeddings, "query_embeddings")
         if ids is not None:
             raise InvalidArgumentError("query(ids=...) is not supported: filter with where instead")
-        k = cast(int, validate_positive_int(n_results, "n_results"))
+        k = validate_positive_int(n_results, "n_results")
         n_probe = validate_positive_int(n_probe, "n_probe", allow_none=True)
         include = validate_include(include, ("documents", "embeddings", "metadatas", "distances", "uris", "data"),
                                    "query")

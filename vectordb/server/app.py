@@ -53,7 +53,7 @@ log = logging.getLogger("vectordb.server")
 def cpu_kernel() -> Optional[str]:
     """The SIMD kernel family the engine dispatches to (e.g. "avx512"), if the engine says."""
     try:
-        from vectordb import _core  # type: ignore[attr-defined]
+        from vectordb import _core
 
         caps = _core.capabilities()
         kernel = caps.get("kernel") if isinstance(caps, dict) else None

@@ -5,7 +5,7 @@ import hmac
 import logging
 import re
 import time
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, MutableMapping, Optional, Union
 
 from fastapi.responses import Response
 
@@ -99,7 +99,7 @@ class ServerMiddleware:
         start = time.perf_counter()
         status: List[Optional[int]] = [None]
 
-        async def send_and_record(message: Dict[str, Any]) -> None:
+        async def send_and_record(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
             await send(message)
@@ -111,7 +111,8 @@ class ServerMiddleware:
                 early = error_response(
                     401,
                     "AuthError" if is_chroma_path(path) else "AuthorizationError",
-                    "missing or invalid API key: send 'Authorization: Bearer <key>', 'X-API-Key: <key>' or 'X-Chroma-Token: <key>'",
+                    "missing or invalid API key: send 'Authorization: Bearer <key>', 'X-API-Key: <key>' "
+                    "or 'X-Chroma-Token: <key>'",
                     headers={"www-authenticate": "Bearer"},
                 )
             elif scope.get("method") in _BODY_METHODS:

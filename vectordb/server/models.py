@@ -7,10 +7,9 @@ parser. Unknown fields are an error, so a typo ("n_result") is reported instead 
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Literal, Optional, Union
+from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictBool, StrictInt, StrictStr
-from typing_extensions import Annotated
 
 
 def _integral_float_to_int(value: Any) -> Any:
@@ -104,9 +103,13 @@ class RecordsRequest(_Body):
 class QueryRequest(_Body):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"query_embedding": [0.1, 0.2, 0.3], "n_results": 10, "where": {"source": "camera"}}]},
+        json_schema_extra={
+            "examples": [{"query_embedding": [0.1, 0.2, 0.3], "n_results": 10, "where": {"source": "camera"}}]
+        },
     )
-    query_embedding: Optional[Embedding] = Field(None, description="one query vector (results still have one list per query)")
+    query_embedding: Optional[Embedding] = Field(
+        None, description="one query vector (results still have one list per query)"
+    )
     query_embeddings: Optional[Embeddings] = Field(None, description="many query vectors")
     query_embeddings_base64: Optional[List[StrictStr]] = Field(
         None, description="instead of query_embeddings: one base64 string of little-endian float32 per vector")
@@ -115,7 +118,9 @@ class QueryRequest(_Body):
     )
     ids: Optional[Ids] = Field(None, description="search only these records")
     n_results: PositiveInt = 10
-    where: Optional[Where] = Field(None, description='metadata filter, e.g. {"source": "camera"} or {"year": {"$gte": 2020}}')
+    where: Optional[Where] = Field(
+        None, description='metadata filter, e.g. {"source": "camera"} or {"year": {"$gte": 2020}}'
+    )
     where_document: Optional[Where] = Field(None, description='document filter, e.g. {"$contains": "cat"}')
     include: Optional[List[IncludeItem]] = Field(None, description='default ["metadatas", "documents", "distances"]')
     n_probe: Optional[PositiveInt] = Field(None, description="IVF lists to search (overrides the collection default)")

@@ -51,7 +51,7 @@ def parse_log_level(text: Optional[str], default: int = logging.INFO) -> int:
         if "=" in directive:
             target, _, level = directive.partition("=")
             target = target.strip()
-            if target == "vectordb" or target.startswith("vectordb::") or target.startswith("vectordb."):
+            if target == "vectordb" or target.startswith(("vectordb::", "vectordb.")):
                 if level.strip() in _LEVELS:
                     target_level = _LEVELS[level.strip()]
         elif directive in _LEVELS:

@@ -58,7 +58,7 @@ def _given(**kwargs: Any) -> Dict[str, Any]:
 
 
 def chroma_collections_router(svc: Service) -> APIRouter:
-    router = APIRouter(tags=TAGS, responses=ERRORS)
+    router = APIRouter(tags=list(TAGS), responses=ERRORS)
 
     def by_id(tenant: str, database: str, collection_id: str) -> Any:
         return svc.collection_by_id(_uuid(collection_id), svc.namespace(tenant, database))

@@ -38,7 +38,7 @@ def database_info(tenant: str, database: str) -> Dict[str, Any]:
 
 
 def chroma_system_router(svc: Service) -> APIRouter:
-    router = APIRouter(tags=TAGS, responses=ERRORS)
+    router = APIRouter(tags=list(TAGS), responses=ERRORS)
 
     @router.get(V2 + "/heartbeat", summary="Server time in nanoseconds")
     @svc.engine

@@ -35,7 +35,8 @@ def collections_router(svc: Service) -> APIRouter:
         cols = svc.list_collections(limit=limit, offset=offset)
         return FastJSONResponse([collection_info(c) for c in cols])
 
-    @router.get("/collections/{name}", response_model=m.CollectionInfo, tags=["collections"], responses=ERRORS_COLLECTION)
+    @router.get("/collections/{name}", response_model=m.CollectionInfo, tags=["collections"],
+                responses=ERRORS_COLLECTION)
     @svc.engine
     def get_collection(name: CollectionName) -> Response:
         return FastJSONResponse(collection_info(svc.collection(name)))
@@ -49,23 +50,27 @@ def collections_router(svc: Service) -> APIRouter:
         openapi_extra=request_body(m.ModifyCollectionRequest),
     )
     @svc.engine
-    def modify_collection(name: CollectionName, body: m.ModifyCollectionRequest = svc.json_body(m.ModifyCollectionRequest)) -> Response:
+    def modify_collection(name: CollectionName,
+                          body: m.ModifyCollectionRequest = svc.json_body(m.ModifyCollectionRequest)) -> Response:
         col = svc.collection(name)
         col.modify(**body.kwargs())
         return FastJSONResponse(collection_info(col))
 
-    @router.delete("/collections/{name}", response_model=m.OkResponse, tags=["collections"], responses=ERRORS_COLLECTION)
+    @router.delete("/collections/{name}", response_model=m.OkResponse, tags=["collections"],
+                responses=ERRORS_COLLECTION)
     @svc.engine
     def delete_collection(name: CollectionName) -> Response:
         svc.delete_collection(name)
         return FastJSONResponse(OK)
 
-    @router.get("/collections/{name}/count", response_model=m.CountResponse, tags=["collections"], responses=ERRORS_COLLECTION)
+    @router.get("/collections/{name}/count", response_model=m.CountResponse, tags=["collections"],
+                responses=ERRORS_COLLECTION)
     @svc.engine
     def count(name: CollectionName) -> Response:
         return FastJSONResponse({"count": int(svc.collection(name).count())})
 
-    @router.get("/collections/{name}/stats", response_model=Dict[str, Any], tags=["collections"], responses=ERRORS_COLLECTION)
+    @router.get("/collections/{name}/stats", response_model=Dict[str, Any], tags=["collections"],
+                responses=ERRORS_COLLECTION)
     @svc.engine
     def stats(name: CollectionName) -> Response:
         return FastJSONResponse(svc.collection(name).stats())

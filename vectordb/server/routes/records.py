@@ -13,7 +13,8 @@ from vectordb.server.service import Service, with_arrays, with_vectors
 def records_router(svc: Service) -> APIRouter:
     router = APIRouter()
 
-    @router.post("/collections/{name}/add", response_model=m.OkResponse, tags=["records"], responses=ERRORS_COLLECTION,
+    @router.post("/collections/{name}/add", response_model=m.OkResponse, tags=["records"],
+                 responses=ERRORS_COLLECTION,
               summary="Add records (ids already present are skipped)",
         openapi_extra=request_body(m.RecordsRequest),
     )
@@ -22,7 +23,8 @@ def records_router(svc: Service) -> APIRouter:
         svc.collection(name).add(**with_vectors(body.kwargs(), "embeddings"))
         return FastJSONResponse(OK)
 
-    @router.post("/collections/{name}/upsert", response_model=m.OkResponse, tags=["records"], responses=ERRORS_COLLECTION,
+    @router.post("/collections/{name}/upsert", response_model=m.OkResponse, tags=["records"],
+                 responses=ERRORS_COLLECTION,
               summary="Add new records, update existing ones (metadata merged)",
         openapi_extra=request_body(m.RecordsRequest),
     )
@@ -31,7 +33,8 @@ def records_router(svc: Service) -> APIRouter:
         svc.collection(name).upsert(**with_vectors(body.kwargs(), "embeddings"))
         return FastJSONResponse(OK)
 
-    @router.put("/collections/{name}/update", response_model=m.OkResponse, tags=["records"], responses=ERRORS_COLLECTION,
+    @router.put("/collections/{name}/update", response_model=m.OkResponse, tags=["records"],
+                 responses=ERRORS_COLLECTION,
              summary="Update existing records (unknown ids are ignored; metadata merged)",
         openapi_extra=request_body(m.RecordsRequest),
     )
@@ -40,7 +43,8 @@ def records_router(svc: Service) -> APIRouter:
         svc.collection(name).update(**with_vectors(body.kwargs(), "embeddings"))
         return FastJSONResponse(OK)
 
-    @router.post("/collections/{name}/query", response_model=m.QueryResponse, tags=["records"], responses=ERRORS_COLLECTION,
+    @router.post("/collections/{name}/query", response_model=m.QueryResponse, tags=["records"],
+                 responses=ERRORS_COLLECTION,
               summary="Nearest neighbours: one result list per query, ascending distance",
         openapi_extra=request_body(m.QueryRequest),
     )
@@ -49,7 +53,8 @@ def records_router(svc: Service) -> APIRouter:
         kwargs = with_arrays(with_vectors(body.kwargs(), "query_embeddings"), "query_embedding")
         return FastJSONResponse(svc.collection(name).query(**kwargs))
 
-    @router.post("/collections/{name}/get", response_model=m.GetResponse, tags=["records"], responses=ERRORS_COLLECTION,
+    @router.post("/collections/{name}/get", response_model=m.GetResponse, tags=["records"],
+                 responses=ERRORS_COLLECTION,
               summary="Records by id and/or filter",
         openapi_extra=request_body(m.GetRequest),
     )

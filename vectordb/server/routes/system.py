@@ -6,14 +6,15 @@ from fastapi.responses import Response
 
 from vectordb.server import models as m
 from vectordb.server.jsonio import FastJSONResponse
-from vectordb.server.service import Service
 from vectordb.server.routes import OK
+from vectordb.server.service import Service
 
 
 def system_router(svc: Service) -> APIRouter:
     router = APIRouter()
 
-    @router.get("/health", response_model=m.HealthResponse, tags=["service"], summary="Liveness probe (no API key needed)")
+    @router.get("/health", response_model=m.HealthResponse, tags=["service"],
+                summary="Liveness probe (no API key needed)")
     async def health() -> Response:  # no engine call: answered on the loop, no thread hop
         return FastJSONResponse({"status": "ok", "version": svc.version})
 
@@ -22,7 +23,8 @@ def system_router(svc: Service) -> APIRouter:
     def get_version() -> Response:
         return FastJSONResponse({"version": str(svc.client.get_version())})
 
-    @router.get("/heartbeat", response_model=m.HeartbeatResponse, tags=["service"], summary="Server time in nanoseconds")
+    @router.get("/heartbeat", response_model=m.HeartbeatResponse, tags=["service"],
+                summary="Server time in nanoseconds")
     @svc.engine
     def heartbeat() -> Response:
         return FastJSONResponse({"nanosecond heartbeat": int(svc.client.heartbeat())})
@@ -32,7 +34,8 @@ def system_router(svc: Service) -> APIRouter:
     def max_batch_size() -> Response:
         return FastJSONResponse({"max_batch_size": int(svc.client.get_max_batch_size())})
 
-    @router.get("/collections_count", response_model=m.CountResponse, tags=["service"], summary="Number of collections")
+    @router.get("/collections_count", response_model=m.CountResponse, tags=["service"],
+                summary="Number of collections")
     @svc.engine
     def count_collections() -> Response:
         return FastJSONResponse({"count": int(svc.client.count_collections())})

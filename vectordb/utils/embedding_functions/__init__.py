@@ -103,7 +103,7 @@ class EmbeddingFunction(Protocol[D]):
     @staticmethod
     def name() -> str:
         """The name it is registered and persisted under (NotImplemented: legacy)."""
-        return NotImplemented  # type: ignore[return-value]
+        return NotImplemented
 
     def default_space(self) -> Space:
         return "l2"
@@ -114,11 +114,11 @@ class EmbeddingFunction(Protocol[D]):
     @staticmethod
     def build_from_config(config: Dict[str, Any]) -> "EmbeddingFunction[D]":
         """Re-creates an instance from `get_config()`'s output (NotImplemented: legacy)."""
-        return NotImplemented  # type: ignore[return-value]
+        return NotImplemented
 
     def get_config(self) -> Dict[str, Any]:
         """A JSON-serialisable configuration (NotImplemented: legacy)."""
-        return NotImplemented  # type: ignore[return-value]
+        return NotImplemented
 
     def validate_config_update(self, old_config: Dict[str, Any], new_config: Dict[str, Any]) -> None:
         return None
@@ -165,7 +165,7 @@ class DefaultEmbeddingFunction(EmbeddingFunction[Documents]):
         return MAX_TOKENS
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._model_path == self._model_path  # type: ignore[attr-defined]
+        return type(other) is type(self) and other._model_path == self._model_path
 
     def __hash__(self) -> int:
         return hash((type(self), self._model_path))
@@ -320,12 +320,13 @@ def validate_persisted_config(cfg: Any, where: str) -> Dict[str, Any]:
     """Checks the JSON form of an embedding function ({"type": "legacy"} or {"name", "type": "known",
     "config"}) as given in a configuration or read from a catalog."""
     if not isinstance(cfg, dict) or cfg.get("type") not in ("legacy", "known"):
-        raise InvalidArgumentError(f"{where}: expected {{'type': 'legacy'}} or {{'name': ..., 'type': 'known', 'config': "
-                         f"{{...}}}}, got {cfg!r}")
+        raise InvalidArgumentError(f"{where}: expected {{'type': 'legacy'}} or "
+                                   f"{{'name': ..., 'type': 'known', 'config': {{...}}}}, got {cfg!r}")
     if cfg["type"] == "legacy":
         return {"type": "legacy"}
     if not isinstance(cfg.get("name"), str) or not isinstance(cfg.get("config", {}), dict):
-        raise InvalidArgumentError(f"{where}: a known embedding function needs a str 'name' and a dict 'config', got {cfg!r}")
+        raise InvalidArgumentError(f"{where}: a known embedding function needs a str 'name' and a dict 'config', "
+                                   f"got {cfg!r}")
     try:
         json.dumps(cfg.get("config", {}))
     except (TypeError, ValueError) as exc:
@@ -404,7 +405,8 @@ class EmbeddingResolver:
         try:
             matrix = to_matrix(result, "embeddings")
         except InvalidArgumentError as exc:
-            raise InvalidArgumentError(f"embedding function {label!r} returned bad embeddings for {what}: {exc}") from None
+            raise InvalidArgumentError(
+                f"embedding function {label!r} returned bad embeddings for {what}: {exc}") from None
         if matrix.shape[0] != len(texts):
             raise InvalidArgumentError(f"embedding function {label!r} returned {matrix.shape[0]} embeddings for "
                                        f"{len(texts)} {what}: expected one per text")

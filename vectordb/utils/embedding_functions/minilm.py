@@ -412,7 +412,8 @@ class MiniLM:
         encoder: Callable[[np.ndarray, np.ndarray], np.ndarray]
         if runtime == "numpy":
             if files.kind != "safetensors":
-                raise ModelNotFoundError(f"the NumPy runtime reads model.safetensors; {files.origin} has {files.weights}")
+                raise ModelNotFoundError(
+                    f"the NumPy runtime reads model.safetensors; {files.origin} has {files.weights}")
             encoder = NumpyEncoder(_load_weights(files), files.weights)
         elif runtime == "onnx":
             if files.kind != "onnx":
