@@ -17,6 +17,7 @@
 #include "vdb_flat.h"
 #include "vdb_meta.h"
 #include "vdb_nearest.h"
+#include "vdb_store.h"
 #include "vdb_threads.h"
 
 typedef struct {
@@ -1068,6 +1069,7 @@ static int core_exec(PyObject *module)
     st->filter_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &filter_spec, NULL);
     if (!st->collection_type || !st->filter_type) return -1;
     if (PyModule_AddType(module, st->collection_type) || PyModule_AddType(module, st->filter_type)) return -1;
+    if (PyModule_AddIntConstant(module, "MAX_DIMENSION", VDB_MAX_DIM)) return -1;
     return 0;
 }
 

@@ -260,8 +260,14 @@ static int plan_write(vdb_collection *c, int op, const vdb_batch *b, write_plan 
     memset(p, 0, sizeof *p);
     if (op < VDB_OP_ADD || op > VDB_OP_DELETE) return vdb_set_error(VDB_EINVAL, "unknown write operation %d", op);
     if (n == 0) return VDB_OK;
+    /* The log and snapshot readers' limits (see decode_write, load_records): refused here, before
+     * anything is written, so no record is ever logged that reopening would call damage. */
+    if (n >= NONE32) return vdb_set_error(VDB_EINVAL, "a write of %zu records is too large (at most %u)", n, NONE32 - 1);
     if (b->vectors && op != VDB_OP_DELETE) {
         if (b->dim <= 0) return vdb_set_error(VDB_EINVAL, "vectors need a positive dimension");
+        if (b->dim > VDB_MAX_DIM)
+            return vdb_set_error(VDB_EDIM, "embedding dimension %lld is above the maximum of %u",
+                                 (long long)b->dim, VDB_MAX_DIM);
         if (c->dim > 0 && b->dim != c->dim)
             return vdb_set_error(VDB_EDIM, "Collection expecting embedding with dimension of %lld, got %lld",
                                  (long long)c->dim, (long long)b->dim);
@@ -278,15 +284,20 @@ static int plan_write(vdb_collection *c, int op, const vdb_batch *b, write_plan 
         goto fail;
     }
     for (size_t i = 0; i < n; i++) {
-        if (b->id_lens[i] == 0) {
-            rc = vdb_set_error(VDB_EINVAL, "record %zu has an empty id", i);
+        if (b->id_lens[i] == 0 || b->id_lens[i] == NONE32 || !vdb_utf8_valid((const uint8_t *)b->ids[i], b->id_lens[i])) {
+            rc = vdb_set_error(VDB_EINVAL, "record %zu has an empty, oversized or non-UTF-8 id", i);
+            goto fail;
+        }
+        if (op != VDB_OP_DELETE && b->docs && b->docs[i] &&
+            (b->doc_lens[i] == NONE32 || !vdb_utf8_valid((const uint8_t *)b->docs[i], b->doc_lens[i]))) {
+            rc = vdb_set_error(VDB_EINVAL, "document of record %zu is oversized or not UTF-8", i);
             goto fail;
         }
         p->hash[i] = hash_bytes(b->ids[i], b->id_lens[i]);
         p->row[i] = lookup(c, b->ids[i], b->id_lens[i], p->hash[i]);
         const uint8_t *meta = b->metas ? b->metas[i] : NULL;
         size_t meta_len = meta ? b->meta_lens[i] : 0;
-        if (meta && op != VDB_OP_DELETE && (rc = vdb_meta_blob_check(meta, meta_len, op != VDB_OP_ADD))) {
+        if (meta && op != VDB_OP_DELETE && (meta_len >= NONE32 || vdb_meta_blob_check(meta, meta_len, op != VDB_OP_ADD))) {
             rc = vdb_set_error(VDB_EINVAL, "metadata of record %zu ('%.*s') is malformed", i, (int)b->id_lens[i], b->ids[i]);
             goto fail;
         }
@@ -311,6 +322,10 @@ static int plan_write(vdb_collection *c, int op, const vdb_batch *b, write_plan 
             size_t old_len = 0;
             if (p->action[i] == ACT_UPDATE) vdb_meta_get(c->meta, (size_t)p->row[i], &old, &old_len, NULL, NULL);
             if ((rc = vdb_meta_blob_merge(old, old_len, meta, meta_len, &p->merged[i], &p->merged_len[i]))) goto fail;
+            if (p->merged_len[i] >= NONE32) {
+                rc = vdb_set_error(VDB_EINVAL, "metadata of record %zu would grow past 4 GiB", i);
+                goto fail;
+            }
             p->has_merged[i] = 1;
             meta_bytes += p->merged_len[i];
         } else if (meta) {
@@ -428,6 +443,8 @@ static int encode_strings(vdb_buf *out, const char *const *s, const uint32_t *le
 static int encode_write(int op, const vdb_batch *b, vdb_buf *out)
 {
     uint8_t head[14];
+    vdb_batch ids_only = {b->n, 0, b->ids, b->id_lens, NULL, NULL, NULL, NULL, NULL};
+    if (op == VDB_OP_DELETE) b = &ids_only; /* a delete applies ids only: log nothing unchecked */
     head[0] = (uint8_t)op;
     vdb_put_u32(head + 1, (uint32_t)b->n);
     vdb_put_u64(head + 5, b->vectors ? (uint64_t)b->dim : 0);
@@ -487,7 +504,7 @@ static int decode_write(const uint8_t *payload, size_t len, decoded_write *w)
     size_t n = vdb_get_u32(head + 1);
     uint64_t dim = vdb_get_u64(head + 5);
     uint8_t flags = head[13];
-    if (n > len || dim > (1u << 20) || ((flags & 1) && dim == 0)) return -1;
+    if (n > len || dim > VDB_MAX_DIM || ((flags & 1) && dim == 0)) return -1;
     w->ids = calloc(n + 1, sizeof *w->ids);
     w->id_lens = calloc(n + 1, sizeof *w->id_lens);
     if (!w->ids || !w->id_lens || decode_strings(&r, n, w->ids, w->id_lens, 0, 1)) return -1;
@@ -807,6 +824,11 @@ int vdb_collection_open(const char *dir, const vdb_collection_config *cfg, vdb_c
     pthread_rwlockattr_t attr;
     vdb_collection *c = calloc(1, sizeof *c);
     *out = NULL;
+    if ((unsigned)cfg->metric > VDB_METRIC_COSINE || cfg->dim < 0 || cfg->dim > VDB_MAX_DIM) {
+        free(c);
+        return vdb_set_error(VDB_EINVAL, "dimension %lld is not valid: expected 1 to %u (or 0: fixed by the first add)",
+                             (long long)cfg->dim, VDB_MAX_DIM);
+    }
     if (!c) return vdb_set_error(VDB_ENOMEM, "out of memory opening a collection");
     c->wal_fd = -1;
     c->cfg = *cfg;

@@ -38,7 +38,14 @@ from .errors import (
 )
 from .utils import embedding_functions
 from .utils.embedding_functions import DefaultEmbeddingFunction, check_conflict, resolve_on_create
-from .validation import SPACES, validate_collection_metadata, validate_name, validate_nonneg_int, validate_positive_int
+from .validation import (
+    SPACES,
+    validate_collection_metadata,
+    validate_dimension,
+    validate_name,
+    validate_nonneg_int,
+    validate_positive_int,
+)
 
 __version__ = "0.1.0"
 CATALOG_FORMAT = 1
@@ -76,7 +83,7 @@ def _resolve_configuration(metadata: Optional[dict], configuration: Any, dimensi
         raise InvalidArgumentError(f"use_ivf must be a bool, got {use_ivf!r}")
     return {
         "space": space,
-        "dimension": validate_positive_int(dimension, "dimension", allow_none=True),
+        "dimension": validate_dimension(dimension),
         "use_ivf": use_ivf,
         "n_clusters": validate_positive_int(n_clusters, "n_clusters", allow_none=True),
         "n_probe": validate_positive_int(n_probe, "n_probe", allow_none=True),
@@ -117,7 +124,8 @@ def _read_catalog(path: str) -> dict:
                 validate_collection_metadata(metadata)
             if not isinstance(cfg, dict) or cfg.get("space") not in SPACES or not isinstance(cfg.get("use_ivf", False), bool):
                 raise ValueError("bad configuration")
-            for key in ("dimension", "n_clusters", "n_probe"):
+            validate_dimension(cfg.get("dimension"))
+            for key in ("n_clusters", "n_probe"):
                 validate_positive_int(cfg.get(key), key, allow_none=True)
             if cfg.get("embedding_function") is not None:
                 embedding_functions.validate_persisted_config(cfg["embedding_function"], "embedding_function")

@@ -9,6 +9,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from . import _core
 from .errors import DuplicateIDError, InvalidArgumentError
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -227,6 +228,19 @@ def validate_positive_int(x: Any, what: str, allow_none: bool = False) -> Option
     if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x <= 0:
         raise InvalidArgumentError(f"{what} must be a positive integer, got {x!r}")
     return min(int(x), COUNT_CAP)
+
+
+# The largest vector dimension: the engine's files cannot hold more (it refuses it as well).
+MAX_DIMENSION: int = _core.MAX_DIMENSION
+
+
+def validate_dimension(x: Any) -> Optional[int]:
+    """A collection's dimension: None (fixed by the first add) or 1 .. MAX_DIMENSION (2**20)."""
+    if x is None:
+        return None
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or not 1 <= x <= MAX_DIMENSION:
+        raise InvalidArgumentError(f"dimension must be an integer from 1 to {MAX_DIMENSION}, got {x!r}")
+    return int(x)
 
 
 def validate_modify_configuration(configuration: Any) -> dict:

@@ -12,6 +12,8 @@ from typing import Any, Dict, List, Literal, Optional, Union
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictBool, StrictInt, StrictStr
 from typing_extensions import Annotated
 
+from ..validation import MAX_DIMENSION
+
 
 def _integral_float_to_int(value: Any) -> Any:
     # JSON Schema counts 5.0 as an integer; accept it, but not 5.5, "5" or true.
@@ -58,7 +60,8 @@ class CreateCollectionRequest(_Body):
     name: CollectionNameField = Field(
         description="3-512 characters of [a-zA-Z0-9._-], starting and ending alphanumeric, no '..', not an IPv4 address"
     )
-    dimension: Optional[PositiveInt] = Field(None, description="vector dimension; fixed by the first add if omitted")
+    dimension: Optional[PositiveInt] = Field(
+        None, le=MAX_DIMENSION, description=f"vector dimension (1 to {MAX_DIMENSION}); fixed by the first add if omitted")
     use_ivf: StrictBool = Field(False, description="build an IVF index (approximate search) instead of exact search")
     n_clusters: Optional[PositiveInt] = Field(None, description="IVF lists")
     n_probe: Optional[PositiveInt] = Field(None, description="IVF lists searched per query by default")

@@ -1,0 +1,75 @@
+"""Regression tests for defects found by attacking the database: bad input that reached the disk,
+inputs at and past the documented limits, races between threads of one client, and failures of
+close. Each test failed before its fix."""
+from __future__ import annotations
+
+import os
+
+import httpx
+import numpy as np
+import pytest
+
+import vectordb
+from vectordb import _core
+from vectordb.errors import InvalidArgumentError
+from vectordb.validation import MAX_DIMENSION
+
+
+# ---- dimensions: never written past what the reader accepts ----
+
+def test_max_dimension_is_the_engines():
+    assert MAX_DIMENSION == _core.MAX_DIMENSION == 2**20
+
+
+@pytest.mark.parametrize("dimension", [2**70, 2**62, MAX_DIMENSION + 1])
+def test_create_collection_refuses_a_dimension_above_the_maximum(client, client_kind, dimension, reopen):
+    with pytest.raises(InvalidArgumentError, match="dimension"):
+        client.create_collection("huge", dimension=dimension)
+    assert client.list_collections() == []
+    col = client.create_collection("fine", dimension=MAX_DIMENSION)  # the maximum itself is allowed
+    assert col.configuration.get("dimension", MAX_DIMENSION) == MAX_DIMENSION
+    if client_kind == "persistent":
+        assert [c.name for c in reopen(client).list_collections()] == ["fine"]
+
+
+def test_first_add_of_a_vector_above_the_maximum_is_refused_and_the_collection_reopens(reopen):
+    client = reopen()
+    col = client.create_collection("free")  # dimension fixed by the first add
+    with pytest.raises(InvalidArgumentError, match="dimension"):
+        col.add(ids=["big"], embeddings=np.zeros((1, 1_100_000), np.float32))
+    assert col.count() == 0
+    col.add(ids=["a"], embeddings=[[1.0, 2.0]])
+    client = reopen(client)  # was: CorruptionError (MANIFEST holds an invalid dimension)
+    assert client.get_collection("free").get(include=["embeddings"])["embeddings"].tolist() == [[1.0, 2.0]]
+
+
+def test_engine_refuses_a_dimension_it_could_not_reopen_before_writing(tmp_path):
+    d = tmp_path / "col"
+    d.mkdir()
+    with pytest.raises(InvalidArgumentError, match="dimension"):
+        _core.Collection(str(d), "l2", MAX_DIMENSION + 1)
+    assert os.listdir(d) == []
+    col = _core.Collection(str(d), "l2", 0)
+    with pytest.raises(InvalidArgumentError, match="dimension"):
+        col.write(1, ["x"], np.zeros((1, MAX_DIMENSION + 1), np.float32), None, None)
+    col.close()
+    _core.Collection(str(d), "l2", 0).close()
+
+
+def test_server_refuses_a_huge_dimension_and_the_database_still_opens(tmp_path):
+    import server_helpers
+
+    path = tmp_path / "db"
+    proc, base, _ = server_helpers.start_server(path)
+    try:
+        for raw in (b"1e39", str(2**70).encode(), str(MAX_DIMENSION + 1).encode()):
+            body = b'{"name": "huge", "dimension": ' + raw + b"}"
+            r = httpx.post(base + "/collections", content=body, headers={"content-type": "application/json"})
+            assert r.status_code == 422, (raw, r.status_code, r.text)
+            assert "dimension" in r.text
+        assert httpx.get(base + "/health").status_code == 200
+    finally:
+        server_helpers.stop_server(proc)
+    client = vectordb.PersistentClient(path)  # was: CorruptionError naming the MANIFEST
+    assert client.list_collections() == []
+    client.close()
