@@ -73,3 +73,48 @@ def test_server_refuses_a_huge_dimension_and_the_database_still_opens(tmp_path):
     client = vectordb.PersistentClient(path)  # was: CorruptionError naming the MANIFEST
     assert client.list_collections() == []
     client.close()
+
+
+# ---- regular expressions: linear time, so no pattern stalls the database ----
+
+@pytest.mark.parametrize("pattern", [r"(a)\1", "(?=a)b", "(?<!a)b", "a++"])
+def test_regex_needing_backtracking_is_refused_naming_the_pattern(client, pattern):
+    col = client.create_collection("docs")
+    col.add(ids=["1"], embeddings=[[1.0]], documents=["ab"])
+    for wd in ({"$regex": pattern}, {"$not_regex": pattern}):
+        with pytest.raises(InvalidArgumentError, match="regular expression") as info:
+            col.get(where_document=wd)
+        assert pattern in str(info.value).replace("\\\\", "\\")
+
+
+def test_catastrophic_patterns_answer_at_once_and_health_stays_up(tmp_path):
+    """Was: Python's backtracking re ran for hours holding the GIL; /health stopped answering."""
+    import threading
+
+    import server_helpers
+
+    proc, base, _ = server_helpers.start_server(tmp_path / "db")
+    try:
+        with httpx.Client(base_url=base, timeout=120) as http:
+            assert http.post("/collections", json={"name": "docs"}).status_code == 200
+            docs = ["a" * 5000 + "!" for _ in range(300)] + ["a" * 10]
+            ids = [str(i) for i in range(len(docs))]
+            r = http.post("/collections/docs/add", json={"ids": ids, "embeddings": [[1.0]] * len(docs),
+                                                         "documents": docs})
+            assert r.status_code in (200, 201), r.text
+            for pattern in ("(a+)+$", "(a|aa)+$"):
+                result: dict = {}
+
+                def query() -> None:
+                    result["r"] = http.post("/collections/docs/get",
+                                            json={"where_document": {"$regex": pattern}, "include": []})
+
+                t = threading.Thread(target=query)
+                t.start()
+                assert httpx.get(base + "/health", timeout=30).status_code == 200
+                t.join(120)
+                assert not t.is_alive(), f"the query for {pattern!r} did not finish"
+                assert result["r"].status_code == 200, result["r"].text
+                assert result["r"].json()["ids"] == [str(len(docs) - 1)]
+    finally:
+        server_helpers.stop_server(proc, kill=True)
