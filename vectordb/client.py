@@ -362,14 +362,25 @@ class _Database(LocalRecords):
         return True
 
     def close(self) -> None:
-        """Closes every collection (checkpointing large logs) and releases the database lock."""
+        """Closes every collection (checkpointing large logs) and releases the database lock.
+
+        The client is closed afterwards even when a checkpoint fails (a full disk): every write
+        is in the log already, the failed checkpoint leaves the files as they were, and a client
+        that stayed usable after its lock was released could write beside another process. The
+        first failure is raised once everything is closed."""
         with self._lock:
             if self._closed:
                 return
+            self._closed = True
+            first: Optional[BaseException] = None
             while self._handles:
                 _, h = self._handles.popitem(last=False)
-                h.close()
-            self._closed = True
+                try:
+                    h.close()
+                except Exception as e:  # noqa: BLE001 - close the others, then raise the first
+                    first = first or e
+            if first is not None:
+                raise first
 
 
 
