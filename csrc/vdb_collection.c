@@ -440,7 +440,8 @@ static int encode_strings(vdb_buf *out, const char *const *s, const uint32_t *le
     return 0;
 }
 
-static int encode_write(int op, const vdb_batch *b, vdb_buf *out)
+/* *vec_off: where the vectors start in out (they are applied from there: see write_locked). */
+static int encode_write(int op, const vdb_batch *b, vdb_buf *out, size_t *vec_off)
 {
     uint8_t head[14];
     vdb_batch ids_only = {b->n, 0, b->ids, b->id_lens, NULL, NULL, NULL, NULL, NULL};
@@ -449,12 +450,15 @@ static int encode_write(int op, const vdb_batch *b, vdb_buf *out)
     vdb_put_u32(head + 1, (uint32_t)b->n);
     vdb_put_u64(head + 5, b->vectors ? (uint64_t)b->dim : 0);
     head[13] = (uint8_t)((b->vectors ? 1 : 0) | (b->metas ? 2 : 0) | (b->docs ? 4 : 0));
-    if (vdb_buf_append(out, head, sizeof head) || encode_strings(out, b->ids, b->id_lens, b->n) ||
-        (b->vectors && vdb_buf_append(out, b->vectors, b->n * (size_t)b->dim * sizeof(float))) ||
+    if (vdb_buf_append(out, head, sizeof head) || encode_strings(out, b->ids, b->id_lens, b->n)) goto nomem;
+    *vec_off = out->len;
+    if ((b->vectors && vdb_buf_append(out, b->vectors, b->n * (size_t)b->dim * sizeof(float))) ||
         (b->metas && encode_strings(out, (const char *const *)b->metas, b->meta_lens, b->n)) ||
         (b->docs && encode_strings(out, b->docs, b->doc_lens, b->n)))
-        return vdb_set_error(VDB_ENOMEM, "out of memory encoding a write of %zu records", b->n);
+        goto nomem;
     return VDB_OK;
+nomem:
+    return vdb_set_error(VDB_ENOMEM, "out of memory encoding a write of %zu records", b->n);
 }
 
 typedef struct {
@@ -930,16 +934,19 @@ int vdb_collection_checkpoint(vdb_collection *c)
 
 /* ---- writes ---- */
 
-static int log_write(vdb_collection *c, int op, const vdb_batch *b)
+/* Logs b; *applied is b with its vectors read from the logged bytes, so that memory holds exactly
+ * what the log holds even if the caller's buffer changed meanwhile (payload owns them). */
+static int log_write(vdb_collection *c, int op, const vdb_batch *b, vdb_buf *payload, vdb_batch *applied)
 {
-    vdb_buf payload = {0};
-    int rc = encode_write(op, b, &payload);
+    size_t vec_off = 0;
+    int rc = encode_write(op, b, payload, &vec_off);
+    *applied = *b;
     if (rc == VDB_OK) {
-        rc = vdb_wal_append(c->wal_fd, c->wal_path, &c->wal_end, WAL_WRITE, payload.data, payload.len, c->cfg.durable);
+        if (b->vectors && op != VDB_OP_DELETE) applied->vectors = (const float *)(payload->data + vec_off);
+        rc = vdb_wal_append(c->wal_fd, c->wal_path, &c->wal_end, WAL_WRITE, payload->data, payload->len, c->cfg.durable);
         /* After a failed write or sync the file's state is unknown (fsyncgate): stop writing. */
         if (rc == VDB_EIO) c->failed = 1;
     }
-    vdb_buf_free(&payload);
     return rc;
 }
 
@@ -947,15 +954,19 @@ static int log_write(vdb_collection *c, int op, const vdb_batch *b)
 static int write_locked(vdb_collection *c, int op, const vdb_batch *b, uint8_t *status)
 {
     write_plan p;
+    vdb_buf payload = {0};
+    vdb_batch logged;
     int rc;
     if (c->failed) return refuse_writes(c);
     if ((rc = plan_write(c, op, b, &p))) return rc;
-    if (c->dir && (rc = log_write(c, op, b))) {
+    if (c->dir && (rc = log_write(c, op, b, &payload, &logged))) {
         plan_free(&p, b->n);
+        vdb_buf_free(&payload);
         return rc;
     }
-    rc = apply_write(c, op, b, &p, status);
+    rc = apply_write(c, op, c->dir ? &logged : b, &p, status);
     plan_free(&p, b->n);
+    vdb_buf_free(&payload);
     if (rc == VDB_OK) after_write(c);
     return rc;
 }

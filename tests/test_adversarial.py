@@ -177,3 +177,70 @@ def test_close_failing_on_a_full_disk_leaves_the_client_closed_and_the_data_whol
         assert got["ids"] == [str(i) for i in range(len(vecs))]
         assert np.array_equal(got["embeddings"], vecs)
     client.close()
+
+
+# ---- writes read the caller's array once ----
+
+@pytest.mark.parametrize("op", ["add", "upsert", "update"])
+def test_a_write_validates_and_stores_one_snapshot_of_the_callers_array(client_kind, persistent_path, op,
+                                                                        monkeypatch, reopen):
+    """Was: the engine read the caller's float32 array after validation (twice, GIL released): a
+    thread writing NaN into it meanwhile got NaN into the database, past validation."""
+    if client_kind == "http":
+        pytest.skip("the HTTP client serializes the array once")
+    from vectordb.collection import Collection
+
+    client = vectordb.PersistentClient(persistent_path) if client_kind == "persistent" else vectordb.EphemeralClient()
+    col = client.create_collection("snap")
+    col.add(ids=["0", "1", "2"], embeddings=np.zeros((3, 4), np.float32))
+    emb = np.ones((3, 4), np.float32)
+    real = Collection._write_call
+
+    def another_thread_writes_after_validation(self, *args):
+        emb[:] = np.nan
+        return real(self, *args)
+
+    monkeypatch.setattr(Collection, "_write_call", another_thread_writes_after_validation)
+    getattr(col, op)(ids=["0", "1", "2"] if op != "add" else ["3", "4", "5"], embeddings=emb)
+    monkeypatch.undo()
+    got = col.get(include=["embeddings"])["embeddings"]
+    assert np.isfinite(got).all()
+    assert (got == 1).sum() == 12
+    if client_kind == "persistent":
+        assert np.array_equal(reopen(client).get_collection("snap").get(include=["embeddings"])["embeddings"], got)
+    else:
+        client.close()
+
+
+def test_engine_memory_and_log_hold_the_same_vectors_when_the_buffer_changes_during_a_write(tmp_path):
+    """The engine's own guarantee (a caller of _core that shares its buffer): each write is applied
+    from the bytes it logged, so what get returns before a reopen is what the reopen returns."""
+    import threading
+
+    d = tmp_path / "col"
+    d.mkdir()
+    col = _core.Collection(str(d), "l2", 0)
+    buf = np.zeros((600, 64), np.float32)  # 20 writes: < 4 MiB of log, so close does not checkpoint
+    stop = threading.Event()
+
+    def scribble() -> None:
+        k = 0.0
+        while not stop.is_set():
+            k += 1.0
+            buf[:] = k
+
+    t = threading.Thread(target=scribble)
+    t.start()
+    try:
+        for i in range(20):
+            col.write(1, [f"{i}-{j}" for j in range(len(buf))], buf, None, None)
+    finally:
+        stop.set()
+        t.join()
+    before = col.get(None, None, 0, -1, 1)
+    col.close()
+    col = _core.Collection(str(d), "l2", 0)
+    after = col.get(None, None, 0, -1, 1)
+    col.close()
+    assert before[0] == after[0]
+    assert np.array_equal(before[1], after[1])

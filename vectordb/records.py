@@ -77,7 +77,7 @@ class LocalRecords:
         metas = validate_metadatas(metadatas, n, allow_none_values=op != OP_ADD)
         vectors = None
         if embeddings is not None:
-            vectors = to_matrix(embeddings)
+            vectors = to_matrix(embeddings, snapshot=True)  # validated and written from one copy
             if vectors.shape[0] != n:
                 raise InvalidArgumentError(f"got {vectors.shape[0]} embeddings for {n} ids: expected one per id")
         elif op == OP_ADD:

@@ -57,7 +57,10 @@ def validate_ids(ids: Any) -> list[str]:
     return out
 
 
-def _check_matrix(a: np.ndarray, what: str) -> np.ndarray:
+def _check_matrix(a: np.ndarray, what: str, private: bool) -> np.ndarray:
+    """a as float32 C-contiguous (n, d), checked. The check runs on the array returned: when a is
+    the caller's (private False), that is a copy of it, taken once before checking, so what is
+    checked is what the engine writes even if another thread changes the caller's array."""
     if a.dtype == np.bool_ or not any(a.dtype == t for t in _ACCEPTED_DTYPES):
         raise InvalidArgumentError(
             f"{what} have dtype {a.dtype}: expected float16, float32, float64, int32 or int64 numbers"
@@ -68,27 +71,29 @@ def _check_matrix(a: np.ndarray, what: str) -> np.ndarray:
         raise InvalidArgumentError(f"{what} must be a vector or a list of vectors, got an array of shape {a.shape}")
     if a.shape[1] == 0:
         raise InvalidArgumentError(f"{what} must not be empty vectors")
-    if a.dtype.kind == "f":
-        finite = np.isfinite(a)
+    out = np.ascontiguousarray(a, dtype=np.float32)
+    if not private and np.may_share_memory(out, a):
+        out = out.copy()
+    if a.dtype.kind == "f":  # a float64 beyond the float32 range became infinity in out
+        finite = np.isfinite(out)
         if not finite.all():
             row = int(np.nonzero(~finite.all(axis=1))[0][0])
+            if a.dtype == np.float64 and np.isfinite(a[row]).all():
+                raise InvalidArgumentError(f"{what[:-1]} {row} holds a value beyond the float32 range (about 3.4e38)")
             raise InvalidArgumentError(f"{what[:-1]} {row} contains NaN or infinity: expected finite numbers")
-        if a.dtype == np.float64 and a.size and np.abs(a).max() > np.finfo(np.float32).max:
-            row = int(np.nonzero((np.abs(a) > np.finfo(np.float32).max).any(axis=1))[0][0])
-            raise InvalidArgumentError(f"{what[:-1]} {row} holds a value beyond the float32 range (about 3.4e38)")
-    out = np.ascontiguousarray(a, dtype=np.float32)
     return out
 
 
-def to_matrix(x: Any, what: str = "embeddings") -> np.ndarray:
-    """Embeddings in any accepted form -> float32 C-contiguous (n, d); one flat vector -> (1, d)."""
+def to_matrix(x: Any, what: str = "embeddings", snapshot: bool = False) -> np.ndarray:
+    """Embeddings in any accepted form -> float32 C-contiguous (n, d); one flat vector -> (1, d).
+    snapshot: never return (a view of) the caller's array: writes take their one copy here."""
     if isinstance(x, np.ndarray):
-        if x.dtype == np.float32 and x.ndim == 2 and x.flags.c_contiguous and x.shape[1] > 0:
+        if not snapshot and x.dtype == np.float32 and x.ndim == 2 and x.flags.c_contiguous and x.shape[1] > 0:
             # Fast path: the query hot loop; one vectorized finiteness check.
             if not np.isfinite(x).all():
-                return _check_matrix(x, what)
+                return _check_matrix(x, what, private=False)
             return x
-        return _check_matrix(x, what)
+        return _check_matrix(x, what, private=not snapshot)
     if not isinstance(x, (list, tuple)) or len(x) == 0:
         raise InvalidArgumentError(f"{what} must be a non-empty list of vectors or a NumPy array")
     first = x[0]
@@ -109,7 +114,7 @@ def to_matrix(x: Any, what: str = "embeddings") -> np.ndarray:
         raise InvalidArgumentError(f"{what} must contain only numbers")
     if arr.dtype.kind == "i":
         arr = arr.astype(np.int64)
-    return _check_matrix(arr, what)
+    return _check_matrix(arr, what, private=True)  # np.array copied the caller's numbers
 
 
 def _check_python_numbers(v: Any, what: str) -> None:
