@@ -188,19 +188,19 @@ def test_a_write_validates_and_stores_one_snapshot_of_the_callers_array(client_k
     thread writing NaN into it meanwhile got NaN into the database, past validation."""
     if client_kind == "http":
         pytest.skip("the HTTP client serializes the array once")
-    from vectordb.collection import Collection
+    from vectordb.records import LocalRecords
 
     client = vectordb.PersistentClient(persistent_path) if client_kind == "persistent" else vectordb.EphemeralClient()
     col = client.create_collection("snap")
     col.add(ids=["0", "1", "2"], embeddings=np.zeros((3, 4), np.float32))
     emb = np.ones((3, 4), np.float32)
-    real = Collection._write_call
+    real = LocalRecords._write_call
 
     def another_thread_writes_after_validation(self, *args):
         emb[:] = np.nan
         return real(self, *args)
 
-    monkeypatch.setattr(Collection, "_write_call", another_thread_writes_after_validation)
+    monkeypatch.setattr(LocalRecords, "_write_call", another_thread_writes_after_validation)
     getattr(col, op)(ids=["0", "1", "2"] if op != "add" else ["3", "4", "5"], embeddings=emb)
     monkeypatch.undo()
     got = col.get(include=["embeddings"])["embeddings"]
