@@ -244,3 +244,41 @@ def test_engine_memory_and_log_hold_the_same_vectors_when_the_buffer_changes_dur
     col.close()
     assert before[0] == after[0]
     assert np.array_equal(before[1], after[1])
+
+
+# ---- documented limits of counts and ids, the same in every client ----
+
+@pytest.mark.parametrize("value", [10**12, 2**32, 2**64])
+def test_counts_beyond_the_limit_are_refused(client, value):
+    from vectordb.validation import MAX_COUNT
+
+    col = client.create_collection("counts")
+    col.add(ids=["a", "b"], embeddings=[[1.0], [2.0]])
+    with pytest.raises(InvalidArgumentError, match="n_results"):
+        col.query(query_embeddings=[[1.0]], n_results=value)
+    for what in ("limit", "offset"):
+        with pytest.raises(InvalidArgumentError, match=what):
+            col.get(**{what: value})
+        with pytest.raises(InvalidArgumentError, match=what):
+            client.list_collections(**{what: value})
+    with pytest.raises(InvalidArgumentError, match="limit"):
+        col.peek(limit=value)
+    # The limit itself: everything there is.
+    assert sorted(col.query(query_embeddings=[[1.0]], n_results=MAX_COUNT)["ids"][0]) == ["a", "b"]
+    assert col.get(limit=MAX_COUNT)["ids"] == ["a", "b"]
+    assert col.get(offset=MAX_COUNT)["ids"] == []
+
+
+def test_ids_longer_than_the_limit_are_refused(client):
+    from vectordb.validation import MAX_ID_BYTES
+
+    col = client.create_collection("ids")
+    longest = "é" * (MAX_ID_BYTES // 2)  # 2 bytes each: exactly the limit
+    col.add(ids=[longest], embeddings=[[1.0]])
+    assert col.get(ids=[longest])["ids"] == [longest]
+    for too_long in ("x" * 100_000, "é" * (MAX_ID_BYTES // 2) + "x"):
+        for call in (lambda i: col.add(ids=[i], embeddings=[[1.0]]), lambda i: col.get(ids=[i]),
+                     lambda i: col.upsert(ids=[i], embeddings=[[1.0]]), lambda i: col.delete(ids=[i])):
+            with pytest.raises(InvalidArgumentError, match="bytes"):
+                call(too_long)
+    assert col.count() == 1

@@ -41,9 +41,9 @@ from .utils.embedding_functions import DefaultEmbeddingFunction, check_conflict,
 from .validation import (
     SPACES,
     validate_collection_metadata,
+    validate_count,
     validate_dimension,
     validate_name,
-    validate_nonneg_int,
     validate_positive_int,
 )
 
@@ -241,8 +241,8 @@ class _Database(LocalRecords):
 
     def list_collections(self, limit: Optional[int] = None, offset: Optional[int] = None) -> list[Collection]:
         """Collections in creation order."""
-        limit = validate_nonneg_int(limit, "limit")
-        offset = validate_nonneg_int(offset, "offset") or 0
+        limit = validate_count(limit, "limit", 0)
+        offset = validate_count(offset, "offset", 0) or 0
         with self._lock:
             self._check_open()
             ids = list(self._catalog)[offset:]

@@ -11,14 +11,15 @@ from .errors import InvalidArgumentError
 from .filters import compile_filter_ex
 from .validation import (
     to_matrix,
+    MAX_COUNT,
     validate_collection_metadata,
+    validate_count,
     validate_documents,
     validate_ids,
     validate_include,
     validate_metadatas,
     validate_modify_configuration,
     validate_name,
-    validate_nonneg_int,
     validate_positive_int,
 )
 
@@ -109,8 +110,8 @@ class LocalRecords:
                     include: Any) -> dict:
         include = validate_include(include, ("documents", "embeddings", "metadatas", "uris", "data"), "get")
         id_list = validate_ids(ids) if ids is not None else None
-        limit = validate_nonneg_int(limit, "limit")
-        offset = validate_nonneg_int(offset, "offset")
+        limit = validate_count(limit, "limit", 0)
+        offset = validate_count(offset, "offset", 0)
         flt = compile_filter(where, where_document)
         rids, vecs, metas, docs, _, _ = self._engine_call(
             cid, "get", id_list, flt, offset or 0, -1 if limit is None else limit, _include_mask(include)
@@ -130,7 +131,9 @@ class LocalRecords:
         q = to_matrix(query_embeddings, "query_embeddings")
         if ids is not None:
             raise InvalidArgumentError("query(ids=...) is not supported: filter with where instead")
-        k = validate_positive_int(n_results, "n_results")
+        k = validate_count(n_results, "n_results", 1)
+        if k is None:
+            raise InvalidArgumentError(f"n_results must be an integer from 1 to {MAX_COUNT}, got None")
         n_probe = validate_positive_int(n_probe, "n_probe", allow_none=True)
         include = validate_include(include, ("documents", "embeddings", "metadatas", "distances", "uris", "data"),
                                    "query")

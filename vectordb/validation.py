@@ -49,6 +49,9 @@ def validate_ids(ids: Any) -> list[str]:
             raise InvalidArgumentError(f"id {i} is {type(x).__name__} {x!r}: ids must be str")
         if x == "":
             raise InvalidArgumentError(f"id {i} is an empty string: ids must be non-empty str")
+        if len(x) > MAX_ID_BYTES // 4 and len(x.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+            raise InvalidArgumentError(f"id {i} ({x[:40]!r}...) is {len(x.encode('utf-8', 'surrogatepass'))} bytes "
+                                       f"long: ids are at most {MAX_ID_BYTES} bytes of UTF-8")
     if len(set(out)) != len(out):
         seen: set[str] = set()
         dups = sorted({x for x in out if x in seen or seen.add(x)})
@@ -71,7 +74,8 @@ def _check_matrix(a: np.ndarray, what: str, private: bool) -> np.ndarray:
         raise InvalidArgumentError(f"{what} must be a vector or a list of vectors, got an array of shape {a.shape}")
     if a.shape[1] == 0:
         raise InvalidArgumentError(f"{what} must not be empty vectors")
-    out = np.ascontiguousarray(a, dtype=np.float32)
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range: reported below, not warned
+        out = np.ascontiguousarray(a, dtype=np.float32)
     if not private and np.may_share_memory(out, a):
         out = out.copy()
     if a.dtype.kind == "f":  # a float64 beyond the float32 range became infinity in out
@@ -225,6 +229,20 @@ def validate_include(include: Any, allowed: Sequence[str], call: str) -> list[st
 
 # Counts above this mean "all of them": no collection holds 2**62 records.
 COUNT_CAP = 2**62
+# n_results, limit and offset: at most 2**32 - 1 (as chromadb's, which are 32-bit), far above any
+# collection's size; 1e12 or 2**64 is a mistake to report, not a request for everything.
+MAX_COUNT = 2**32 - 1
+# An id is at most 4096 bytes of UTF-8 (a path or a URL fits; a document passed as an id does not).
+MAX_ID_BYTES = 4096
+
+
+def validate_count(x: Any, what: str, minimum: int) -> Optional[int]:
+    """n_results (minimum 1), limit or offset (minimum 0): None, or minimum .. MAX_COUNT."""
+    if x is None:
+        return None
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or not minimum <= x <= MAX_COUNT:
+        raise InvalidArgumentError(f"{what} must be an integer from {minimum} to {MAX_COUNT}, got {x!r}")
+    return int(x)
 
 
 def validate_positive_int(x: Any, what: str, allow_none: bool = False) -> Optional[int]:

@@ -44,6 +44,7 @@ import numpy as np
 from vectordb import errors as vdb_errors
 from vectordb.server import models as m
 from vectordb.server.settings import ServerSettings
+from vectordb.validation import MAX_COUNT
 
 try:  # optional: ~10x faster JSON, and float32 arrays written in their shortest form
     import orjson
@@ -728,8 +729,8 @@ def create_app(client_or_settings: Any = None, *, settings: Optional[ServerSetti
              responses={422: _ERRORS_COLLECTION[422]})
     @engine
     def list_collections(
-        limit: Annotated[Optional[int], Query(ge=0)] = None,
-        offset: Annotated[Optional[int], Query(ge=0)] = None,
+        limit: Annotated[Optional[int], Query(ge=0, le=MAX_COUNT)] = None,
+        offset: Annotated[Optional[int], Query(ge=0, le=MAX_COUNT)] = None,
     ) -> Response:
         cols = client.list_collections(limit=limit, offset=offset)
         return FastJSONResponse([_collection_info(c) for c in cols])

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Literal, Optional, Union
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictBool, StrictInt, StrictStr
 from typing_extensions import Annotated
 
-from ..validation import MAX_DIMENSION
+from ..validation import MAX_COUNT, MAX_DIMENSION
 
 
 def _integral_float_to_int(value: Any) -> Any:
@@ -24,6 +24,9 @@ def _integral_float_to_int(value: Any) -> Any:
 
 PositiveInt = Annotated[StrictInt, Field(ge=1), BeforeValidator(_integral_float_to_int)]
 NonNegativeInt = Annotated[StrictInt, Field(ge=0), BeforeValidator(_integral_float_to_int)]
+# n_results, limit, offset: the embedded client's limits (vectordb.validation.MAX_COUNT).
+Count = Annotated[StrictInt, Field(ge=1, le=MAX_COUNT), BeforeValidator(_integral_float_to_int)]
+Offset = Annotated[StrictInt, Field(ge=0, le=MAX_COUNT), BeforeValidator(_integral_float_to_int)]
 NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$"
 CollectionNameField = Annotated[StrictStr, Field(pattern=NAME_PATTERN)]
 FiniteFloat = Annotated[float, Strict(), Field(allow_inf_nan=False)]
@@ -112,7 +115,7 @@ class QueryRequest(_Body):
     query_texts: Optional[Union[List[StrictStr], StrictStr]] = Field(
         None, description="texts; needs an embedding function, which the server has not (embed on the client)"
     )
-    n_results: PositiveInt = 10
+    n_results: Count = 10
     where: Optional[Where] = Field(None, description='metadata filter, e.g. {"source": "camera"} or {"year": {"$gte": 2020}}')
     where_document: Optional[Where] = Field(None, description='document filter, e.g. {"$contains": "cat"}')
     include: Optional[List[IncludeItem]] = Field(None, description='default ["metadatas", "documents", "distances"]')
@@ -126,8 +129,8 @@ class GetRequest(_Body):
     )
     ids: Optional[Ids] = None
     where: Optional[Where] = None
-    limit: Optional[NonNegativeInt] = None
-    offset: Optional[NonNegativeInt] = None
+    limit: Optional[Offset] = None
+    offset: Optional[Offset] = None
     where_document: Optional[Where] = None
     include: Optional[List[IncludeItem]] = Field(None, description='default ["metadatas", "documents"]')
 
