@@ -533,6 +533,11 @@ static int Filter_init(FilterObject *self, PyObject *args, PyObject *kw)
     static char *kwlist[] = {"program", "regexes", NULL};
     Py_buffer prog;
     PyObject *regexes = NULL;
+    if (self->filter) {
+        /* Re-initializing would free the program under a query of another thread. */
+        PyErr_SetString(PyExc_RuntimeError, "Filter is already initialized: build a new Filter instead");
+        return -1;
+    }
     if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|O", kwlist, &prog, &regexes)) return -1;
     vdb_filter *f = NULL;
     int rc = vdb_filter_compile(prog.buf, (size_t)prog.len, &f);
@@ -541,17 +546,17 @@ static int Filter_init(FilterObject *self, PyObject *args, PyObject *kw)
         PyErr_Format(PyExc_ValueError, "invalid filter program: %s", vdb_last_error());
         return -1;
     }
-    vdb_filter_free(self->filter);
-    self->filter = f;
     size_t n_regex = vdb_filter_regex_count(f);
     if (n_regex) {
         if (!regexes || !PyList_Check(regexes) || (size_t)PyList_GET_SIZE(regexes) != n_regex) {
+            vdb_filter_free(f);
             PyErr_Format(PyExc_ValueError, "filter needs a list of %zu compiled regular expressions", n_regex);
             return -1;
         }
         Py_XSETREF(self->regexes, Py_NewRef(regexes));
         vdb_filter_set_regex(f, filter_regex_match, self);
     }
+    self->filter = f;
     return 0;
 }
 
@@ -628,7 +633,14 @@ static PyObject *Collection_new(PyTypeObject *type, PyObject *args, PyObject *kw
 static void Collection_dealloc(CollectionObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
-    vdb_collection_close(self->col);
+    vdb_collection *col = self->col;
+    self->col = NULL;
+    if (col) {
+        /* Closing may checkpoint (compaction, a snapshot, fsyncs): other threads run meanwhile. */
+        Py_BEGIN_ALLOW_THREADS
+        vdb_collection_close(col);
+        Py_END_ALLOW_THREADS
+    }
     pthread_rwlock_destroy(&self->use);
     Py_XDECREF(self->module);
     tp->tp_free(self);
@@ -949,12 +961,11 @@ static PyObject *Collection_batch(CollectionObject *self, PyObject *arg)
 
 static PyObject *Collection_take_warning(CollectionObject *self, PyObject *unused)
 {
+    (void)self;
     (void)unused;
     char buf[512];
-    int had;
-    WITH_COLLECTION(self, had, vdb_collection_take_warning(self->col, buf, sizeof buf));
-    if (had == 1 && self->col == NULL) return closed_error();
-    if (!had) Py_RETURN_NONE;
+    /* The calling thread's own (see vdb_collection.h): no collection needed, so closed or not. */
+    if (!vdb_collection_take_warning(buf, sizeof buf)) Py_RETURN_NONE;
     return PyUnicode_DecodeUTF8(buf, (Py_ssize_t)strlen(buf), "replace");
 }
 
@@ -1010,7 +1021,7 @@ static PyMethodDef collection_methods[] = {
     {"set_n_probe", (PyCFunction)Collection_set_n_probe, METH_O,
      "set_n_probe(n): lists a query scans when it gives no n_probe (0: the default rule)"},
     {"take_warning", (PyCFunction)Collection_take_warning, METH_NOARGS,
-     "take_warning() -> str | None: a failure of maintenance after a write (training, checkpoint)"},
+     "take_warning() -> str | None: a failure of maintenance after this thread's last write (training, checkpoint)"},
     {"close", (PyCFunction)Collection_close, METH_NOARGS, "close()"},
     {NULL, NULL, 0, NULL},
 };

@@ -60,8 +60,6 @@ struct vdb_collection {
 
     vdb_meta *meta;
 
-    char warning[512]; /* the last failure of maintenance after a write (see after_write) */
-    int has_warning;
 
     vdb_ivf *ivf; /* once trained, the owner of every live row's vector (base/tail are empty) */
     int batch_depth;
@@ -70,6 +68,14 @@ struct vdb_collection {
 #define IVF_SEED 0x5eedULL
 
 /* ---- small helpers ---- */
+
+/* The warning of the calling thread's last write, batch end or rebuild (vdb_collection_take_warning).
+ * Per thread, so a write's warning goes to its own caller, never to another thread's write. */
+static _Thread_local char warning_msg[512];
+static _Thread_local int warning_set;
+
+static void clear_warning(void) { warning_set = 0; }
+
 
 static uint64_t hash_bytes(const char *p, size_t n)
 {
@@ -973,6 +979,7 @@ static int write_locked(vdb_collection *c, int op, const vdb_batch *b, uint8_t *
 
 int vdb_collection_write(vdb_collection *c, int op, const vdb_batch *b, uint8_t *status)
 {
+    clear_warning();
     pthread_rwlock_wrlock(&c->lock);
     int rc = write_locked(c, op, b, status);
     pthread_rwlock_unlock(&c->lock);
@@ -1004,6 +1011,7 @@ static int allowed_rows(const vdb_collection *c, const vdb_filter *f, uint64_t *
 
 int vdb_collection_delete_where(vdb_collection *c, const vdb_filter *f, int64_t *n_deleted)
 {
+    clear_warning();
     uint64_t *bm = NULL;
     const char **ids = NULL;
     uint32_t *lens = NULL;
@@ -1423,10 +1431,11 @@ cleanup:
 static void note(vdb_collection *c, const char *fmt, ...)
 {
     va_list ap;
+    (void)c;
     va_start(ap, fmt);
-    vsnprintf(c->warning, sizeof c->warning, fmt, ap);
+    vsnprintf(warning_msg, sizeof warning_msg, fmt, ap);
     va_end(ap);
-    c->has_warning = 1;
+    warning_set = 1;
 }
 
 /* Trains when the rules say so (see vdb_collection.h); checkpoints after training. */
@@ -1473,24 +1482,20 @@ static void after_write(vdb_collection *c)
 {
     int rc = maybe_train(c, 0);
     if (rc == VDB_OK) rc = maybe_checkpoint(c);
-    if (rc != VDB_OK) {
-        snprintf(c->warning, sizeof c->warning, "%s", vdb_last_error());
-        c->has_warning = 1;
-    }
+    if (rc != VDB_OK) note(c, "%s", vdb_last_error());
 }
 
-int vdb_collection_take_warning(vdb_collection *c, char *buf, size_t cap)
+int vdb_collection_take_warning(char *buf, size_t cap)
 {
-    pthread_rwlock_wrlock(&c->lock);
-    int had = c->has_warning;
-    if (had) snprintf(buf, cap, "%s", c->warning);
-    c->has_warning = 0;
-    pthread_rwlock_unlock(&c->lock);
+    int had = warning_set;
+    if (had) snprintf(buf, cap, "%s", warning_msg);
+    warning_set = 0;
     return had;
 }
 
 int vdb_collection_batch(vdb_collection *c, int begin)
 {
+    clear_warning();
     int rc = VDB_OK;
     pthread_rwlock_wrlock(&c->lock);
     if (begin) {
@@ -1516,6 +1521,7 @@ int vdb_collection_set_n_probe(vdb_collection *c, int64_t n_probe)
 
 int vdb_collection_rebuild(vdb_collection *c)
 {
+    clear_warning();
     int rc;
     pthread_rwlock_wrlock(&c->lock);
     if (!c->cfg.use_ivf)

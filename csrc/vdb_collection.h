@@ -175,9 +175,11 @@ typedef struct {
 int vdb_collection_stats_get(vdb_collection *c, vdb_collection_stats *out);
 
 /* Writes may trigger maintenance (index training, a checkpoint). When that fails the write still
- * succeeds (it is durable already) and the failure is kept: this returns 1 and copies its message
- * once, 0 when there is none. vdb_collection_rebuild leaves its note here too. */
-int vdb_collection_take_warning(vdb_collection *c, char *buf, size_t cap);
+ * succeeds (it is durable already) and the failure is kept for the thread that made the write:
+ * this returns 1 and copies the message of the calling thread's last write, delete_where, batch
+ * end or rebuild (each clears it when it starts) once, 0 when there is none. vdb_collection_rebuild
+ * leaves its note here too. Per thread, so no other thread's write can take or replace it. */
+int vdb_collection_take_warning(char *buf, size_t cap);
 
 /* Writes a new snapshot generation and truncates the log (see vdb_store.h). */
 int vdb_collection_checkpoint(vdb_collection *c);

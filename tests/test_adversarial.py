@@ -282,3 +282,68 @@ def test_ids_longer_than_the_limit_are_refused(client):
             with pytest.raises(InvalidArgumentError, match="bytes"):
                 call(too_long)
     assert col.count() == 1
+
+
+# ---- from reading the code ----
+
+def test_filter_cannot_be_reinitialized_under_a_running_query():
+    """Was: Filter.__init__ called again freed the compiled program another thread might be using."""
+    from vectordb.filters import compile_filter
+
+    f = _core.Filter(compile_filter({"a": 1}, None))
+    with pytest.raises(RuntimeError, match="already initialized"):
+        f.__init__(compile_filter({"b": 2}, None))
+    col = _core.Collection(None, "l2", 0)
+    col.write(1, ["x", "y"], np.zeros((2, 2), np.float32), [{"a": 1}, {"b": 2}], None)
+    assert col.get(None, f, 0, -1, 0)[0] == ["x"]  # still the first program
+
+
+def test_a_writes_warning_goes_to_its_own_thread():
+    """Was: the warning of one thread's write was kept on the collection and fetched by a second
+    call, so another thread's write could take it (and 1 meant both 'a warning' and 'closed')."""
+    import threading
+
+    col = _core.Collection(None, "l2", 0, True, True, 100)  # IVF, 100 lists
+    col.write(1, [str(i) for i in range(10)], np.random.default_rng(0).random((10, 4), dtype=np.float32), None, None)
+    col.rebuild()  # 10 vectors, 100 lists: stays exact and leaves a note
+    other: list = []
+    t = threading.Thread(target=lambda: other.append(col.take_warning()))
+    t.start()
+    t.join()
+    assert other == [None]
+    col.close()
+    note = col.take_warning()  # closed meanwhile: still this thread's note
+    assert note is not None and "fewer than" in note
+    assert col.take_warning() is None  # once
+
+
+def test_dealloc_checkpoint_lets_other_threads_run(tmp_path):
+    """Was: a collection dropped without close() checkpointed (compaction, a snapshot, fsyncs) in its
+    dealloc with the GIL held, stopping every other thread of the process meanwhile."""
+    import threading
+
+    d = tmp_path / "col"
+    d.mkdir()
+    col = _core.Collection(str(d), "l2", 0)
+    vecs = np.random.default_rng(2).random((30000, 64), dtype=np.float32)
+    col.write(1, [str(i) for i in range(len(vecs))], vecs, None, None)  # 7.7 MiB of log: closing checkpoints
+    ticks = [0]
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.is_set():
+            ticks[0] += 1
+
+    t = threading.Thread(target=tick)
+    t.start()
+    try:
+        while ticks[0] == 0:
+            pass
+        before = ticks[0]
+        del col  # the last reference: dealloc closes and checkpoints
+        during = ticks[0] - before
+    finally:
+        stop.set()
+        t.join()
+    assert during > 0, "no other thread ran while the dropped collection checkpointed"
+    assert any(n.startswith("gen-") for n in os.listdir(d))  # it did checkpoint
