@@ -146,19 +146,37 @@ static void slot_remove(vdb_collection *c, int64_t row)
     c->slots[hole] = -1;
 }
 
-static int rebuild_slots(vdb_collection *c, size_t want_rows)
+/* An empty id table for want_rows ids (at most half full); the caller fills it (install_slots). */
+static int alloc_slots(size_t want_rows, int64_t **slots, size_t *n_slots)
 {
     size_t n = 16;
-    while (n < want_rows * 2) n *= 2;
-    int64_t *slots = malloc(n * sizeof *slots);
-    if (!slots) return vdb_set_error(VDB_ENOMEM, "out of memory growing the id table");
+    while (n < want_rows * 2) {
+        if (n > SIZE_MAX / 2 / sizeof **slots) return vdb_set_error(VDB_ENOMEM, "id table for %zu rows is too large", want_rows);
+        n *= 2;
+    }
+    if (!(*slots = malloc(n * sizeof **slots))) return vdb_set_error(VDB_ENOMEM, "out of memory growing the id table");
+    *n_slots = n;
+    return VDB_OK;
+}
+
+/* Replaces the id table with slots (from alloc_slots) and inserts every live row: cannot fail. */
+static void install_slots(vdb_collection *c, int64_t *slots, size_t n_slots)
+{
     free(c->slots);
     c->slots = slots;
-    c->n_slots = n;
-    memset(slots, 0xff, n * sizeof *slots);
+    c->n_slots = n_slots;
+    memset(slots, 0xff, n_slots * sizeof *slots);
     for (size_t r = 0; r < c->n_rows; r++)
         if (is_live(c, r)) slot_insert(c, (int64_t)r);
-    return VDB_OK;
+}
+
+static int rebuild_slots(vdb_collection *c, size_t want_rows)
+{
+    int64_t *slots = NULL;
+    size_t n = 0;
+    int rc = alloc_slots(want_rows, &slots, &n);
+    if (rc == VDB_OK) install_slots(c, slots, n);
+    return rc;
 }
 
 /* Vector storage: 64-byte aligned (the SIMD scan runs ~20% faster), and 2 MiB aligned with
@@ -178,6 +196,7 @@ static float *vectors_alloc(size_t rows, size_t dim)
 
 static int grow_array(void **p, size_t elem, size_t old_cap, size_t new_cap)
 {
+    if (new_cap > SIZE_MAX / elem) return -1;
     void *q = realloc(*p, new_cap * elem);
     if (!q) return -1;
     memset((uint8_t *)q + old_cap * elem, 0, (new_cap - old_cap) * elem);
@@ -192,6 +211,8 @@ static int reserve(vdb_collection *c, size_t extra, size_t id_bytes, size_t meta
     size_t need = c->n_rows + extra;
     if (need > c->cap_rows) {
         size_t cap = c->cap_rows ? c->cap_rows : 1024;
+        if (need < c->n_rows || need > SIZE_MAX / 2 / sizeof(uint64_t))
+            return vdb_set_error(VDB_ENOMEM, "cannot grow the collection to %zu more rows", extra);
         while (cap < need) cap *= 2;
         size_t old_words = (c->cap_rows + 63) / 64, new_words = (cap + 63) / 64;
         if (grow_array((void **)&c->id_off, sizeof *c->id_off, c->cap_rows, cap) ||
@@ -556,6 +577,8 @@ static int compact(vdb_collection *c)
     int64_t *old_to_new = NULL;
     vdb_meta *meta = NULL;
     vdb_buf ids = {0};
+    int64_t *slots = NULL;
+    size_t n_slots = 0;
     if (c->ivf) {
         /* The index owns the vectors: it only needs the new row numbers. */
         d = 0;
@@ -572,15 +595,23 @@ static int compact(vdb_collection *c)
         vdb_meta_get(c->meta, r, &mb, &ml, &doc, &dl);
         if ((rc = vdb_meta_set(meta, k, 1, mb, ml, 1, doc, dl))) goto cleanup;
         if (d) memcpy(vec + k * d, row_vector(c, r), d * sizeof(float));
-        uint64_t off = ids.len;
         if (vdb_buf_append(&ids, c->ids.data + c->id_off[r], c->id_len[r])) goto nomem;
-        c->id_off[k] = off; /* k <= r: rewriting in place is safe */
-        c->id_len[k] = c->id_len[r];
-        c->id_hash[k] = c->id_hash[r];
         k++;
     }
+    /* The id table of the compacted rows, allocated before anything changes. */
+    if ((rc = alloc_slots(n, &slots, &n_slots))) goto cleanup;
     if (c->ivf && (rc = vdb_ivf_renumber(c->ivf, old_to_new, c->n_rows))) goto cleanup;
-    /* Nothing can fail from here on. */
+    /* Nothing can fail from here on. The id arrays move down in place (k <= r); the new id bytes
+     * hold the live ids in row order. */
+    k = 0;
+    for (size_t r = 0, off = 0; r < c->n_rows; r++) {
+        if (!is_live(c, r)) continue;
+        c->id_off[k] = off;
+        c->id_len[k] = c->id_len[r];
+        c->id_hash[k] = c->id_hash[r];
+        off += c->id_len[r];
+        k++;
+    }
     vdb_vectors_unmap(c->map, c->map_len);
     c->map = NULL;
     c->map_len = 0;
@@ -599,13 +630,15 @@ static int compact(vdb_collection *c)
     c->n_rows = n;
     memset(c->live, 0, (c->cap_rows + 63) / 64 * sizeof(uint64_t));
     for (size_t r = 0; r < n; r++) set_live(c, r, 1);
-    rc = rebuild_slots(c, n);
+    install_slots(c, slots, n_slots);
+    slots = NULL;
     goto cleanup;
 nomem:
     rc = vdb_set_error(VDB_ENOMEM, "out of memory compacting the collection");
 cleanup:
     free(vec);
     free(old_to_new);
+    free(slots);
     vdb_meta_free(meta);
     vdb_buf_free(&ids);
     return rc;
