@@ -911,15 +911,23 @@ static PyObject *Collection_count(CollectionObject *self, PyObject *args)
     return PyLong_FromLongLong(n);
 }
 
-static PyObject *Collection_delete_where(CollectionObject *self, PyObject *filter_o)
+static PyObject *Collection_delete_where(CollectionObject *self, PyObject *args)
 {
+    PyObject *filter_o, *ids_o = Py_None, *res = NULL;
     const vdb_filter *f;
+    const char **ids = NULL;
+    uint32_t *lens = NULL;
+    size_t n_ids = 0;
     int64_t n = 0;
     int rc;
-    if (get_filter(self, filter_o, &f)) return NULL;
-    WITH_COLLECTION(self, rc, vdb_collection_delete_where(self->col, f, &n));
-    if (rc) return engine_result(self, rc);
-    return PyLong_FromLongLong(n);
+    if (!PyArg_ParseTuple(args, "O|O", &filter_o, &ids_o) || get_filter(self, filter_o, &f)) return NULL;
+    if (ids_o != Py_None && collect_strs(ids_o, &ids, &lens, &n_ids, 0, "ids")) goto done;
+    WITH_COLLECTION(self, rc, vdb_collection_delete_where(self->col, f, ids, lens, n_ids, &n));
+    res = rc ? engine_result(self, rc) : PyLong_FromLongLong(n);
+done:
+    free(ids);
+    free(lens);
+    return res;
 }
 
 static PyObject *Collection_checkpoint(CollectionObject *self, PyObject *unused)
@@ -1013,7 +1021,8 @@ static PyMethodDef collection_methods[] = {
     {"get", (PyCFunction)Collection_get, METH_VARARGS, "get(ids, filter, offset, limit, include) -> tuple"},
     {"query", (PyCFunction)Collection_query, METH_VARARGS, "query(queries, k, filter, include, n_probe) -> tuple"},
     {"count", (PyCFunction)Collection_count, METH_VARARGS, "count(filter=None) -> int"},
-    {"delete_where", (PyCFunction)Collection_delete_where, METH_O, "delete_where(filter) -> int"},
+    {"delete_where", (PyCFunction)Collection_delete_where, METH_VARARGS,
+     "delete_where(filter, ids=None) -> int: deletes the rows (of ids, when given) the filter matches, atomically"},
     {"checkpoint", (PyCFunction)Collection_checkpoint, METH_NOARGS, "checkpoint()"},
     {"stats", (PyCFunction)Collection_stats, METH_NOARGS, "stats() -> dict"},
     {"batch", (PyCFunction)Collection_batch, METH_O, "batch(begin: bool): enter / leave bulk-import mode"},

@@ -1042,28 +1042,39 @@ static int allowed_rows(const vdb_collection *c, const vdb_filter *f, uint64_t *
     return VDB_OK;
 }
 
-int vdb_collection_delete_where(vdb_collection *c, const vdb_filter *f, int64_t *n_deleted)
+int vdb_collection_delete_where(vdb_collection *c, const vdb_filter *f, const char *const *only_ids,
+                                const uint32_t *only_lens, size_t n_only, int64_t *n_deleted)
 {
-    clear_warning();
     uint64_t *bm = NULL;
     const char **ids = NULL;
     uint32_t *lens = NULL;
     size_t n = 0;
     int rc;
+    clear_warning();
     *n_deleted = 0;
     /* Resolve the matches and log them as a delete by id under one write lock: atomic. */
     pthread_rwlock_wrlock(&c->lock);
     if ((rc = allowed_rows(c, f, &bm))) goto done;
-    ids = malloc((c->n_live + 1) * sizeof *ids);
-    lens = malloc((c->n_live + 1) * sizeof *lens);
+    size_t cap = only_ids ? n_only : c->n_live;
+    ids = malloc((cap + 1) * sizeof *ids);
+    lens = malloc((cap + 1) * sizeof *lens);
     if (!ids || !lens) {
         rc = vdb_set_error(VDB_ENOMEM, "out of memory deleting by filter");
         goto done;
     }
-    for (size_t r = 0; r < c->n_rows; r++) {
-        if (!row_allowed(c, bm, r)) continue;
-        ids[n] = (const char *)c->ids.data + c->id_off[r];
-        lens[n++] = c->id_len[r];
+    if (only_ids) {
+        for (size_t i = 0; i < n_only; i++) {
+            int64_t r = lookup(c, only_ids[i], only_lens[i], hash_bytes(only_ids[i], only_lens[i]));
+            if (r < 0 || !row_allowed(c, bm, (size_t)r)) continue;
+            ids[n] = (const char *)c->ids.data + c->id_off[r];
+            lens[n++] = c->id_len[r];
+        }
+    } else {
+        for (size_t r = 0; r < c->n_rows; r++) {
+            if (!row_allowed(c, bm, r)) continue;
+            ids[n] = (const char *)c->ids.data + c->id_off[r];
+            lens[n++] = c->id_len[r];
+        }
     }
     if (n) {
         vdb_batch b = {n, 0, ids, lens, NULL, NULL, NULL, NULL, NULL};

@@ -104,8 +104,11 @@ typedef struct {
 
 int vdb_collection_write(vdb_collection *c, int op, const vdb_batch *b, uint8_t *status);
 
-/* Deletes every live row the filter matches (one logged operation); *n_deleted = count. */
-int vdb_collection_delete_where(vdb_collection *c, const vdb_filter *f, int64_t *n_deleted);
+/* Deletes every live row the filter matches (one logged operation); *n_deleted = count. With
+ * only_ids (unique, the caller checks), only those of them the filter matches: matching and
+ * deleting are one operation, so no other write comes between them. */
+int vdb_collection_delete_where(vdb_collection *c, const vdb_filter *f, const char *const *only_ids,
+                                const uint32_t *only_lens, size_t n_only, int64_t *n_deleted);
 
 enum { VDB_INC_VECTORS = 1, VDB_INC_METAS = 2, VDB_INC_DOCS = 4, VDB_INC_DISTANCES = 8 };
 

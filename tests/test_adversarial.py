@@ -347,3 +347,33 @@ def test_dealloc_checkpoint_lets_other_threads_run(tmp_path):
         t.join()
     assert during > 0, "no other thread ran while the dropped collection checkpointed"
     assert any(n.startswith("gen-") for n in os.listdir(d))  # it did checkpoint
+
+
+def test_delete_by_ids_and_filter_is_one_operation(monkeypatch, tmp_path):
+    """Was: delete(ids=..., where=...) read the matching ids, then deleted them in a second call: an
+    upsert by another thread in between (making a record no longer match) was deleted anyway, an
+    outcome of no order of the two operations."""
+    from vectordb.client import _Database
+
+    client = vectordb.PersistentClient(tmp_path / "db")
+    col = client.create_collection("atomic")
+    col.add(ids=["a", "b"], embeddings=[[1.0], [2.0]], metadatas=[{"tag": "old"}, {"tag": "old"}])
+    real = _Database._engine_call
+    raced: list = []
+
+    def other_thread_upserts_after_the_first_call(self, cid, method, *args):
+        out = real(self, cid, method, *args)
+        if not raced and method in ("get", "delete_where"):
+            raced.append(method)
+            real(self, cid, "write", 2, ["a"], np.array([[5.0]], np.float32), [{"tag": "new"}], None)
+        return out
+
+    monkeypatch.setattr(_Database, "_engine_call", other_thread_upserts_after_the_first_call)
+    try:
+        col.delete(ids=["a", "b"], where={"tag": "old"})
+    finally:
+        monkeypatch.undo()
+    # Delete then upsert: "a" is back with its new tag. (Upsert then delete: "a" no longer matches.)
+    got = col.get(include=["metadatas"])
+    assert got["ids"] == ["a"] and got["metadatas"] == [{"tag": "new"}]
+    client.close()

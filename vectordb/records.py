@@ -99,12 +99,8 @@ class LocalRecords:
         flt = compile_filter(where, where_document)
         if flt is None:
             return self._write_call(cid, "write", OP_DELETE, id_list, None, None, None).count(1)
-        if id_list is None:
-            return int(self._write_call(cid, "delete_where", flt))
-        matched = self._engine_call(cid, "get", id_list, flt, 0, -1, 0)[0]
-        if not matched:
-            return 0
-        return self._write_call(cid, "write", OP_DELETE, matched, None, None, None).count(1)
+        # Matching and deleting in one engine call: no other write comes between them.
+        return int(self._write_call(cid, "delete_where", flt, id_list))
 
     def records_get(self, cid: str, ids: Any, where: Any, limit: Any, offset: Any, where_document: Any,
                     include: Any) -> dict:
