@@ -377,3 +377,65 @@ def test_delete_by_ids_and_filter_is_one_operation(monkeypatch, tmp_path):
     got = col.get(include=["metadatas"])
     assert got["ids"] == ["a"] and got["metadatas"] == [{"tag": "new"}]
     client.close()
+
+
+class _SlowHandle:
+    """An engine handle whose close waits for a gate (a slow checkpoint)."""
+
+    def __init__(self, h, gate):
+        self._h, self._gate = h, gate
+
+    def close(self):
+        self._gate.wait(60)
+        return self._h.close()
+
+    def __getattr__(self, name):
+        return getattr(self._h, name)
+
+
+@pytest.mark.parametrize("slow", ["open", "close"])
+def test_a_slow_open_or_close_of_one_collection_does_not_stall_the_others(tmp_path, monkeypatch, slow):
+    """Was: opening an evicted collection (log replay) and closing one (checkpoint) ran under the
+    client-wide lock, so every thread of the client waited for one slow collection."""
+    import threading
+
+    from vectordb.client import _Database
+
+    client = vectordb.PersistentClient(tmp_path / "db", max_cached=2)
+    cols = {n: client.create_collection(n) for n in ("aaa", "bbb", "ccc")}  # "aaa" evicted
+    for n, col in cols.items():
+        col.add(ids=[n], embeddings=[[1.0]])
+    cols["ccc"].count()  # cached: bbb, ccc (ccc most recent)
+    gate = threading.Event()
+    real_open = _Database._open_engine
+
+    def open_engine(self, cid, cfg):
+        h = real_open(self, cid, cfg)
+        if slow == "open":
+            gate.wait(60)
+            return h
+        return _SlowHandle(h, gate)
+
+    monkeypatch.setattr(_Database, "_open_engine", open_engine)
+    if slow == "close":  # make bbb's handle the slow closer: evict and reopen it with the patch
+        cols["aaa"].count()
+        cols["bbb"].count()
+        gate.set()
+        cols["ccc"].count()
+        gate.clear()
+        # cached now: bbb (slow to close), ccc; using aaa evicts bbb, whose close blocks.
+    slow_one = threading.Thread(target=lambda: cols["aaa"].count())
+    slow_one.start()
+    other: list = []
+    t = threading.Thread(target=lambda: other.append(cols["ccc"].get()["ids"]))
+    t.start()
+    t.join(20)
+    stalled = t.is_alive()
+    gate.set()
+    slow_one.join(60)
+    t.join(60)
+    assert not stalled, f"a slow {slow} of one collection stalled a call on another"
+    assert other == [["ccc"]]
+    for n, col in cols.items():
+        assert col.get()["ids"] == [n]
+    client.close()
