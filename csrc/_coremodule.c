@@ -19,6 +19,7 @@
 #include "vdb_kmeans.h"
 #include "vdb_meta.h"
 #include "vdb_nearest.h"
+#include "vdb_store.h"
 #include "vdb_threads.h"
 
 typedef struct {
@@ -640,6 +641,11 @@ static int Filter_init(FilterObject *self, PyObject *args, PyObject *kw)
     static char *kwlist[] = {"program", "regexes", NULL};
     Py_buffer prog;
     PyObject *regexes = NULL;
+    if (self->filter) {
+        /* Re-initializing would free the program under a query of another thread. */
+        PyErr_SetString(PyExc_RuntimeError, "Filter is already initialized: build a new Filter instead");
+        return -1;
+    }
     if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|O", kwlist, &prog, &regexes)) return -1;
     vdb_filter *f = NULL;
     int rc = vdb_filter_compile(prog.buf, (size_t)prog.len, &f);
@@ -648,17 +654,17 @@ static int Filter_init(FilterObject *self, PyObject *args, PyObject *kw)
         PyErr_Format(PyExc_ValueError, "invalid filter program: %s", vdb_last_error());
         return -1;
     }
-    vdb_filter_free(self->filter);
-    self->filter = f;
     size_t n_regex = vdb_filter_regex_count(f);
     if (n_regex) {
         if (!regexes || !PyList_Check(regexes) || (size_t)PyList_GET_SIZE(regexes) != n_regex) {
+            vdb_filter_free(f);
             PyErr_Format(PyExc_ValueError, "filter needs a list of %zu compiled regular expressions", n_regex);
             return -1;
         }
         Py_XSETREF(self->regexes, Py_NewRef(regexes));
         vdb_filter_set_regex(f, filter_regex_match, self);
     }
+    self->filter = f;
     return 0;
 }
 
@@ -735,7 +741,14 @@ static PyObject *Collection_new(PyTypeObject *type, PyObject *args, PyObject *kw
 static void Collection_dealloc(CollectionObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
-    vdb_collection_close(self->col);
+    vdb_collection *col = self->col;
+    self->col = NULL;
+    if (col) {
+        /* Closing may checkpoint (compaction, a snapshot, fsyncs): other threads run meanwhile. */
+        Py_BEGIN_ALLOW_THREADS
+        vdb_collection_close(col);
+        Py_END_ALLOW_THREADS
+    }
     pthread_rwlock_destroy(&self->use);
     Py_XDECREF(self->module);
     tp->tp_free(self);
@@ -1014,15 +1027,23 @@ static PyObject *Collection_count(CollectionObject *self, PyObject *args)
     return PyLong_FromLongLong(n);
 }
 
-static PyObject *Collection_delete_where(CollectionObject *self, PyObject *filter_o)
+static PyObject *Collection_delete_where(CollectionObject *self, PyObject *args)
 {
+    PyObject *filter_o, *ids_o = Py_None, *res = NULL;
     const vdb_filter *f;
+    const char **ids = NULL;
+    uint32_t *lens = NULL;
+    size_t n_ids = 0;
     int64_t n = 0;
     int rc;
-    if (get_filter(self, filter_o, &f)) return NULL;
-    WITH_COLLECTION(self, rc, vdb_collection_delete_where(self->col, f, &n));
-    if (rc) return engine_result(self, rc);
-    return PyLong_FromLongLong(n);
+    if (!PyArg_ParseTuple(args, "O|O", &filter_o, &ids_o) || get_filter(self, filter_o, &f)) return NULL;
+    if (ids_o != Py_None && collect_strs(ids_o, &ids, &lens, &n_ids, 0, "ids")) goto done;
+    WITH_COLLECTION(self, rc, vdb_collection_delete_where(self->col, f, ids, lens, n_ids, &n));
+    res = rc ? engine_result(self, rc) : PyLong_FromLongLong(n);
+done:
+    free(ids);
+    free(lens);
+    return res;
 }
 
 static PyObject *Collection_checkpoint(CollectionObject *self, PyObject *unused)
@@ -1064,12 +1085,11 @@ static PyObject *Collection_batch(CollectionObject *self, PyObject *arg)
 
 static PyObject *Collection_take_warning(CollectionObject *self, PyObject *unused)
 {
+    (void)self;
     (void)unused;
     char buf[512];
-    int had;
-    WITH_COLLECTION(self, had, vdb_collection_take_warning(self->col, buf, sizeof buf));
-    if (had == 1 && self->col == NULL) return closed_error();
-    if (!had) Py_RETURN_NONE;
+    /* The calling thread's own (see vdb_collection.h): no collection needed, so closed or not. */
+    if (!vdb_collection_take_warning(buf, sizeof buf)) Py_RETURN_NONE;
     return PyUnicode_DecodeUTF8(buf, (Py_ssize_t)strlen(buf), "replace");
 }
 
@@ -1117,7 +1137,8 @@ static PyMethodDef collection_methods[] = {
     {"get", (PyCFunction)Collection_get, METH_VARARGS, "get(ids, filter, offset, limit, include) -> tuple"},
     {"query", (PyCFunction)Collection_query, METH_VARARGS, "query(queries, k, filter, include, n_probe, ids=None) -> tuple"},
     {"count", (PyCFunction)Collection_count, METH_VARARGS, "count(filter=None) -> int"},
-    {"delete_where", (PyCFunction)Collection_delete_where, METH_O, "delete_where(filter) -> int"},
+    {"delete_where", (PyCFunction)Collection_delete_where, METH_VARARGS,
+     "delete_where(filter, ids=None) -> int: deletes the rows (of ids, when given) the filter matches, atomically"},
     {"checkpoint", (PyCFunction)Collection_checkpoint, METH_NOARGS, "checkpoint()"},
     {"stats", (PyCFunction)Collection_stats, METH_NOARGS, "stats() -> dict"},
     {"batch", (PyCFunction)Collection_batch, METH_O, "batch(begin: bool): enter / leave bulk-import mode"},
@@ -1125,7 +1146,7 @@ static PyMethodDef collection_methods[] = {
     {"set_n_probe", (PyCFunction)Collection_set_n_probe, METH_O,
      "set_n_probe(n): lists a query scans when it gives no n_probe (0: the default rule)"},
     {"take_warning", (PyCFunction)Collection_take_warning, METH_NOARGS,
-     "take_warning() -> str | None: a failure of maintenance after a write (training, checkpoint)"},
+     "take_warning() -> str | None: a failure of maintenance after this thread's last write (training, checkpoint)"},
     {"close", (PyCFunction)Collection_close, METH_NOARGS, "close()"},
     {NULL, NULL, 0, NULL},
 };
@@ -1209,6 +1230,7 @@ static int core_exec(PyObject *module)
     st->filter_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &filter_spec, NULL);
     if (!st->collection_type || !st->filter_type) return -1;
     if (PyModule_AddType(module, st->collection_type) || PyModule_AddType(module, st->filter_type)) return -1;
+    if (PyModule_AddIntConstant(module, "MAX_DIMENSION", VDB_MAX_DIM)) return -1;
     return 0;
 }
 

@@ -62,8 +62,6 @@ struct vdb_collection {
 
     vdb_meta *meta;
 
-    char warning[512]; /* the last failure of maintenance after a write (see after_write) */
-    int has_warning;
 
     vdb_ivf *ivf; /* once trained, the owner of every live row's vector (base/tail are empty) */
     int batch_depth;
@@ -72,6 +70,14 @@ struct vdb_collection {
 #define IVF_SEED 0x5eedULL
 
 /* ---- small helpers ---- */
+
+/* The warning of the calling thread's last write, batch end or rebuild (vdb_collection_take_warning).
+ * Per thread, so a write's warning goes to its own caller, never to another thread's write. */
+static _Thread_local char warning_msg[512];
+static _Thread_local int warning_set;
+
+static void clear_warning(void) { warning_set = 0; }
+
 
 static uint64_t hash_bytes(const char *p, size_t n)
 {
@@ -142,19 +148,37 @@ static void slot_remove(vdb_collection *c, int64_t row)
     c->slots[hole] = -1;
 }
 
-static int rebuild_slots(vdb_collection *c, size_t want_rows)
+/* An empty id table for want_rows ids (at most half full); the caller fills it (install_slots). */
+static int alloc_slots(size_t want_rows, int64_t **slots, size_t *n_slots)
 {
     size_t n = 16;
-    while (n < want_rows * 2) n *= 2;
-    int64_t *slots = malloc(n * sizeof *slots);
-    if (!slots) return vdb_set_error(VDB_ENOMEM, "out of memory growing the id table");
+    while (n < want_rows * 2) {
+        if (n > SIZE_MAX / 2 / sizeof **slots) return vdb_set_error(VDB_ENOMEM, "id table for %zu rows is too large", want_rows);
+        n *= 2;
+    }
+    if (!(*slots = malloc(n * sizeof **slots))) return vdb_set_error(VDB_ENOMEM, "out of memory growing the id table");
+    *n_slots = n;
+    return VDB_OK;
+}
+
+/* Replaces the id table with slots (from alloc_slots) and inserts every live row: cannot fail. */
+static void install_slots(vdb_collection *c, int64_t *slots, size_t n_slots)
+{
     free(c->slots);
     c->slots = slots;
-    c->n_slots = n;
-    memset(slots, 0xff, n * sizeof *slots);
+    c->n_slots = n_slots;
+    memset(slots, 0xff, n_slots * sizeof *slots);
     for (size_t r = 0; r < c->n_rows; r++)
         if (is_live(c, r)) slot_insert(c, (int64_t)r);
-    return VDB_OK;
+}
+
+static int rebuild_slots(vdb_collection *c, size_t want_rows)
+{
+    int64_t *slots = NULL;
+    size_t n = 0;
+    int rc = alloc_slots(want_rows, &slots, &n);
+    if (rc == VDB_OK) install_slots(c, slots, n);
+    return rc;
 }
 
 /* Vector storage: 64-byte aligned (the SIMD scan runs ~20% faster), and 2 MiB aligned with
@@ -174,6 +198,7 @@ static float *vectors_alloc(size_t rows, size_t dim)
 
 static int grow_array(void **p, size_t elem, size_t old_cap, size_t new_cap)
 {
+    if (new_cap > SIZE_MAX / elem) return -1;
     void *q = realloc(*p, new_cap * elem);
     if (!q) return -1;
     memset((uint8_t *)q + old_cap * elem, 0, (new_cap - old_cap) * elem);
@@ -188,6 +213,8 @@ static int reserve(vdb_collection *c, size_t extra, size_t id_bytes, size_t meta
     size_t need = c->n_rows + extra;
     if (need > c->cap_rows) {
         size_t cap = c->cap_rows ? c->cap_rows : 1024;
+        if (need < c->n_rows || need > SIZE_MAX / 2 / sizeof(uint64_t))
+            return vdb_set_error(VDB_ENOMEM, "cannot grow the collection to %zu more rows", extra);
         while (cap < need) cap *= 2;
         size_t old_words = (c->cap_rows + 63) / 64, new_words = (cap + 63) / 64;
         if (grow_array((void **)&c->id_off, sizeof *c->id_off, c->cap_rows, cap) ||
@@ -262,8 +289,14 @@ static int plan_write(vdb_collection *c, int op, const vdb_batch *b, write_plan 
     memset(p, 0, sizeof *p);
     if (op < VDB_OP_ADD || op > VDB_OP_DELETE) return vdb_set_error(VDB_EINVAL, "unknown write operation %d", op);
     if (n == 0) return VDB_OK;
+    /* The log and snapshot readers' limits (see decode_write, load_records): refused here, before
+     * anything is written, so no record is ever logged that reopening would call damage. */
+    if (n >= NONE32) return vdb_set_error(VDB_EINVAL, "a write of %zu records is too large (at most %u)", n, NONE32 - 1);
     if (b->vectors && op != VDB_OP_DELETE) {
         if (b->dim <= 0) return vdb_set_error(VDB_EINVAL, "vectors need a positive dimension");
+        if (b->dim > VDB_MAX_DIM)
+            return vdb_set_error(VDB_EDIM, "embedding dimension %lld is above the maximum of %u",
+                                 (long long)b->dim, VDB_MAX_DIM);
         if (c->dim > 0 && b->dim != c->dim)
             return vdb_set_error(VDB_EDIM, "Collection expecting embedding with dimension of %lld, got %lld",
                                  (long long)c->dim, (long long)b->dim);
@@ -280,15 +313,20 @@ static int plan_write(vdb_collection *c, int op, const vdb_batch *b, write_plan 
         goto fail;
     }
     for (size_t i = 0; i < n; i++) {
-        if (b->id_lens[i] == 0) {
-            rc = vdb_set_error(VDB_EINVAL, "record %zu has an empty id", i);
+        if (b->id_lens[i] == 0 || b->id_lens[i] == NONE32 || !vdb_utf8_valid((const uint8_t *)b->ids[i], b->id_lens[i])) {
+            rc = vdb_set_error(VDB_EINVAL, "record %zu has an empty, oversized or non-UTF-8 id", i);
+            goto fail;
+        }
+        if (op != VDB_OP_DELETE && b->docs && b->docs[i] &&
+            (b->doc_lens[i] == NONE32 || !vdb_utf8_valid((const uint8_t *)b->docs[i], b->doc_lens[i]))) {
+            rc = vdb_set_error(VDB_EINVAL, "document of record %zu is oversized or not UTF-8", i);
             goto fail;
         }
         p->hash[i] = hash_bytes(b->ids[i], b->id_lens[i]);
         p->row[i] = lookup(c, b->ids[i], b->id_lens[i], p->hash[i]);
         const uint8_t *meta = b->metas ? b->metas[i] : NULL;
         size_t meta_len = meta ? b->meta_lens[i] : 0;
-        if (meta && op != VDB_OP_DELETE && (rc = vdb_meta_blob_check(meta, meta_len, op != VDB_OP_ADD))) {
+        if (meta && op != VDB_OP_DELETE && (meta_len >= NONE32 || vdb_meta_blob_check(meta, meta_len, op != VDB_OP_ADD))) {
             rc = vdb_set_error(VDB_EINVAL, "metadata of record %zu ('%.*s') is malformed", i, (int)b->id_lens[i], b->ids[i]);
             goto fail;
         }
@@ -313,6 +351,10 @@ static int plan_write(vdb_collection *c, int op, const vdb_batch *b, write_plan 
             size_t old_len = 0;
             if (p->action[i] == ACT_UPDATE) vdb_meta_get(c->meta, (size_t)p->row[i], &old, &old_len, NULL, NULL);
             if ((rc = vdb_meta_blob_merge(old, old_len, meta, meta_len, &p->merged[i], &p->merged_len[i]))) goto fail;
+            if (p->merged_len[i] >= NONE32) {
+                rc = vdb_set_error(VDB_EINVAL, "metadata of record %zu would grow past 4 GiB", i);
+                goto fail;
+            }
             p->has_merged[i] = 1;
             meta_bytes += p->merged_len[i];
         } else if (meta) {
@@ -427,19 +469,25 @@ static int encode_strings(vdb_buf *out, const char *const *s, const uint32_t *le
     return 0;
 }
 
-static int encode_write(int op, const vdb_batch *b, vdb_buf *out)
+/* *vec_off: where the vectors start in out (they are applied from there: see write_locked). */
+static int encode_write(int op, const vdb_batch *b, vdb_buf *out, size_t *vec_off)
 {
     uint8_t head[14];
+    vdb_batch ids_only = {b->n, 0, b->ids, b->id_lens, NULL, NULL, NULL, NULL, NULL};
+    if (op == VDB_OP_DELETE) b = &ids_only; /* a delete applies ids only: log nothing unchecked */
     head[0] = (uint8_t)op;
     vdb_put_u32(head + 1, (uint32_t)b->n);
     vdb_put_u64(head + 5, b->vectors ? (uint64_t)b->dim : 0);
     head[13] = (uint8_t)((b->vectors ? 1 : 0) | (b->metas ? 2 : 0) | (b->docs ? 4 : 0));
-    if (vdb_buf_append(out, head, sizeof head) || encode_strings(out, b->ids, b->id_lens, b->n) ||
-        (b->vectors && vdb_buf_append(out, b->vectors, b->n * (size_t)b->dim * sizeof(float))) ||
+    if (vdb_buf_append(out, head, sizeof head) || encode_strings(out, b->ids, b->id_lens, b->n)) goto nomem;
+    *vec_off = out->len;
+    if ((b->vectors && vdb_buf_append(out, b->vectors, b->n * (size_t)b->dim * sizeof(float))) ||
         (b->metas && encode_strings(out, (const char *const *)b->metas, b->meta_lens, b->n)) ||
         (b->docs && encode_strings(out, b->docs, b->doc_lens, b->n)))
-        return vdb_set_error(VDB_ENOMEM, "out of memory encoding a write of %zu records", b->n);
+        goto nomem;
     return VDB_OK;
+nomem:
+    return vdb_set_error(VDB_ENOMEM, "out of memory encoding a write of %zu records", b->n);
 }
 
 typedef struct {
@@ -489,7 +537,7 @@ static int decode_write(const uint8_t *payload, size_t len, decoded_write *w)
     size_t n = vdb_get_u32(head + 1);
     uint64_t dim = vdb_get_u64(head + 5);
     uint8_t flags = head[13];
-    if (n > len || dim > (1u << 20) || ((flags & 1) && dim == 0)) return -1;
+    if (n > len || dim > VDB_MAX_DIM || ((flags & 1) && dim == 0)) return -1;
     w->ids = calloc(n + 1, sizeof *w->ids);
     w->id_lens = calloc(n + 1, sizeof *w->id_lens);
     if (!w->ids || !w->id_lens || decode_strings(&r, n, w->ids, w->id_lens, 0, 1)) return -1;
@@ -531,6 +579,8 @@ static int compact(vdb_collection *c)
     int64_t *old_to_new = NULL;
     vdb_meta *meta = NULL;
     vdb_buf ids = {0};
+    int64_t *slots = NULL;
+    size_t n_slots = 0;
     if (c->ivf) {
         /* The index owns the vectors: it only needs the new row numbers. */
         d = 0;
@@ -547,15 +597,23 @@ static int compact(vdb_collection *c)
         vdb_meta_get(c->meta, r, &mb, &ml, &doc, &dl);
         if ((rc = vdb_meta_set(meta, k, 1, mb, ml, 1, doc, dl))) goto cleanup;
         if (d) memcpy(vec + k * d, row_vector(c, r), d * sizeof(float));
-        uint64_t off = ids.len;
         if (vdb_buf_append(&ids, c->ids.data + c->id_off[r], c->id_len[r])) goto nomem;
-        c->id_off[k] = off; /* k <= r: rewriting in place is safe */
-        c->id_len[k] = c->id_len[r];
-        c->id_hash[k] = c->id_hash[r];
         k++;
     }
+    /* The id table of the compacted rows, allocated before anything changes. */
+    if ((rc = alloc_slots(n, &slots, &n_slots))) goto cleanup;
     if (c->ivf && (rc = vdb_ivf_renumber(c->ivf, old_to_new, c->n_rows))) goto cleanup;
-    /* Nothing can fail from here on. */
+    /* Nothing can fail from here on. The id arrays move down in place (k <= r); the new id bytes
+     * hold the live ids in row order. */
+    k = 0;
+    for (size_t r = 0, off = 0; r < c->n_rows; r++) {
+        if (!is_live(c, r)) continue;
+        c->id_off[k] = off;
+        c->id_len[k] = c->id_len[r];
+        c->id_hash[k] = c->id_hash[r];
+        off += c->id_len[r];
+        k++;
+    }
     vdb_vectors_unmap(c->map, c->map_len);
     c->map = NULL;
     c->map_len = 0;
@@ -574,13 +632,15 @@ static int compact(vdb_collection *c)
     c->n_rows = n;
     memset(c->live, 0, (c->cap_rows + 63) / 64 * sizeof(uint64_t));
     for (size_t r = 0; r < n; r++) set_live(c, r, 1);
-    rc = rebuild_slots(c, n);
+    install_slots(c, slots, n_slots);
+    slots = NULL;
     goto cleanup;
 nomem:
     rc = vdb_set_error(VDB_ENOMEM, "out of memory compacting the collection");
 cleanup:
     free(vec);
     free(old_to_new);
+    free(slots);
     vdb_meta_free(meta);
     vdb_buf_free(&ids);
     return rc;
@@ -809,6 +869,11 @@ int vdb_collection_open(const char *dir, const vdb_collection_config *cfg, vdb_c
     pthread_rwlockattr_t attr;
     vdb_collection *c = calloc(1, sizeof *c);
     *out = NULL;
+    if ((unsigned)cfg->metric > VDB_METRIC_COSINE || cfg->dim < 0 || cfg->dim > VDB_MAX_DIM) {
+        free(c);
+        return vdb_set_error(VDB_EINVAL, "dimension %lld is not valid: expected 1 to %u (or 0: fixed by the first add)",
+                             (long long)cfg->dim, VDB_MAX_DIM);
+    }
     if (!c) return vdb_set_error(VDB_ENOMEM, "out of memory opening a collection");
     c->wal_fd = -1;
     c->cfg = *cfg;
@@ -910,16 +975,19 @@ int vdb_collection_checkpoint(vdb_collection *c)
 
 /* ---- writes ---- */
 
-static int log_write(vdb_collection *c, int op, const vdb_batch *b)
+/* Logs b; *applied is b with its vectors read from the logged bytes, so that memory holds exactly
+ * what the log holds even if the caller's buffer changed meanwhile (payload owns them). */
+static int log_write(vdb_collection *c, int op, const vdb_batch *b, vdb_buf *payload, vdb_batch *applied)
 {
-    vdb_buf payload = {0};
-    int rc = encode_write(op, b, &payload);
+    size_t vec_off = 0;
+    int rc = encode_write(op, b, payload, &vec_off);
+    *applied = *b;
     if (rc == VDB_OK) {
-        rc = vdb_wal_append(c->wal_fd, c->wal_path, &c->wal_end, WAL_WRITE, payload.data, payload.len, c->cfg.durable);
+        if (b->vectors && op != VDB_OP_DELETE) applied->vectors = (const float *)(payload->data + vec_off);
+        rc = vdb_wal_append(c->wal_fd, c->wal_path, &c->wal_end, WAL_WRITE, payload->data, payload->len, c->cfg.durable);
         /* After a failed write or sync the file's state is unknown (fsyncgate): stop writing. */
         if (rc == VDB_EIO) c->failed = 1;
     }
-    vdb_buf_free(&payload);
     return rc;
 }
 
@@ -927,21 +995,26 @@ static int log_write(vdb_collection *c, int op, const vdb_batch *b)
 static int write_locked(vdb_collection *c, int op, const vdb_batch *b, uint8_t *status)
 {
     write_plan p;
+    vdb_buf payload = {0};
+    vdb_batch logged;
     int rc;
     if (c->failed) return refuse_writes(c);
     if ((rc = plan_write(c, op, b, &p))) return rc;
-    if (c->dir && (rc = log_write(c, op, b))) {
+    if (c->dir && (rc = log_write(c, op, b, &payload, &logged))) {
         plan_free(&p, b->n);
+        vdb_buf_free(&payload);
         return rc;
     }
-    rc = apply_write(c, op, b, &p, status);
+    rc = apply_write(c, op, c->dir ? &logged : b, &p, status);
     plan_free(&p, b->n);
+    vdb_buf_free(&payload);
     if (rc == VDB_OK) after_write(c);
     return rc;
 }
 
 int vdb_collection_write(vdb_collection *c, int op, const vdb_batch *b, uint8_t *status)
 {
+    clear_warning();
     pthread_rwlock_wrlock(&c->lock);
     int rc = write_locked(c, op, b, status);
     pthread_rwlock_unlock(&c->lock);
@@ -971,27 +1044,39 @@ static int allowed_rows(const vdb_collection *c, const vdb_filter *f, uint64_t *
     return VDB_OK;
 }
 
-int vdb_collection_delete_where(vdb_collection *c, const vdb_filter *f, int64_t *n_deleted)
+int vdb_collection_delete_where(vdb_collection *c, const vdb_filter *f, const char *const *only_ids,
+                                const uint32_t *only_lens, size_t n_only, int64_t *n_deleted)
 {
     uint64_t *bm = NULL;
     const char **ids = NULL;
     uint32_t *lens = NULL;
     size_t n = 0;
     int rc;
+    clear_warning();
     *n_deleted = 0;
     /* Resolve the matches and log them as a delete by id under one write lock: atomic. */
     pthread_rwlock_wrlock(&c->lock);
     if ((rc = allowed_rows(c, f, &bm))) goto done;
-    ids = malloc((c->n_live + 1) * sizeof *ids);
-    lens = malloc((c->n_live + 1) * sizeof *lens);
+    size_t cap = only_ids ? n_only : c->n_live;
+    ids = malloc((cap + 1) * sizeof *ids);
+    lens = malloc((cap + 1) * sizeof *lens);
     if (!ids || !lens) {
         rc = vdb_set_error(VDB_ENOMEM, "out of memory deleting by filter");
         goto done;
     }
-    for (size_t r = 0; r < c->n_rows; r++) {
-        if (!row_allowed(c, bm, r)) continue;
-        ids[n] = (const char *)c->ids.data + c->id_off[r];
-        lens[n++] = c->id_len[r];
+    if (only_ids) {
+        for (size_t i = 0; i < n_only; i++) {
+            int64_t r = lookup(c, only_ids[i], only_lens[i], hash_bytes(only_ids[i], only_lens[i]));
+            if (r < 0 || !row_allowed(c, bm, (size_t)r)) continue;
+            ids[n] = (const char *)c->ids.data + c->id_off[r];
+            lens[n++] = c->id_len[r];
+        }
+    } else {
+        for (size_t r = 0; r < c->n_rows; r++) {
+            if (!row_allowed(c, bm, r)) continue;
+            ids[n] = (const char *)c->ids.data + c->id_off[r];
+            lens[n++] = c->id_len[r];
+        }
     }
     if (n) {
         vdb_batch b = {n, 0, ids, lens, NULL, NULL, NULL, NULL, NULL};
@@ -1412,10 +1497,11 @@ cleanup:
 static void note(vdb_collection *c, const char *fmt, ...)
 {
     va_list ap;
+    (void)c;
     va_start(ap, fmt);
-    vsnprintf(c->warning, sizeof c->warning, fmt, ap);
+    vsnprintf(warning_msg, sizeof warning_msg, fmt, ap);
     va_end(ap);
-    c->has_warning = 1;
+    warning_set = 1;
 }
 
 /* Trains when the rules say so (see vdb_collection.h); checkpoints after training. */
@@ -1462,24 +1548,20 @@ static void after_write(vdb_collection *c)
 {
     int rc = maybe_train(c, 0);
     if (rc == VDB_OK) rc = maybe_checkpoint(c);
-    if (rc != VDB_OK) {
-        snprintf(c->warning, sizeof c->warning, "%s", vdb_last_error());
-        c->has_warning = 1;
-    }
+    if (rc != VDB_OK) note(c, "%s", vdb_last_error());
 }
 
-int vdb_collection_take_warning(vdb_collection *c, char *buf, size_t cap)
+int vdb_collection_take_warning(char *buf, size_t cap)
 {
-    pthread_rwlock_wrlock(&c->lock);
-    int had = c->has_warning;
-    if (had) snprintf(buf, cap, "%s", c->warning);
-    c->has_warning = 0;
-    pthread_rwlock_unlock(&c->lock);
+    int had = warning_set;
+    if (had) snprintf(buf, cap, "%s", warning_msg);
+    warning_set = 0;
     return had;
 }
 
 int vdb_collection_batch(vdb_collection *c, int begin)
 {
+    clear_warning();
     int rc = VDB_OK;
     pthread_rwlock_wrlock(&c->lock);
     if (begin) {
@@ -1505,6 +1587,7 @@ int vdb_collection_set_n_probe(vdb_collection *c, int64_t n_probe)
 
 int vdb_collection_rebuild(vdb_collection *c)
 {
+    clear_warning();
     int rc;
     pthread_rwlock_wrlock(&c->lock);
     if (!c->cfg.use_ivf)

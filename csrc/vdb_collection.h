@@ -105,8 +105,11 @@ typedef struct {
 
 int vdb_collection_write(vdb_collection *c, int op, const vdb_batch *b, uint8_t *status);
 
-/* Deletes every live row the filter matches (one logged operation); *n_deleted = count. */
-int vdb_collection_delete_where(vdb_collection *c, const vdb_filter *f, int64_t *n_deleted);
+/* Deletes every live row the filter matches (one logged operation); *n_deleted = count. With
+ * only_ids (unique, the caller checks), only those of them the filter matches: matching and
+ * deleting are one operation, so no other write comes between them. */
+int vdb_collection_delete_where(vdb_collection *c, const vdb_filter *f, const char *const *only_ids,
+                                const uint32_t *only_lens, size_t n_only, int64_t *n_deleted);
 
 enum { VDB_INC_VECTORS = 1, VDB_INC_METAS = 2, VDB_INC_DOCS = 4, VDB_INC_DISTANCES = 8 };
 
@@ -179,9 +182,11 @@ typedef struct {
 int vdb_collection_stats_get(vdb_collection *c, vdb_collection_stats *out);
 
 /* Writes may trigger maintenance (index training, a checkpoint). When that fails the write still
- * succeeds (it is durable already) and the failure is kept: this returns 1 and copies its message
- * once, 0 when there is none. vdb_collection_rebuild leaves its note here too. */
-int vdb_collection_take_warning(vdb_collection *c, char *buf, size_t cap);
+ * succeeds (it is durable already) and the failure is kept for the thread that made the write:
+ * this returns 1 and copies the message of the calling thread's last write, delete_where, batch
+ * end or rebuild (each clears it when it starts) once, 0 when there is none. vdb_collection_rebuild
+ * leaves its note here too. Per thread, so no other thread's write can take or replace it. */
+int vdb_collection_take_warning(char *buf, size_t cap);
 
 /* Writes a new snapshot generation and truncates the log (see vdb_store.h). */
 int vdb_collection_checkpoint(vdb_collection *c);

@@ -126,6 +126,9 @@ int vdb_manifest_write(const char *dir, const vdb_manifest *m)
 {
     char tmp[4096], final[4096];
     uint8_t b[MANIFEST_SIZE];
+    if (m->metric > 2 || m->dim > VDB_MAX_DIM) /* what vdb_manifest_read would refuse */
+        return vdb_set_error(VDB_EINVAL, "cannot write a MANIFEST with metric %u and dimension %llu (at most %u)",
+                             m->metric, (unsigned long long)m->dim, VDB_MAX_DIM);
     snprintf(tmp, sizeof tmp, "%s/MANIFEST.tmp", dir);
     snprintf(final, sizeof final, "%s/MANIFEST", dir);
     memcpy(b, "VDBMANI1", 8);
@@ -162,7 +165,7 @@ int vdb_manifest_read(const char *dir, vdb_manifest *out)
     out->metric = vdb_get_u32(b + 12);
     out->dim = vdb_get_u64(b + 16);
     out->generation = vdb_get_u64(b + 24);
-    if (out->metric > 2 || out->dim > (1u << 20))
+    if (out->metric > 2 || out->dim > VDB_MAX_DIM)
         return vdb_set_error(VDB_ECORRUPT, "file '%s' holds an invalid metric or dimension", path);
     return VDB_OK;
 }

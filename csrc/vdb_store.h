@@ -35,6 +35,9 @@
 #include <stdint.h>
 
 #define VDB_FORMAT_VERSION 1u
+/* The largest vector dimension the files hold: MANIFEST and log readers treat a larger one as
+ * damage, so the writers refuse it first (a collection never writes what it cannot reopen). */
+#define VDB_MAX_DIM (1u << 20)
 
 typedef struct {
     uint32_t metric;

@@ -23,10 +23,12 @@ PROGRAMS = {
     "test_kernels": ["vdb_cpu.c", "vdb_distance.c", "vdb_topk.c", "vdb_threads.c", "vdb_flat.c", "vdb_exact.c",
                      "vdb_nearest.c", "vdb_error.c"],
     "test_meta": ["vdb_meta.c", "vdb_filter.c", "vdb_bytes.c", "vdb_error.c"],
+    "test_collection": sorted(p.name for p in (ROOT / "csrc").glob("vdb_*.c")),
 }
-# Per program: extra compile flags and environment (test_meta injects allocation failures, and
-# scribbles over freed memory to catch use-after-free).
-EXTRA_FLAGS = {"test_meta": ["-DVDB_META_FAULTS"]}
+# Per program: extra compile flags and environment (test_meta and test_collection inject allocation
+# failures; test_meta scribbles over freed memory to catch use-after-free).
+EXTRA_FLAGS = {"test_meta": ["-DVDB_META_FAULTS"],
+               "test_collection": ["-Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=posix_memalign"]}
 EXTRA_ENV = {"test_meta": {"MALLOC_PERTURB_": "165"}}
 
 

@@ -11,6 +11,7 @@ OP_ADD: int
 OP_UPSERT: int
 OP_UPDATE: int
 OP_DELETE: int
+MAX_DIMENSION: int
 INC_VECTORS: int
 INC_METAS: int
 INC_DOCS: int

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
@@ -39,7 +40,16 @@ from .errors import (
 from .records import LocalRecords
 from .utils import embedding_functions
 from .utils.embedding_functions import DefaultEmbeddingFunction, check_conflict, resolve_on_create
-from .validation import SPACES, validate_collection_metadata, validate_name, validate_nonneg_int, validate_positive_int
+from .validation import (
+    SPACES,
+    validate_collection_metadata,
+    validate_count,
+    validate_dimension,
+    validate_name,
+    validate_positive_int,
+)
+
+log = logging.getLogger("vectordb")
 
 __version__ = "0.1.0"
 CATALOG_FORMAT = 1
@@ -93,7 +103,8 @@ def _read_catalog(path: str) -> dict:
             if (not isinstance(cfg, dict) or cfg.get("space") not in SPACES
                     or not isinstance(cfg.get("use_ivf", False), bool)):
                 raise ValueError("bad configuration")
-            for key in ("dimension", "n_clusters", "n_probe"):
+            validate_dimension(cfg.get("dimension"))
+            for key in ("n_clusters", "n_probe"):
                 validate_positive_int(cfg.get(key), key, allow_none=True)
             if cfg.get("embedding_function") is not None:
                 embedding_functions.validate_persisted_config(cfg["embedding_function"], "embedding_function")
@@ -116,45 +127,94 @@ class _Database(LocalRecords):
         self._handles: "collections.OrderedDict[str, Any]" = collections.OrderedDict()
         self._pinned: dict[str, int] = {}  # collections in batch mode: never evicted (the mode lives in the handle)
         self._in_use: dict[str, int] = {}  # calls running on each handle: never evicted under them
+        # Collections being opened (log replay) or closed (checkpoint) outside the lock, so a slow
+        # one stalls only the threads that need that collection; _changed wakes their waiters.
+        self._busy: set[str] = set()
+        self._changed = threading.Condition(self._lock)
         self._closed = False
 
     # ---- engine handles (LRU) ----
     def _collection_dir(self, cid: str) -> Optional[str]:
         return None if self._path is None else os.path.join(self._path, "collections", cid)
 
-    def _handle(self, cid: str) -> Any:
+    def _wait_not_busy(self, cid: Optional[str] = None) -> None:
+        """Under the lock: waits until cid (None: every collection) is neither opening nor closing."""
+        while (cid in self._busy) if cid is not None else self._busy:
+            self._changed.wait()
+
+    def _acquire_handle(self, cid: str) -> Any:
+        """cid's open handle, marked in use (eviction skips it). Opening replays the log: that runs
+        outside the lock, and closing what it evicts too."""
         with self._lock:
+            self._wait_not_busy(cid)
             self._check_open()
             h = self._handles.get(cid)
-            if h is not None:
+            if h is None:
+                if cid not in self._catalog:
+                    raise NotFoundError(f"Collection [{cid}] does not exist")
+                cfg = self._catalog[cid]["configuration"]
+                self._busy.add(cid)
+            else:
                 self._handles.move_to_end(cid)
+                self._in_use[cid] = self._in_use.get(cid, 0) + 1
                 return h
-            if cid not in self._catalog:
-                raise NotFoundError(f"Collection [{cid}] does not exist")
-            h = self._open_engine(cid, self._catalog[cid]["configuration"])
-            self._handles[cid] = h
-            self._evict(keep=cid)
-            return h
+        try:
+            h = self._open_engine(cid, cfg)
+        except BaseException:
+            with self._lock:
+                self._busy.discard(cid)
+                self._changed.notify_all()
+            raise
+        with self._lock:
+            self._busy.discard(cid)
+            self._changed.notify_all()
+            gone = self._closed or cid not in self._catalog  # closed or deleted meanwhile
+            if not gone:
+                self._handles[cid] = h
+                self._in_use[cid] = self._in_use.get(cid, 0) + 1
+                h.set_n_probe(self._catalog[cid]["configuration"].get("n_probe") or 0)  # modified meanwhile
+                victims = self._evict(keep=cid)
+        if gone:
+            h.close()
+            raise VectorDBError("client is closed") if self._closed else NotFoundError(
+                f"Collection [{cid}] does not exist (it was deleted)")
+        self._close_evicted(victims)
+        return h
 
     def _open_engine(self, cid: str, cfg: dict) -> Any:
         return _core.Collection(self._collection_dir(cid), cfg["space"], cfg.get("dimension") or 0, config.durable(),
                                 bool(cfg.get("use_ivf")), cfg.get("n_clusters") or 0, cfg.get("n_probe") or 0)
 
-    def _evict(self, keep: Optional[str] = None) -> None:
+    def _evict(self, keep: Optional[str] = None) -> list:
+        """Under the lock: takes the least recently used handles beyond max_cached out of the cache
+        and marks them busy; the caller closes them after releasing the lock (_close_evicted)."""
+        victims: list = []
         if self._path is None:
-            return  # in-memory collections cannot be closed and reopened
+            return victims  # in-memory collections cannot be closed and reopened
         for cid in list(self._handles):
             if len(self._handles) <= self._max_cached:
                 break
             if cid == keep or self._pinned.get(cid) or self._in_use.get(cid):
                 continue
-            self._handles.pop(cid).close()
+            victims.append((cid, self._handles.pop(cid)))
+            self._busy.add(cid)
+        return victims
+
+    def _close_evicted(self, victims: list) -> None:
+        """Closes evicted handles (a checkpoint when their log is long), not holding the lock. A
+        failure is logged: the collection's files stay as they were, and its next use reopens it."""
+        for cid, h in victims:
+            try:
+                h.close()
+            except Exception as e:  # noqa: BLE001 - the caller's own operation is not at fault
+                log.warning("closing collection %s (evicted from the cache) failed: %s", cid, e)
+            finally:
+                with self._lock:
+                    self._busy.discard(cid)
+                    self._changed.notify_all()
 
     def _engine_call(self, cid: str, method: str, *args: Any) -> Any:
-        # The handle is marked in use for the call, so eviction (by another thread) skips it.
-        with self._lock:
-            h = self._handle(cid)
-            self._in_use[cid] = self._in_use.get(cid, 0) + 1
+        h = self._acquire_handle(cid)  # marked in use: eviction by another thread skips it
         try:
             return getattr(h, method)(*args)
         finally:
@@ -209,8 +269,8 @@ class _Database(LocalRecords):
 
     def list_collections(self, limit: Optional[int] = None, offset: Optional[int] = None) -> list[Collection]:
         """Collections in creation order."""
-        limit = validate_nonneg_int(limit, "limit")
-        offset = validate_nonneg_int(offset, "offset") or 0
+        limit = validate_count(limit, "limit", 0)
+        offset = validate_count(offset, "offset", 0) or 0
         with self._lock:
             self._check_open()
             ids = list(self._catalog)[offset:]
@@ -255,9 +315,10 @@ class _Database(LocalRecords):
                 if directory is not None:
                     shutil.rmtree(directory, ignore_errors=True)
                 raise
-            self._evict(keep=cid)
-            self._raise_if_unsynced()
-            return Collection(self, cid, embedding_function)
+            victims = self._evict(keep=cid)
+        self._close_evicted(victims)
+        self._raise_if_unsynced()
+        return Collection(self, cid, embedding_function)
 
     def get_collection(self, name: str, embedding_function: Optional[Callable] = _DEFAULT_EF,
                        data_loader: Any = None) -> Collection:
@@ -282,6 +343,9 @@ class _Database(LocalRecords):
             self._check_open()
             cid = self._find(name)
             if cid is None:
+                raise NotFoundError(f"Collection [{name}] does not exist")
+            self._wait_not_busy(cid)  # its files are not being opened or checkpointed
+            if self._find(name) != cid:
                 raise NotFoundError(f"Collection [{name}] does not exist")
             entry = self._catalog.pop(cid)
             try:
@@ -331,14 +395,26 @@ class _Database(LocalRecords):
         return True
 
     def close(self) -> None:
-        """Closes every collection (checkpointing large logs) and releases the database lock."""
+        """Closes every collection (checkpointing large logs) and releases the database lock.
+
+        The client is closed afterwards even when a checkpoint fails (a full disk): every write
+        is in the log already, the failed checkpoint leaves the files as they were, and a client
+        that stayed usable after its lock was released could write beside another process. The
+        first failure is raised once everything is closed."""
         with self._lock:
             if self._closed:
                 return
+            self._closed = True
+            self._wait_not_busy()  # opens and closes running outside the lock finish first
+            first: Optional[BaseException] = None
             while self._handles:
                 _, h = self._handles.popitem(last=False)
-                h.close()
-            self._closed = True
+                try:
+                    h.close()
+                except Exception as e:  # noqa: BLE001 - close the others, then raise the first
+                    first = first or e
+            if first is not None:
+                raise first
 
 
 

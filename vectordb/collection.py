@@ -12,7 +12,7 @@ from typing import Any, Iterator, Optional
 from .backend import GET_INCLUDE_DEFAULT, OP_ADD, OP_UPDATE, OP_UPSERT, QUERY_INCLUDE_DEFAULT, Backend
 from .errors import InvalidArgumentError
 from .utils.embedding_functions import DefaultEmbeddingFunction, EmbeddingResolver, embedding_function_config
-from .validation import to_matrix, validate_positive_int
+from .validation import to_matrix, validate_count
 
 _DEFAULT_EF = DefaultEmbeddingFunction()
 
@@ -234,7 +234,7 @@ class Collection:
 
     def peek(self, limit: int = 10) -> dict:
         """The first `limit` records with embeddings, metadatas and documents."""
-        return self.get(limit=validate_positive_int(limit, "limit"), include=["embeddings", "metadatas", "documents"])
+        return self.get(limit=validate_count(limit, "limit", 1), include=["embeddings", "metadatas", "documents"])
 
     def query(self, query_embeddings: Any = None, query_texts: Any = None, query_images: Any = None,
               query_uris: Any = None, ids: Any = None, n_results: int = 10, where: Any = None,
@@ -362,7 +362,7 @@ class AsyncCollection:
         return load_data(result, include, self._data_loader, per_query=False)
 
     async def peek(self, limit: int = 10) -> dict:
-        return await self.get(limit=validate_positive_int(limit, "limit"),
+        return await self.get(limit=validate_count(limit, "limit", 1),
                               include=["embeddings", "metadatas", "documents"])
 
     async def query(self, query_embeddings: Any = None, query_texts: Any = None, query_images: Any = None,

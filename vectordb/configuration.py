@@ -11,7 +11,7 @@ import logging
 from typing import Any, Optional
 
 from .errors import InvalidArgumentError
-from .validation import SPACES, validate_positive_int
+from .validation import SPACES, validate_dimension, validate_positive_int
 
 log = logging.getLogger("vectordb")
 
@@ -88,7 +88,7 @@ def resolve(metadata: Optional[dict], configuration: Any, dimension: Any, use_iv
         raise InvalidArgumentError(f"use_ivf must be a bool, got {use_ivf!r}")
     cfg: dict = {
         "space": space,
-        "dimension": validate_positive_int(own["dimension"], "dimension", allow_none=True),
+        "dimension": validate_dimension(own["dimension"]),
         "use_ivf": use_ivf,
         "n_clusters": validate_positive_int(own["n_clusters"], "n_clusters", allow_none=True),
         "n_probe": validate_positive_int(own["n_probe"], "n_probe", allow_none=True),

@@ -11,8 +11,10 @@ Semantics (chromadb 1.x's, with the deviations named here):
 - bool is its own type; int and float compare numerically (ours: 1.5 != 1, 2.0 == 2; chromadb
   truncates the float operand when comparing with an int field).
 - `$contains` matches an element of a list-valued field (never a scalar field, as in chromadb).
-- documents: `$contains` is a case-sensitive substring test, `$regex` is Python's `re.search`;
-  `$not_*` are negations, so they match rows without a document.
+- documents: `$contains` is a case-sensitive substring test, `$regex` is an RE2 search (anywhere
+  in the document; linear time in the document's length whatever the pattern, so no pattern can
+  stall the database; no backreferences or lookaround); `$not_*` are negations, so they match rows
+  without a document.
 
 Filter program (bytes, little-endian, written here and validated again by csrc/vdb_filter.c):
 
@@ -30,13 +32,15 @@ Filter program (bytes, little-endian, written here and validated again by csrc/v
     value   := u8 tag, then STR(1): u32 len, bytes | INT(2): i64 | FLOAT(3): f64 (not NaN) | BOOL(4): u8
 Tags are those of the metadata blobs (csrc/vdb_meta.h). Nesting is at most MAX_PROGRAM_DEPTH.
 
-Regex: the engine has no regex engine of its own (the semantics must be Python's `re`). A program
+Regex: the engine has no regex engine of its own (RE2, through the `re2` module). A program
 with DOC_REGEX nodes is evaluated by the engine with a matcher callback supplied by the binding:
 the engine hands it, in batches, the documents of the rows where that node's value still matters,
 and the binding calls CompiledFilter.match_regex(index, documents) -> bytes of 0/1. When every match
 of a pattern must contain a literal (`record 12[0-9]` needs "record 12"), the node is compiled as
 AND(DOC_CONTAINS literal, DOC_REGEX): the engine's substring scan then leaves Python only the
-documents that hold the literal.
+documents that hold the literal. The literal comes from Python's regex parser, which reads RE2's
+syntax the same way except for what it refuses (then there is no prefilter) and POSIX classes
+(`[[:alpha:]]`: a pattern holding "[:" gets no prefilter).
 """
 from __future__ import annotations
 
@@ -47,7 +51,7 @@ from dataclasses import dataclass, field
 from numbers import Integral, Real
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
-from .validation import CHROMA_URI_KEY, URI_KEY
+import re2
 
 try:  # the regex parser, for the literal prefilter below (Python 3.11+: re._parser)
     from re import _parser as _sre_parse  # type: ignore[attr-defined, unused-ignore]
@@ -56,6 +60,7 @@ except ImportError:  # pragma: no cover - Python 3.10
 
 from vectordb import _core
 from vectordb.errors import InvalidArgumentError
+from vectordb.validation import CHROMA_URI_KEY, URI_KEY
 
 __all__ = [
     "MAX_DEPTH",
@@ -260,10 +265,7 @@ def _document_node(where_document: Any, path: List[Any], depth: int) -> tuple:
         raise _fail(path, f"{op} takes a non-empty str, got ''")
     _scalar(operand, path, f"{op} operand")  # Unicode check
     if op in ("$regex", "$not_regex"):
-        try:
-            re.compile(operand)
-        except (re.error, RecursionError, OverflowError) as exc:
-            raise _fail(path, f"invalid regular expression {_show(operand)} (Python re syntax): {exc}") from None
+        compile_regex(operand, path)
         node = ("regex", operand)
         return node if op == "$regex" else ("not", node)
     node = ("doc", operand)
@@ -373,11 +375,34 @@ def _encode(node: tuple, out: bytearray, patterns: List[str]) -> None:
         raise AssertionError(kind)
 
 
+def _re2_options() -> "re2.Options":
+    options = re2.Options()
+    options.log_errors = False  # the error is raised to the caller; RE2 would also print it
+    options.never_capture = True  # only whether it matches counts: groups would only cost time
+    return options
+
+
+_RE2_OPTIONS = _re2_options()
+
+
+def compile_regex(pattern: str, path: Sequence[Any] = ("where_document",)) -> "re2._Regexp":
+    """The RE2 form of a $regex operand, or InvalidArgumentError naming the pattern and why (RE2
+    has no backreferences, lookaround or possessive repeats: what would need backtracking)."""
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        why = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise _fail(path, f"invalid regular expression {_show(pattern)}: {why} (the syntax is RE2's: no "
+                          "backreferences or lookaround)") from None
+
+
 def required_literal(pattern: str) -> Optional[str]:
     """The longest run of literal characters that every match of `pattern` (re.search) contains,
     or None. Only the pattern's top level counts (each of its items is matched in sequence, so a
     run of top-level literals appears as is in any match); nothing with case-insensitive matching.
     `required_literal("record 12[0-9] ")` -> 'record 12'."""
+    if "[:" in pattern:  # RE2 reads [[:alpha:]] as a class; Python as a class and a literal ']'
+        return None
     try:
         parsed = _sre_parse.parse(pattern)
         if parsed.state.flags & re.IGNORECASE:
@@ -402,7 +427,7 @@ class CompiledFilter:
     (pattern i belongs to the i-th DOC_REGEX node in prefix order)."""
 
     program: bytes
-    patterns: Tuple["re.Pattern[str]", ...] = field(default=())
+    patterns: Tuple["re2._Regexp", ...] = field(default=())
 
     @property
     def has_regex(self) -> bool:
@@ -410,7 +435,7 @@ class CompiledFilter:
 
     def match_regex(self, index: int, documents: Sequence[str]) -> bytes:
         """The engine's regex callback: one byte per document, 1 where pattern `index` matches
-        (re.search: anywhere in the document). `cf.match_regex(0, ["a sunset", "rain"])` -> b'\\x01\\x00'."""
+        (an RE2 search: anywhere in the document). `cf.match_regex(0, ["a sunset", "rain"])` -> b'\\x01\\x00'."""
         search = self.patterns[index].search
         return bytes([1 if search(doc) is not None else 0 for doc in documents])
 
@@ -424,7 +449,7 @@ def compile_filter_ex(where: Any = None, where_document: Any = None) -> Optional
     out.append(VERSION)
     patterns: List[str] = []
     _encode(tree, out, patterns)
-    return CompiledFilter(bytes(out), tuple(re.compile(p) for p in patterns))
+    return CompiledFilter(bytes(out), tuple(compile_regex(p) for p in patterns))
 
 
 def compile_filter(where: Any = None, where_document: Any = None) -> Optional[bytes]:

@@ -12,15 +12,16 @@ from .errors import InvalidArgumentError
 from .filters import compile_filter_ex
 from .validation import (
     CHROMA_URI_KEY,
+    MAX_COUNT,
     URI_KEY,
     to_matrix,
     validate_collection_metadata,
+    validate_count,
     validate_documents,
     validate_ids,
     validate_include,
     validate_metadatas,
     validate_name,
-    validate_nonneg_int,
     validate_positive_int,
     validate_uris,
 )
@@ -113,7 +114,7 @@ class LocalRecords:
         metas = _with_uris(validate_metadatas(metadatas, n, allow_none_values=op != OP_ADD), validate_uris(uris, n))
         vectors = None
         if embeddings is not None:
-            vectors = to_matrix(embeddings)
+            vectors = to_matrix(embeddings, snapshot=True)  # validated and written from one copy
             if vectors.shape[0] != n:
                 raise InvalidArgumentError(f"got {vectors.shape[0]} embeddings for {n} ids: expected one per id")
         elif op == OP_ADD:
@@ -135,19 +136,15 @@ class LocalRecords:
         flt = compile_filter(where, where_document)
         if flt is None:
             return self._write_call(cid, "write", OP_DELETE, id_list, None, None, None).count(1)
-        if id_list is None:
-            return int(self._write_call(cid, "delete_where", flt))
-        matched = self._engine_call(cid, "get", id_list, flt, 0, -1, 0)[0]
-        if not matched:
-            return 0
-        return self._write_call(cid, "write", OP_DELETE, matched, None, None, None).count(1)
+        # Matching and deleting in one engine call: no other write comes between them.
+        return int(self._write_call(cid, "delete_where", flt, id_list))
 
     def records_get(self, cid: str, ids: Any, where: Any, limit: Any, offset: Any, where_document: Any,
                     include: Any) -> dict:
         include = validate_include(include, ("documents", "embeddings", "metadatas", "uris", "data"), "get")
         id_list = validate_ids(ids) if ids is not None else None
-        limit = validate_nonneg_int(limit, "limit")
-        offset = validate_nonneg_int(offset, "offset")
+        limit = validate_count(limit, "limit", 0)
+        offset = validate_count(offset, "offset", 0)
         flt = compile_filter(where, where_document)
         rids, vecs, metas, docs, _, _ = self._engine_call(
             cid, "get", id_list, flt, offset or 0, -1 if limit is None else limit, _include_mask(include)
@@ -167,7 +164,9 @@ class LocalRecords:
                       where_document: Any, include: Any, n_probe: Optional[int]) -> dict:
         q = to_matrix(query_embeddings, "query_embeddings")
         id_list = validate_ids(ids) if ids is not None else None
-        k = validate_positive_int(n_results, "n_results")
+        k = validate_count(n_results, "n_results", 1)
+        if k is None:
+            raise InvalidArgumentError(f"n_results must be an integer from 1 to {MAX_COUNT}, got None")
         n_probe = validate_positive_int(n_probe, "n_probe", allow_none=True)
         include = validate_include(include, ("documents", "embeddings", "metadatas", "distances", "uris", "data"),
                                    "query")

@@ -10,6 +10,7 @@ from typing import Any, Dict, Literal, Mapping, Optional, Sequence, overload
 
 import numpy as np
 
+from . import _core
 from .errors import DuplicateIDError, InvalidArgumentError
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -55,6 +56,9 @@ def validate_ids(ids: Any) -> list[str]:
             raise InvalidArgumentError(f"id {i} is {type(x).__name__} {x!r}: ids must be str")
         if x == "":
             raise InvalidArgumentError(f"id {i} is an empty string: ids must be non-empty str")
+        if len(x) > MAX_ID_BYTES // 4 and len(x.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+            raise InvalidArgumentError(f"id {i} ({x[:40]!r}...) is {len(x.encode('utf-8', 'surrogatepass'))} bytes "
+                                       f"long: ids are at most {MAX_ID_BYTES} bytes of UTF-8")
     if len(set(out)) != len(out):
         dups = sorted(x for x, count in Counter(out).items() if count > 1)
         shown = ", ".join(dups[:10]) + (f" and {len(dups) - 10} more" if len(dups) > 10 else "")
@@ -62,7 +66,10 @@ def validate_ids(ids: Any) -> list[str]:
     return out
 
 
-def _check_matrix(a: np.ndarray, what: str) -> np.ndarray:
+def _check_matrix(a: np.ndarray, what: str, private: bool) -> np.ndarray:
+    """a as float32 C-contiguous (n, d), checked. The check runs on the array returned: when a is
+    the caller's (private False), that is a copy of it, taken once before checking, so what is
+    checked is what the engine writes even if another thread changes the caller's array."""
     if a.dtype == np.bool_ or not any(a.dtype == t for t in _ACCEPTED_DTYPES):
         raise InvalidArgumentError(
             f"{what} have dtype {a.dtype}: expected float16, float32, float64, int32 or int64 numbers"
@@ -73,27 +80,30 @@ def _check_matrix(a: np.ndarray, what: str) -> np.ndarray:
         raise InvalidArgumentError(f"{what} must be a vector or a list of vectors, got an array of shape {a.shape}")
     if a.shape[1] == 0:
         raise InvalidArgumentError(f"{what} must not be empty vectors")
-    if a.dtype.kind == "f":
-        finite = np.isfinite(a)
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range: reported below, not warned
+        out = np.ascontiguousarray(a, dtype=np.float32)
+    if not private and np.may_share_memory(out, a):
+        out = out.copy()
+    if a.dtype.kind == "f":  # a float64 beyond the float32 range became infinity in out
+        finite = np.isfinite(out)
         if not finite.all():
             row = int(np.nonzero(~finite.all(axis=1))[0][0])
+            if a.dtype == np.float64 and np.isfinite(a[row]).all():
+                raise InvalidArgumentError(f"{what[:-1]} {row} holds a value beyond the float32 range (about 3.4e38)")
             raise InvalidArgumentError(f"{what[:-1]} {row} contains NaN or infinity: expected finite numbers")
-        if a.dtype == np.float64 and a.size and np.abs(a).max() > np.finfo(np.float32).max:
-            row = int(np.nonzero((np.abs(a) > np.finfo(np.float32).max).any(axis=1))[0][0])
-            raise InvalidArgumentError(f"{what[:-1]} {row} holds a value beyond the float32 range (about 3.4e38)")
-    out = np.ascontiguousarray(a, dtype=np.float32)
     return out
 
 
-def to_matrix(x: Any, what: str = "embeddings") -> np.ndarray:
-    """Embeddings in any accepted form -> float32 C-contiguous (n, d); one flat vector -> (1, d)."""
+def to_matrix(x: Any, what: str = "embeddings", snapshot: bool = False) -> np.ndarray:
+    """Embeddings in any accepted form -> float32 C-contiguous (n, d); one flat vector -> (1, d).
+    snapshot: never return (a view of) the caller's array: writes take their one copy here."""
     if isinstance(x, np.ndarray):
-        if x.dtype == np.float32 and x.ndim == 2 and x.flags.c_contiguous and x.shape[1] > 0:
+        if not snapshot and x.dtype == np.float32 and x.ndim == 2 and x.flags.c_contiguous and x.shape[1] > 0:
             # Fast path: the query hot loop; one vectorized finiteness check.
             if not np.isfinite(x).all():
-                return _check_matrix(x, what)
+                return _check_matrix(x, what, private=False)
             return x
-        return _check_matrix(x, what)
+        return _check_matrix(x, what, private=not snapshot)
     if not isinstance(x, (list, tuple)) or len(x) == 0:
         raise InvalidArgumentError(f"{what} must be a non-empty list of vectors or a NumPy array")
     first = x[0]
@@ -114,7 +124,7 @@ def to_matrix(x: Any, what: str = "embeddings") -> np.ndarray:
         raise InvalidArgumentError(f"{what} must contain only numbers")
     if arr.dtype.kind == "i":
         arr = arr.astype(np.int64)
-    return _check_matrix(arr, what)
+    return _check_matrix(arr, what, private=True)  # np.array copied the caller's numbers
 
 
 def _check_python_numbers(v: Any, what: str) -> None:
@@ -236,6 +246,20 @@ def validate_include(include: Any, allowed: Sequence[str], call: str) -> list[st
 
 # Counts above this mean "all of them": no collection holds 2**62 records.
 COUNT_CAP = 2**62
+# n_results, limit and offset: at most 2**32 - 1 (as chromadb's, which are 32-bit), far above any
+# collection's size; 1e12 or 2**64 is a mistake to report, not a request for everything.
+MAX_COUNT = 2**32 - 1
+# An id is at most 4096 bytes of UTF-8 (a path or a URL fits; a document passed as an id does not).
+MAX_ID_BYTES = 4096
+
+
+def validate_count(x: Any, what: str, minimum: int) -> Optional[int]:
+    """n_results (minimum 1), limit or offset (minimum 0): None, or minimum .. MAX_COUNT."""
+    if x is None:
+        return None
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or not minimum <= x <= MAX_COUNT:
+        raise InvalidArgumentError(f"{what} must be an integer from {minimum} to {MAX_COUNT}, got {x!r}")
+    return int(x)
 
 
 @overload
@@ -248,6 +272,19 @@ def validate_positive_int(x: Any, what: str, allow_none: bool = False) -> Option
     if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x <= 0:
         raise InvalidArgumentError(f"{what} must be a positive integer, got {x!r}")
     return min(int(x), COUNT_CAP)
+
+
+# The largest vector dimension: the engine's files cannot hold more (it refuses it as well).
+MAX_DIMENSION: int = _core.MAX_DIMENSION
+
+
+def validate_dimension(x: Any) -> Optional[int]:
+    """A collection's dimension: None (fixed by the first add) or 1 .. MAX_DIMENSION (2**20)."""
+    if x is None:
+        return None
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or not 1 <= x <= MAX_DIMENSION:
+        raise InvalidArgumentError(f"dimension must be an integer from 1 to {MAX_DIMENSION}, got {x!r}")
+    return int(x)
 
 
 def validate_nonneg_int(x: Any, what: str) -> Optional[int]:

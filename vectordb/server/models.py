@@ -11,6 +11,8 @@ from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictBool, StrictInt, StrictStr
 
+from ..validation import MAX_COUNT, MAX_DIMENSION
+
 
 def _integral_float_to_int(value: Any) -> Any:
     # JSON Schema counts 5.0 as an integer; accept it, but not 5.5, "5" or true.
@@ -21,6 +23,9 @@ def _integral_float_to_int(value: Any) -> Any:
 
 PositiveInt = Annotated[StrictInt, Field(ge=1), BeforeValidator(_integral_float_to_int)]
 NonNegativeInt = Annotated[StrictInt, Field(ge=0), BeforeValidator(_integral_float_to_int)]
+# n_results, limit, offset: the embedded client's limits (vectordb.validation.MAX_COUNT).
+Count = Annotated[StrictInt, Field(ge=1, le=MAX_COUNT), BeforeValidator(_integral_float_to_int)]
+Offset = Annotated[StrictInt, Field(ge=0, le=MAX_COUNT), BeforeValidator(_integral_float_to_int)]
 NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$"
 CollectionNameField = Annotated[StrictStr, Field(pattern=NAME_PATTERN)]
 FiniteFloat = Annotated[float, Strict(), Field(allow_inf_nan=False)]
@@ -57,7 +62,9 @@ class CreateCollectionRequest(_Body):
     name: CollectionNameField = Field(
         description="3-512 characters of [a-zA-Z0-9._-], starting and ending alphanumeric, no '..', not an IPv4 address"
     )
-    dimension: Optional[PositiveInt] = Field(None, description="vector dimension; fixed by the first add if omitted")
+    dimension: Optional[PositiveInt] = Field(
+        None, le=MAX_DIMENSION,
+        description=f"vector dimension (1 to {MAX_DIMENSION}); fixed by the first add if omitted")
     use_ivf: StrictBool = Field(False, description="build an IVF index (approximate search) instead of exact search")
     n_clusters: Optional[PositiveInt] = Field(None, description="IVF lists")
     n_probe: Optional[PositiveInt] = Field(None, description="IVF lists searched per query by default")
@@ -117,7 +124,7 @@ class QueryRequest(_Body):
         None, description="texts; needs an embedding function, which the server has not (embed on the client)"
     )
     ids: Optional[Ids] = Field(None, description="search only these records")
-    n_results: PositiveInt = 10
+    n_results: Count = 10
     where: Optional[Where] = Field(
         None, description='metadata filter, e.g. {"source": "camera"} or {"year": {"$gte": 2020}}'
     )
@@ -133,8 +140,8 @@ class GetRequest(_Body):
     )
     ids: Optional[Ids] = None
     where: Optional[Where] = None
-    limit: Optional[NonNegativeInt] = None
-    offset: Optional[NonNegativeInt] = None
+    limit: Optional[Offset] = None
+    offset: Optional[Offset] = None
     where_document: Optional[Where] = None
     include: Optional[List[IncludeItem]] = Field(None, description='default ["metadatas", "documents"]')
 

@@ -16,6 +16,7 @@ from vectordb.server.jsonio import FastJSONResponse
 from vectordb.server.routes import request_body
 from vectordb.server.routes.chroma_system import ERRORS, TAGS, V2
 from vectordb.server.service import Namespace, Service
+from vectordb.validation import MAX_COUNT
 
 DB = V2 + "/tenants/{tenant}/databases/{database}"
 _GET_INCLUDE = ["documents", "metadatas"]
@@ -81,8 +82,8 @@ def chroma_collections_router(svc: Service) -> APIRouter:
 
     @router.get(DB + "/collections")
     @svc.engine
-    def list_collections(tenant: str, database: str, limit: Annotated[Optional[int], Query(ge=0)] = None,
-                         offset: Annotated[Optional[int], Query(ge=0)] = None) -> Response:
+    def list_collections(tenant: str, database: str, limit: Annotated[Optional[int], Query(ge=0, le=MAX_COUNT)] = None,
+                         offset: Annotated[Optional[int], Query(ge=0, le=MAX_COUNT)] = None) -> Response:
         ns = svc.namespace(tenant, database)
         cols = svc.list_collections(limit=limit, offset=offset, ns=ns)
         return FastJSONResponse([collection_model(c, ns) for c in cols])

@@ -14,6 +14,7 @@ from vectordb.server.chroma_models import NamePayload
 from vectordb.server.jsonio import FastJSONResponse
 from vectordb.server.routes import request_body
 from vectordb.server.service import DEFAULT_DATABASE, DEFAULT_TENANT, Service
+from vectordb.validation import MAX_COUNT
 
 V2 = "/api/v2"
 TAGS = ["chroma v2"]
@@ -82,8 +83,8 @@ def chroma_system_router(svc: Service) -> APIRouter:
 
     @router.get(V2 + "/tenants/{tenant}/databases")
     @svc.engine
-    def list_databases(tenant: str, limit: Annotated[Optional[int], Query(ge=0)] = None,
-                       offset: Annotated[Optional[int], Query(ge=0)] = None) -> Response:
+    def list_databases(tenant: str, limit: Annotated[Optional[int], Query(ge=0, le=MAX_COUNT)] = None,
+                       offset: Annotated[Optional[int], Query(ge=0, le=MAX_COUNT)] = None) -> Response:
         names = svc.list_databases(tenant)[offset or 0:]
         if limit is not None:
             names = names[:limit]

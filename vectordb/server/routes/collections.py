@@ -11,6 +11,7 @@ from vectordb.server import models as m
 from vectordb.server.jsonio import FastJSONResponse
 from vectordb.server.routes import ERRORS_COLLECTION, ERRORS_CREATE, ERRORS_MODIFY, OK, CollectionName, request_body
 from vectordb.server.service import Service, collection_info
+from vectordb.validation import MAX_COUNT
 
 
 def collections_router(svc: Service) -> APIRouter:
@@ -29,8 +30,8 @@ def collections_router(svc: Service) -> APIRouter:
              responses={422: ERRORS_COLLECTION[422]})
     @svc.engine
     def list_collections(
-        limit: Annotated[Optional[int], Query(ge=0)] = None,
-        offset: Annotated[Optional[int], Query(ge=0)] = None,
+        limit: Annotated[Optional[int], Query(ge=0, le=MAX_COUNT)] = None,
+        offset: Annotated[Optional[int], Query(ge=0, le=MAX_COUNT)] = None,
     ) -> Response:
         cols = svc.list_collections(limit=limit, offset=offset)
         return FastJSONResponse([collection_info(c) for c in cols])
