@@ -20,6 +20,8 @@ ENGINE_SOURCES = [
     "vdb_flat.c",
     "vdb_kmeans.c",
     "vdb_ivf.c",
+    "vdb_sq8.c",
+    "vdb_codes.c",
     "vdb_crc32c.c",
     "vdb_store.c",
     "vdb_meta.c",

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "vdb_bytes.h"
+#include "vdb_codes.h"
 #include "vdb_error.h"
 #include "vdb_filter.h"
 #include "vdb_flat.h"
@@ -65,6 +66,7 @@ struct vdb_collection {
 
     vdb_ivf *ivf; /* once trained, the owner of every live row's vector (base/tail are empty) */
     int batch_depth;
+    vdb_codes *codes; /* quantized collections: a code per row, searched first (vdb_codes.h) */
 };
 
 #define IVF_SEED 0x5eedULL
@@ -329,6 +331,9 @@ static int plan_write(vdb_collection *c, int op, const vdb_batch *b, write_plan 
         }
     }
     if ((rc = reserve(c, appends, id_bytes, meta_bytes, vec_dim))) goto fail;
+    if (c->codes && (rc = vdb_codes_prepare_write(c->codes, op != VDB_OP_DELETE ? b->vectors : NULL, n,
+                                                  (size_t)(c->dim > 0 ? c->dim : b->dim), c->n_rows + appends)))
+        goto fail;
     return VDB_OK;
 fail:
     plan_free(p, n);
@@ -381,6 +386,7 @@ static int apply_write(vdb_collection *c, int op, const vdb_batch *b, write_plan
                 queue_ivf(c, p, (int64_t)r, b->vectors + i * d);
             else
                 memcpy(row_vector_mut(c, r), b->vectors + i * d, d * sizeof(float));
+            if (c->codes) vdb_codes_set(c->codes, r, b->vectors + i * d);
             vdb_meta_set(c->meta, r, 1, meta, meta_len, 1, doc, doc ? b->doc_lens[i] : 0);
             set_live(c, r, 1);
             c->n_live++;
@@ -392,6 +398,7 @@ static int apply_write(vdb_collection *c, int op, const vdb_batch *b, write_plan
                 queue_ivf(c, p, row, b->vectors + i * d);
             else if (b->vectors)
                 memcpy(row_vector_mut(c, (size_t)row), b->vectors + i * d, d * sizeof(float));
+            if (b->vectors && c->codes) vdb_codes_set(c->codes, (size_t)row, b->vectors + i * d);
             vdb_meta_set(c->meta, (size_t)row, meta != NULL || p->has_merged[i], meta, meta_len, doc != NULL, doc,
                          doc ? b->doc_lens[i] : 0);
             break;
@@ -517,6 +524,7 @@ static int decode_write(const uint8_t *payload, size_t len, decoded_write *w)
 
 static int maybe_checkpoint(vdb_collection *c);
 static void after_write(vdb_collection *c);
+static int codes_open(vdb_collection *c, const char *gdir, size_t n_rows);
 static int64_t current_n_probe(const vdb_collection *c);
 
 /* Drops dead rows: rows keep their order; vectors move to one heap array. */
@@ -554,6 +562,7 @@ static int compact(vdb_collection *c)
     }
     if (c->ivf && (rc = vdb_ivf_renumber(c->ivf, old_to_new, c->n_rows))) goto cleanup;
     /* Nothing can fail from here on. */
+    if (c->codes) vdb_codes_compact(c->codes, c->live, c->n_rows);
     vdb_vectors_unmap(c->map, c->map_len);
     c->map = NULL;
     c->map_len = 0;
@@ -635,6 +644,12 @@ static int checkpoint_locked(vdb_collection *c)
     if ((rc = encode_records(c, &rec))) goto cleanup;
     path_join(path, sizeof path, gdir, "records.bin", 0, 0);
     if ((rc = vdb_records_write(path, c->n_rows, rec.data, rec.len))) goto cleanup;
+    if (c->codes && vdb_codes_trained(c->codes) && c->n_rows) {
+        uint64_t code_bytes;
+        path_join(path, sizeof path, gdir, "codes.bin", 0, 0);
+        if ((rc = vdb_codes_write(c->codes, path, c->n_rows, &code_bytes))) goto cleanup;
+        vector_bytes += code_bytes;
+    }
     if ((rc = vdb_fsync_dir(gdir)) || (rc = vdb_fsync_dir(c->dir))) goto cleanup;
     vdb_manifest m = {(uint32_t)c->cfg.metric, (uint64_t)c->dim, gen};
     if ((rc = vdb_manifest_write(c->dir, &m))) {
@@ -794,6 +809,7 @@ static void collection_free(vdb_collection *c)
     vdb_buf_free(&c->ids);
     vdb_meta_free(c->meta);
     vdb_ivf_free(c->ivf);
+    vdb_codes_free(c->codes);
     pthread_rwlock_destroy(&c->lock);
     free(c->dir);
     free(c);
@@ -821,6 +837,7 @@ int vdb_collection_open(const char *dir, const vdb_collection_config *cfg, vdb_c
     if ((rc = vdb_meta_create(&c->meta))) goto fail;
     if ((rc = rebuild_slots(c, 0))) goto fail;
     if (!dir) {
+        if ((rc = codes_open(c, NULL, 0))) goto fail;
         *out = c;
         return VDB_OK;
     }
@@ -877,6 +894,9 @@ int vdb_collection_open(const char *dir, const vdb_collection_config *cfg, vdb_c
                 goto fail;
             }
         c->snapshot_bytes += c->ids.len;
+        if ((rc = codes_open(c, gdir, (size_t)n_rows))) goto fail;
+    } else if ((rc = codes_open(c, NULL, 0))) {
+        goto fail;
     }
     path_join(c->wal_path, sizeof c->wal_path, dir, "wal-", c->generation, 1);
     snprintf(path, sizeof path, "%s", c->wal_path);
@@ -1204,6 +1224,17 @@ cleanup:
     return rc;
 }
 
+/* Flat search through codes scans every row's code: with a filter matching few rows the float32
+ * scan of just those rows is cheaper. */
+static int codes_worth_it(const vdb_collection *c, const uint64_t *bm)
+{
+    if (!c->codes || !vdb_codes_trained(c->codes)) return 0;
+    if (!bm) return 1;
+    size_t allowed = 0;
+    for (size_t w = 0; w < (c->n_rows + 63) / 64; w++) allowed += (size_t)__builtin_popcountll(bm[w]);
+    return allowed * 4 >= c->n_rows;
+}
+
 int vdb_collection_query(vdb_collection *c, const vdb_query_request *req, vdb_result **out)
 {
     uint64_t *bm = NULL;
@@ -1245,13 +1276,18 @@ int vdb_collection_query(vdb_collection *c, const vdb_query_request *req, vdb_re
         double probed = (double)c->n_live * (double)n_probe / (double)n_lists;
         if (req->filter && n_probe < (int64_t)n_lists && (double)allowed <= probed)
             rc = search_allowed_exact(c, bm, allowed, req->queries, nq, k, dist, rows);
+        else if (c->codes)
+            rc = vdb_codes_search_ivf(c->codes, c->ivf, req->queries, nq, k, (size_t)n_probe, bm, c->n_rows, dist, rows);
         else
             rc = vdb_ivf_search(c->ivf, req->queries, nq, k, (size_t)n_probe, bm, c->n_rows, dist, rows);
         if (rc) goto done;
     } else if (k > 0) {
         vdb_vec_range ranges[2] = {{c->base, 0, c->n_base}, {c->tail, (int64_t)c->n_base, c->n_rows - c->n_base}};
-        if ((rc = vdb_flat_search(c->cfg.metric, (size_t)c->dim, ranges, 2, bm, req->queries, nq, k, dist, rows)))
-            goto done;
+        if (codes_worth_it(c, bm))
+            rc = vdb_codes_search_flat(c->codes, ranges, 2, bm, req->queries, nq, k, dist, rows);
+        else
+            rc = vdb_flat_search(c->cfg.metric, (size_t)c->dim, ranges, 2, bm, req->queries, nq, k, dist, rows);
+        if (rc) goto done;
     }
     /* Pack each query's hits (padding rows are -1) to the front. */
     size_t total = 0;
@@ -1296,6 +1332,8 @@ int vdb_collection_stats_get(vdb_collection *c, vdb_collection_stats *out)
     out->list_min = out->list_max = out->added_since_training = out->count_at_training = 0;
     out->list_mean = 0;
     out->batch_depth = c->batch_depth;
+    out->quantization = c->cfg.quantization;
+    out->bytes_in_memory += (int64_t)vdb_codes_bytes(c->codes);
     if (c->ivf) {
         vdb_ivf_stats is;
         vdb_ivf_stats_get(c->ivf, &is);
@@ -1435,12 +1473,41 @@ static int maybe_train(vdb_collection *c, int force)
     return rc;
 }
 
+/* ---- quantization codes (vdb_codes.h) ---- */
+
+static const float *codes_vec(const void *ctx, size_t row) { return row_vector(ctx, row); }
+
+/* The codes of an opened generation: codes.bin, or, when the generation has none (written without
+ * quantization), encoded from its vectors. */
+static int codes_open(vdb_collection *c, const char *gdir, size_t n_rows)
+{
+    char path[4096];
+    struct stat st;
+    if (!c->cfg.quantization) return VDB_OK;
+    if (gdir && n_rows) {
+        path_join(path, sizeof path, gdir, "codes.bin", 0, 0);
+        if (stat(path, &st) == 0) return vdb_codes_read(path, c->cfg.metric, (size_t)c->dim, n_rows, &c->codes);
+    }
+    int rc = vdb_codes_create(c->cfg.metric, &c->codes);
+    if (rc == VDB_OK && n_rows) rc = vdb_codes_retrain(c->codes, (size_t)c->dim, n_rows, c->live, codes_vec, c);
+    return rc;
+}
+
+/* Ranges follow the data: re-derived when the collection has doubled since they were (amortized
+ * O(d) per added vector; results never depend on it, only the re-rank count does). */
+static int codes_maybe_retrain(vdb_collection *c)
+{
+    if (!c->codes || c->batch_depth > 0 || !vdb_codes_should_retrain(c->codes, c->n_live)) return VDB_OK;
+    return vdb_codes_retrain(c->codes, (size_t)c->dim, c->n_rows, c->live, codes_vec, c);
+}
+
 /* Maintenance after a durable write: training and checkpoints. Its failure does not fail the
  * write, which is logged and applied already (the current generation stays valid); the message is
  * kept for vdb_collection_take_warning. */
 static void after_write(vdb_collection *c)
 {
-    int rc = maybe_train(c, 0);
+    int rc = codes_maybe_retrain(c);
+    if (rc == VDB_OK) rc = maybe_train(c, 0);
     if (rc == VDB_OK) rc = maybe_checkpoint(c);
     if (rc != VDB_OK) {
         snprintf(c->warning, sizeof c->warning, "%s", vdb_last_error());

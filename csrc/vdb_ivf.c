@@ -566,6 +566,25 @@ cleanup:
     return rc;
 }
 
+void vdb_ivf_probe_order(const vdb_ivf *ivf, const float *q, float *scratch, int64_t *order)
+{
+    vdb_topk H;
+    vdb_distance_block(ivf_coarse_metric(ivf->metric), q, 1, ivf->centroids, ivf->n_lists, ivf->d, scratch);
+    /* The heap sorts in place: rank copies of the distances so scratch can double as its buffer. */
+    vdb_topk_init(&H, ivf->n_lists, scratch, order);
+    for (size_t l = 0; l < ivf->n_lists; l++) {
+        float dl = scratch[l]; /* the heap fills [0, l): entries from l on are still unranked */
+        vdb_topk_push(&H, dl, (int64_t)l);
+    }
+    vdb_topk_sort(&H);
+}
+
+const int64_t *vdb_ivf_list_rows(const vdb_ivf *ivf, size_t l, size_t *n)
+{
+    *n = l < ivf->n_lists ? ivf->lists[l].n : 0;
+    return *n ? ivf->lists[l].rows : NULL;
+}
+
 /* ---- Retrain. */
 
 int vdb_ivf_retrain(vdb_ivf *ivf, size_t n_lists, uint64_t seed)
