@@ -186,6 +186,7 @@ CHROMA_CLIENT_DIFFERENCES = {
     "test_query_embedding_singular": _OUR_API,
     "test_query_embedding_and_embeddings_together_rejected": _OUR_API,
     "test_modify_configuration_sets_n_probe_only": _OUR_API,
+    "test_modify_configuration_sets_n_probe_and_keeps_chroma_tuning": _OUR_API,
     "test_add_with_embedding_function": "chromadb's client requires EmbeddingFunction.__call__(self, input)",
     "test_add_existing_id_is_skipped_with_a_warning": "the warning is logged by the server process",
     "test_get_collection_with_invalid_name_is_an_error":

@@ -400,7 +400,7 @@ class RayClient(ShardedRecords):
             probe_name = f"vectordb-ray-probe-{uuid.uuid4()}"
             probe_client = EphemeralClient()
             try:
-                configuration = probe_client.create_collection(probe_name, **args).configuration
+                configuration = probe_client.create_collection(probe_name, **args).configuration_json
             finally:
                 try:
                     probe_client.delete_collection(probe_name)
