@@ -19,6 +19,7 @@ ENGINE_SOURCES = [
     "vdb_exact.c",
     "vdb_flat.c",
     "vdb_kmeans.c",
+    "vdb_pq4.c",
     "vdb_ivf.c",
     "vdb_crc32c.c",
     "vdb_store.c",

@@ -19,6 +19,7 @@
 #include "vdb_kmeans.h"
 #include "vdb_meta.h"
 #include "vdb_nearest.h"
+#include "vdb_pq4.h"
 #include "vdb_store.h"
 #include "vdb_threads.h"
 
@@ -427,6 +428,204 @@ done:
     Py_XDECREF(x);
     Py_XDECREF(cent);
     return res;
+}
+
+/* ---- pq4 kernels (tests, benchmarks): the quantizer travels as its transposed centroids ---- */
+
+static PyArrayObject *as_u8(PyObject *obj, int ndim, const char *what)
+{
+    PyArrayObject *a = (PyArrayObject *)PyArray_FROMANY(obj, NPY_UINT8, ndim, ndim, NPY_ARRAY_IN_ARRAY);
+    if (!a) PyErr_Format(PyExc_ValueError, "%s must be a %d-d uint8 array", what, ndim);
+    return a;
+}
+
+/* A quantizer from centroids as pq4_train returns them (16 * d floats) and m. */
+static vdb_pq4 *pq4_from_centroids(PyObject *module, PyObject *cent_o, Py_ssize_t m)
+{
+    PyArrayObject *c = (PyArrayObject *)PyArray_FROMANY(cent_o, NPY_FLOAT32, 1, 1, NPY_ARRAY_IN_ARRAY);
+    if (!c) return NULL;
+    size_t len = (size_t)PyArray_DIM(c, 0);
+    vdb_pq4 *pq = NULL;
+    if (len == 0 || len % 16 || m < 1) {
+        PyErr_SetString(PyExc_ValueError, "centroids must hold 16 * d floats and m >= 1");
+    } else {
+        int rc = vdb_pq4_create(len / 16, (size_t)m, &pq);
+        if (rc) raise_engine(module, rc);
+        else memcpy(pq->cent, PyArray_DATA(c), len * sizeof(float));
+    }
+    Py_DECREF(c);
+    return pq;
+}
+
+static PyObject *core_pq4_train(PyObject *module, PyObject *args)
+{
+    PyObject *x_o, *res = NULL;
+    Py_ssize_t m;
+    unsigned long long seed;
+    if (!PyArg_ParseTuple(args, "OnK", &x_o, &m, &seed)) return NULL;
+    PyArrayObject *x = as_matrix(x_o, "vectors"), *cent = NULL;
+    vdb_pq4 *pq = NULL;
+    if (!x) return NULL;
+    size_t n = (size_t)PyArray_DIM(x, 0), d = (size_t)PyArray_DIM(x, 1);
+    int rc = vdb_pq4_create(d, (size_t)(m < 0 ? 0 : m), &pq);
+    if (!rc) {
+        const float *xp = PyArray_DATA(x);
+        Py_BEGIN_ALLOW_THREADS
+        rc = vdb_pq4_train(pq, xp, n, NULL, 0, seed);
+        Py_END_ALLOW_THREADS
+    }
+    if (rc) {
+        raise_engine(module, rc);
+        goto done;
+    }
+    npy_intp dims[1] = {(npy_intp)(16 * d)};
+    if (!(cent = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_FLOAT32))) goto done;
+    memcpy(PyArray_DATA(cent), pq->cent, 16 * d * sizeof(float));
+    res = Py_BuildValue("(Od)", cent, (double)pq->eps);
+done:
+    vdb_pq4_free(pq);
+    Py_XDECREF(x);
+    Py_XDECREF(cent);
+    return res;
+}
+
+static PyObject *core_pq4_encode(PyObject *module, PyObject *args)
+{
+    PyObject *c_o, *x_o, *res = NULL;
+    Py_ssize_t m;
+    if (!PyArg_ParseTuple(args, "OnO", &c_o, &m, &x_o)) return NULL;
+    vdb_pq4 *pq = pq4_from_centroids(module, c_o, m);
+    PyArrayObject *x = pq ? as_matrix(x_o, "vectors") : NULL, *codes = NULL, *err = NULL;
+    if (!x) goto done;
+    size_t n = (size_t)PyArray_DIM(x, 0);
+    if ((size_t)PyArray_DIM(x, 1) != pq->d) {
+        PyErr_SetString(PyExc_ValueError, "vectors and centroids differ in dimension");
+        goto done;
+    }
+    npy_intp dims[2] = {(npy_intp)n, (npy_intp)m};
+    codes = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_UINT8);
+    err = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_FLOAT32);
+    if (!codes || !err) goto done;
+    vdb_pq4_encode(pq, PyArray_DATA(x), n, PyArray_DATA(codes), PyArray_DATA(err));
+    res = Py_BuildValue("(OO)", codes, err);
+done:
+    vdb_pq4_free(pq);
+    Py_XDECREF(x);
+    Py_XDECREF(codes);
+    Py_XDECREF(err);
+    return res;
+}
+
+static PyObject *core_pq4_lut(PyObject *module, PyObject *args)
+{
+    PyObject *c_o, *q_o;
+    Py_ssize_t m;
+    if (!PyArg_ParseTuple(args, "OnO", &c_o, &m, &q_o)) return NULL;
+    vdb_pq4 *pq = pq4_from_centroids(module, c_o, m);
+    PyArrayObject *q = pq ? as_matrix(q_o, "query") : NULL, *lut = NULL;
+    if (!q) goto done;
+    if ((size_t)PyArray_DIM(q, 1) != pq->d || PyArray_DIM(q, 0) != 1) {
+        PyErr_SetString(PyExc_ValueError, "one query of the centroids' dimension expected");
+        goto done;
+    }
+    npy_intp dims[1] = {(npy_intp)(pq->m_pad * 16)};
+    if ((lut = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_FLOAT32))) vdb_pq4_lut(pq, PyArray_DATA(q), PyArray_DATA(lut));
+done:
+    vdb_pq4_free(pq);
+    Py_XDECREF(q);
+    return (PyObject *)lut;
+}
+
+static PyObject *core_pq4_lut_quantize(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    PyArrayObject *lut = (PyArrayObject *)PyArray_FROMANY(arg, NPY_FLOAT32, 1, 1, NPY_ARRAY_IN_ARRAY), *l8 = NULL;
+    PyObject *res = NULL;
+    if (!lut) return NULL;
+    size_t len = (size_t)PyArray_DIM(lut, 0);
+    if (len == 0 || len % 64 || len / 16 > VDB_PQ4_MAX_M) {
+        PyErr_SetString(PyExc_ValueError, "a table holds m_pad * 16 floats, m_pad a multiple of 4 up to 256");
+        goto done;
+    }
+    npy_intp dims[1] = {(npy_intp)len};
+    if (!(l8 = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_UINT8))) goto done;
+    double step, bias;
+    vdb_pq4_lut_quantize(PyArray_DATA(lut), len / 16, PyArray_DATA(l8), &step, &bias);
+    res = Py_BuildValue("(Odd)", l8, step, bias);
+done:
+    Py_DECREF(lut);
+    Py_XDECREF(l8);
+    return res;
+}
+
+static PyObject *core_pq4_pack(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    PyArrayObject *codes = as_u8(arg, 2, "codes"), *packed = NULL;
+    if (!codes) return NULL;
+    size_t n = (size_t)PyArray_DIM(codes, 0), m = (size_t)PyArray_DIM(codes, 1), m_pad = (m + 3) & ~(size_t)3;
+    if (m == 0 || m > VDB_PQ4_MAX_M) {
+        PyErr_SetString(PyExc_ValueError, "codes must have 1..256 columns");
+        goto done;
+    }
+    size_t nb = (n + VDB_PQ4_BLOCK - 1) / VDB_PQ4_BLOCK;
+    npy_intp dims[1] = {(npy_intp)(nb * m_pad * 16)};
+    if (!(packed = (PyArrayObject *)PyArray_ZEROS(1, dims, NPY_UINT8, 0))) goto done;
+    const uint8_t *cp = PyArray_DATA(codes);
+    for (size_t i = 0; i < n; i++) vdb_pq4_pack_set(PyArray_DATA(packed), m_pad, m, i, cp + i * m);
+done:
+    Py_DECREF(codes);
+    return (PyObject *)packed;
+}
+
+static PyObject *core_pq4_unpack(PyObject *module, PyObject *args)
+{
+    (void)module;
+    PyObject *p_o;
+    Py_ssize_t m, n;
+    if (!PyArg_ParseTuple(args, "Onn", &p_o, &m, &n)) return NULL;
+    PyArrayObject *packed = as_u8(p_o, 1, "packed"), *codes = NULL;
+    if (!packed) return NULL;
+    size_t m_pad = ((size_t)m + 3) & ~(size_t)3;
+    if (m < 1 || m > VDB_PQ4_MAX_M || n < 0 ||
+        (size_t)PyArray_DIM(packed, 0) < ((size_t)n + VDB_PQ4_BLOCK - 1) / VDB_PQ4_BLOCK * m_pad * 16) {
+        PyErr_SetString(PyExc_ValueError, "packed array too short for n vectors of m indices");
+        goto done;
+    }
+    npy_intp dims[2] = {n, m};
+    if (!(codes = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_UINT8))) goto done;
+    for (Py_ssize_t i = 0; i < n; i++)
+        vdb_pq4_pack_get(PyArray_DATA(packed), m_pad, (size_t)m, (size_t)i, (uint8_t *)PyArray_DATA(codes) + i * m);
+done:
+    Py_DECREF(packed);
+    return (PyObject *)codes;
+}
+
+static PyObject *core_pq4_scan(PyObject *module, PyObject *args)
+{
+    (void)module;
+    const char *isa;
+    PyObject *p_o, *l_o;
+    if (!PyArg_ParseTuple(args, "sOO", &isa, &p_o, &l_o)) return NULL;
+    PyArrayObject *packed = as_u8(p_o, 1, "packed"), *lut8 = packed ? as_u8(l_o, 1, "lut8") : NULL, *out = NULL;
+    if (!lut8) goto done;
+    size_t m_pad = (size_t)PyArray_DIM(lut8, 0) / 16, plen = (size_t)PyArray_DIM(packed, 0);
+    if (m_pad == 0 || m_pad % 4 || m_pad > VDB_PQ4_MAX_M || (size_t)PyArray_DIM(lut8, 0) != m_pad * 16 ||
+        plen % (m_pad * 16)) {
+        PyErr_SetString(PyExc_ValueError, "lut8 must hold m_pad * 16 bytes and packed whole blocks of m_pad * 16");
+        goto done;
+    }
+    size_t nb = plen / (m_pad * 16);
+    npy_intp dims[1] = {(npy_intp)(nb * VDB_PQ4_BLOCK)};
+    if (!(out = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_UINT16))) goto done;
+    if (vdb_pq4_scan_isa(isa, PyArray_DATA(packed), nb, m_pad, PyArray_DATA(lut8), PyArray_DATA(out))) {
+        Py_CLEAR(out);
+        PyErr_Format(PyExc_ValueError, "kernel variant '%s' is not available on this CPU or build", isa);
+    }
+done:
+    Py_XDECREF(packed);
+    Py_XDECREF(lut8);
+    return (PyObject *)out;
 }
 
 /* ---- metadata blobs ---- */
@@ -1195,6 +1394,13 @@ static PyMethodDef core_methods[] = {
     {"flat_search", core_flat_search, METH_VARARGS, "flat_search(metric, data, queries, k, allow=None) -> (dist, rows)"},
     {"exact_search_isa", core_exact_search_isa, METH_VARARGS,
      "exact_search_isa(isa, metric, data, queries, k) -> (dist, rows): one variant of the exact batch kernel"},
+    {"pq4_train", core_pq4_train, METH_VARARGS, "pq4_train(x, m, seed) -> (centroids, eps)"},
+    {"pq4_encode", core_pq4_encode, METH_VARARGS, "pq4_encode(centroids, m, x) -> (codes, err)"},
+    {"pq4_lut", core_pq4_lut, METH_VARARGS, "pq4_lut(centroids, m, q) -> float table"},
+    {"pq4_lut_quantize", core_pq4_lut_quantize, METH_O, "pq4_lut_quantize(lut) -> (lut8, step, bias)"},
+    {"pq4_pack", core_pq4_pack, METH_O, "pq4_pack(codes) -> packed blocks"},
+    {"pq4_unpack", core_pq4_unpack, METH_VARARGS, "pq4_unpack(packed, m, n) -> codes"},
+    {"pq4_scan", core_pq4_scan, METH_VARARGS, "pq4_scan(isa, packed, lut8) -> uint16 sums"},
     {"kmeans_train", core_kmeans_train, METH_VARARGS,
      "kmeans_train(metric, x, k, seed, n_iter=0, seed_points_per_centroid=0) -> (centroids, stats)"},
     {"_set_exceptions", core_set_exceptions, METH_VARARGS, "internal: install the exception classes"},

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "vdb_distance.h"
+#include "vdb_pq4.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -97,6 +98,7 @@ static void vdb_cpu_init(void)
     unsigned en = vdb_cpu_detected_mask & ~vdb_cpu_env_disabled();
     atomic_store(&vdb_cpu_enabled_mask, en);
     vdb_distance_select(en);
+    vdb_pq4_select(en);
 }
 
 unsigned vdb_cpu_detected(void)
@@ -117,6 +119,7 @@ unsigned vdb_cpu_set_enabled(unsigned mask)
     unsigned en = mask & vdb_cpu_detected_mask;
     atomic_store(&vdb_cpu_enabled_mask, en);
     vdb_distance_select(en);
+    vdb_pq4_select(en);
     return en;
 }
 

@@ -1,0 +1,405 @@
+/* vdb_pq4 — 4-bit PQ: training, encoding, packing, tables and the shuffle-based scan. See
+ * vdb_pq4.h for the contract. */
+#include "vdb_pq4.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vdb_cpu.h"
+#include "vdb_error.h"
+#include "vdb_kmeans.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define PQ4_HAVE_X86 1
+#endif
+
+#define PQ4_CALIB_VECTORS 1024
+#define PQ4_CALIB_PROBES 256
+#define PQ4_KMEANS_ITER 20
+
+static size_t pq4_len(const vdb_pq4 *pq, size_t j) { return pq->off[j + 1] - pq->off[j]; }
+
+int vdb_pq4_create(size_t d, size_t m, vdb_pq4 **out)
+{
+    *out = NULL;
+    if (d == 0 || m == 0 || m > d || m > VDB_PQ4_MAX_M)
+        return vdb_set_error(VDB_EINVAL, "pq4 needs 1 <= sub-quantizers <= min(dimension, %d), got %zu for dimension %zu",
+                             VDB_PQ4_MAX_M, m, d);
+    if (d > ((size_t)1 << 24))
+        return vdb_set_error(VDB_EINVAL, "pq4 dimension %zu too large", d);
+    vdb_pq4 *pq = calloc(1, sizeof *pq);
+    if (!pq) return vdb_set_error(VDB_ENOMEM, "out of memory for the pq4 quantizer");
+    pq->d = d;
+    pq->m = m;
+    pq->m_pad = (m + 3) & ~(size_t)3;
+    pq->off = malloc((m + 1) * sizeof *pq->off);
+    pq->cent = calloc(16 * d, sizeof *pq->cent);
+    if (!pq->off || !pq->cent) {
+        vdb_pq4_free(pq);
+        return vdb_set_error(VDB_ENOMEM, "out of memory for the pq4 quantizer");
+    }
+    size_t base = d / m, extra = d % m, o = 0;
+    for (size_t j = 0; j < m; j++) {
+        pq->off[j] = (uint32_t)o;
+        o += base + (j < extra);
+    }
+    pq->off[m] = (uint32_t)d;
+    *out = pq;
+    return VDB_OK;
+}
+
+void vdb_pq4_free(vdb_pq4 *pq)
+{
+    if (!pq) return;
+    free(pq->off);
+    free(pq->cent);
+    free(pq);
+}
+
+/* Nearest of the 16 centroids of sub-space j to xs (len floats); *d2 its squared distance. */
+static unsigned pq4_nearest(const vdb_pq4 *pq, size_t j, const float *xs, double *d2)
+{
+    size_t len = pq4_len(pq, j);
+    const float *ct = pq->cent + 16 * (size_t)pq->off[j];
+    float acc[16] = {0};
+    for (size_t t = 0; t < len; t++) {
+        float v = xs[t];
+        for (int c = 0; c < 16; c++) {
+            float diff = v - ct[t * 16 + c];
+            acc[c] += diff * diff;
+        }
+    }
+    unsigned best = 0;
+    for (unsigned c = 1; c < 16; c++)
+        if (acc[c] < acc[best]) best = c;
+    /* the error is recomputed in float64 so the stored norm does not depend on the order above */
+    double e = 0;
+    for (size_t t = 0; t < len; t++) {
+        double diff = (double)xs[t] - (double)ct[t * 16 + best];
+        e += diff * diff;
+    }
+    *d2 = e;
+    return best;
+}
+
+void vdb_pq4_encode(const vdb_pq4 *pq, const float *x, size_t n, uint8_t *codes, float *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        const float *xi = x + i * pq->d;
+        double e = 0;
+        for (size_t j = 0; j < pq->m; j++) {
+            double d2;
+            codes[i * pq->m + j] = (uint8_t)pq4_nearest(pq, j, xi + pq->off[j], &d2);
+            e += d2;
+        }
+        if (err) err[i] = (float)sqrt(e);
+    }
+}
+
+void vdb_pq4_decode(const vdb_pq4 *pq, const uint8_t *code, float *x)
+{
+    for (size_t j = 0; j < pq->m; j++) {
+        const float *ct = pq->cent + 16 * (size_t)pq->off[j];
+        for (size_t t = 0; t < pq4_len(pq, j); t++) x[pq->off[j] + t] = ct[t * 16 + (code[j] & 15)];
+    }
+}
+
+static int pq4_cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* eps = the VDB_PQ4_CONFIDENCE quantile of |<u, e>| / (|u| |e|) over sample errors e and probes u. */
+static int pq4_calibrate(vdb_pq4 *pq, const float *x, size_t n, const float *probe, size_t n_probe, uint64_t seed)
+{
+    int rc = VDB_OK;
+    size_t d = pq->d, ns = n < PQ4_CALIB_VECTORS ? n : PQ4_CALIB_VECTORS;
+    size_t np = n_probe < PQ4_CALIB_PROBES ? n_probe : PQ4_CALIB_PROBES;
+    size_t *si = malloc(ns * sizeof *si), *pi = malloc((np ? np : 1) * sizeof *pi);
+    float *e = malloc(ns * d * sizeof *e), *ratios = malloc(ns * (np ? np : 1) * sizeof *ratios);
+    double *en = malloc(ns * sizeof *en);
+    uint8_t *code = malloc(pq->m);
+    if (!si || !pi || !e || !ratios || !en || !code) {
+        rc = vdb_set_error(VDB_ENOMEM, "out of memory calibrating the pq4 error estimate");
+        goto cleanup;
+    }
+    vdb_kmeans_sample(n, ns, seed ^ 0x9e3779b97f4a7c15ull, si);
+    vdb_kmeans_sample(n_probe, np, seed ^ 0xc2b2ae3d27d4eb4full, pi);
+    for (size_t s = 0; s < ns; s++) {
+        const float *xs = x + si[s] * d;
+        vdb_pq4_encode(pq, xs, 1, code, NULL);
+        vdb_pq4_decode(pq, code, e + s * d);
+        double nn = 0;
+        for (size_t t = 0; t < d; t++) {
+            e[s * d + t] = xs[t] - e[s * d + t];
+            nn += (double)e[s * d + t] * e[s * d + t];
+        }
+        en[s] = sqrt(nn);
+    }
+    size_t nr = 0;
+    for (size_t p = 0; p < np; p++) {
+        const float *u = probe + pi[p] * d;
+        double un = 0;
+        for (size_t t = 0; t < d; t++) un += (double)u[t] * u[t];
+        un = sqrt(un);
+        if (!(un > 0)) continue;
+        for (size_t s = 0; s < ns; s++) {
+            if (!(en[s] > 0)) continue;
+            double dot = 0;
+            for (size_t t = 0; t < d; t++) dot += (double)u[t] * e[s * d + t];
+            ratios[nr++] = (float)(fabs(dot) / (un * en[s]));
+        }
+    }
+    if (nr == 0) {
+        pq->eps = 1.0f; /* nothing measured: Cauchy-Schwarz */
+    } else {
+        qsort(ratios, nr, sizeof *ratios, pq4_cmp_float);
+        size_t at = (size_t)ceil(VDB_PQ4_CONFIDENCE * (double)(nr - 1));
+        pq->eps = ratios[at];
+    }
+cleanup:
+    free(si);
+    free(pi);
+    free(e);
+    free(ratios);
+    free(en);
+    free(code);
+    return rc;
+}
+
+int vdb_pq4_train(vdb_pq4 *pq, const float *x, size_t n, const float *probe, size_t n_probe, uint64_t seed)
+{
+    if (n < 16) return vdb_set_error(VDB_EINVAL, "pq4 training needs at least 16 vectors, got %zu", n);
+    int rc = VDB_OK;
+    size_t d = pq->d, maxlen = pq4_len(pq, 0); /* the first sub-space is the longest */
+    float *sub = malloc(n * maxlen * sizeof *sub), *c = malloc(16 * maxlen * sizeof *c);
+    if (!sub || !c) {
+        rc = vdb_set_error(VDB_ENOMEM, "out of memory training the pq4 quantizer");
+        goto cleanup;
+    }
+    vdb_kmeans_params p;
+    vdb_kmeans_params_default(&p);
+    p.n_iter = PQ4_KMEANS_ITER;
+    for (size_t j = 0; j < pq->m; j++) {
+        size_t len = pq4_len(pq, j), o = pq->off[j];
+        for (size_t i = 0; i < n; i++) memcpy(sub + i * len, x + i * d + o, len * sizeof(float));
+        p.seed = seed + 0x632be59bd9b4e019ull * (j + 1);
+        rc = vdb_kmeans_train(VDB_METRIC_L2, sub, n, len, 16, &p, c, NULL);
+        if (rc) goto cleanup;
+        for (size_t cc = 0; cc < 16; cc++)
+            for (size_t t = 0; t < len; t++) pq->cent[16 * o + t * 16 + cc] = c[cc * len + t];
+    }
+    rc = probe ? pq4_calibrate(pq, x, n, probe, n_probe, seed) : pq4_calibrate(pq, x, n, x, n, seed);
+cleanup:
+    free(sub);
+    free(c);
+    return rc;
+}
+
+size_t vdb_pq4_block_bytes(const vdb_pq4 *pq) { return pq->m_pad * 16; }
+
+void vdb_pq4_pack_set(uint8_t *packed, size_t m_pad, size_t m, size_t i, const uint8_t *code)
+{
+    uint8_t *blk = packed + (i / VDB_PQ4_BLOCK) * m_pad * 16;
+    size_t t = i % VDB_PQ4_BLOCK, byte = t & 15;
+    int high = t >= 16;
+    for (size_t j = 0; j < m_pad; j++) {
+        uint8_t v = j < m ? (code[j] & 15) : 0;
+        uint8_t *b = blk + j * 16 + byte;
+        *b = high ? (uint8_t)((*b & 0x0f) | (v << 4)) : (uint8_t)((*b & 0xf0) | v);
+    }
+}
+
+void vdb_pq4_pack_get(const uint8_t *packed, size_t m_pad, size_t m, size_t i, uint8_t *code)
+{
+    const uint8_t *blk = packed + (i / VDB_PQ4_BLOCK) * m_pad * 16;
+    size_t t = i % VDB_PQ4_BLOCK, byte = t & 15;
+    for (size_t j = 0; j < m; j++) {
+        uint8_t b = blk[j * 16 + byte];
+        code[j] = t >= 16 ? (uint8_t)(b >> 4) : (uint8_t)(b & 15);
+    }
+}
+
+void vdb_pq4_lut(const vdb_pq4 *pq, const float *q, float *lut)
+{
+    for (size_t j = 0; j < pq->m; j++) {
+        const float *ct = pq->cent + 16 * (size_t)pq->off[j];
+        const float *qs = q + pq->off[j];
+        float acc[16] = {0};
+        for (size_t t = 0; t < pq4_len(pq, j); t++)
+            for (int c = 0; c < 16; c++) acc[c] += qs[t] * ct[t * 16 + c];
+        memcpy(lut + j * 16, acc, sizeof acc);
+    }
+    memset(lut + pq->m * 16, 0, (pq->m_pad - pq->m) * 16 * sizeof(float));
+}
+
+void vdb_pq4_lut_quantize(const float *lut, size_t m_pad, uint8_t *lut8, double *step, double *bias)
+{
+    double span = 0, b = 0;
+    float mins[VDB_PQ4_MAX_M];
+    for (size_t j = 0; j < m_pad; j++) {
+        float lo = lut[j * 16], hi = lut[j * 16];
+        for (int c = 1; c < 16; c++) {
+            float v = lut[j * 16 + c];
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
+        }
+        mins[j] = lo;
+        b += lo;
+        if ((double)hi - lo > span) span = (double)hi - lo;
+    }
+    double a = span > 0 ? 255.0 / span : 0.0;
+    for (size_t j = 0; j < m_pad; j++)
+        for (int c = 0; c < 16; c++) {
+            double u = floor(((double)lut[j * 16 + c] - mins[j]) * a + 0.5);
+            lut8[j * 16 + c] = (uint8_t)(u > 255 ? 255 : u < 0 ? 0 : u);
+        }
+    *step = span > 0 ? span / 255.0 : 0.0;
+    *bias = b;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Scan kernels */
+
+typedef void (*pq4_scan_fn)(const uint8_t *packed, size_t n_blocks, size_t m_pad, const uint8_t *lut8,
+                            uint16_t *out);
+
+static void pq4_scan_serial(const uint8_t *packed, size_t n_blocks, size_t m_pad, const uint8_t *lut8,
+                            uint16_t *out)
+{
+    for (size_t b = 0; b < n_blocks; b++) {
+        const uint8_t *blk = packed + b * m_pad * 16;
+        for (size_t t = 0; t < VDB_PQ4_BLOCK; t++) {
+            unsigned s = 0;
+            for (size_t j = 0; j < m_pad; j++) {
+                uint8_t byte = blk[j * 16 + (t & 15)];
+                s += lut8[j * 16 + (t < 16 ? (byte & 15) : (byte >> 4))];
+            }
+            out[b * VDB_PQ4_BLOCK + t] = (uint16_t)s;
+        }
+    }
+}
+
+#if defined(PQ4_HAVE_X86)
+#define PQ4_AVX2 __attribute__((target("avx2")))
+#define PQ4_AVX512 __attribute__((target("avx512f,avx512bw,avx2")))
+
+/* Accumulation: adding the looked-up bytes as 16-bit words sums (even byte + 256 * odd byte)
+ * modulo 2^16; a second accumulator adds the odd bytes alone (word >> 8). The even sums are then
+ * acc - (odd << 8), exact because every true sum is below 2^16. Even bytes are vectors 0, 2, ...
+ * of a lane, odd bytes vectors 1, 3, ...; lanes hold different sub-spaces and are added last. */
+PQ4_AVX2 static void pq4_finish_128(__m128i even_w, __m128i odd, uint16_t *out)
+{
+    __m128i even = _mm_sub_epi16(even_w, _mm_slli_epi16(odd, 8));
+    _mm_storeu_si128((__m128i *)out, _mm_unpacklo_epi16(even, odd));
+    _mm_storeu_si128((__m128i *)(out + 8), _mm_unpackhi_epi16(even, odd));
+}
+
+PQ4_AVX2 static void pq4_scan_avx2(const uint8_t *packed, size_t n_blocks, size_t m_pad, const uint8_t *lut8,
+                                   uint16_t *out)
+{
+    const __m256i nib = _mm256_set1_epi8(0x0f);
+    for (size_t b = 0; b < n_blocks; b++) {
+        const uint8_t *blk = packed + b * m_pad * 16;
+        __m256i lo_w = _mm256_setzero_si256(), lo_o = lo_w, hi_w = lo_w, hi_o = lo_w;
+        for (size_t j = 0; j < m_pad; j += 2) {
+            __m256i c = _mm256_loadu_si256((const __m256i *)(blk + j * 16));
+            __m256i t = _mm256_loadu_si256((const __m256i *)(lut8 + j * 16));
+            __m256i rl = _mm256_shuffle_epi8(t, _mm256_and_si256(c, nib));
+            __m256i rh = _mm256_shuffle_epi8(t, _mm256_and_si256(_mm256_srli_epi16(c, 4), nib));
+            lo_w = _mm256_add_epi16(lo_w, rl);
+            lo_o = _mm256_add_epi16(lo_o, _mm256_srli_epi16(rl, 8));
+            hi_w = _mm256_add_epi16(hi_w, rh);
+            hi_o = _mm256_add_epi16(hi_o, _mm256_srli_epi16(rh, 8));
+        }
+        uint16_t *o = out + b * VDB_PQ4_BLOCK;
+        pq4_finish_128(_mm_add_epi16(_mm256_castsi256_si128(lo_w), _mm256_extracti128_si256(lo_w, 1)),
+                       _mm_add_epi16(_mm256_castsi256_si128(lo_o), _mm256_extracti128_si256(lo_o, 1)), o);
+        pq4_finish_128(_mm_add_epi16(_mm256_castsi256_si128(hi_w), _mm256_extracti128_si256(hi_w, 1)),
+                       _mm_add_epi16(_mm256_castsi256_si128(hi_o), _mm256_extracti128_si256(hi_o, 1)), o + 16);
+    }
+}
+
+PQ4_AVX512 static __m128i pq4_sum_lanes_512(__m512i v)
+{
+    __m256i h = _mm256_add_epi16(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+    return _mm_add_epi16(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
+PQ4_AVX512 static void pq4_scan_avx512(const uint8_t *packed, size_t n_blocks, size_t m_pad, const uint8_t *lut8,
+                                       uint16_t *out)
+{
+    const __m512i nib = _mm512_set1_epi8(0x0f);
+    for (size_t b = 0; b < n_blocks; b++) {
+        const uint8_t *blk = packed + b * m_pad * 16;
+        __m512i lo_w = _mm512_setzero_si512(), lo_o = lo_w, hi_w = lo_w, hi_o = lo_w;
+        for (size_t j = 0; j < m_pad; j += 4) {
+            __m512i c = _mm512_loadu_si512((const void *)(blk + j * 16));
+            __m512i t = _mm512_loadu_si512((const void *)(lut8 + j * 16));
+            __m512i rl = _mm512_shuffle_epi8(t, _mm512_and_si512(c, nib));
+            __m512i rh = _mm512_shuffle_epi8(t, _mm512_and_si512(_mm512_srli_epi16(c, 4), nib));
+            lo_w = _mm512_add_epi16(lo_w, rl);
+            lo_o = _mm512_add_epi16(lo_o, _mm512_srli_epi16(rl, 8));
+            hi_w = _mm512_add_epi16(hi_w, rh);
+            hi_o = _mm512_add_epi16(hi_o, _mm512_srli_epi16(rh, 8));
+        }
+        uint16_t *o = out + b * VDB_PQ4_BLOCK;
+        pq4_finish_128(pq4_sum_lanes_512(lo_w), pq4_sum_lanes_512(lo_o), o);
+        pq4_finish_128(pq4_sum_lanes_512(hi_w), pq4_sum_lanes_512(hi_o), o + 16);
+    }
+}
+#endif
+
+typedef struct {
+    const char *name;
+    unsigned feature;
+    pq4_scan_fn scan;
+} pq4_kernel;
+
+static const pq4_kernel pq4_kernels[] = {
+#if defined(PQ4_HAVE_X86)
+    {"avx512", VDB_CPU_AVX512, pq4_scan_avx512},
+    {"avx2", VDB_CPU_AVX2, pq4_scan_avx2},
+#endif
+    {"serial", 0, pq4_scan_serial},
+};
+#define PQ4_N_KERNELS (sizeof pq4_kernels / sizeof pq4_kernels[0])
+
+static _Atomic(pq4_scan_fn) pq4_current;
+
+void vdb_pq4_select(unsigned enabled_features)
+{
+    pq4_scan_fn pick = pq4_scan_serial;
+    for (size_t i = 0; i < PQ4_N_KERNELS; i++)
+        if ((pq4_kernels[i].feature & enabled_features) == pq4_kernels[i].feature) {
+            pick = pq4_kernels[i].scan;
+            break;
+        }
+    atomic_store_explicit(&pq4_current, pick, memory_order_release);
+}
+
+void vdb_pq4_scan(const uint8_t *packed, size_t n_blocks, size_t m_pad, const uint8_t *lut8, uint16_t *out)
+{
+    pq4_scan_fn f = atomic_load_explicit(&pq4_current, memory_order_acquire);
+    if (!f) {
+        vdb_cpu_enabled(); /* first use: detection selects the kernels */
+        f = atomic_load_explicit(&pq4_current, memory_order_acquire);
+    }
+    f(packed, n_blocks, m_pad, lut8, out);
+}
+
+int vdb_pq4_scan_isa(const char *isa, const uint8_t *packed, size_t n_blocks, size_t m_pad, const uint8_t *lut8,
+                     uint16_t *out)
+{
+    unsigned detected = vdb_cpu_detected();
+    for (size_t i = 0; i < PQ4_N_KERNELS; i++)
+        if (isa && strcmp(pq4_kernels[i].name, isa) == 0 && (pq4_kernels[i].feature & detected) == pq4_kernels[i].feature) {
+            pq4_kernels[i].scan(packed, n_blocks, m_pad, lut8, out);
+            return 0;
+        }
+    return -1;
+}

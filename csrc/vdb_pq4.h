@@ -1,0 +1,85 @@
+/* vdb_pq4 — 4-bit product quantizer with a register-resident ("fast-scan") code: training,
+ * encoding, the packed block layout, query lookup tables and the SIMD table-lookup scan.
+ *
+ * Quantizer: the d dimensions are cut into m sub-spaces (m in [1, min(d, 256)]; the first d % m
+ * sub-spaces get one dimension more). Each sub-space has 16 centroids trained by vdb_kmeans (L2),
+ * so a vector's code is m 4-bit indices; x^ = the concatenation of the chosen centroids. encode
+ * also returns err = |x - x^| (the residual norm, float64 then rounded to float).
+ *
+ * Error estimate: train measures, on a sample, the ratio |<u, x - x^>| / (|u| |x - x^|) for probe
+ * directions u (the caller's vectors, e.g. queries-like data) and keeps its VDB_PQ4_CONFIDENCE
+ * quantile as eps: a search then treats |<q, x - x^>| <= eps |q| err as holding (it does for that
+ * share of pairs on data like the sample). This is an estimate, not a proof: the caller reports
+ * recall against exact search.
+ *
+ * Packed layout (blocks of 32 vectors, m_pad = m rounded up to a multiple of 4, padding codes 0):
+ * block b occupies m_pad * 16 bytes; sub-space j's 16 bytes at offset j * 16 hold, in byte t,
+ * vector 32b+t's index in the low nibble and vector 32b+16+t's in the high nibble. So one 128-bit
+ * lane holds one sub-space of the whole block, next to that sub-space's 16-entry table: a byte
+ * shuffle (pshufb) looks up 16 vectors at once, two (AVX2) or four (AVX-512) sub-spaces per
+ * instruction.
+ *
+ * Tables: vdb_pq4_lut gives lut[j*16 + c] = <q_j, C_j[c]> (float; the padding sub-spaces 0), so
+ * sum_j lut[j][code_j] = <q, x^>. vdb_pq4_lut_quantize maps each sub-space's table to uint8 with
+ * one common step: value ~= bias_j + step * u8 with |error| <= step / 2 per sub-space; sums of up
+ * to 256 sub-spaces of 255 fit a uint16 exactly. vdb_pq4_scan returns, per vector, the uint16 sum
+ * of its table entries: <q, x^> ~= bias + step * sum.
+ *
+ * Kernels: `_serial` reference plus AVX2 and AVX-512BW variants chosen through vdb_cpu (the serial
+ * one is the portable fallback, arm64 included); every variant returns the same integers.
+ * Ownership: vdb_pq4 owns its arrays (vdb_pq4_free); every other output is caller-allocated.
+ * A trained quantizer is read-only: concurrent encodes, tables and scans are safe.
+ */
+#ifndef VDB_PQ4_H
+#define VDB_PQ4_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define VDB_PQ4_MAX_M 256
+#define VDB_PQ4_BLOCK 32
+#define VDB_PQ4_CONFIDENCE 0.99 /* quantile of the error ratio kept as eps (see above) */
+
+typedef struct {
+    size_t d, m, m_pad;
+    uint32_t *off; /* m + 1 offsets: sub-space j is dimensions [off[j], off[j+1]) */
+    float *cent;   /* 16 * d: sub-space j at cent + 16 * off[j], stored transposed (dimension-major:
+                    * cent[16 * off[j] + t * 16 + c] = dimension t of centroid c) */
+    float eps;     /* error-ratio quantile, see above; 0 before training */
+} vdb_pq4;
+
+/* Allocates an untrained quantizer (centroids 0). d >= 1, 1 <= m <= min(d, VDB_PQ4_MAX_M). */
+int vdb_pq4_create(size_t d, size_t m, vdb_pq4 **out);
+void vdb_pq4_free(vdb_pq4 *pq);
+
+/* Trains the 16 centroids of every sub-space on x (n >= 16 vectors of d floats) and measures eps
+ * with up to 256 probe vectors (probe NULL: x itself). Deterministic for a seed. */
+int vdb_pq4_train(vdb_pq4 *pq, const float *x, size_t n, const float *probe, size_t n_probe, uint64_t seed);
+
+/* codes: n * m bytes (one index 0..15 per byte); err (optional): n floats = |x - x^|. */
+void vdb_pq4_encode(const vdb_pq4 *pq, const float *x, size_t n, uint8_t *codes, float *err);
+/* x^ of one code (d floats). */
+void vdb_pq4_decode(const vdb_pq4 *pq, const uint8_t *code, float *x);
+
+/* Bytes of one packed block of 32 vectors: m_pad * 16. */
+size_t vdb_pq4_block_bytes(const vdb_pq4 *pq);
+/* Writes / reads the m indices of vector i (global position: block i / 32) in a packed array. */
+void vdb_pq4_pack_set(uint8_t *packed, size_t m_pad, size_t m, size_t i, const uint8_t *code);
+void vdb_pq4_pack_get(const uint8_t *packed, size_t m_pad, size_t m, size_t i, uint8_t *code);
+
+/* lut: m_pad * 16 floats. */
+void vdb_pq4_lut(const vdb_pq4 *pq, const float *q, float *lut);
+/* lut8: m_pad * 16 bytes. *step = common step (0 when every table is constant), *bias = sum of
+ * the per-sub-space minima (float64). */
+void vdb_pq4_lut_quantize(const float *lut, size_t m_pad, uint8_t *lut8, double *step, double *bias);
+
+/* out[32 b + t] = sum_j lut8[j * 16 + index_j(vector 32b+t)] for n_blocks blocks. */
+void vdb_pq4_scan(const uint8_t *packed, size_t n_blocks, size_t m_pad, const uint8_t *lut8, uint16_t *out);
+/* Variant access for tests: isa "serial", "avx2", "avx512"; -1 when not available. */
+int vdb_pq4_scan_isa(const char *isa, const uint8_t *packed, size_t n_blocks, size_t m_pad, const uint8_t *lut8,
+                     uint16_t *out);
+
+/* Called by vdb_cpu when the enabled feature set changes. */
+void vdb_pq4_select(unsigned enabled_features);
+
+#endif

@@ -1,0 +1,124 @@
+"""The 4-bit PQ fast-scan kernels (csrc/vdb_pq4) through vectordb._core: packing, encoding, lookup
+tables and every scan variant this CPU has, against float64 / integer NumPy references at odd sizes.
+"""
+import numpy as np
+import pytest
+
+from vectordb import _core
+
+ISAS = ["serial", "avx2", "avx512"]
+
+
+def variant_available(isa):
+    return isa == "serial" or isa in _core.capabilities()["detected"]
+
+
+def m_pad(m):
+    return (m + 3) // 4 * 4
+
+
+def offsets(d, m):
+    base, extra = divmod(d, m)
+    off = [0]
+    for j in range(m):
+        off.append(off[-1] + base + (j < extra))
+    return off
+
+
+def centroids_of(cent_t, d, m):
+    """Per sub-space (16, len) float64 centroid arrays from the transposed storage."""
+    off = offsets(d, m)
+    out = []
+    for j in range(m):
+        ln = off[j + 1] - off[j]
+        blk = np.asarray(cent_t[16 * off[j]: 16 * off[j] + 16 * ln], dtype=np.float64)
+        out.append(blk.reshape(ln, 16).T)
+    return out, off
+
+
+def ref_scan(codes, lut8, m):
+    """Integer reference: per vector, the sum of its table entries."""
+    tab = lut8.reshape(-1, 16).astype(np.int64)
+    return tab[np.arange(m)[None, :], codes.astype(np.int64)].sum(1)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m,n", [(1, 1), (3, 31), (5, 33), (17, 95), (96, 200), (255, 64), (256, 77)])
+def test_scan_matches_integer_reference(isa, m, n):
+    if not variant_available(isa):
+        pytest.skip(f"{isa} not on this CPU")
+    rng = np.random.default_rng(m * 1000 + n)
+    codes = rng.integers(0, 16, size=(n, m), dtype=np.uint8)
+    lut8 = np.zeros(m_pad(m) * 16, dtype=np.uint8)
+    lut8[: m * 16] = rng.integers(0, 256, size=m * 16, dtype=np.uint8)
+    if m == 256:
+        lut8[:] = 255  # the largest sum: 256 * 255 must not wrap
+    packed = _core.pq4_pack(codes)
+    got = _core.pq4_scan(isa, packed, lut8)
+    assert got.dtype == np.uint16 and len(got) == (n + 31) // 32 * 32
+    np.testing.assert_array_equal(got[:n].astype(np.int64), ref_scan(codes, lut8, m))
+    # the padding vectors of the last block hold index 0 everywhere
+    pad = np.zeros((len(got) - n, m), dtype=np.uint8)
+    np.testing.assert_array_equal(got[n:].astype(np.int64), ref_scan(pad, lut8, m))
+
+
+@pytest.mark.parametrize("m,n", [(1, 5), (3, 40), (96, 65), (130, 97)])
+def test_pack_roundtrip_and_overwrite(m, n):
+    rng = np.random.default_rng(n)
+    codes = rng.integers(0, 16, size=(n, m), dtype=np.uint8)
+    packed = _core.pq4_pack(codes)
+    np.testing.assert_array_equal(_core.pq4_unpack(packed, m, n), codes)
+    assert len(packed) == (n + 31) // 32 * m_pad(m) * 16
+
+
+@pytest.mark.parametrize("d,m", [(1, 1), (7, 3), (17, 5), (100, 25), (385, 96)])
+def test_encode_lut_and_quantized_scan_against_float64(d, m):
+    rng = np.random.default_rng(d)
+    x = rng.normal(size=(300, d)).astype(np.float32)
+    cent_t, eps = _core.pq4_train(x, m, 7)
+    assert 0.0 < eps <= 1.0
+    cents, off = centroids_of(cent_t, d, m)
+    codes, err = _core.pq4_encode(cent_t, m, x)
+    x64 = x.astype(np.float64)
+    recon = np.zeros_like(x64)
+    for j in range(m):
+        sub = x64[:, off[j]: off[j + 1]]
+        dist = ((sub[:, None, :] - cents[j][None, :, :]) ** 2).sum(-1)  # (n, 16)
+        chosen = dist[np.arange(len(x)), codes[:, j]]
+        assert np.all(chosen <= dist.min(1) * (1 + 1e-5) + 1e-6), f"sub-space {j}: not the nearest centroid"
+        recon[:, off[j]: off[j + 1]] = cents[j][codes[:, j]]
+    np.testing.assert_allclose(err, np.sqrt(((x64 - recon) ** 2).sum(1)), rtol=1e-5, atol=1e-6)
+    assert err.mean() < np.sqrt((x64**2).sum(1)).mean()  # the code carries information
+
+    q = rng.normal(size=d).astype(np.float32)
+    lut = _core.pq4_lut(cent_t, m, q)
+    want = np.zeros(m_pad(m) * 16)
+    for j in range(m):
+        want[j * 16: j * 16 + 16] = cents[j] @ q[off[j]: off[j + 1]].astype(np.float64)
+    np.testing.assert_allclose(lut, want, rtol=1e-5, atol=1e-5 * np.abs(q).sum())
+
+    lut8, step, bias = _core.pq4_lut_quantize(lut)
+    tab = lut.reshape(-1, 16).astype(np.float64)
+    approx = tab.min(1)[:, None] + step * lut8.reshape(-1, 16)
+    assert np.all(np.abs(approx - tab) <= step / 2 * (1 + 1e-6) + 1e-7)
+    assert abs(bias - tab.min(1).sum()) <= 1e-6 * (1 + np.abs(tab).sum())
+
+    exact = recon @ q.astype(np.float64)  # <q, x^> in float64
+    packed = _core.pq4_pack(codes)
+    for isa in filter(variant_available, ISAS):
+        sums = _core.pq4_scan(isa, packed, lut8)[: len(x)].astype(np.float64)
+        est = bias + step * sums
+        assert np.all(np.abs(est - exact) <= m * step / 2 * (1 + 1e-6) + 1e-4 * np.abs(tab).max()), isa
+
+
+def test_constant_tables_and_bad_inputs():
+    lut8, step, bias = _core.pq4_lut_quantize(np.full(64, 0.5, dtype=np.float32))
+    assert step == 0.0 and not lut8.any() and bias == pytest.approx(2.0)
+    with pytest.raises(ValueError):
+        _core.pq4_lut_quantize(np.zeros(48, dtype=np.float32))  # m_pad must be a multiple of 4
+    with pytest.raises(ValueError):
+        _core.pq4_scan("serial", np.zeros(100, dtype=np.uint8), np.zeros(64, dtype=np.uint8))
+    with pytest.raises(Exception, match="at least 16"):
+        _core.pq4_train(np.zeros((10, 8), dtype=np.float32), 2, 0)
+    with pytest.raises(Exception, match="sub-quantizers"):
+        _core.pq4_train(np.zeros((100, 8), dtype=np.float32), 9, 0)
