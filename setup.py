@@ -21,11 +21,17 @@ ENGINE_SOURCES = [
     "vdb_kmeans.c",
     "vdb_pq4.c",
     "vdb_ivf.c",
+    "vdb_ivf_search.c",
+    "vdb_ivf_file.c",
     "vdb_crc32c.c",
     "vdb_store.c",
     "vdb_meta.c",
     "vdb_filter.c",
+    "vdb_idmap.c",
+    "vdb_logrec.c",
+    "vdb_result.c",
     "vdb_collection.c",
+    "vdb_collection_ivf.c",
 ]
 BINDING = "_coremodule.c"
 

@@ -1,12 +1,10 @@
-/* vdb_collection — one collection: the id hash table, write planning and apply, the log record codec,
- * checkpoint and compaction, get/query results and the IVF index's lifecycle. See vdb_collection.h. */
-#include "vdb_collection.h"
-
+/* vdb_collection — one collection: open and close, write planning and apply, checkpoint and
+ * compaction, get/count/query and stats. The id map, log records, results and the IVF lifecycle live
+ * in vdb_idmap.c, vdb_logrec.c, vdb_result.c and vdb_collection_ivf.c. See vdb_collection.h. */
 #include <errno.h>
 #include <dirent.h>
 #include <math.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,89 +13,27 @@
 #include <unistd.h>
 
 #include "vdb_bytes.h"
+#include "vdb_collection_internal.h"
 #include "vdb_error.h"
 #include "vdb_filter.h"
 #include "vdb_flat.h"
 #include "vdb_ivf.h"
-#include "vdb_kmeans.h"
+#include "vdb_logrec.h"
 #include "vdb_meta.h"
 #include "vdb_store.h"
 #include "vdb_topk.h"
 
-#define NONE32 UINT32_MAX
 #define WAL_WRITE 1 /* log record type: one vdb_collection_write batch */
 /* Checkpoint when the log outgrows this and half the snapshot, so replay stays short. */
 #define CHECKPOINT_WAL_BYTES (64u << 20)
 #define CLOSE_CHECKPOINT_WAL_BYTES (4u << 20)
 
-struct vdb_collection {
-    char *dir; /* NULL: in memory */
-    vdb_collection_config cfg;
-    int64_t dim;
-    uint64_t generation;
-    int wal_fd;
-    char wal_path[4096]; /* named in errors */
-    uint64_t wal_end;
-    uint64_t snapshot_bytes;
-    int failed; /* an fsync or apply failed: writes refused until reopened */
-    pthread_rwlock_t lock;
-
-    /* Rows [0, n_base) live in the mapped snapshot, [n_base, n_rows) in tail. */
-    void *map;
-    size_t map_len;
-    float *base;
-    size_t n_base;
-    float *tail;
-    size_t tail_cap; /* rows */
-
-    size_t n_rows, n_live, cap_rows;
-    uint64_t *live; /* bitmap over rows */
-    uint64_t *id_off;
-    uint32_t *id_len;
-    uint64_t *id_hash;
-    vdb_buf ids; /* id bytes */
-
-    int64_t *slots; /* open-addressing id -> row table, -1 empty */
-    size_t n_slots;
-
-    vdb_meta *meta;
-
-
-    vdb_ivf *ivf; /* once trained, the owner of every live row's vector (base/tail are empty) */
-    int batch_depth;
-};
-
-#define IVF_SEED 0x5eedULL
-
 /* ---- small helpers ---- */
-
-/* The warning of the calling thread's last write, batch end or rebuild (vdb_collection_take_warning).
- * Per thread, so a write's warning goes to its own caller, never to another thread's write. */
-static _Thread_local char warning_msg[512];
-static _Thread_local int warning_set;
-
-static void clear_warning(void) { warning_set = 0; }
-
-
-static uint64_t hash_bytes(const char *p, size_t n)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)p[i]) * 1099511628211ull;
-    return h ^ (h >> 29);
-}
-
-static inline const float *row_vector(const vdb_collection *c, size_t row)
-{
-    if (c->ivf) return vdb_ivf_vector(c->ivf, (int64_t)row);
-    return row < c->n_base ? c->base + row * (size_t)c->dim : c->tail + (row - c->n_base) * (size_t)c->dim;
-}
 
 static inline float *row_vector_mut(vdb_collection *c, size_t row)
 {
     return (float *)row_vector(c, row);
 }
-
-static inline int is_live(const vdb_collection *c, size_t row) { return (c->live[row >> 6] >> (row & 63)) & 1; }
 
 /* allowed: a bitmap from allowed_rows (already ANDed with the live rows), or NULL = every live row. */
 static inline int row_allowed(const vdb_collection *c, const uint64_t *allowed, size_t row)
@@ -105,80 +41,10 @@ static inline int row_allowed(const vdb_collection *c, const uint64_t *allowed, 
     return allowed ? (int)((allowed[row >> 6] >> (row & 63)) & 1) : is_live(c, row);
 }
 
-static int refuse_writes(const vdb_collection *c)
+int vdb_coll_refuse_writes(const vdb_collection *c)
 {
     return vdb_set_error(VDB_EREADONLY, "collection at '%s' refuses writes after an I/O error; reopen it",
                          c->dir ? c->dir : "(memory)");
-}
-
-static int64_t lookup(const vdb_collection *c, const char *id, size_t len, uint64_t h)
-{
-    if (!c->n_slots) return -1;
-    size_t mask = c->n_slots - 1;
-    for (size_t s = h & mask;; s = (s + 1) & mask) {
-        int64_t r = c->slots[s];
-        if (r < 0) return -1;
-        if (c->id_hash[r] == h && c->id_len[r] == len && memcmp(c->ids.data + c->id_off[r], id, len) == 0) return r;
-    }
-}
-
-static void slot_insert(vdb_collection *c, int64_t row)
-{
-    size_t mask = c->n_slots - 1;
-    size_t s = c->id_hash[row] & mask;
-    while (c->slots[s] >= 0) s = (s + 1) & mask;
-    c->slots[s] = row;
-}
-
-/* Linear-probing delete by backward shift: keeps every probe chain unbroken. */
-static void slot_remove(vdb_collection *c, int64_t row)
-{
-    size_t mask = c->n_slots - 1, s = c->id_hash[row] & mask;
-    while (c->slots[s] != row) s = (s + 1) & mask;
-    size_t hole = s;
-    for (size_t j = (hole + 1) & mask; c->slots[j] >= 0; j = (j + 1) & mask) {
-        size_t home = c->id_hash[c->slots[j]] & mask;
-        /* Move j into the hole unless its home lies cyclically in (hole, j]. */
-        int stays = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
-        if (!stays) {
-            c->slots[hole] = c->slots[j];
-            hole = j;
-        }
-    }
-    c->slots[hole] = -1;
-}
-
-/* An empty id table for want_rows ids (at most half full); the caller fills it (install_slots). */
-static int alloc_slots(size_t want_rows, int64_t **slots, size_t *n_slots)
-{
-    size_t n = 16;
-    while (n < want_rows * 2) {
-        if (n > SIZE_MAX / 2 / sizeof **slots) return vdb_set_error(VDB_ENOMEM, "id table for %zu rows is too large", want_rows);
-        n *= 2;
-    }
-    if (!(*slots = malloc(n * sizeof **slots))) return vdb_set_error(VDB_ENOMEM, "out of memory growing the id table");
-    *n_slots = n;
-    return VDB_OK;
-}
-
-/* Replaces the id table with slots (from alloc_slots) and inserts every live row: cannot fail. */
-static void install_slots(vdb_collection *c, int64_t *slots, size_t n_slots)
-{
-    free(c->slots);
-    c->slots = slots;
-    c->n_slots = n_slots;
-    memset(slots, 0xff, n_slots * sizeof *slots);
-    for (size_t r = 0; r < c->n_rows; r++)
-        if (is_live(c, r)) slot_insert(c, (int64_t)r);
-}
-
-static int rebuild_slots(vdb_collection *c, size_t want_rows)
-{
-    int64_t *slots = NULL;
-    size_t n = 0;
-    int rc = alloc_slots(want_rows, &slots, &n);
-    if (rc == VDB_OK) install_slots(c, slots, n);
-    return rc;
 }
 
 /* Vector storage: 64-byte aligned (the SIMD scan runs ~20% faster), and 2 MiB aligned with
@@ -240,7 +106,7 @@ static int reserve(vdb_collection *c, size_t extra, size_t id_bytes, size_t meta
     }
     if (vdb_buf_reserve(&c->ids, id_bytes)) return vdb_set_error(VDB_ENOMEM, "out of memory storing ids");
     if ((rc = vdb_meta_reserve(c->meta, extra, meta_bytes))) return rc;
-    if ((c->n_live + extra) * 2 > c->n_slots && (rc = rebuild_slots(c, c->n_live + extra))) return rc;
+    if ((c->n_live + extra) * 2 > c->n_slots && (rc = vdb_idmap_rebuild(c, c->n_live + extra))) return rc;
     return VDB_OK;
 }
 
@@ -289,9 +155,9 @@ static int plan_write(vdb_collection *c, int op, const vdb_batch *b, write_plan 
     memset(p, 0, sizeof *p);
     if (op < VDB_OP_ADD || op > VDB_OP_DELETE) return vdb_set_error(VDB_EINVAL, "unknown write operation %d", op);
     if (n == 0) return VDB_OK;
-    /* The log and snapshot readers' limits (see decode_write, load_records): refused here, before
+    /* The log and snapshot readers' limits (see vdb_logrec_decode, load_records): refused here, before
      * anything is written, so no record is ever logged that reopening would call damage. */
-    if (n >= NONE32) return vdb_set_error(VDB_EINVAL, "a write of %zu records is too large (at most %u)", n, NONE32 - 1);
+    if (n >= VDB_NONE32) return vdb_set_error(VDB_EINVAL, "a write of %zu records is too large (at most %u)", n, VDB_NONE32 - 1);
     if (b->vectors && op != VDB_OP_DELETE) {
         if (b->dim <= 0) return vdb_set_error(VDB_EINVAL, "vectors need a positive dimension");
         if (b->dim > VDB_MAX_DIM)
@@ -313,20 +179,20 @@ static int plan_write(vdb_collection *c, int op, const vdb_batch *b, write_plan 
         goto fail;
     }
     for (size_t i = 0; i < n; i++) {
-        if (b->id_lens[i] == 0 || b->id_lens[i] == NONE32 || !vdb_utf8_valid((const uint8_t *)b->ids[i], b->id_lens[i])) {
+        if (b->id_lens[i] == 0 || b->id_lens[i] == VDB_NONE32 || !vdb_utf8_valid((const uint8_t *)b->ids[i], b->id_lens[i])) {
             rc = vdb_set_error(VDB_EINVAL, "record %zu has an empty, oversized or non-UTF-8 id", i);
             goto fail;
         }
         if (op != VDB_OP_DELETE && b->docs && b->docs[i] &&
-            (b->doc_lens[i] == NONE32 || !vdb_utf8_valid((const uint8_t *)b->docs[i], b->doc_lens[i]))) {
+            (b->doc_lens[i] == VDB_NONE32 || !vdb_utf8_valid((const uint8_t *)b->docs[i], b->doc_lens[i]))) {
             rc = vdb_set_error(VDB_EINVAL, "document of record %zu is oversized or not UTF-8", i);
             goto fail;
         }
-        p->hash[i] = hash_bytes(b->ids[i], b->id_lens[i]);
-        p->row[i] = lookup(c, b->ids[i], b->id_lens[i], p->hash[i]);
+        p->hash[i] = vdb_idmap_hash(b->ids[i], b->id_lens[i]);
+        p->row[i] = vdb_idmap_lookup(c, b->ids[i], b->id_lens[i], p->hash[i]);
         const uint8_t *meta = b->metas ? b->metas[i] : NULL;
         size_t meta_len = meta ? b->meta_lens[i] : 0;
-        if (meta && op != VDB_OP_DELETE && (meta_len >= NONE32 || vdb_meta_blob_check(meta, meta_len, op != VDB_OP_ADD))) {
+        if (meta && op != VDB_OP_DELETE && (meta_len >= VDB_NONE32 || vdb_meta_blob_check(meta, meta_len, op != VDB_OP_ADD))) {
             rc = vdb_set_error(VDB_EINVAL, "metadata of record %zu ('%.*s') is malformed", i, (int)b->id_lens[i], b->ids[i]);
             goto fail;
         }
@@ -351,7 +217,7 @@ static int plan_write(vdb_collection *c, int op, const vdb_batch *b, write_plan 
             size_t old_len = 0;
             if (p->action[i] == ACT_UPDATE) vdb_meta_get(c->meta, (size_t)p->row[i], &old, &old_len, NULL, NULL);
             if ((rc = vdb_meta_blob_merge(old, old_len, meta, meta_len, &p->merged[i], &p->merged_len[i]))) goto fail;
-            if (p->merged_len[i] >= NONE32) {
+            if (p->merged_len[i] >= VDB_NONE32) {
                 rc = vdb_set_error(VDB_EINVAL, "metadata of record %zu would grow past 4 GiB", i);
                 goto fail;
             }
@@ -410,9 +276,9 @@ static int apply_write(vdb_collection *c, int op, const vdb_batch *b, write_plan
             meta_len = p->merged_len[i];
         }
         const char *doc = b->docs ? b->docs[i] : NULL;
-        if (act == ACT_APPEND && lookup(c, b->ids[i], b->id_lens[i], p->hash[i]) >= 0)
+        if (act == ACT_APPEND && vdb_idmap_lookup(c, b->ids[i], b->id_lens[i], p->hash[i]) >= 0)
             act = op == VDB_OP_ADD ? ACT_SKIP : ACT_UPDATE; /* the id appeared earlier in this batch */
-        if (act == ACT_UPDATE && row < 0) row = lookup(c, b->ids[i], b->id_lens[i], p->hash[i]);
+        if (act == ACT_UPDATE && row < 0) row = vdb_idmap_lookup(c, b->ids[i], b->id_lens[i], p->hash[i]);
         if (status) status[i] = act != ACT_SKIP;
         switch (act) {
         case ACT_APPEND: {
@@ -428,7 +294,7 @@ static int apply_write(vdb_collection *c, int op, const vdb_batch *b, write_plan
             vdb_meta_set(c->meta, r, 1, meta, meta_len, 1, doc, doc ? b->doc_lens[i] : 0);
             set_live(c, r, 1);
             c->n_live++;
-            slot_insert(c, (int64_t)r);
+            vdb_idmap_insert(c, (int64_t)r);
             break;
         }
         case ACT_UPDATE:
@@ -441,7 +307,7 @@ static int apply_write(vdb_collection *c, int op, const vdb_batch *b, write_plan
             break;
         case ACT_DELETE:
             if (c->ivf) vdb_ivf_remove(c->ivf, row);
-            slot_remove(c, row);
+            vdb_idmap_remove(c, row);
             set_live(c, (size_t)row, 0);
             c->n_live--;
             break;
@@ -458,119 +324,9 @@ static int apply_write(vdb_collection *c, int op, const vdb_batch *b, write_plan
     return VDB_OK;
 }
 
-/* ---- log payload: op, n, dim, flags, ids, vectors, metas, docs ---- */
-
-static int encode_strings(vdb_buf *out, const char *const *s, const uint32_t *lens, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (vdb_buf_u32(out, s[i] ? lens[i] : NONE32)) return -1;
-        if (s[i] && vdb_buf_append(out, s[i], lens[i])) return -1;
-    }
-    return 0;
-}
-
-/* *vec_off: where the vectors start in out (they are applied from there: see write_locked). */
-static int encode_write(int op, const vdb_batch *b, vdb_buf *out, size_t *vec_off)
-{
-    uint8_t head[14];
-    vdb_batch ids_only = {b->n, 0, b->ids, b->id_lens, NULL, NULL, NULL, NULL, NULL};
-    if (op == VDB_OP_DELETE) b = &ids_only; /* a delete applies ids only: log nothing unchecked */
-    head[0] = (uint8_t)op;
-    vdb_put_u32(head + 1, (uint32_t)b->n);
-    vdb_put_u64(head + 5, b->vectors ? (uint64_t)b->dim : 0);
-    head[13] = (uint8_t)((b->vectors ? 1 : 0) | (b->metas ? 2 : 0) | (b->docs ? 4 : 0));
-    if (vdb_buf_append(out, head, sizeof head) || encode_strings(out, b->ids, b->id_lens, b->n)) goto nomem;
-    *vec_off = out->len;
-    if ((b->vectors && vdb_buf_append(out, b->vectors, b->n * (size_t)b->dim * sizeof(float))) ||
-        (b->metas && encode_strings(out, (const char *const *)b->metas, b->meta_lens, b->n)) ||
-        (b->docs && encode_strings(out, b->docs, b->doc_lens, b->n)))
-        goto nomem;
-    return VDB_OK;
-nomem:
-    return vdb_set_error(VDB_ENOMEM, "out of memory encoding a write of %zu records", b->n);
-}
-
-typedef struct {
-    vdb_batch b;
-    int op;
-    const char **ids, **metas, **docs;
-    uint32_t *id_lens, *meta_lens, *doc_lens;
-    float *vectors; /* aligned copy */
-} decoded_write;
-
-static void decoded_free(decoded_write *w)
-{
-    free(w->ids);
-    free(w->metas);
-    free(w->docs);
-    free(w->id_lens);
-    free(w->meta_lens);
-    free(w->doc_lens);
-    free(w->vectors);
-}
-
-/* text: the bytes must be valid UTF-8 (ids, documents); metadata blobs are checked on their own. */
-static int decode_strings(vdb_reader *r, size_t n, const char **s, uint32_t *lens, int allow_none, int text)
-{
-    for (size_t i = 0; i < n; i++) {
-        const uint8_t *p = NULL;
-        if (vdb_take_u32(r, &lens[i])) return -1;
-        if (lens[i] == NONE32) {
-            if (!allow_none) return -1;
-            s[i] = NULL;
-            lens[i] = 0;
-            continue;
-        }
-        if (vdb_take(r, lens[i], &p) || (text && !vdb_utf8_valid(p, lens[i]))) return -1;
-        s[i] = (const char *)p;
-    }
-    return 0;
-}
-
-static int decode_write(const uint8_t *payload, size_t len, decoded_write *w)
-{
-    vdb_reader r = {payload, len};
-    const uint8_t *head, *vec;
-    memset(w, 0, sizeof *w);
-    if (vdb_take(&r, 14, &head)) return -1;
-    w->op = head[0];
-    size_t n = vdb_get_u32(head + 1);
-    uint64_t dim = vdb_get_u64(head + 5);
-    uint8_t flags = head[13];
-    if (n > len || dim > VDB_MAX_DIM || ((flags & 1) && dim == 0)) return -1;
-    w->ids = calloc(n + 1, sizeof *w->ids);
-    w->id_lens = calloc(n + 1, sizeof *w->id_lens);
-    if (!w->ids || !w->id_lens || decode_strings(&r, n, w->ids, w->id_lens, 0, 1)) return -1;
-    if (flags & 1) {
-        size_t bytes = n * (size_t)dim * sizeof(float);
-        if (bytes / sizeof(float) / (dim ? dim : 1) != n || vdb_take(&r, bytes, &vec)) return -1;
-        if (!(w->vectors = malloc(bytes ? bytes : 1))) return -1;
-        memcpy(w->vectors, vec, bytes);
-    }
-    if (flags & 2) {
-        w->metas = calloc(n + 1, sizeof *w->metas);
-        w->meta_lens = calloc(n + 1, sizeof *w->meta_lens);
-        if (!w->metas || !w->meta_lens || decode_strings(&r, n, w->metas, w->meta_lens, 1, 0)) return -1;
-    }
-    if (flags & 4) {
-        w->docs = calloc(n + 1, sizeof *w->docs);
-        w->doc_lens = calloc(n + 1, sizeof *w->doc_lens);
-        if (!w->docs || !w->doc_lens || decode_strings(&r, n, w->docs, w->doc_lens, 1, 1)) return -1;
-    }
-    if (r.left) return -1;
-    w->b = (vdb_batch){n, (int64_t)dim, w->ids, w->id_lens, w->vectors, (const uint8_t *const *)w->metas,
-                       w->meta_lens, w->docs, w->doc_lens};
-    return 0;
-}
-
 /* ---- checkpoint, compaction ---- */
 
-static int maybe_checkpoint(vdb_collection *c);
-static void after_write(vdb_collection *c);
-static int64_t current_n_probe(const vdb_collection *c);
-
-/* Drops dead rows: rows keep their order; vectors move to one heap array. */
-static int compact(vdb_collection *c)
+int vdb_coll_compact(vdb_collection *c)
 {
     size_t n = c->n_live, d = (size_t)c->dim, k = 0;
     if (c->n_live == c->n_rows) return VDB_OK;
@@ -601,7 +357,7 @@ static int compact(vdb_collection *c)
         k++;
     }
     /* The id table of the compacted rows, allocated before anything changes. */
-    if ((rc = alloc_slots(n, &slots, &n_slots))) goto cleanup;
+    if ((rc = vdb_idmap_alloc(n, &slots, &n_slots))) goto cleanup;
     if (c->ivf && (rc = vdb_ivf_renumber(c->ivf, old_to_new, c->n_rows))) goto cleanup;
     /* Nothing can fail from here on. The id arrays move down in place (k <= r); the new id bytes
      * hold the live ids in row order. */
@@ -632,7 +388,7 @@ static int compact(vdb_collection *c)
     c->n_rows = n;
     memset(c->live, 0, (c->cap_rows + 63) / 64 * sizeof(uint64_t));
     for (size_t r = 0; r < n; r++) set_live(c, r, 1);
-    install_slots(c, slots, n_slots);
+    vdb_idmap_install(c, slots, n_slots);
     slots = NULL;
     goto cleanup;
 nomem:
@@ -663,20 +419,20 @@ static int encode_records(const vdb_collection *c, vdb_buf *out)
         size_t ml, dl;
         vdb_meta_get(c->meta, r, &mb, &ml, &doc, &dl);
         if (vdb_buf_u32(out, c->id_len[r]) || vdb_buf_append(out, c->ids.data + c->id_off[r], c->id_len[r]) ||
-            vdb_buf_u32(out, mb ? (uint32_t)ml : NONE32) || (mb && vdb_buf_append(out, mb, ml)) ||
-            vdb_buf_u32(out, doc ? (uint32_t)dl : NONE32) || (doc && vdb_buf_append(out, doc, dl)))
+            vdb_buf_u32(out, mb ? (uint32_t)ml : VDB_NONE32) || (mb && vdb_buf_append(out, mb, ml)) ||
+            vdb_buf_u32(out, doc ? (uint32_t)dl : VDB_NONE32) || (doc && vdb_buf_append(out, doc, dl)))
             return vdb_set_error(VDB_ENOMEM, "out of memory writing a snapshot");
     }
     return VDB_OK;
 }
 
-static int checkpoint_locked(vdb_collection *c)
+int vdb_coll_checkpoint_locked(vdb_collection *c)
 {
     char gdir[4096], path[4096], old_wal[4096], old_gen[4096];
     vdb_buf rec = {0};
     int rc, fd = -1;
-    if (c->failed) return refuse_writes(c);
-    if ((rc = compact(c))) return rc;
+    if (c->failed) return vdb_coll_refuse_writes(c);
+    if ((rc = vdb_coll_compact(c))) return rc;
     if (!c->dir) return VDB_OK;
     uint64_t gen = c->generation + 1;
     path_join(gdir, sizeof gdir, c->dir, "gen-", gen, 1);
@@ -726,11 +482,11 @@ cleanup:
     return rc;
 }
 
-static int maybe_checkpoint(vdb_collection *c)
+int vdb_coll_maybe_checkpoint(vdb_collection *c)
 {
     int many_dead = c->n_rows - c->n_live > 1024 && (c->n_rows - c->n_live) * 2 > c->n_rows;
     int long_log = c->dir && c->wal_end > CHECKPOINT_WAL_BYTES && c->wal_end > c->snapshot_bytes / 2;
-    return many_dead || long_log ? checkpoint_locked(c) : VDB_OK;
+    return many_dead || long_log ? vdb_coll_checkpoint_locked(c) : VDB_OK;
 }
 
 /* ---- open / close ---- */
@@ -738,24 +494,24 @@ static int maybe_checkpoint(vdb_collection *c)
 static int replay_record(void *ctx, uint8_t type, const uint8_t *payload, size_t len)
 {
     vdb_collection *c = ctx;
-    decoded_write w;
+    vdb_logrec w;
     write_plan p;
     int rc;
     char why[512];
-    if (type != WAL_WRITE || decode_write(payload, len, &w)) {
-        if (type == WAL_WRITE) decoded_free(&w);
+    if (type != WAL_WRITE || vdb_logrec_decode(payload, len, &w)) {
+        if (type == WAL_WRITE) vdb_logrec_free(&w);
         return vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt: it holds a record this version cannot read (type %u)",
                              c->wal_path, type);
     }
     if ((rc = plan_write(c, w.op, &w.b, &p))) {
-        decoded_free(&w);
+        vdb_logrec_free(&w);
         if (rc == VDB_ENOMEM) return rc;
         snprintf(why, sizeof why, "%s", vdb_last_error()); /* the message buffer is about to be rewritten */
         return vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt: it holds an invalid write (%s)", c->wal_path, why);
     }
     rc = apply_write(c, w.op, &w.b, &p, NULL);
     plan_free(&p, w.b.n);
-    decoded_free(&w);
+    vdb_logrec_free(&w);
     return rc;
 }
 
@@ -780,8 +536,8 @@ static int load_records(vdb_collection *c, const char *path, uint64_t n_rows_exp
     for (uint64_t i = 0; i < n_rows; i++) {
         const char *s[3];
         uint32_t l[3];
-        if (decode_strings(&r, 1, &s[0], &l[0], 0, 1) || l[0] == 0 || decode_strings(&r, 1, &s[1], &l[1], 1, 0) ||
-            decode_strings(&r, 1, &s[2], &l[2], 1, 1)) {
+        if (vdb_logrec_take_strings(&r, 1, &s[0], &l[0], 0, 1) || l[0] == 0 || vdb_logrec_take_strings(&r, 1, &s[1], &l[1], 1, 0) ||
+            vdb_logrec_take_strings(&r, 1, &s[2], &l[2], 1, 1)) {
             rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt (record %llu)", path, (unsigned long long)i);
             goto cleanup;
         }
@@ -789,8 +545,8 @@ static int load_records(vdb_collection *c, const char *path, uint64_t n_rows_exp
             rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt (metadata of record %llu)", path, (unsigned long long)i);
             goto cleanup;
         }
-        uint64_t h = hash_bytes(s[0], l[0]);
-        if (lookup(c, s[0], l[0], h) >= 0) {
+        uint64_t h = vdb_idmap_hash(s[0], l[0]);
+        if (vdb_idmap_lookup(c, s[0], l[0], h) >= 0) {
             rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt (id '%.*s' repeated)", path, (int)l[0], s[0]);
             goto cleanup;
         }
@@ -802,7 +558,7 @@ static int load_records(vdb_collection *c, const char *path, uint64_t n_rows_exp
         vdb_meta_set(c->meta, row, 1, (const uint8_t *)s[1], l[1], 1, s[2], l[2]);
         set_live(c, row, 1);
         c->n_live++;
-        slot_insert(c, (int64_t)row);
+        vdb_idmap_insert(c, (int64_t)row);
     }
     if (r.left) rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt (trailing bytes)", path);
 cleanup:
@@ -886,7 +642,7 @@ int vdb_collection_open(const char *dir, const vdb_collection_config *cfg, vdb_c
     pthread_rwlock_init(&c->lock, &attr);
     pthread_rwlockattr_destroy(&attr);
     if ((rc = vdb_meta_create(&c->meta))) goto fail;
-    if ((rc = rebuild_slots(c, 0))) goto fail;
+    if ((rc = vdb_idmap_rebuild(c, 0))) goto fail;
     if (!dir) {
         *out = c;
         return VDB_OK;
@@ -960,7 +716,7 @@ int vdb_collection_close(vdb_collection *c)
 {
     int rc = VDB_OK;
     if (!c) return VDB_OK;
-    if (c->dir && !c->failed && c->wal_end >= CLOSE_CHECKPOINT_WAL_BYTES) rc = checkpoint_locked(c);
+    if (c->dir && !c->failed && c->wal_end >= CLOSE_CHECKPOINT_WAL_BYTES) rc = vdb_coll_checkpoint_locked(c);
     collection_free(c);
     return rc;
 }
@@ -968,7 +724,7 @@ int vdb_collection_close(vdb_collection *c)
 int vdb_collection_checkpoint(vdb_collection *c)
 {
     pthread_rwlock_wrlock(&c->lock);
-    int rc = checkpoint_locked(c);
+    int rc = vdb_coll_checkpoint_locked(c);
     pthread_rwlock_unlock(&c->lock);
     return rc;
 }
@@ -980,7 +736,7 @@ int vdb_collection_checkpoint(vdb_collection *c)
 static int log_write(vdb_collection *c, int op, const vdb_batch *b, vdb_buf *payload, vdb_batch *applied)
 {
     size_t vec_off = 0;
-    int rc = encode_write(op, b, payload, &vec_off);
+    int rc = vdb_logrec_encode(op, b, payload, &vec_off);
     *applied = *b;
     if (rc == VDB_OK) {
         if (b->vectors && op != VDB_OP_DELETE) applied->vectors = (const float *)(payload->data + vec_off);
@@ -998,7 +754,7 @@ static int write_locked(vdb_collection *c, int op, const vdb_batch *b, uint8_t *
     vdb_buf payload = {0};
     vdb_batch logged;
     int rc;
-    if (c->failed) return refuse_writes(c);
+    if (c->failed) return vdb_coll_refuse_writes(c);
     if ((rc = plan_write(c, op, b, &p))) return rc;
     if (c->dir && (rc = log_write(c, op, b, &payload, &logged))) {
         plan_free(&p, b->n);
@@ -1008,13 +764,13 @@ static int write_locked(vdb_collection *c, int op, const vdb_batch *b, uint8_t *
     rc = apply_write(c, op, c->dir ? &logged : b, &p, status);
     plan_free(&p, b->n);
     vdb_buf_free(&payload);
-    if (rc == VDB_OK) after_write(c);
+    if (rc == VDB_OK) vdb_coll_after_write(c);
     return rc;
 }
 
 int vdb_collection_write(vdb_collection *c, int op, const vdb_batch *b, uint8_t *status)
 {
-    clear_warning();
+    vdb_coll_clear_warning();
     pthread_rwlock_wrlock(&c->lock);
     int rc = write_locked(c, op, b, status);
     pthread_rwlock_unlock(&c->lock);
@@ -1052,7 +808,7 @@ int vdb_collection_delete_where(vdb_collection *c, const vdb_filter *f, const ch
     uint32_t *lens = NULL;
     size_t n = 0;
     int rc;
-    clear_warning();
+    vdb_coll_clear_warning();
     *n_deleted = 0;
     /* Resolve the matches and log them as a delete by id under one write lock: atomic. */
     pthread_rwlock_wrlock(&c->lock);
@@ -1066,7 +822,7 @@ int vdb_collection_delete_where(vdb_collection *c, const vdb_filter *f, const ch
     }
     if (only_ids) {
         for (size_t i = 0; i < n_only; i++) {
-            int64_t r = lookup(c, only_ids[i], only_lens[i], hash_bytes(only_ids[i], only_lens[i]));
+            int64_t r = vdb_idmap_lookup(c, only_ids[i], only_lens[i], vdb_idmap_hash(only_ids[i], only_lens[i]));
             if (r < 0 || !row_allowed(c, bm, (size_t)r)) continue;
             ids[n] = (const char *)c->ids.data + c->id_off[r];
             lens[n++] = c->id_len[r];
@@ -1090,86 +846,6 @@ done:
     return rc;
 }
 
-/* ---- results ---- */
-
-void vdb_result_free(vdb_result *r)
-{
-    if (!r) return;
-    free(r->counts);
-    free(r->vectors);
-    free(r->distances);
-    free(r->id_off);
-    free(r->meta_off);
-    free(r->doc_off);
-    free(r->id_len);
-    free(r->meta_len);
-    free(r->doc_len);
-    free(r->arena);
-    free(r);
-}
-
-/* Copies rows[0..n) (all live) into a new result. dists may be NULL. */
-static int build_result(const vdb_collection *c, const int64_t *rows, size_t n, const float *dists, unsigned include,
-                        vdb_result **out)
-{
-    size_t d = (size_t)c->dim, bytes = 0;
-    vdb_result *r = calloc(1, sizeof *r);
-    if (!r) goto nomem;
-    r->n = n;
-    r->dim = c->dim;
-    size_t cnt = n ? n : 1;
-    r->id_off = malloc(cnt * sizeof(uint64_t));
-    r->meta_off = malloc(cnt * sizeof(uint64_t));
-    r->doc_off = malloc(cnt * sizeof(uint64_t));
-    r->id_len = malloc(cnt * sizeof(uint32_t));
-    r->meta_len = malloc(cnt * sizeof(uint32_t));
-    r->doc_len = malloc(cnt * sizeof(uint32_t));
-    if (!r->id_off || !r->meta_off || !r->doc_off || !r->id_len || !r->meta_len || !r->doc_len) goto nomem;
-    for (size_t i = 0; i < n; i++) {
-        const uint8_t *mb;
-        const char *doc;
-        size_t ml, dl;
-        vdb_meta_get(c->meta, (size_t)rows[i], &mb, &ml, &doc, &dl);
-        bytes += c->id_len[rows[i]];
-        if (include & VDB_INC_METAS) bytes += ml;
-        if (include & VDB_INC_DOCS) bytes += dl;
-    }
-    if (!(r->arena = malloc(bytes ? bytes : 1))) goto nomem;
-    if ((include & VDB_INC_VECTORS) && !(r->vectors = malloc(cnt * (d ? d : 1) * sizeof(float)))) goto nomem;
-    if ((include & VDB_INC_DISTANCES) && !(r->distances = malloc(cnt * sizeof(float)))) goto nomem;
-    size_t pos = 0;
-    for (size_t i = 0; i < n; i++) {
-        size_t row = (size_t)rows[i];
-        const uint8_t *mb;
-        const char *doc;
-        size_t ml, dl;
-        vdb_meta_get(c->meta, row, &mb, &ml, &doc, &dl);
-        r->id_off[i] = pos;
-        r->id_len[i] = c->id_len[row];
-        memcpy(r->arena + pos, c->ids.data + c->id_off[row], c->id_len[row]);
-        pos += c->id_len[row];
-        r->meta_len[i] = r->doc_len[i] = NONE32;
-        if ((include & VDB_INC_METAS) && mb) {
-            r->meta_off[i] = pos;
-            r->meta_len[i] = (uint32_t)ml;
-            memcpy(r->arena + pos, mb, ml);
-            pos += ml;
-        }
-        if ((include & VDB_INC_DOCS) && doc) {
-            r->doc_off[i] = pos;
-            r->doc_len[i] = (uint32_t)dl;
-            memcpy(r->arena + pos, doc, dl);
-            pos += dl;
-        }
-        if (r->vectors) memcpy(r->vectors + i * d, row_vector(c, row), d * sizeof(float));
-        if (r->distances) r->distances[i] = dists ? dists[i] : 0.0f;
-    }
-    *out = r;
-    return VDB_OK;
-nomem:
-    vdb_result_free(r);
-    return vdb_set_error(VDB_ENOMEM, "out of memory building a result of %zu records", n);
-}
 
 int vdb_collection_get(vdb_collection *c, const vdb_get_request *req, vdb_result **out)
 {
@@ -1188,7 +864,7 @@ int vdb_collection_get(vdb_collection *c, const vdb_get_request *req, vdb_result
     int64_t skip = req->offset > 0 ? req->offset : 0, limit = req->limit;
     if (req->ids) {
         for (size_t i = 0; i < req->n_ids && (limit < 0 || (int64_t)n < limit); i++) {
-            int64_t r = lookup(c, req->ids[i], req->id_lens[i], hash_bytes(req->ids[i], req->id_lens[i]));
+            int64_t r = vdb_idmap_lookup(c, req->ids[i], req->id_lens[i], vdb_idmap_hash(req->ids[i], req->id_lens[i]));
             if (r < 0 || !row_allowed(c, bm, (size_t)r)) continue;
             if (skip > 0) {
                 skip--;
@@ -1206,7 +882,7 @@ int vdb_collection_get(vdb_collection *c, const vdb_get_request *req, vdb_result
             rows[n++] = (int64_t)r;
         }
     }
-    rc = build_result(c, rows, n, NULL, req->include & ~VDB_INC_DISTANCES, out);
+    rc = vdb_result_build(c, rows, n, NULL, req->include & ~VDB_INC_DISTANCES, out);
     if (rc == VDB_OK) {
         (*out)->nq = 1;
         if (((*out)->counts = malloc(sizeof(size_t))))
@@ -1299,7 +975,7 @@ static int restrict_to_ids(const vdb_collection *c, const char *const *ids, cons
     uint64_t *only = calloc(words ? words : 1, sizeof *only);
     if (!only) return vdb_set_error(VDB_ENOMEM, "out of memory restricting a query to %zu ids", n);
     for (size_t i = 0; i < n; i++) {
-        int64_t r = lookup(c, ids[i], lens[i], hash_bytes(ids[i], lens[i]));
+        int64_t r = vdb_idmap_lookup(c, ids[i], lens[i], vdb_idmap_hash(ids[i], lens[i]));
         if (r >= 0 && row_allowed(c, *bm, (size_t)r)) only[(size_t)r >> 6] |= UINT64_C(1) << ((size_t)r & 63);
     }
     free(*bm);
@@ -1338,7 +1014,7 @@ int vdb_collection_query(vdb_collection *c, const vdb_query_request *req, vdb_re
         goto done;
     }
     if (k > 0 && c->ivf) {
-        int64_t n_probe = req->n_probe > 0 ? req->n_probe : current_n_probe(c);
+        int64_t n_probe = req->n_probe > 0 ? req->n_probe : vdb_coll_n_probe(c);
         size_t n_lists = vdb_ivf_n_lists(c->ivf), allowed = c->n_live;
         if (bm) {
             allowed = 0;
@@ -1368,7 +1044,7 @@ int vdb_collection_query(vdb_collection *c, const vdb_query_request *req, vdb_re
             counts[q]++;
         }
     }
-    if ((rc = build_result(c, rows, total, dist, req->include, out))) goto done;
+    if ((rc = vdb_result_build(c, rows, total, dist, req->include, out))) goto done;
     (*out)->nq = nq;
     (*out)->counts = counts;
     counts = NULL;
@@ -1397,7 +1073,7 @@ int vdb_collection_stats_get(vdb_collection *c, vdb_collection_stats *out)
                                      c->n_slots * sizeof(int64_t));
     out->ivf_trained = c->ivf != NULL;
     out->n_lists = c->ivf ? (int64_t)vdb_ivf_n_lists(c->ivf) : c->cfg.n_clusters;
-    out->n_probe = current_n_probe(c);
+    out->n_probe = vdb_coll_n_probe(c);
     out->list_min = out->list_max = out->added_since_training = out->count_at_training = 0;
     out->list_mean = 0;
     out->batch_depth = c->batch_depth;
@@ -1413,189 +1089,4 @@ int vdb_collection_stats_get(vdb_collection *c, vdb_collection_stats *out)
     }
     pthread_rwlock_unlock(&c->lock);
     return VDB_OK;
-}
-
-/* ---- IVF lifecycle ---- */
-
-int64_t vdb_collection_default_n_probe(int64_t n_lists)
-{
-    /* max(16, ceil(3 sqrt(n_lists))), at most n_lists. Measured recall@10 through
-     * Collection.query (sqrt(n) lists): real 384-d text embeddings (78k all-MiniLM-L6-v2, 279
-     * lists -> 51) 0.977, where the earlier max(16, ceil(sqrt)) (17) gave 0.918; synthetic
-     * clusters need fewer lists. Real embeddings spread their neighbours over more lists than
-     * synthetic clusters do, and a user who sets no n_probe expects recall near a graph index's
-     * (~0.99), so the default scans about 3x the lists of sqrt(n_lists); a tuned n_probe remains
-     * the way to trade recall for speed. */
-    int64_t p = 16;
-    while (p * p < 9 * n_lists) p++;
-    return p > n_lists && n_lists > 0 ? n_lists : p;
-}
-
-static int64_t current_n_probe(const vdb_collection *c)
-{
-    int64_t set = __atomic_load_n(&c->cfg.n_probe, __ATOMIC_RELAXED); /* see vdb_collection_set_n_probe */
-    if (set > 0) return set;
-    int64_t lists = c->ivf ? (int64_t)vdb_ivf_n_lists(c->ivf) : c->cfg.n_clusters;
-    return vdb_collection_default_n_probe(lists);
-}
-
-static size_t lists_for(const vdb_collection *c, size_t n)
-{
-    if (c->cfg.n_clusters > 0) return (size_t)c->cfg.n_clusters;
-    if (n < 2) return 1;
-    size_t k = 1;
-    while ((k + 1) * (k + 1) <= n) k++;
-    if (n - k * k > k) k++; /* round(sqrt(n)) */
-    return k;
-}
-
-/* Builds the index from the flat storage: train on a sample, add every live vector, then free the
- * flat copy. On failure the collection stays flat and unchanged. */
-static int train_from_flat(vdb_collection *c, size_t n_lists)
-{
-    int rc;
-    vdb_ivf *ivf = NULL;
-    float *sample = NULL;
-    size_t *idx = NULL;
-    int64_t *rows = NULL;
-    if ((rc = compact(c))) return rc; /* live rows become 0..n-1, contiguous in base then tail */
-    size_t n = c->n_rows, d = (size_t)c->dim;
-    if (n < n_lists) return vdb_set_error(VDB_EINVAL, "cannot train %zu IVF lists on %zu vectors: fewer points than clusters", n_lists, n);
-    size_t m = n < 256 * n_lists ? n : 256 * n_lists;
-    sample = malloc(m * d * sizeof(float));
-    idx = malloc(m * sizeof *idx);
-    rows = malloc(n * sizeof *rows);
-    if (!sample || !idx || !rows) {
-        rc = vdb_set_error(VDB_ENOMEM, "out of memory training the index");
-        goto cleanup;
-    }
-    vdb_kmeans_sample(n, m, IVF_SEED, idx);
-    for (size_t i = 0; i < m; i++) memcpy(sample + i * d, row_vector(c, idx[i]), d * sizeof(float));
-    for (size_t r = 0; r < n; r++) rows[r] = (int64_t)r;
-    if ((rc = vdb_ivf_create(d, c->cfg.metric, n_lists, &ivf)) || (rc = vdb_ivf_train(ivf, sample, m, IVF_SEED)))
-        goto cleanup;
-    if (c->n_base && (rc = vdb_ivf_add(ivf, rows, c->base, c->n_base))) goto cleanup;
-    if (n > c->n_base && (rc = vdb_ivf_add(ivf, rows + c->n_base, c->tail, n - c->n_base))) goto cleanup;
-    vdb_ivf_mark_trained_contents(ivf); /* these n are the training state, not growth since */
-    vdb_vectors_unmap(c->map, c->map_len);
-    free(c->tail);
-    c->map = NULL;
-    c->map_len = 0;
-    c->base = c->tail = NULL;
-    c->n_base = c->tail_cap = 0;
-    c->ivf = ivf;
-    ivf = NULL;
-cleanup:
-    vdb_ivf_free(ivf);
-    free(sample);
-    free(idx);
-    free(rows);
-    return rc;
-}
-
-/* Keeps a message for vdb_collection_take_warning: something the caller should know, not a failure. */
-static void note(vdb_collection *c, const char *fmt, ...)
-{
-    va_list ap;
-    (void)c;
-    va_start(ap, fmt);
-    vsnprintf(warning_msg, sizeof warning_msg, fmt, ap);
-    va_end(ap);
-    warning_set = 1;
-}
-
-/* Trains when the rules say so (see vdb_collection.h); checkpoints after training. */
-static int maybe_train(vdb_collection *c, int force)
-{
-    int rc = VDB_OK;
-    if (!c->cfg.use_ivf || (c->batch_depth > 0 && !force)) return VDB_OK;
-    size_t n = c->dim <= 0 ? 0 : c->n_live;
-    if (!c->ivf) {
-        size_t lists = lists_for(c, n);
-        size_t need = lists * VDB_IVF_POINTS_PER_LIST;
-        if (need < VDB_IVF_MIN_TRAIN) need = VDB_IVF_MIN_TRAIN;
-        if (!force && n < need) return VDB_OK;
-        if (n < lists) { /* k-means cannot train: stay exact, as the automatic rule does */
-            note(c, "rebuild: %zu vectors are fewer than the %zu IVF lists to train; search stays exact "
-                    "until the collection holds %zu vectors", n, lists, need);
-            return VDB_OK;
-        }
-        rc = train_from_flat(c, lists);
-    } else {
-        vdb_ivf_stats is;
-        vdb_ivf_stats_get(c->ivf, &is);
-        uint64_t at_training = is.vectors_at_train > 0 ? is.vectors_at_train : 1;
-        if (!force && is.added_since_train < at_training) return VDB_OK; /* not doubled yet */
-        size_t lists = lists_for(c, n);
-        if (lists > n) {
-            /* Shrunk below its list count by deletes: neither a write nor rebuild fails for that. */
-            if (force)
-                note(c, "rebuild: %zu vectors are fewer than the %zu IVF lists to train; the index "
-                        "is kept as it is", n, lists);
-            return VDB_OK;
-        }
-        rc = vdb_ivf_retrain(c->ivf, lists, IVF_SEED);
-        if (rc == VDB_ENOMEM) c->failed = 1; /* the index is complete but not as the log says */
-    }
-    if (rc == VDB_OK) rc = checkpoint_locked(c); /* persist the trained index: reopening never retrains */
-    return rc;
-}
-
-/* Maintenance after a durable write: training and checkpoints. Its failure does not fail the
- * write, which is logged and applied already (the current generation stays valid); the message is
- * kept for vdb_collection_take_warning. */
-static void after_write(vdb_collection *c)
-{
-    int rc = maybe_train(c, 0);
-    if (rc == VDB_OK) rc = maybe_checkpoint(c);
-    if (rc != VDB_OK) note(c, "%s", vdb_last_error());
-}
-
-int vdb_collection_take_warning(char *buf, size_t cap)
-{
-    int had = warning_set;
-    if (had) snprintf(buf, cap, "%s", warning_msg);
-    warning_set = 0;
-    return had;
-}
-
-int vdb_collection_batch(vdb_collection *c, int begin)
-{
-    clear_warning();
-    int rc = VDB_OK;
-    pthread_rwlock_wrlock(&c->lock);
-    if (begin) {
-        c->batch_depth++;
-    } else if (c->batch_depth == 0) {
-        rc = vdb_set_error(VDB_EINVAL, "end of batch mode without a matching begin");
-    } else if (--c->batch_depth == 0 && !c->failed) {
-        after_write(c);
-    }
-    pthread_rwlock_unlock(&c->lock);
-    return rc;
-}
-
-int vdb_collection_set_n_probe(vdb_collection *c, int64_t n_probe)
-{
-    if (n_probe < 0) return vdb_set_error(VDB_EINVAL, "n_probe must be >= 1 (or 0 for the default), got %lld",
-                                          (long long)n_probe);
-    /* An atomic store, not the write lock: waiting behind a long write or a rebuild would stall the
-     * caller (the Python client calls this under its own lock). */
-    __atomic_store_n(&c->cfg.n_probe, n_probe, __ATOMIC_RELAXED);
-    return VDB_OK;
-}
-
-int vdb_collection_rebuild(vdb_collection *c)
-{
-    clear_warning();
-    int rc;
-    pthread_rwlock_wrlock(&c->lock);
-    if (!c->cfg.use_ivf)
-        rc = vdb_set_error(VDB_EINVAL, "rebuild needs an IVF collection (create it with use_ivf=True)");
-    else if (c->failed)
-        rc = refuse_writes(c);
-    else
-        rc = maybe_train(c, 1);
-    pthread_rwlock_unlock(&c->lock);
-    return rc;
 }

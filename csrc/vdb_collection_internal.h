@@ -1,0 +1,97 @@
+/* vdb_collection_internal.h — the collection's struct and the helpers its files share
+ * (vdb_collection.c: open, write, query, checkpoint; vdb_idmap.c: ids -> rows; vdb_result.c: results;
+ * vdb_collection_ivf.c: the IVF lifecycle and maintenance after writes). Not part of the engine's API.
+ *
+ * Contract: every function here takes a collection whose lock the caller holds (write lock for
+ * anything that changes it, read lock at least otherwise); none takes the lock itself. Functions
+ * that can fail return VDB_OK or a negative code with the message set (vdb_error.h).
+ */
+#ifndef VDB_COLLECTION_INTERNAL_H
+#define VDB_COLLECTION_INTERNAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "vdb_bytes.h"
+#include "vdb_collection.h"
+#include "vdb_ivf.h"
+#include "vdb_meta.h"
+
+struct vdb_collection {
+    char *dir; /* NULL: in memory */
+    vdb_collection_config cfg;
+    int64_t dim;
+    uint64_t generation;
+    int wal_fd;
+    char wal_path[4096]; /* named in errors */
+    uint64_t wal_end;
+    uint64_t snapshot_bytes;
+    int failed; /* an fsync or apply failed: writes refused until reopened */
+    pthread_rwlock_t lock;
+
+    /* Rows [0, n_base) live in the mapped snapshot, [n_base, n_rows) in tail. */
+    void *map;
+    size_t map_len;
+    float *base;
+    size_t n_base;
+    float *tail;
+    size_t tail_cap; /* rows */
+
+    size_t n_rows, n_live, cap_rows;
+    uint64_t *live; /* bitmap over rows */
+    uint64_t *id_off;
+    uint32_t *id_len;
+    uint64_t *id_hash;
+    vdb_buf ids; /* id bytes */
+
+    int64_t *slots; /* open-addressing id -> row table, -1 empty */
+    size_t n_slots;
+
+    vdb_meta *meta;
+
+
+    vdb_ivf *ivf; /* once trained, the owner of every live row's vector (base/tail are empty) */
+    int batch_depth;
+};
+
+static inline const float *row_vector(const vdb_collection *c, size_t row)
+{
+    if (c->ivf) return vdb_ivf_vector(c->ivf, (int64_t)row);
+    return row < c->n_base ? c->base + row * (size_t)c->dim : c->tail + (row - c->n_base) * (size_t)c->dim;
+}
+
+static inline int is_live(const vdb_collection *c, size_t row) { return (c->live[row >> 6] >> (row & 63)) & 1; }
+
+/* ---- vdb_collection.c ---- */
+int vdb_coll_refuse_writes(const vdb_collection *c);
+/* Drops dead rows: rows keep their order; vectors move to one heap array. */
+int vdb_coll_compact(vdb_collection *c);
+int vdb_coll_checkpoint_locked(vdb_collection *c);
+int vdb_coll_maybe_checkpoint(vdb_collection *c);
+
+/* ---- vdb_idmap.c: the open-addressing id -> row table (c->slots, at most half full) ---- */
+uint64_t vdb_idmap_hash(const char *p, size_t n);
+/* The live row holding id (h = vdb_idmap_hash of it), or -1. */
+int64_t vdb_idmap_lookup(const vdb_collection *c, const char *id, size_t len, uint64_t h);
+void vdb_idmap_insert(vdb_collection *c, int64_t row);
+void vdb_idmap_remove(vdb_collection *c, int64_t row);
+/* An empty id table for want_rows ids (at most half full); the caller fills it (vdb_idmap_install). */
+int vdb_idmap_alloc(size_t want_rows, int64_t **slots, size_t *n_slots);
+/* Replaces the id table with slots (from vdb_idmap_alloc) and inserts every live row: cannot fail. */
+void vdb_idmap_install(vdb_collection *c, int64_t *slots, size_t n_slots);
+int vdb_idmap_rebuild(vdb_collection *c, size_t want_rows);
+
+/* ---- vdb_result.c ---- */
+/* Copies rows[0..n) (all live) into a new result. dists may be NULL. */
+int vdb_result_build(const vdb_collection *c, const int64_t *rows, size_t n, const float *dists, unsigned include,
+                     vdb_result **out);
+
+/* ---- vdb_collection_ivf.c ---- */
+/* Forgets the calling thread's warning: each write, batch end and rebuild starts with it. */
+void vdb_coll_clear_warning(void);
+/* The n_probe a query uses when it gives none. */
+int64_t vdb_coll_n_probe(const vdb_collection *c);
+/* Maintenance after a durable write: training and checkpoints (failures become the warning). */
+void vdb_coll_after_write(vdb_collection *c);
+
+#endif

@@ -1,0 +1,354 @@
+/* vdb_ivf_file — the IVF index's file, ivf.bin: written whole with a trailing CRC32C, read back
+ * with every header field, length and row number validated before use. See vdb_ivf.h. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "vdb_bytes.h"
+#include "vdb_crc32c.h"
+#include "vdb_error.h"
+#include "vdb_ivf_internal.h"
+
+#define IVF_MAX_DIM ((uint64_t)1 << 24)        /* sanity bound for files */
+
+#define IVF_MAGIC "VDBIVF1\n"
+#define IVF_VERSION 1u
+#define IVF_HEADER_LEN 88
+
+/* Largest row number a file may hold for n vectors (exclusive): the row map read allocates is
+ * sized by it, so a damaged row number cannot demand more than ~16 bytes per vector. */
+static uint64_t ivf_file_row_limit(uint64_t n_vectors) { return 2 * n_vectors + 1024; }
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define IVF_BIG_ENDIAN 1
+#else
+#define IVF_BIG_ENDIAN 0
+#endif
+
+typedef struct {
+    int fd;
+    const char *path;
+    uint32_t crc;
+    uint64_t written;
+    size_t len;
+    uint8_t buf[1 << 16];
+} ivf_writer;
+
+static int ivf_write_all(ivf_writer *w, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    w->crc = vdb_crc32c(w->crc, p, n);
+    while (n > 0) {
+        size_t chunk = n > ((size_t)1 << 30) ? (size_t)1 << 30 : n;
+        ssize_t got = write(w->fd, b, chunk);
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            return vdb_set_io_error(errno, "writing IVF index file '%s' failed: %s", w->path, strerror(errno));
+        }
+        b += got;
+        n -= (size_t)got;
+        w->written += (uint64_t)got;
+    }
+    return VDB_OK;
+}
+
+static int ivf_flush(ivf_writer *w)
+{
+    int rc = ivf_write_all(w, w->buf, w->len);
+    w->len = 0;
+    return rc;
+}
+
+static int ivf_put(ivf_writer *w, const void *p, size_t n)
+{
+    if (n == 0) return VDB_OK; /* p may be NULL for an empty list */
+    if (n > sizeof w->buf / 2) {
+        int rc = ivf_flush(w);
+        return rc ? rc : ivf_write_all(w, p, n);
+    }
+    if (w->len + n > sizeof w->buf) {
+        int rc = ivf_flush(w);
+        if (rc) return rc;
+    }
+    memcpy(w->buf + w->len, p, n);
+    w->len += n;
+    return VDB_OK;
+}
+
+static int ivf_put_u64(ivf_writer *w, uint64_t v)
+{
+    uint8_t t[8];
+    vdb_put_u64(t, v);
+    return ivf_put(w, t, 8);
+}
+
+/* Arrays of 4- or 8-byte little-endian values: written as is on little-endian hosts. */
+static int ivf_put_f32s(ivf_writer *w, const float *v, size_t n)
+{
+#if IVF_BIG_ENDIAN
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        uint8_t t[4];
+        memcpy(&u, v + i, 4);
+        vdb_put_u32(t, u);
+        int rc = ivf_put(w, t, 4);
+        if (rc) return rc;
+    }
+    return VDB_OK;
+#else
+    return ivf_put(w, v, n * sizeof(float));
+#endif
+}
+
+static int ivf_put_i64s(ivf_writer *w, const int64_t *v, size_t n)
+{
+#if IVF_BIG_ENDIAN
+    for (size_t i = 0; i < n; i++) {
+        int rc = ivf_put_u64(w, (uint64_t)v[i]);
+        if (rc) return rc;
+    }
+    return VDB_OK;
+#else
+    return ivf_put(w, v, n * sizeof(int64_t));
+#endif
+}
+
+int vdb_ivf_write(const vdb_ivf *ivf, const char *path, uint64_t *bytes_written)
+{
+    int rc = VDB_OK;
+    size_t end = ivf->where_len;
+    while (end > 0 && ivf->where[end - 1] == IVF_ABSENT) end--;
+    if ((uint64_t)end > ivf_file_row_limit((uint64_t)ivf->n_vectors))
+        return vdb_set_error(VDB_EINVAL, "cannot write IVF index file '%s': row %zu is too large for %lld "
+                                         "vectors (rows must be below 2 * vectors + 1024); renumber first",
+                             path, end - 1, (long long)ivf->n_vectors);
+    ivf_writer *w = malloc(sizeof *w);
+    if (!w) return vdb_set_error(VDB_ENOMEM, "out of memory writing IVF index file '%s'", path);
+    w->path = path;
+    w->crc = 0;
+    w->written = 0;
+    w->len = 0;
+    w->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (w->fd < 0) {
+        rc = vdb_set_io_error(errno, "cannot create IVF index file '%s': %s", path, strerror(errno));
+        goto cleanup;
+    }
+    const size_t d = ivf->d;
+    uint64_t payload = (uint64_t)ivf->n_lists * d * 4;
+    for (size_t l = 0; l < ivf->n_lists; l++) payload += 8 + (uint64_t)ivf->lists[l].n * (8 + 4 * (uint64_t)d);
+    uint8_t h[IVF_HEADER_LEN];
+    memcpy(h, IVF_MAGIC, 8);
+    vdb_put_u32(h + 8, IVF_VERSION);
+    vdb_put_u32(h + 12, (uint32_t)ivf->metric);
+    vdb_put_u64(h + 16, d);
+    vdb_put_u64(h + 24, ivf->n_lists);
+    vdb_put_u64(h + 32, (uint64_t)ivf->n_vectors);
+    vdb_put_u64(h + 40, payload);
+    vdb_put_u64(h + 48, (uint64_t)ivf->trained);
+    vdb_put_u64(h + 56, ivf->n_train_points);
+    vdb_put_u64(h + 64, ivf->added_since_train);
+    vdb_put_u64(h + 72, ivf->seed);
+    vdb_put_u64(h + 80, ivf->vectors_at_train);
+    if ((rc = ivf_put(w, h, sizeof h))) goto cleanup;
+    if ((rc = ivf_put_f32s(w, ivf->centroids, ivf->n_lists * d))) goto cleanup;
+    for (size_t l = 0; l < ivf->n_lists; l++) {
+        const ivf_list *L = &ivf->lists[l];
+        if ((rc = ivf_put_u64(w, L->n))) goto cleanup;
+        if ((rc = ivf_put_i64s(w, L->rows, L->n))) goto cleanup;
+        if ((rc = ivf_put_f32s(w, L->vecs, L->n * d))) goto cleanup;
+    }
+    if ((rc = ivf_flush(w))) goto cleanup;
+    uint8_t t[4];
+    vdb_put_u32(t, w->crc);
+    if ((rc = ivf_write_all(w, t, 4))) goto cleanup;
+    if (fdatasync(w->fd) != 0) {
+        rc = vdb_set_io_error(errno, "fdatasync of IVF index file '%s' failed: %s", path, strerror(errno));
+        goto cleanup;
+    }
+    if (bytes_written) *bytes_written = w->written;
+cleanup:
+    if (w->fd >= 0) {
+        if (close(w->fd) != 0 && rc == VDB_OK)
+            rc = vdb_set_io_error(errno, "closing IVF index file '%s' failed: %s", path, strerror(errno));
+        if (rc != VDB_OK) unlink(path); /* never leave a partial file behind */
+    }
+    free(w);
+    return rc;
+}
+
+typedef struct {
+    int fd;
+    const char *path;
+    uint32_t crc;
+} ivf_reader;
+
+static int ivf_read_exact(ivf_reader *r, void *p, size_t n)
+{
+    uint8_t *b = p;
+    size_t left = n;
+    while (left > 0) {
+        size_t chunk = left > ((size_t)1 << 30) ? (size_t)1 << 30 : left;
+        ssize_t got = read(r->fd, b, chunk);
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            return vdb_set_io_error(errno, "reading IVF index file '%s' failed: %s", r->path, strerror(errno));
+        }
+        if (got == 0) return vdb_set_error(VDB_ECORRUPT, "IVF index file '%s' is truncated", r->path);
+        b += got;
+        left -= (size_t)got;
+    }
+    r->crc = vdb_crc32c(r->crc, p, n);
+    return VDB_OK;
+}
+
+static void ivf_fix_f32s(float *v, size_t n)
+{
+#if IVF_BIG_ENDIAN
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = vdb_get_u32((const uint8_t *)(v + i));
+        memcpy(v + i, &u, 4);
+    }
+#else
+    (void)v;
+    (void)n;
+#endif
+}
+
+static void ivf_fix_i64s(int64_t *v, size_t n)
+{
+#if IVF_BIG_ENDIAN
+    for (size_t i = 0; i < n; i++) v[i] = (int64_t)vdb_get_u64((const uint8_t *)(v + i));
+#else
+    (void)v;
+    (void)n;
+#endif
+}
+
+#define IVF_CORRUPT(...)                                 \
+    do {                                                 \
+        rc = vdb_set_error(VDB_ECORRUPT, __VA_ARGS__);   \
+        goto cleanup;                                    \
+    } while (0)
+
+int vdb_ivf_read(const char *path, vdb_ivf **out)
+{
+    int rc = VDB_OK;
+    vdb_ivf *ivf = NULL;
+    ivf_reader r = {-1, path, 0};
+    *out = NULL;
+    r.fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (r.fd < 0) {
+        rc = vdb_set_error(errno == ENOENT ? VDB_ENOTFOUND : VDB_EIO, "cannot open IVF index file '%s': %s",
+                           path, strerror(errno));
+        goto cleanup;
+    }
+    struct stat st;
+    if (fstat(r.fd, &st) != 0) {
+        rc = vdb_set_io_error(errno, "cannot stat IVF index file '%s': %s", path, strerror(errno));
+        goto cleanup;
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    if (size < IVF_HEADER_LEN + 4)
+        IVF_CORRUPT("IVF index file '%s' is truncated: %llu bytes, a header alone is %d", path,
+                    (unsigned long long)size, IVF_HEADER_LEN + 4);
+    uint8_t h[IVF_HEADER_LEN];
+    if ((rc = ivf_read_exact(&r, h, sizeof h))) goto cleanup;
+    if (memcmp(h, IVF_MAGIC, 8) != 0) IVF_CORRUPT("file '%s' is not an IVF index (bad magic)", path);
+    uint32_t version = vdb_get_u32(h + 8), metric = vdb_get_u32(h + 12);
+    uint64_t d = vdb_get_u64(h + 16), n_lists = vdb_get_u64(h + 24), n_vectors = vdb_get_u64(h + 32);
+    uint64_t payload = vdb_get_u64(h + 40), trained = vdb_get_u64(h + 48);
+    if (version > IVF_VERSION)
+        IVF_CORRUPT("IVF index file '%s' has format version %u; this build reads version %u (upgrade vectordb)",
+                    path, version, IVF_VERSION);
+    if (version != IVF_VERSION) IVF_CORRUPT("IVF index file '%s' has invalid format version %u", path, version);
+    if (!ivf_metric_ok((vdb_metric)metric) || d == 0 || d > IVF_MAX_DIM || n_lists == 0 ||
+        n_lists >= IVF_MAX_LISTS || trained > 1 || n_vectors > (uint64_t)VDB_IVF_MAX_ROW ||
+        (!trained && n_vectors != 0))
+        IVF_CORRUPT("IVF index file '%s' has an invalid header (metric %u, d %llu, %llu lists, %llu vectors)",
+                    path, metric, (unsigned long long)d, (unsigned long long)n_lists,
+                    (unsigned long long)n_vectors);
+    /* Bounds above keep these products below 2^64: d < 2^25, n_lists < 2^31, n_vectors <= 2^48
+     * would overflow n_vectors * 4d, so check that one against the file size first. */
+    if (payload != size - IVF_HEADER_LEN - 4)
+        IVF_CORRUPT("IVF index file '%s' is %llu bytes but its header says %llu", path,
+                    (unsigned long long)size, (unsigned long long)(payload + IVF_HEADER_LEN + 4));
+    uint64_t fixed = n_lists * d * 4 + n_lists * 8;
+    uint64_t per_vec = 8 + 4 * d;
+    if (fixed > payload || n_vectors > (payload - fixed) / per_vec || fixed + n_vectors * per_vec != payload)
+        IVF_CORRUPT("IVF index file '%s': payload of %llu bytes does not match %llu lists x %llu dims and %llu vectors",
+                    path, (unsigned long long)payload, (unsigned long long)n_lists, (unsigned long long)d,
+                    (unsigned long long)n_vectors);
+    if ((rc = vdb_ivf_create((size_t)d, (vdb_metric)metric, (size_t)n_lists, &ivf))) goto cleanup;
+    if ((rc = ivf_read_exact(&r, ivf->centroids, (size_t)(n_lists * d * 4)))) goto cleanup;
+    ivf_fix_f32s(ivf->centroids, (size_t)(n_lists * d));
+    uint64_t seen = 0;
+    for (size_t l = 0; l < (size_t)n_lists; l++) {
+        uint8_t t[8];
+        if ((rc = ivf_read_exact(&r, t, 8))) goto cleanup;
+        uint64_t n = vdb_get_u64(t);
+        if (n > n_vectors - seen || n > IVF_MAX_LIST_LEN)
+            IVF_CORRUPT("IVF index file '%s': list %zu claims %llu vectors, only %llu remain", path, l,
+                        (unsigned long long)n, (unsigned long long)(n_vectors - seen));
+        ivf_list *L = &ivf->lists[l];
+        if (n) {
+            L->vecs = malloc((size_t)n * (size_t)d * sizeof(float)); /* bounded by the file size */
+            L->rows = malloc((size_t)n * sizeof(int64_t));
+            if (!L->vecs || !L->rows) {
+                rc = vdb_set_error(VDB_ENOMEM, "out of memory reading IVF index file '%s'", path);
+                goto cleanup;
+            }
+            L->cap = (size_t)n;
+            if ((rc = ivf_read_exact(&r, L->rows, (size_t)n * sizeof(int64_t)))) goto cleanup;
+            if ((rc = ivf_read_exact(&r, L->vecs, (size_t)(n * d) * sizeof(float)))) goto cleanup;
+            ivf_fix_i64s(L->rows, (size_t)n);
+            ivf_fix_f32s(L->vecs, (size_t)(n * d));
+            L->n = (size_t)n;
+        }
+        seen += n;
+    }
+    if (seen != n_vectors)
+        IVF_CORRUPT("IVF index file '%s': lists hold %llu vectors, header says %llu", path,
+                    (unsigned long long)seen, (unsigned long long)n_vectors);
+    uint32_t want = r.crc;
+    uint8_t t[4];
+    if ((rc = ivf_read_exact(&r, t, 4))) goto cleanup;
+    if (vdb_get_u32(t) != want) IVF_CORRUPT("IVF index file '%s' failed its CRC-32C check", path);
+    /* Checksum good; still check the rows before sizing the map with them. */
+    int64_t max_row = -1;
+    for (size_t l = 0; l < ivf->n_lists; l++) {
+        const ivf_list *L = &ivf->lists[l];
+        for (size_t i = 0; i < L->n; i++) {
+            if (L->rows[i] < 0 || (uint64_t)L->rows[i] >= ivf_file_row_limit(n_vectors))
+                IVF_CORRUPT("IVF index file '%s': row %lld out of range for %llu vectors", path,
+                            (long long)L->rows[i], (unsigned long long)n_vectors);
+            if (L->rows[i] > max_row) max_row = L->rows[i];
+        }
+    }
+    if (vdb_ivf_where_reserve(ivf, (size_t)(max_row + 1))) {
+        rc = vdb_set_error(VDB_ENOMEM, "out of memory reading IVF index file '%s'", path);
+        goto cleanup;
+    }
+    for (size_t l = 0; l < ivf->n_lists; l++) {
+        const ivf_list *L = &ivf->lists[l];
+        for (size_t i = 0; i < L->n; i++) {
+            if (ivf->where[L->rows[i]] != IVF_ABSENT)
+                IVF_CORRUPT("IVF index file '%s': row %lld appears twice", path, (long long)L->rows[i]);
+            ivf->where[L->rows[i]] = ivf_pack(l, i);
+        }
+    }
+    ivf->n_vectors = (int64_t)n_vectors;
+    ivf->trained = (int)trained;
+    ivf->n_train_points = vdb_get_u64(h + 56);
+    ivf->added_since_train = vdb_get_u64(h + 64);
+    ivf->seed = vdb_get_u64(h + 72);
+    ivf->vectors_at_train = vdb_get_u64(h + 80);
+    *out = ivf;
+    ivf = NULL;
+cleanup:
+    if (r.fd >= 0) close(r.fd);
+    vdb_ivf_free(ivf);
+    return rc;
+}

@@ -1,0 +1,236 @@
+/* vdb_ivf_search — the IVF index's probed search: rank the lists per query, scan the n_probe
+ * nearest with prefetch, probe further while a filter leaves fewer than k hits; batches of
+ * queries split over the worker pool. See vdb_ivf.h. */
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vdb_error.h"
+#include "vdb_ivf_internal.h"
+#include "vdb_threads.h"
+#include "vdb_topk.h"
+
+#define IVF_QB 16                              /* queries per search task */
+#define IVF_SCAN_CHUNK_BYTES 1024              /* list scan: rows per kernel call, in bytes */
+#define IVF_PREFETCH_BYTES 4096                /* list scan: prefetch distance (tuned at 100k and 1M x 128) */
+
+/* Spherical metrics rank lists by dot product with unit centroids. */
+static vdb_metric ivf_coarse_metric(vdb_metric m) { return m == VDB_METRIC_L2 ? VDB_METRIC_L2 : VDB_METRIC_IP; }
+
+typedef struct {
+    const vdb_ivf *ivf;
+    const float *queries;
+    size_t nq, k, n_probe;
+    const uint64_t *allow;
+    size_t allow_len;
+    float *out_dist;
+    int64_t *out_rows;
+    size_t max_list;
+    /* per-worker scratch, one block each */
+    unsigned char *scratch;
+    size_t scratch_per_worker;
+    size_t n_slots; /* workers with a scratch slot */
+    _Atomic int failed;
+} ivf_search_ctx;
+
+typedef struct {
+    float *coarse;   /* min(nq, IVF_QB) * n_lists */
+    float *order_d;  /* n_lists */
+    int64_t *order_i;/* n_lists */
+    float *ld;       /* max_list */
+    uint32_t *lpos;  /* max_list */
+    unsigned char *scanned; /* n_lists */
+} ivf_scratch;
+
+static size_t ivf_align(size_t x) { return (x + 63) & ~(size_t)63; }
+
+static int ivf_scratch_size(size_t qb, size_t n_lists, size_t max_list, size_t *out)
+{
+    size_t a, b, c, e, f, g;
+    if (ivf_mul(qb * sizeof(float), n_lists, &a) || ivf_mul(n_lists, sizeof(float), &b) ||
+        ivf_mul(n_lists, sizeof(int64_t), &c) || ivf_mul(max_list, sizeof(float), &e) ||
+        ivf_mul(max_list, sizeof(uint32_t), &f))
+        return -1;
+    g = n_lists;
+    *out = ivf_align(a) + ivf_align(b) + ivf_align(c) + ivf_align(e) + ivf_align(f) + ivf_align(g);
+    return 0;
+}
+
+static ivf_scratch ivf_scratch_at(unsigned char *base, size_t qb, size_t n_lists, size_t max_list)
+{
+    ivf_scratch s;
+    unsigned char *p = base;
+    s.coarse = (float *)p;
+    p += ivf_align(qb * sizeof(float) * n_lists);
+    s.order_d = (float *)p;
+    p += ivf_align(n_lists * sizeof(float));
+    s.order_i = (int64_t *)p;
+    p += ivf_align(n_lists * sizeof(int64_t));
+    s.ld = (float *)p;
+    p += ivf_align(max_list * sizeof(float));
+    s.lpos = (uint32_t *)p;
+    p += ivf_align(max_list * sizeof(uint32_t));
+    s.scanned = p;
+    return s;
+}
+
+/* Distances from q to every vector of L, with software prefetch IVF_PREFETCH_BYTES ahead. A list
+ * is one sequential stream, but the hardware prefetchers restart at every 4 KB page and know
+ * nothing of the next list; prefetching ahead (into `next`, the list scanned after this one,
+ * near the end) measured 10-20% more QPS at 1M x 128 (lists in DRAM) and ~15% at 100k (lists in
+ * the last-level cache). Small chunks spread the prefetches between the rows: 8 KB bursts filled
+ * the line-fill buffers and stalled the scan at 100k. */
+static void ivf_list_distances(vdb_metric m, const float *q, const ivf_list *L, const ivf_list *next,
+                               size_t d, float *out)
+{
+    const size_t row_bytes = d * sizeof(float);
+    const size_t chunk = IVF_SCAN_CHUNK_BYTES / row_bytes ? IVF_SCAN_CHUNK_BYTES / row_bytes : 1;
+    const char *base = (const char *)L->vecs;
+    const size_t total = L->n * row_bytes;
+    const char *next_base = next && next->n ? (const char *)next->vecs : NULL;
+    const size_t next_total = next_base ? next->n * row_bytes : 0;
+    for (size_t i0 = 0; i0 < L->n; i0 += chunk) {
+        size_t cn = L->n - i0 < chunk ? L->n - i0 : chunk;
+        /* Bytes [from, to) of the stream "this list, then the next one" are prefetched. */
+        size_t from = i0 * row_bytes + IVF_PREFETCH_BYTES, to = from + cn * row_bytes;
+        for (size_t b = from; b < to; b += 64) {
+            if (b < total)
+                __builtin_prefetch(base + b);
+            else if (b - total < next_total)
+                __builtin_prefetch(next_base + (b - total));
+        }
+        vdb_distance_batch(m, q, L->vecs + i0 * d, cn, d, out + i0);
+    }
+}
+
+static void ivf_scan_list(const ivf_search_ctx *c, ivf_scratch *s, const float *q, const ivf_list *L,
+                          const ivf_list *next, vdb_topk *R)
+{
+    const size_t d = c->ivf->d;
+    const vdb_metric m = c->ivf->metric;
+    if (L->n == 0) return;
+    if (!c->allow) {
+        ivf_list_distances(m, q, L, next, d, s->ld);
+        float thr = vdb_topk_threshold(R); /* most rows lose to the k kept: one compare each */
+        for (size_t i = 0; i < L->n; i++) {
+            if (s->ld[i] > thr) continue;
+            vdb_topk_push(R, s->ld[i], L->rows[i]);
+            thr = vdb_topk_threshold(R);
+        }
+        return;
+    }
+    size_t na = 0;
+    for (size_t i = 0; i < L->n; i++) {
+        uint64_t r = (uint64_t)L->rows[i];
+        if (r < c->allow_len && (c->allow[r >> 6] >> (r & 63) & 1)) s->lpos[na++] = (uint32_t)i;
+    }
+    if (na == 0) return;
+    if (na * 4 < L->n) {
+        /* Few allowed rows: pairwise beats scanning the whole list. */
+        for (size_t j = 0; j < na; j++) {
+            size_t i = s->lpos[j];
+            vdb_topk_push(R, vdb_distance(m, q, L->vecs + i * d, d), L->rows[i]);
+        }
+    } else {
+        ivf_list_distances(m, q, L, next, d, s->ld);
+        for (size_t j = 0; j < na; j++) {
+            size_t i = s->lpos[j];
+            vdb_topk_push(R, s->ld[i], L->rows[i]);
+        }
+    }
+}
+
+static void ivf_search_task(void *vctx, size_t task, size_t worker)
+{
+    ivf_search_ctx *c = vctx;
+    const vdb_ivf *ivf = c->ivf;
+    const size_t d = ivf->d, nl = ivf->n_lists;
+    size_t q0 = task * IVF_QB;
+    size_t nqb = c->nq - q0 < IVF_QB ? c->nq - q0 : IVF_QB;
+    unsigned char *own = NULL, *base;
+    if (worker < c->n_slots) {
+        base = c->scratch + worker * c->scratch_per_worker;
+    } else {
+        /* The pool grew after the slots were sized (a concurrent vdb_threads_set_count). */
+        base = own = malloc(c->scratch_per_worker);
+        if (!base) {
+            c->failed = 1;
+            return;
+        }
+    }
+    ivf_scratch s = ivf_scratch_at(base, c->nq < IVF_QB ? c->nq : IVF_QB, nl, c->max_list);
+    vdb_distance_block(ivf_coarse_metric(ivf->metric), c->queries + q0 * d, nqb, ivf->centroids, nl, d,
+                       s.coarse);
+    for (size_t qi = 0; qi < nqb; qi++) {
+        const float *q = c->queries + (q0 + qi) * d;
+        const float *cd = s.coarse + qi * nl;
+        vdb_topk H, R;
+        vdb_topk_init(&H, c->n_probe, s.order_d, s.order_i);
+        for (size_t l = 0; l < nl; l++) vdb_topk_push(&H, cd[l], (int64_t)l);
+        size_t np = vdb_topk_sort(&H);
+        vdb_topk_init(&R, c->k, c->out_dist + (q0 + qi) * c->k, c->out_rows + (q0 + qi) * c->k);
+        for (size_t j = 0; j < np; j++)
+            ivf_scan_list(c, &s, q, &ivf->lists[s.order_i[j]],
+                          j + 1 < np ? &ivf->lists[s.order_i[j + 1]] : NULL, &R);
+        if (R.size < c->k && np < nl) {
+            /* Too few hits (small lists or a selective filter): continue in centroid order. */
+            memset(s.scanned, 0, nl);
+            for (size_t j = 0; j < np; j++) s.scanned[s.order_i[j]] = 1;
+            vdb_topk_init(&H, nl, s.order_d, s.order_i);
+            for (size_t l = 0; l < nl; l++) vdb_topk_push(&H, cd[l], (int64_t)l);
+            size_t all = vdb_topk_sort(&H);
+            for (size_t j = 0; j < all && R.size < c->k; j++) {
+                size_t l = (size_t)s.order_i[j];
+                if (s.scanned[l]) continue;
+                ivf_scan_list(c, &s, q, &ivf->lists[l], NULL, &R);
+            }
+        }
+        size_t got = vdb_topk_sort(&R);
+        for (size_t j = got; j < c->k; j++) {
+            R.dist[j] = INFINITY;
+            R.rows[j] = -1;
+        }
+    }
+    free(own);
+}
+
+int vdb_ivf_search(const vdb_ivf *ivf, const float *queries, size_t nq, size_t k, size_t n_probe,
+                   const uint64_t *allow, size_t allow_len, float *out_dist, int64_t *out_rows)
+{
+    int rc = VDB_OK;
+    unsigned char *scratch = NULL;
+    if (nq == 0 || k == 0) goto cleanup;
+    if (!ivf->trained) {
+        rc = vdb_set_error(VDB_EINVAL, "IVF search needs a trained index");
+        goto cleanup;
+    }
+    if (n_probe < 1) n_probe = 1;
+    if (n_probe > ivf->n_lists) n_probe = ivf->n_lists;
+    size_t max_list = 0;
+    for (size_t l = 0; l < ivf->n_lists; l++)
+        if (ivf->lists[l].n > max_list) max_list = ivf->lists[l].n;
+    size_t per, total;
+    size_t n_tasks = (nq + IVF_QB - 1) / IVF_QB;
+    size_t workers = vdb_threads_count();
+    if (workers > n_tasks) workers = n_tasks;
+    if (ivf_scratch_size(nq < IVF_QB ? nq : IVF_QB, ivf->n_lists, max_list, &per) || ivf_mul(per, workers, &total)) {
+        rc = vdb_set_error(VDB_ENOMEM, "IVF search scratch size overflows");
+        goto cleanup;
+    }
+    scratch = malloc(total);
+    if (!scratch) {
+        rc = vdb_set_error(VDB_ENOMEM, "out of memory for IVF search scratch (%zu bytes)", total);
+        goto cleanup;
+    }
+    ivf_search_ctx ctx = {ivf, queries, nq, k, n_probe, allow, allow_len, out_dist, out_rows,
+                          max_list, scratch, per, workers, 0};
+    if (n_tasks == 1)
+        ivf_search_task(&ctx, 0, 0); /* a small query stays on the calling thread */
+    else
+        vdb_parallel_for(n_tasks, ivf_search_task, &ctx);
+    if (ctx.failed) rc = vdb_set_error(VDB_ENOMEM, "out of memory for IVF search scratch");
+cleanup:
+    free(scratch);
+    return rc;
+}
