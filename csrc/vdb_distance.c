@@ -388,6 +388,12 @@ VDB_INLINE VDB_AVX2 float vdb_pair_avx2(int m, const float *a, const float *b, s
     float rr;
     float qq = m == VDB_METRIC_COSINE ? vdb_sumsq_avx2(a, d) : 0.0f;
     float s = vdb_raw1_avx2(m, a, b, d, &rr);
+    if (m == VDB_METRIC_COSINE) {
+        /* The batch epilogue's float arithmetic, so a row's distance does not depend on whether a
+         * search scored it alone (sparse filter) or in a batch. */
+        float den = vdb_sqrt_avx2(qq) * vdb_sqrt_avx2(rr);
+        return den != 0.0f ? 1.0f - s / den : 1.0f;
+    }
     return vdb_finish(m, s, qq, rr);
 }
 
@@ -611,6 +617,12 @@ VDB_INLINE VDB_AVX512 float vdb_pair_avx512(int m, const float *a, const float *
     float rr;
     float qq = m == VDB_METRIC_COSINE ? vdb_sumsq_avx512(a, d) : 0.0f;
     float s = vdb_raw1_avx512(m, a, b, d, &rr);
+    if (m == VDB_METRIC_COSINE) {
+        /* The batch epilogue's float arithmetic, so a row's distance does not depend on whether a
+         * search scored it alone (sparse filter) or in a batch. */
+        float den = vdb_sqrt_avx512(qq) * vdb_sqrt_avx512(rr);
+        return den != 0.0f ? 1.0f - s / den : 1.0f;
+    }
     return vdb_finish(m, s, qq, rr);
 }
 
