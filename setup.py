@@ -23,6 +23,8 @@ ENGINE_SOURCES = [
     "vdb_ivf.c",
     "vdb_ivf_search.c",
     "vdb_ivf_file.c",
+    "vdb_sq8.c",
+    "vdb_codes.c",
     "vdb_crc32c.c",
     "vdb_store.c",
     "vdb_meta.c",

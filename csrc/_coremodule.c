@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "vdb_bytes.h"
+#include "vdb_codes.h"
 #include "vdb_collection.h"
 #include "vdb_cpu.h"
 #include "vdb_distance.h"
@@ -20,6 +21,7 @@
 #include "vdb_meta.h"
 #include "vdb_nearest.h"
 #include "vdb_pq4.h"
+#include "vdb_sq8.h"
 #include "vdb_store.h"
 #include "vdb_threads.h"
 
@@ -208,6 +210,84 @@ done:
 
 static PyObject *core_distance_batch(PyObject *m, PyObject *args) { (void)m; return distance_common(args, 0); }
 static PyObject *core_distance_block(PyObject *m, PyObject *args) { (void)m; return distance_common(args, 1); }
+
+/* sq8_probe(isa, metric, train, x, queries) -> (lo, step, codes uint8[n, d], err float32[n], scan float32[nq, n],
+ * lower_bound float64[nq, n], ready bool[nq]): the sq8 quantizer trained on train, x encoded, and
+ * each query's scan values and bounds on one kernel variant, for tests against a NumPy reference. */
+static PyObject *core_sq8_probe(PyObject *module, PyObject *args)
+{
+    (void)module;
+    const char *isa, *metric_s;
+    PyObject *to, *xo, *qo, *res = NULL;
+    vdb_metric m;
+    vdb_sq8 *sq = NULL;
+    if (!PyArg_ParseTuple(args, "ssOOO", &isa, &metric_s, &to, &xo, &qo) || metric_from_str(metric_s, &m)) return NULL;
+    PyArrayObject *t = as_matrix(to, "train"), *x = t ? as_matrix(xo, "x") : NULL, *q = x ? as_matrix(qo, "queries") : NULL;
+    PyArrayObject *codes = NULL, *err = NULL, *scan = NULL, *lb = NULL, *ready = NULL, *lo = NULL, *step = NULL;
+    if (!q) goto done;
+    size_t d = (size_t)PyArray_DIM(t, 1), n = (size_t)PyArray_DIM(x, 0), nq = (size_t)PyArray_DIM(q, 0);
+    if ((size_t)PyArray_DIM(x, 1) != d || (size_t)PyArray_DIM(q, 1) != d) {
+        PyErr_SetString(PyExc_ValueError, "train, x and queries must have the same dimension");
+        goto done;
+    }
+    if (vdb_sq8_train(m, d, PyArray_DATA(t), (size_t)PyArray_DIM(t, 0), &sq)) {
+        PyErr_SetString(PyExc_MemoryError, vdb_last_error());
+        goto done;
+    }
+    npy_intp cd[2] = {(npy_intp)n, (npy_intp)d}, sd[2] = {(npy_intp)nq, (npy_intp)n}, rd[1] = {(npy_intp)nq};
+    codes = (PyArrayObject *)PyArray_SimpleNew(2, cd, NPY_UINT8);
+    err = (PyArrayObject *)PyArray_SimpleNew(1, cd, NPY_FLOAT32);
+    scan = (PyArrayObject *)PyArray_ZEROS(2, sd, NPY_FLOAT32, 0);
+    lb = (PyArrayObject *)PyArray_ZEROS(2, sd, NPY_FLOAT64, 0);
+    ready = (PyArrayObject *)PyArray_ZEROS(1, rd, NPY_BOOL, 0);
+    npy_intp dd[1] = {(npy_intp)d};
+    lo = (PyArrayObject *)PyArray_SimpleNew(1, dd, NPY_FLOAT32);
+    step = (PyArrayObject *)PyArray_SimpleNew(1, dd, NPY_FLOAT32);
+    if (!codes || !err || !scan || !lb || !ready || !lo || !step) goto done;
+    memcpy(PyArray_DATA(lo), sq->lo, d * sizeof(float));
+    memcpy(PyArray_DATA(step), sq->step, d * sizeof(float));
+    vdb_sq8_encode(sq, PyArray_DATA(x), n, PyArray_DATA(codes), PyArray_DATA(err));
+    for (size_t i = 0; i < nq; i++) {
+        vdb_sq8_query p;
+        int ok = vdb_sq8_query_prepare(sq, (const float *)PyArray_DATA(q) + i * d, &p);
+        if (ok < 0) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        if (!ok) continue;
+        float *sp = (float *)PyArray_DATA(scan) + i * n;
+        double *lp = (double *)PyArray_DATA(lb) + i * n;
+        int rc = vdb_sq8_scan_isa(isa, &p, PyArray_DATA(codes), n, sp);
+        for (size_t r = 0; rc == 0 && r < n; r++) lp[r] = vdb_sq8_lower_bound(&p, sp[r], ((float *)PyArray_DATA(err))[r]);
+        vdb_sq8_query_free(&p);
+        if (rc) {
+            PyErr_Format(PyExc_ValueError, "kernel variant '%s' is not available on this CPU or build", isa);
+            goto done;
+        }
+        ((npy_bool *)PyArray_DATA(ready))[i] = 1;
+    }
+    res = Py_BuildValue("(OOOOOOO)", lo, step, codes, err, scan, lb, ready);
+done:
+    vdb_sq8_free(sq);
+    Py_XDECREF(t);
+    Py_XDECREF(x);
+    Py_XDECREF(q);
+    Py_XDECREF(codes);
+    Py_XDECREF(err);
+    Py_XDECREF(scan);
+    Py_XDECREF(lb);
+    Py_XDECREF(ready);
+    Py_XDECREF(lo);
+    Py_XDECREF(step);
+    return res;
+}
+
+static PyObject *core_last_reranked(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    return PyLong_FromSize_t(vdb_codes_last_reranked());
+}
 
 /* nearest_centroids(isa, points, centroids, bias) -> (index uint32[n], value float32[n]): the
  * k-means assignment kernel (vdb_nearest) on one variant, for tests against a NumPy reference. */
@@ -895,23 +975,29 @@ typedef struct {
 
 static int Collection_init(CollectionObject *self, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"path", "metric", "dim", "durable", "use_ivf", "n_clusters", "n_probe", NULL};
+    static char *kwlist[] = {"path", "metric", "dim", "durable", "use_ivf", "n_clusters", "n_probe", "quantization", NULL};
     PyObject *path_o = Py_None;
-    const char *metric_s = "l2";
+    const char *metric_s = "l2", *quant_s = NULL;
     long long dim = 0, n_clusters = 0, n_probe = 0;
-    int durable = 1, use_ivf = 0;
+    int durable = 1, use_ivf = 0, quant = VDB_QUANT_NONE;
     vdb_metric m;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OsLppLL", kwlist, &path_o, &metric_s, &dim, &durable, &use_ivf,
-                                     &n_clusters, &n_probe))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OsLppLLz", kwlist, &path_o, &metric_s, &dim, &durable, &use_ivf,
+                                     &n_clusters, &n_probe, &quant_s))
         return -1;
     if (metric_from_str(metric_s, &m)) return -1;
+    if (quant_s && strcmp(quant_s, "sq8") == 0) {
+        quant = VDB_QUANT_SQ8;
+    } else if (quant_s) {
+        PyErr_Format(PyExc_ValueError, "unknown quantization '%s': expected None or 'sq8'", quant_s);
+        return -1;
+    }
     if (self->col) {
         PyErr_SetString(PyExc_RuntimeError, "collection already open");
         return -1;
     }
     PyObject *path_b = NULL;
     if (path_o != Py_None && !PyUnicode_FSConverter(path_o, &path_b)) return -1;
-    vdb_collection_config cfg = {m, dim, durable, use_ivf, n_clusters, n_probe};
+    vdb_collection_config cfg = {m, dim, durable, use_ivf, n_clusters, n_probe, quant};
     const char *path = path_b ? PyBytes_AS_STRING(path_b) : NULL;
     int rc;
     Py_BEGIN_ALLOW_THREADS
@@ -1262,7 +1348,7 @@ static PyObject *Collection_stats(CollectionObject *self, PyObject *unused)
     static const char *metrics[] = {"l2", "ip", "cosine"};
     WITH_COLLECTION(self, rc, vdb_collection_stats_get(self->col, &s));
     if (rc) return engine_result(self, rc);
-    return Py_BuildValue("{sLsLsssLsLsLsLsLsssOsLsLsLsLsdsLsisL}", "count", (long long)s.count, "dimension",
+    return Py_BuildValue("{sLsLsssLsLsLsLsLsssOsLsLsLsLsdsLsisLsz}", "count", (long long)s.count, "dimension",
                          (long long)s.dim, "metric", metrics[s.metric], "rows_total", (long long)s.rows_total,
                          "wal_bytes", (long long)s.wal_bytes, "generation", (long long)s.generation, "bytes_on_disk",
                          (long long)s.bytes_on_disk, "bytes_in_memory", (long long)s.bytes_in_memory, "index",
@@ -1270,7 +1356,8 @@ static PyObject *Collection_stats(CollectionObject *self, PyObject *unused)
                          (long long)s.n_lists, "n_probe", (long long)s.n_probe, "list_min", (long long)s.list_min,
                          "list_max", (long long)s.list_max, "list_mean", s.list_mean, "added_since_training",
                          (long long)s.added_since_training, "batch_depth", s.batch_depth, "count_at_training",
-                         (long long)s.count_at_training);
+                         (long long)s.count_at_training, "quantization",
+                         s.quantization == VDB_QUANT_SQ8 ? "sq8" : NULL);
 }
 
 static PyObject *Collection_batch(CollectionObject *self, PyObject *arg)
@@ -1391,6 +1478,9 @@ static PyMethodDef core_methods[] = {
     {"distance_block", core_distance_block, METH_VARARGS, "distance_block(isa, metric, queries, rows) -> ndarray"},
     {"nearest_centroids", core_nearest_centroids, METH_VARARGS,
      "nearest_centroids(isa, points, centroids, bias) -> (index, value): argmin_j bias[j] - 2 x.c_j"},
+    {"sq8_probe", core_sq8_probe, METH_VARARGS,
+     "sq8_probe(isa, metric, train, x, queries) -> (lo, step, codes, err, scan, lower_bound, ready)"},
+    {"last_reranked", core_last_reranked, METH_NOARGS, "rows the calling thread's last quantized search re-ranked"},
     {"flat_search", core_flat_search, METH_VARARGS, "flat_search(metric, data, queries, k, allow=None) -> (dist, rows)"},
     {"exact_search_isa", core_exact_search_isa, METH_VARARGS,
      "exact_search_isa(isa, metric, data, queries, k) -> (dist, rows): one variant of the exact batch kernel"},

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "vdb_bytes.h"
+#include "vdb_codes.h"
 #include "vdb_collection_internal.h"
 #include "vdb_error.h"
 #include "vdb_filter.h"
@@ -239,6 +240,9 @@ static int plan_write(vdb_collection *c, int op, const vdb_batch *b, write_plan 
         }
     }
     if ((rc = reserve(c, appends, id_bytes, meta_bytes, vec_dim))) goto fail;
+    if (c->codes && (rc = vdb_codes_prepare_write(c->codes, op != VDB_OP_DELETE ? b->vectors : NULL, n,
+                                                  (size_t)(c->dim > 0 ? c->dim : b->dim), c->n_rows + appends)))
+        goto fail;
     return VDB_OK;
 fail:
     plan_free(p, n);
@@ -291,6 +295,7 @@ static int apply_write(vdb_collection *c, int op, const vdb_batch *b, write_plan
                 queue_ivf(c, p, (int64_t)r, b->vectors + i * d);
             else
                 memcpy(row_vector_mut(c, r), b->vectors + i * d, d * sizeof(float));
+            if (c->codes) vdb_codes_set(c->codes, r, b->vectors + i * d);
             vdb_meta_set(c->meta, r, 1, meta, meta_len, 1, doc, doc ? b->doc_lens[i] : 0);
             set_live(c, r, 1);
             c->n_live++;
@@ -302,6 +307,7 @@ static int apply_write(vdb_collection *c, int op, const vdb_batch *b, write_plan
                 queue_ivf(c, p, row, b->vectors + i * d);
             else if (b->vectors)
                 memcpy(row_vector_mut(c, (size_t)row), b->vectors + i * d, d * sizeof(float));
+            if (b->vectors && c->codes) vdb_codes_set(c->codes, (size_t)row, b->vectors + i * d);
             vdb_meta_set(c->meta, (size_t)row, meta != NULL || p->has_merged[i], meta, meta_len, doc != NULL, doc,
                          doc ? b->doc_lens[i] : 0);
             break;
@@ -359,8 +365,9 @@ int vdb_coll_compact(vdb_collection *c)
     /* The id table of the compacted rows, allocated before anything changes. */
     if ((rc = vdb_idmap_alloc(n, &slots, &n_slots))) goto cleanup;
     if (c->ivf && (rc = vdb_ivf_renumber(c->ivf, old_to_new, c->n_rows))) goto cleanup;
-    /* Nothing can fail from here on. The id arrays move down in place (k <= r); the new id bytes
-     * hold the live ids in row order. */
+    /* Nothing can fail from here on. The codes drop the dead rows (before the live bitmap is reset);
+     * the id arrays move down in place (k <= r); the new id bytes hold the live ids in row order. */
+    if (c->codes) vdb_codes_compact(c->codes, c->live, c->n_rows);
     k = 0;
     for (size_t r = 0, off = 0; r < c->n_rows; r++) {
         if (!is_live(c, r)) continue;
@@ -453,6 +460,12 @@ int vdb_coll_checkpoint_locked(vdb_collection *c)
     if ((rc = encode_records(c, &rec))) goto cleanup;
     path_join(path, sizeof path, gdir, "records.bin", 0, 0);
     if ((rc = vdb_records_write(path, c->n_rows, rec.data, rec.len))) goto cleanup;
+    if (c->codes && vdb_codes_trained(c->codes) && c->n_rows) {
+        uint64_t code_bytes;
+        path_join(path, sizeof path, gdir, "codes.bin", 0, 0);
+        if ((rc = vdb_codes_write(c->codes, path, c->n_rows, &code_bytes))) goto cleanup;
+        vector_bytes += code_bytes;
+    }
     if ((rc = vdb_fsync_dir(gdir)) || (rc = vdb_fsync_dir(c->dir))) goto cleanup;
     vdb_manifest m = {(uint32_t)c->cfg.metric, (uint64_t)c->dim, gen};
     if ((rc = vdb_manifest_write(c->dir, &m))) {
@@ -487,6 +500,34 @@ int vdb_coll_maybe_checkpoint(vdb_collection *c)
     int many_dead = c->n_rows - c->n_live > 1024 && (c->n_rows - c->n_live) * 2 > c->n_rows;
     int long_log = c->dir && c->wal_end > CHECKPOINT_WAL_BYTES && c->wal_end > c->snapshot_bytes / 2;
     return many_dead || long_log ? vdb_coll_checkpoint_locked(c) : VDB_OK;
+}
+
+/* ---- quantization codes (vdb_codes.h) ---- */
+
+static const float *codes_vec(const void *ctx, size_t row) { return row_vector(ctx, row); }
+
+/* The codes of an opened generation: codes.bin, or, when the generation has none (written without
+ * quantization), encoded from its vectors. */
+static int codes_open(vdb_collection *c, const char *gdir, size_t n_rows)
+{
+    char path[4096];
+    struct stat st;
+    if (!c->cfg.quantization) return VDB_OK;
+    if (gdir && n_rows) {
+        path_join(path, sizeof path, gdir, "codes.bin", 0, 0);
+        if (stat(path, &st) == 0) return vdb_codes_read(path, c->cfg.metric, (size_t)c->dim, n_rows, &c->codes);
+    }
+    int rc = vdb_codes_create(c->cfg.metric, &c->codes);
+    if (rc == VDB_OK && n_rows) rc = vdb_codes_retrain(c->codes, (size_t)c->dim, n_rows, c->live, codes_vec, c);
+    return rc;
+}
+
+/* Ranges follow the data: re-derived when the collection has doubled since they were (amortized
+ * O(d) per added vector; results never depend on it, only the re-rank count does). */
+int vdb_coll_codes_maybe_retrain(vdb_collection *c)
+{
+    if (!c->codes || c->batch_depth > 0 || !vdb_codes_should_retrain(c->codes, c->n_live)) return VDB_OK;
+    return vdb_codes_retrain(c->codes, (size_t)c->dim, c->n_rows, c->live, codes_vec, c);
 }
 
 /* ---- open / close ---- */
@@ -612,6 +653,7 @@ static void collection_free(vdb_collection *c)
     vdb_buf_free(&c->ids);
     vdb_meta_free(c->meta);
     vdb_ivf_free(c->ivf);
+    vdb_codes_free(c->codes);
     pthread_rwlock_destroy(&c->lock);
     free(c->dir);
     free(c);
@@ -644,6 +686,7 @@ int vdb_collection_open(const char *dir, const vdb_collection_config *cfg, vdb_c
     if ((rc = vdb_meta_create(&c->meta))) goto fail;
     if ((rc = vdb_idmap_rebuild(c, 0))) goto fail;
     if (!dir) {
+        if ((rc = codes_open(c, NULL, 0))) goto fail;
         *out = c;
         return VDB_OK;
     }
@@ -700,6 +743,9 @@ int vdb_collection_open(const char *dir, const vdb_collection_config *cfg, vdb_c
                 goto fail;
             }
         c->snapshot_bytes += c->ids.len;
+        if ((rc = codes_open(c, gdir, (size_t)n_rows))) goto fail;
+    } else if ((rc = codes_open(c, NULL, 0))) {
+        goto fail;
     }
     path_join(c->wal_path, sizeof c->wal_path, dir, "wal-", c->generation, 1);
     snprintf(path, sizeof path, "%s", c->wal_path);
@@ -983,6 +1029,17 @@ static int restrict_to_ids(const vdb_collection *c, const char *const *ids, cons
     return VDB_OK;
 }
 
+/* Flat search through codes scans every row's code: with a filter matching few rows the float32
+ * scan of just those rows is cheaper. */
+static int codes_worth_it(const vdb_collection *c, const uint64_t *bm)
+{
+    if (!c->codes || !vdb_codes_trained(c->codes)) return 0;
+    if (!bm) return 1;
+    size_t allowed = 0;
+    for (size_t w = 0; w < (c->n_rows + 63) / 64; w++) allowed += (size_t)__builtin_popcountll(bm[w]);
+    return allowed * 4 >= c->n_rows;
+}
+
 int vdb_collection_query(vdb_collection *c, const vdb_query_request *req, vdb_result **out)
 {
     uint64_t *bm = NULL;
@@ -1026,13 +1083,18 @@ int vdb_collection_query(vdb_collection *c, const vdb_query_request *req, vdb_re
         double probed = (double)c->n_live * (double)n_probe / (double)n_lists;
         if (restricted && n_probe < (int64_t)n_lists && (double)allowed <= probed)
             rc = search_allowed_exact(c, bm, allowed, req->queries, nq, k, dist, rows);
+        else if (c->codes)
+            rc = vdb_codes_search_ivf(c->codes, c->ivf, req->queries, nq, k, (size_t)n_probe, bm, c->n_rows, dist, rows);
         else
             rc = vdb_ivf_search(c->ivf, req->queries, nq, k, (size_t)n_probe, bm, c->n_rows, dist, rows);
         if (rc) goto done;
     } else if (k > 0) {
         vdb_vec_range ranges[2] = {{c->base, 0, c->n_base}, {c->tail, (int64_t)c->n_base, c->n_rows - c->n_base}};
-        if ((rc = vdb_flat_search(c->cfg.metric, (size_t)c->dim, ranges, 2, bm, req->queries, nq, k, dist, rows)))
-            goto done;
+        if (codes_worth_it(c, bm))
+            rc = vdb_codes_search_flat(c->codes, ranges, 2, bm, req->queries, nq, k, dist, rows);
+        else
+            rc = vdb_flat_search(c->cfg.metric, (size_t)c->dim, ranges, 2, bm, req->queries, nq, k, dist, rows);
+        if (rc) goto done;
     }
     /* Pack each query's hits (padding rows are -1) to the front. */
     size_t total = 0;
@@ -1077,6 +1139,8 @@ int vdb_collection_stats_get(vdb_collection *c, vdb_collection_stats *out)
     out->list_min = out->list_max = out->added_since_training = out->count_at_training = 0;
     out->list_mean = 0;
     out->batch_depth = c->batch_depth;
+    out->quantization = c->cfg.quantization;
+    out->bytes_in_memory += (int64_t)vdb_codes_bytes(c->codes);
     if (c->ivf) {
         vdb_ivf_stats is;
         vdb_ivf_stats_get(c->ivf, &is);

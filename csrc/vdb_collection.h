@@ -32,7 +32,13 @@ typedef struct {
     int use_ivf;  /* 1: an IVF index once the collection is large enough (see below) */
     int64_t n_clusters; /* IVF lists; 0: round(sqrt(count)) at each training */
     int64_t n_probe;    /* lists a query scans by default; 0: vdb_collection_default_n_probe */
+    int quantization;   /* VDB_QUANT_*: codes scanned before the exact float32 re-rank (vdb_codes.h) */
 } vdb_collection_config;
+
+/* Quantization: results stay those of the float32 search (flat: exact; IVF: IVF-Flat's at the same
+ * n_probe); only the scan reads compact codes. Not persisted here (the caller keeps it with the
+ * collection's configuration, like n_probe); the codes are, in codes.bin of each generation. */
+enum { VDB_QUANT_NONE = 0, VDB_QUANT_SQ8 = 1 };
 
 /* IVF lifecycle (use_ivf = 1).
  * - Below max(39 * n_lists, 1000) live vectors search is exact (n_lists = n_clusters, or
@@ -177,6 +183,7 @@ typedef struct {
     int64_t added_since_training;
     int64_t count_at_training; /* vectors the index held at its last training */
     int batch_depth;
+    int quantization;
 } vdb_collection_stats;
 
 int vdb_collection_stats_get(vdb_collection *c, vdb_collection_stats *out);

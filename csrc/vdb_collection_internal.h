@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "vdb_bytes.h"
+#include "vdb_codes.h"
 #include "vdb_collection.h"
 #include "vdb_ivf.h"
 #include "vdb_meta.h"
@@ -52,6 +53,7 @@ struct vdb_collection {
 
     vdb_ivf *ivf; /* once trained, the owner of every live row's vector (base/tail are empty) */
     int batch_depth;
+    vdb_codes *codes; /* quantized collections: a code per row, searched first (vdb_codes.h) */
 };
 
 static inline const float *row_vector(const vdb_collection *c, size_t row)
@@ -68,6 +70,8 @@ int vdb_coll_refuse_writes(const vdb_collection *c);
 int vdb_coll_compact(vdb_collection *c);
 int vdb_coll_checkpoint_locked(vdb_collection *c);
 int vdb_coll_maybe_checkpoint(vdb_collection *c);
+/* Quantized collections: re-derives the codes' ranges once the collection has doubled since. */
+int vdb_coll_codes_maybe_retrain(vdb_collection *c);
 
 /* ---- vdb_idmap.c: the open-addressing id -> row table (c->slots, at most half full) ---- */
 uint64_t vdb_idmap_hash(const char *p, size_t n);

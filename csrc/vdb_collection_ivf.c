@@ -144,12 +144,13 @@ static int maybe_train(vdb_collection *c, int force)
     return rc;
 }
 
-/* Maintenance after a durable write: training and checkpoints. Its failure does not fail the
+/* Maintenance after a durable write: the codes' ranges, training and checkpoints. Its failure does not fail the
  * write, which is logged and applied already (the current generation stays valid); the message is
  * kept for vdb_collection_take_warning. */
 void vdb_coll_after_write(vdb_collection *c)
 {
-    int rc = maybe_train(c, 0);
+    int rc = vdb_coll_codes_maybe_retrain(c);
+    if (rc == VDB_OK) rc = maybe_train(c, 0);
     if (rc == VDB_OK) rc = vdb_coll_maybe_checkpoint(c);
     if (rc != VDB_OK) note(c, "%s", vdb_last_error());
 }

@@ -14,6 +14,7 @@
 
 #include "vdb_distance.h"
 #include "vdb_pq4.h"
+#include "vdb_sq8.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -99,6 +100,7 @@ static void vdb_cpu_init(void)
     atomic_store(&vdb_cpu_enabled_mask, en);
     vdb_distance_select(en);
     vdb_pq4_select(en);
+    vdb_sq8_select(en);
 }
 
 unsigned vdb_cpu_detected(void)
@@ -120,6 +122,7 @@ unsigned vdb_cpu_set_enabled(unsigned mask)
     atomic_store(&vdb_cpu_enabled_mask, en);
     vdb_distance_select(en);
     vdb_pq4_select(en);
+    vdb_sq8_select(en);
     return en;
 }
 

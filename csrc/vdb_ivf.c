@@ -275,6 +275,12 @@ const float *vdb_ivf_vector(const vdb_ivf *ivf, int64_t row)
     return ivf->lists[ivf_list_of(w)].vecs + ivf_pos_of(w) * ivf->d;
 }
 
+const int64_t *vdb_ivf_list_rows(const vdb_ivf *ivf, size_t l, size_t *n)
+{
+    *n = l < ivf->n_lists ? ivf->lists[l].n : 0;
+    return *n ? ivf->lists[l].rows : NULL;
+}
+
 /* ---- Retrain. */
 
 int vdb_ivf_retrain(vdb_ivf *ivf, size_t n_lists, uint64_t seed)

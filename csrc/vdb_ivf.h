@@ -89,6 +89,12 @@ const float *vdb_ivf_vector(const vdb_ivf *ivf, int64_t row);
 int vdb_ivf_search(const vdb_ivf *ivf, const float *queries, size_t nq, size_t k, size_t n_probe,
                    const uint64_t *allow, size_t allow_len, float *out_dist, int64_t *out_rows);
 
+/* Every list in the order a query probes them (nearest centroid first, ties by list number):
+ * order gets n_lists list numbers; scratch holds n_lists floats. Needs a trained index. */
+void vdb_ivf_probe_order(const vdb_ivf *ivf, const float *q, float *scratch, int64_t *order);
+/* The row numbers list l holds (*n of them), valid until the index changes. */
+const int64_t *vdb_ivf_list_rows(const vdb_ivf *ivf, size_t l, size_t *n);
+
 /* After the caller compacts its rows: row r becomes old_to_new[r] (-1 = dropped from the index).
  * Every row in the index must be < n_old; the new numbers must be distinct and < VDB_IVF_MAX_ROW
  * (VDB_EINVAL otherwise, index unchanged). List order is kept (no swaps), so the result does not

@@ -234,3 +234,16 @@ cleanup:
     free(scratch);
     return rc;
 }
+
+void vdb_ivf_probe_order(const vdb_ivf *ivf, const float *q, float *scratch, int64_t *order)
+{
+    vdb_topk H;
+    vdb_distance_block(ivf_coarse_metric(ivf->metric), q, 1, ivf->centroids, ivf->n_lists, ivf->d, scratch);
+    /* The heap sorts in place: rank copies of the distances so scratch can double as its buffer. */
+    vdb_topk_init(&H, ivf->n_lists, scratch, order);
+    for (size_t l = 0; l < ivf->n_lists; l++) {
+        float dl = scratch[l]; /* the heap fills [0, l): entries from l on are still unranked */
+        vdb_topk_push(&H, dl, (int64_t)l);
+    }
+    vdb_topk_sort(&H);
+}

@@ -122,6 +122,35 @@ static int write_new_file(const char *path, const uint8_t *head, size_t head_len
     return rc;
 }
 
+int vdb_file_write_new(const char *path, const uint8_t *head, size_t head_len, const void *const *chunks,
+                       const uint64_t *chunk_bytes, size_t n_chunks)
+{
+    return write_new_file(path, head, head_len, (const float *const *)chunks, chunk_bytes, n_chunks);
+}
+
+int vdb_file_read_all(const char *path, uint8_t **buf, size_t *len)
+{
+    struct stat st;
+    int rc, fd = open(path, O_RDONLY | O_CLOEXEC);
+    *buf = NULL;
+    *len = 0;
+    if (fd < 0) return errno == ENOENT ? vdb_set_error(VDB_ECORRUPT, "file '%s' is missing", path)
+                                       : io_error("cannot open", path);
+    if (fstat(fd, &st) != 0) {
+        rc = io_error("cannot stat", path);
+    } else if (!(*buf = malloc(st.st_size ? (size_t)st.st_size : 1))) {
+        rc = vdb_set_error(VDB_ENOMEM, "out of memory reading '%s'", path);
+    } else if ((rc = read_all(fd, *buf, (size_t)st.st_size, path)) == VDB_OK) {
+        *len = (size_t)st.st_size;
+    }
+    close(fd);
+    if (rc) {
+        free(*buf);
+        *buf = NULL;
+    }
+    return rc;
+}
+
 int vdb_manifest_write(const char *dir, const vdb_manifest *m)
 {
     char tmp[4096], final[4096];

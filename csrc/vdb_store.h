@@ -80,4 +80,10 @@ int vdb_records_write(const char *path, uint64_t n_rows, const uint8_t *payload,
 /* Reads and checks the file; *payload is malloc'd. */
 int vdb_records_read(const char *path, uint64_t *n_rows, uint8_t **payload, size_t *len);
 
+/* Other snapshot files (e.g. an index's): creates path from a header and chunks, fsyncs, closes. */
+int vdb_file_write_new(const char *path, const uint8_t *head, size_t head_len, const void *const *chunks,
+                       const uint64_t *chunk_bytes, size_t n_chunks);
+/* Reads a whole file into a malloc'd buffer (a missing file is VDB_ECORRUPT naming it). */
+int vdb_file_read_all(const char *path, uint8_t **buf, size_t *len);
+
 #endif

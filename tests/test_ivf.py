@@ -590,7 +590,7 @@ CRASH_WRITER = textwrap.dedent(
     import sys, numpy as np, vectordb
     path, start = sys.argv[1], int(sys.argv[2])
     client = vectordb.PersistentClient(path)
-    col = client.get_or_create_collection("crash", use_ivf=True, n_clusters=32)
+    col = client.get_or_create_collection("crash", use_ivf=True, n_clusters=32, quantization=QUANT)
     def batch(i):
         n = 20 + (i * 37) % 180
         rng = np.random.default_rng(i)
@@ -632,10 +632,10 @@ def _crash_apply(model, op, i):
             model.setdefault(k, v)
 
 
-def _crash_check(path, model, in_flight):
+def _crash_check(path, model, in_flight, quantization):
     client = vectordb.PersistentClient(path)
     try:
-        col = client.get_or_create_collection("crash", use_ivf=True, n_clusters=32)
+        col = client.get_or_create_collection("crash", use_ivf=True, n_clusters=32, quantization=quantization)
         got = col.get(include=["embeddings"])
         state = dict(zip(got["ids"], got["embeddings"]))
         candidates = [model]
@@ -665,18 +665,22 @@ def _crash_check(path, model, in_flight):
         client.close()
 
 
-def test_kill9_during_ivf_training_and_adds_loses_no_acknowledged_write(tmp_path):
+@pytest.mark.parametrize("quantization", [None, "sq8"])
+def test_kill9_during_ivf_training_and_adds_loses_no_acknowledged_write(tmp_path, quantization):
+    """Also for a quantized collection: its codes are trained, checkpointed and reopened too."""
     path = str(tmp_path / "db")
     rnd = random.Random(2024)
     model: dict = {}
     next_batch = 0
     trained_seen = False
     for _ in range(CRASH_TRIALS):
-        acked, in_flight = kill_writer_at_random(CRASH_WRITER, path, next_batch, rnd, 0.4)
+        script = CRASH_WRITER.replace("QUANT", repr(quantization))
+        acked, in_flight = kill_writer_at_random(script, path, next_batch, rnd, 0.4)
         for op, i in acked:
             _crash_apply(model, op, i)
             next_batch = i + 1
-        model, st = _crash_check(path, model, in_flight)
+        model, st = _crash_check(path, model, in_flight, quantization)
+        assert st["quantization"] == quantization
         trained_seen |= st["index"] == "ivf"
         if in_flight is not None:
             next_batch = in_flight[1] + 1

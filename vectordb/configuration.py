@@ -1,7 +1,7 @@
 """A collection's configuration: chromadb 1.x's dicts in ({"hnsw": {"space": ...}, ...}), the
 catalog's flat form inside, and chromadb's shape back out, with vectordb's own keys alongside.
 
-The catalog keeps {"space", "dimension", "use_ivf", "n_clusters", "n_probe"} and, to report them
+The catalog keeps {"space", "dimension", "use_ivf", "n_clusters", "n_probe", "quantization"} and, to report them
 back as chromadb does, the hnsw / spann parameters given at creation. Those tune chromadb's HNSW and
 SPANN indexes, which vectordb does not have: they are accepted, kept and logged at debug level.
 """
@@ -26,7 +26,15 @@ SPANN_KEYS = ("space", "search_nprobe", "write_nprobe", "ef_construction", "ef_s
 LEGACY_METADATA = {"hnsw:construction_ef": "ef_construction", "hnsw:search_ef": "ef_search",
                    "hnsw:M": "max_neighbors", "hnsw:num_threads": "num_threads", "hnsw:batch_size": "batch_size",
                    "hnsw:sync_threshold": "sync_threshold", "hnsw:resize_factor": "resize_factor"}
-OWN_KEYS = ("dimension", "use_ivf", "n_clusters", "n_probe")
+OWN_KEYS = ("dimension", "use_ivf", "n_clusters", "n_probe", "quantization")
+# Codes kept beside the float32 vectors (None: none); the float32 vectors still answer every query.
+QUANTIZATIONS = (None, "sq8")
+
+
+def validate_quantization(quantization: Any) -> Optional[str]:
+    if quantization not in QUANTIZATIONS:
+        raise InvalidArgumentError(f"quantization must be None or 'sq8', got {quantization!r}")
+    return quantization
 
 
 def _index_params(configuration: dict, kind: str, allowed: tuple) -> Optional[dict]:
@@ -50,7 +58,7 @@ def _index_params(configuration: dict, kind: str, allowed: tuple) -> Optional[di
 
 
 def resolve(metadata: Optional[dict], configuration: Any, dimension: Any, use_ivf: Any, n_clusters: Any,
-            n_probe: Any) -> dict:
+            n_probe: Any, quantization: Any = None) -> dict:
     """The catalog configuration of a new collection, from create_collection's arguments."""
     if configuration is None:
         configuration = {}
@@ -75,7 +83,7 @@ def resolve(metadata: Optional[dict], configuration: Any, dimension: Any, use_iv
     space = next(iter(spaces.values()), "l2")
     if space not in SPACES:
         raise InvalidArgumentError(f"space {space!r} is not valid: expected one of {', '.join(SPACES)}")
-    own = {"dimension": dimension, "n_clusters": n_clusters, "n_probe": n_probe}
+    own = {"dimension": dimension, "n_clusters": n_clusters, "n_probe": n_probe, "quantization": quantization}
     for key in own:
         if configuration.get(key) is not None:
             if own[key] is not None and own[key] != configuration[key]:
@@ -92,6 +100,7 @@ def resolve(metadata: Optional[dict], configuration: Any, dimension: Any, use_iv
         "use_ivf": use_ivf,
         "n_clusters": validate_positive_int(own["n_clusters"], "n_clusters", allow_none=True),
         "n_probe": validate_positive_int(own["n_probe"], "n_probe", allow_none=True),
+        "quantization": validate_quantization(own["quantization"]),
     }
     if hnsw:
         cfg["hnsw"] = {k: v for k, v in hnsw.items() if k != "space"}

@@ -281,9 +281,10 @@ class _HttpOps:
         return [self._remember(info) for info in infos]
 
     def _op_create_collection(self, name: str, configuration: Any, metadata: Any, get_or_create: bool,
-                              dimension: Any, use_ivf: bool, n_clusters: Any, n_probe: Any) -> _Op:
+                              dimension: Any, use_ivf: bool, n_clusters: Any, n_probe: Any,
+                              quantization: Optional[str] = None) -> _Op:
         body = _drop_none(name=name, metadata=metadata, configuration=configuration, dimension=dimension,
-                          n_clusters=n_clusters, n_probe=n_probe)
+                          n_clusters=n_clusters, n_probe=n_probe, quantization=quantization)
         body["use_ivf"] = use_ivf
         body["get_or_create"] = get_or_create
         return self._remember((yield ("POST", "/collections", body, None)))
@@ -416,14 +417,14 @@ class HttpClient(_HttpOps):
                           metadata: Optional[Dict[str, Any]] = None, embedding_function: Any = _DEFAULT_EF,
                           data_loader: Any = None, get_or_create: bool = False, *, dimension: Optional[int] = None,
                           use_ivf: bool = False, n_clusters: Optional[int] = None,
-                          n_probe: Optional[int] = None) -> Collection:
+                          n_probe: Optional[int] = None, quantization: Optional[str] = None) -> Collection:
         """Creates a collection on the server (CollectionExistsError if the name is taken).
 
         >>> client.create_collection("images", metadata={"hnsw:space": "cosine"}, dimension=1280)
         """
         configuration, embedding_function = self._ef_configuration(configuration, embedding_function)
         cid = self._run(self._op_create_collection(name, configuration, metadata, get_or_create, dimension, use_ivf,
-                                                   n_clusters, n_probe))
+                                                   n_clusters, n_probe, quantization))
         self._check_ef(cid, embedding_function)
         return Collection(self, cid, embedding_function, data_loader)
 
@@ -437,10 +438,12 @@ class HttpClient(_HttpOps):
     def get_or_create_collection(self, name: str, configuration: Optional[Dict[str, Any]] = None,
                                  metadata: Optional[Dict[str, Any]] = None, embedding_function: Any = _DEFAULT_EF,
                                  data_loader: Any = None, *, dimension: Optional[int] = None, use_ivf: bool = False,
-                                 n_clusters: Optional[int] = None, n_probe: Optional[int] = None) -> Collection:
+                                 n_clusters: Optional[int] = None, n_probe: Optional[int] = None,
+                                 quantization: Optional[str] = None) -> Collection:
         """The existing collection (its metadata unchanged), or a new one."""
         return self.create_collection(name, configuration, metadata, embedding_function, data_loader, True,
-                                      dimension=dimension, use_ivf=use_ivf, n_clusters=n_clusters, n_probe=n_probe)
+                                      dimension=dimension, use_ivf=use_ivf, n_clusters=n_clusters, n_probe=n_probe,
+                                      quantization=quantization)
 
     def delete_collection(self, name: str) -> None:
         self._run(self._op_delete_collection(name))
@@ -540,10 +543,11 @@ class AsyncHttpClientAPI(_HttpOps):
                                 metadata: Optional[Dict[str, Any]] = None, embedding_function: Any = _DEFAULT_EF,
                                 data_loader: Any = None, get_or_create: bool = False, *,
                                 dimension: Optional[int] = None, use_ivf: bool = False,
-                                n_clusters: Optional[int] = None, n_probe: Optional[int] = None) -> AsyncCollection:
+                                n_clusters: Optional[int] = None, n_probe: Optional[int] = None,
+                                quantization: Optional[str] = None) -> AsyncCollection:
         configuration, embedding_function = self._ef_configuration(configuration, embedding_function)
         cid = await self._run(self._op_create_collection(name, configuration, metadata, get_or_create, dimension,
-                                                         use_ivf, n_clusters, n_probe))
+                                                         use_ivf, n_clusters, n_probe, quantization))
         self._check_ef(cid, embedding_function)
         return AsyncCollection(self, cid, embedding_function, data_loader)
 
@@ -557,10 +561,11 @@ class AsyncHttpClientAPI(_HttpOps):
                                        metadata: Optional[Dict[str, Any]] = None, embedding_function: Any = _DEFAULT_EF,
                                        data_loader: Any = None, *, dimension: Optional[int] = None,
                                        use_ivf: bool = False, n_clusters: Optional[int] = None,
-                                       n_probe: Optional[int] = None) -> AsyncCollection:
+                                       n_probe: Optional[int] = None,
+                                       quantization: Optional[str] = None) -> AsyncCollection:
         return await self.create_collection(name, configuration, metadata, embedding_function, data_loader, True,
                                             dimension=dimension, use_ivf=use_ivf, n_clusters=n_clusters,
-                                            n_probe=n_probe)
+                                            n_probe=n_probe, quantization=quantization)
 
     async def delete_collection(self, name: str) -> None:
         await self._run(self._op_delete_collection(name))

@@ -3,7 +3,8 @@
  *
  * Build and run from the repository root:
  *   gcc -std=c11 -O2 -g -Wall -Wextra -pthread -D_GNU_SOURCE -Icsrc tests/c/test_kernels.c \
- *       csrc/vdb_cpu.c csrc/vdb_distance.c csrc/vdb_pq4.c csrc/vdb_kmeans.c csrc/vdb_topk.c csrc/vdb_threads.c csrc/vdb_flat.c \
+ *       csrc/vdb_cpu.c csrc/vdb_distance.c csrc/vdb_pq4.c csrc/vdb_sq8.c csrc/vdb_kmeans.c csrc/vdb_topk.c csrc/vdb_threads.c \
+ *       csrc/vdb_flat.c \
  *       csrc/vdb_error.c -lm -o /tmp/test_kernels && /tmp/test_kernels
  * Add -fsanitize=address,undefined for the sanitizer run. Exit status 0 = all passed.
  */

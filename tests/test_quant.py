@@ -1,0 +1,337 @@
+"""Quantized collections (quantization="sq8"): the 8-bit kernels and their error bounds against a
+float64 NumPy reference on every SIMD variant, and search through codes giving exactly the float32
+answer (flat: exact search; IVF: IVF-Flat at the same n_probe) on random and adversarial sets;
+persistence of the codes (codes.bin) and its damage."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import vectordb
+from vectordb import _core
+from vectordb.errors import CorruptionError, InvalidArgumentError
+
+ISAS = [i for i in ("serial", "avx2", "avx512", "neon") if i == "serial" or i in _core.capabilities()["detected"]]
+METRICS = ["l2", "ip", "cosine"]
+DIMS = [1, 3, 17, 100, 384]
+
+
+# ------------------------------------------------------------------------------- kernels vs float64
+
+
+def _target(metric, x):
+    x = np.asarray(x, dtype=np.float64)
+    if metric != "cosine":
+        return x
+    n = np.sqrt((x * x).sum(1, keepdims=True))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return x / n
+
+
+def _f64_distance(metric, q, x):
+    q = np.asarray(q, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    if metric == "l2":
+        return ((x - q) ** 2).sum(1)
+    if metric == "ip":
+        return 1.0 - x @ q
+    den = np.sqrt((q * q).sum()) * np.sqrt((x * x).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den == 0, 1.0, 1.0 - (x @ q) / den)
+
+
+def _check_probe(metric, train, x, queries):
+    """Every variant: codes decode within err, scan values match float64, bounds hold below the
+    float32 distance of every kernel variant."""
+    d = x.shape[1]
+    for isa in ISAS:
+        lo, step, codes, err, scan, lb, ready = _core.sq8_probe(isa, metric, train, x, queries)
+        assert np.all(step >= 0) and np.all(np.isfinite(lo))
+        xhat = lo.astype(np.float64) + codes.astype(np.float64) * step.astype(np.float64)
+        tgt = _target(metric, x)
+        finite = np.isfinite(err)
+        resid = np.sqrt(((tgt - xhat) ** 2).sum(1))
+        assert np.all(resid[finite] <= err[finite]), f"{isa}: err below the true residual"
+        for qi, q in enumerate(queries):
+            if not ready[qi]:
+                continue
+            q64 = q.astype(np.float64)
+            if metric == "l2":
+                # the kernel measures from q moved by the float rounding of (q - lo) / step
+                want = np.sqrt(((xhat - q64) ** 2).sum(1))
+                moved = 2 ** -23 * np.linalg.norm(q64 - lo)
+                assert np.all(np.abs(np.sqrt(scan[qi]) - want) <= 4e-7 * (d + 8) * want + moved + 1e-30), \
+                    f"{isa}: scan off the float64 reference"
+            else:
+                v = q64 if metric == "ip" else q64 / np.linalg.norm(q64)
+                terms = -(v * step) * codes
+                want = terms.sum(1)
+                tol = 4e-7 * (d + 8) * np.abs(terms).sum(1) + 1e-30
+                assert np.all(np.abs(scan[qi] - want) <= tol), f"{isa}: scan off the float64 reference"
+            true = _f64_distance(metric, q, x)
+            assert np.all(lb[qi] <= true), f"{isa}: bound above the float64 distance"
+            for exact_isa in ISAS:
+                f32 = _core.distance_batch(exact_isa, metric, q, x)
+                bad = np.nonzero(~(lb[qi] <= f32))[0]
+                assert bad.size == 0, f"{isa}/{exact_isa}: bound {lb[qi][bad[0]]} above float32 {f32[bad[0]]}"
+            # Useful, not just valid: the bound is within a few quantization errors of the distance.
+            ok = finite & np.isfinite(true)
+            if metric != "l2" and ok.any():
+                scale = 1.0 if metric == "cosine" else np.linalg.norm(q64)
+                gap = true[ok] - lb[qi][ok]
+                assert np.all(gap <= 3 * scale * err[ok] + 1e-3), f"{isa}: bound needlessly loose"
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("d", DIMS)
+def test_kernels_and_bounds_match_float64(metric, d):
+    rng = np.random.default_rng(d)
+    train = rng.standard_normal((200, d)).astype(np.float32)
+    # inside the ranges, outside them (clamped codes), and a few queries of each kind
+    x = np.concatenate([train[:60], 3 * rng.standard_normal((20, d)).astype(np.float32)])
+    queries = np.concatenate([train[:3], rng.standard_normal((3, d)).astype(np.float32) * 5])
+    _check_probe(metric, train, x, queries)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_bounds_on_adversarial_data(metric):
+    d = 17
+    rng = np.random.default_rng(7)
+    base = rng.standard_normal((50, d)).astype(np.float32)
+    base[:, 3] = 1.5  # a constant dimension
+    base[:, 5] = np.float32(1e-3) + rng.integers(0, 2, 50).astype(np.float32) * np.float32(1e-30)  # a tiny range
+    x = np.concatenate([base, np.zeros((2, d), np.float32),  # zero vectors (cosine: always re-ranked)
+                        np.full((1, d), 1e16, np.float32),  # beyond what the bounds cover
+                        base[:3] + np.float32(1e-6)])  # near-duplicates
+    queries = np.concatenate([base[:2], np.zeros((1, d), np.float32), np.full((1, d), 1e-20, np.float32),
+                              np.full((1, d), 1e16, np.float32), base[:1] * 1e4])
+    _check_probe(metric, base, x, queries)
+
+
+# --------------------------------------------------------------------- exact search through codes
+
+
+def _pair(metric, d, use_ivf=False, n_clusters=0):
+    return [_core.Collection(None, metric, d, False, use_ivf, n_clusters, 0, quant) for quant in (None, "sq8")]
+
+
+def _write_both(cols, op, ids, vecs):
+    for c in cols:
+        c.write(op, ids, vecs, None, None)
+
+
+def _plain(res):
+    """ids, float32 distances (as exact bit patterns) and per-query counts of a raw query result."""
+    return res[0], np.asarray(res[4], dtype=np.float32).view(np.uint32).tolist(), res[-1]
+
+
+def _query_both(cols, queries, k, filt=None, n_probe=0, one_at_a_time=False):
+    if one_at_a_time:
+        return [[_plain(c.query(q[None], k, filt, 8, n_probe)) for q in queries] for c in cols]
+    return [_plain(c.query(queries, k, filt, 8, n_probe)) for c in cols]
+
+
+@st.composite
+def vector_sets(draw):
+    """Random and adversarial sets: ties (grids of small integers), near-duplicates, tiny ranges,
+    constant dimensions, zero vectors."""
+    d = draw(st.sampled_from([1, 3, 17, 40]))
+    n = draw(st.integers(1, 300))
+    kind = draw(st.sampled_from(["normal", "grid", "near_dup", "tiny", "constant", "zeros"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if kind == "grid":
+        x = rng.integers(-2, 3, (n, d)).astype(np.float32)
+    elif kind == "near_dup":
+        x = np.repeat(rng.standard_normal((n // 10 + 1, d)), 10, axis=0)[:n]
+        x = (x + rng.standard_normal(x.shape) * 1e-6).astype(np.float32)
+    elif kind == "tiny":
+        x = (1.0 + rng.standard_normal((n, d)) * 1e-7).astype(np.float32)
+    elif kind == "constant":
+        x = rng.standard_normal((n, d)).astype(np.float32)
+        x[:, : max(1, d // 2)] = 0.25
+    elif kind == "zeros":
+        x = rng.standard_normal((n, d)).astype(np.float32)
+        x[rng.random(n) < 0.3] = 0
+    else:
+        x = rng.standard_normal((n, d)).astype(np.float32) * np.float32(rng.choice([1e-3, 1.0, 1e3]))
+    nq = draw(st.integers(1, 6))
+    q = np.concatenate([x[rng.integers(0, n, nq)], rng.standard_normal((nq, d)).astype(np.float32)])
+    return x, q
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=vector_sets(), metric=st.sampled_from(METRICS), k=st.integers(1, 40), deletes=st.booleans())
+def test_flat_sq8_is_exactly_the_float32_search(data, metric, k, deletes):
+    x, q = data
+    n, d = x.shape
+    cols = _pair(metric, d)
+    ids = [f"r{i}" for i in range(n)]
+    # the first batch trains the ranges; the rest arrive later (some outside them)
+    half = max(1, n // 3)
+    _write_both(cols, 1, ids[:half], x[:half])
+    _write_both(cols, 1, ids[half:], x[half:] * np.float32(1.5))
+    if deletes and n > 2:
+        _write_both(cols, 4, ids[::3], None)
+        _write_both(cols, 2, ids[1:3], x[:2][:, ::-1].copy())  # upsert: new vectors for existing ids
+    want, got = _query_both(cols, q, k, one_at_a_time=True)
+    assert got == want
+    # A batch through codes re-ranks with the one-query kernel: it answers like single queries (the
+    # float32 batch path's blocked kernel may differ from those in the last bit).
+    batch = _plain(cols[1].query(q, k, None, 8, 0))
+    assert batch == tuple([v for w in want for v in w[part]] for part in range(3))
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_flat_sq8_across_retraining_of_the_ranges(metric):
+    """The collection doubles several times (the ranges are re-derived each time) and later
+    batches spread wider than the first: answers stay the float32 ones."""
+    rng = np.random.default_rng(3)
+    d = 33
+    cols = _pair(metric, d)
+    for b in range(6):
+        n = 50 * 2**b
+        x = (rng.standard_normal((n, d)) * (b + 1)).astype(np.float32)
+        _write_both(cols, 1, [f"b{b}-{i}" for i in range(n)], x)
+    q = rng.standard_normal((5, d)).astype(np.float32) * 3
+    want, got = _query_both(cols, q, 25, one_at_a_time=True)
+    assert got == want
+
+
+def _ids_per_query(res):
+    ids, counts, out, at = res[0], res[-1], [], 0
+    for c in counts:
+        out.append(ids[at:at + c])
+        at += c
+    return out
+
+
+def _public(tmp_path, name, **kw):
+    client = vectordb.PersistentClient(str(tmp_path / name))
+    return client, client.create_collection("quant", metadata={"hnsw:space": "cosine"}, **kw)
+
+
+def test_public_api_filters_reopen_and_stats(tmp_path):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3000, 24)).astype(np.float32)
+    ids = [str(i) for i in range(len(x))]
+    metas = [{"even": i % 2 == 0, "i": i} for i in range(len(x))]
+    c1, plain = _public(tmp_path, "plain")
+    c2, quant = _public(tmp_path, "quant", quantization="sq8")
+    for col in (plain, quant):
+        col.add(ids=ids, embeddings=x, metadatas=metas)
+        col.delete(ids=ids[:100])
+    q = rng.standard_normal((4, 24)).astype(np.float32)
+    for where in (None, {"even": True}, {"i": {"$lt": 400}}):
+        for one in q:  # one query at a time: see test_flat_sq8_is_exactly_the_float32_search
+            a = plain.query(query_embeddings=one[None], n_results=7, where=where, include=["distances"])
+            b = quant.query(query_embeddings=one[None], n_results=7, where=where, include=["distances"])
+            assert a == b
+    st_ = quant.stats()
+    assert st_["quantization"] == "sq8" and plain.stats()["quantization"] is None
+    quant.checkpoint()
+    gen = next(p for p in os.listdir(tmp_path / "quant" / "collections" / str(quant.id)) if p.startswith("gen-"))
+    assert os.path.exists(tmp_path / "quant" / "collections" / str(quant.id) / gen / "codes.bin")
+    quant.add(ids=["new"], embeddings=x[:1] * 2)  # in the log, encoded again on reopen
+    before = quant.query(query_embeddings=q, n_results=7, include=["distances"])
+    c2.close()
+    c2 = vectordb.PersistentClient(str(tmp_path / "quant"))
+    quant = c2.get_collection("quant")
+    assert quant.configuration["quantization"] == "sq8"
+    assert quant.query(query_embeddings=q, n_results=7, include=["distances"]) == before
+    c1.close()
+    c2.close()
+
+
+def test_bad_quantization_is_refused(tmp_path):
+    client = vectordb.PersistentClient(str(tmp_path / "db"))
+    with pytest.raises(InvalidArgumentError, match="quantization"):
+        client.create_collection("bad", quantization="pq")
+    assert client.list_collections() == []
+
+
+def _damage(path, offset_from_end=None):
+    with open(path, "r+b") as f:
+        data = bytearray(f.read())
+        i = len(data) // 2 if offset_from_end is None else len(data) - offset_from_end
+        data[i] ^= 0x40
+        f.seek(0)
+        f.write(data)
+
+
+@pytest.mark.parametrize("where", ["middle", "header", "truncated"])
+def test_damaged_code_file_is_an_error_naming_it(tmp_path, where):
+    client, col = _public(tmp_path, "db", quantization="sq8")
+    x = np.random.default_rng(1).standard_normal((500, 8)).astype(np.float32)
+    col.add(ids=[str(i) for i in range(500)], embeddings=x)
+    col.checkpoint()
+    cdir = tmp_path / "db" / "collections" / str(col.id)
+    client.close()
+    gen = next(p for p in os.listdir(cdir) if p.startswith("gen-"))
+    path = cdir / gen / "codes.bin"
+    if where == "middle":
+        _damage(path)
+    elif where == "header":
+        with open(path, "r+b") as f:
+            f.seek(20)
+            f.write(b"\x01")
+    else:
+        os.truncate(path, os.path.getsize(path) - 3)
+    client = vectordb.PersistentClient(str(tmp_path / "db"))
+    with pytest.raises(CorruptionError, match="codes.bin"):
+        client.get_collection("quant").count()
+    client.close()
+
+
+def test_missing_code_file_is_rebuilt_from_the_vectors(tmp_path):
+    client, col = _public(tmp_path, "db", quantization="sq8")
+    x = np.random.default_rng(2).standard_normal((400, 8)).astype(np.float32)
+    col.add(ids=[str(i) for i in range(400)], embeddings=x)
+    col.checkpoint()
+    want = col.query(query_embeddings=x[:3], n_results=5, include=["distances"])
+    cdir = tmp_path / "db" / "collections" / str(col.id)
+    client.close()
+    gen = next(p for p in os.listdir(cdir) if p.startswith("gen-"))
+    os.remove(cdir / gen / "codes.bin")
+    client = vectordb.PersistentClient(str(tmp_path / "db"))
+    assert client.get_collection("quant").query(query_embeddings=x[:3], n_results=5, include=["distances"]) == want
+    client.close()
+
+
+# ------------------------------------------------------------------------------------------- IVF
+
+
+def _blobs(n, d, centres, seed):
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centres, d)) * 3
+    return (c[rng.integers(0, centres, n)] + rng.standard_normal((n, d))).astype(np.float32)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_ivf_sq8_answers_like_ivf_flat_and_reports_recall(metric):
+    d, n = 48, 6000
+    x = _blobs(n, d, 40, 11)
+    q = _blobs(40, d, 40, 12)
+    cols = _pair(metric, d, use_ivf=True, n_clusters=40)
+    ids = [f"r{i}" for i in range(n)]
+    _write_both(cols, 1, ids[:3000], x[:3000])
+    _write_both(cols, 1, ids[3000:], x[3000:])  # after training: adds go into the lists
+    _write_both(cols, 4, ids[::7], None)
+    assert all(c.stats()["index"] == "ivf" for c in cols)
+    for n_probe in (1, 4, 40):
+        want, got = _query_both(cols, q, 10, n_probe=n_probe, one_at_a_time=True)
+        assert got == want
+    filt = None
+    # recall of the quantized IVF against exact float32 search, reported, and exact at n_probe = all
+    exact = _core.Collection(None, metric, d, False, False, 0, 0, None)
+    live = [i for i in range(n) if i % 7]
+    exact.write(1, [ids[i] for i in live], x[live], None, None)
+    truth = _ids_per_query(exact.query(q, 10, filt, 8, 0))
+    got = _ids_per_query(cols[1].query(q, 10, filt, 8, 0))
+    hits = sum(len(set(a) & set(b)) for a, b in zip(truth, got))
+    print(f"ivf sq8 {metric}: recall@10 at the default n_probe = {hits / (10 * len(q)):.3f}")
+    assert hits >= 0.9 * 10 * len(q)
+    assert _ids_per_query(cols[1].query(q, 10, filt, 8, 40)) == truth
