@@ -2,10 +2,12 @@
  *
  * Bounds (u = 2^-24, G = 2 (d + 8) u covers the rounding of a float32 sum of d + a few terms in any
  * order, with a factor 2 of slack):
- *   ip:     s = sum w_j c_j with w_j = fl(-q_j step_j): |s - (-sum q_j step_j c_j)| <= mscan =
- *           (G + 2u) 255 sum |w_j|, and q.x^ = A + sum q_j step_j c_j (A = q.lo in float64), so the
- *           exact kernel's dot is <= A - s + mscan + |q| err (err includes G |x|, its own rounding):
- *           distance >= base + s - |q| err, base = 1 - A - mscan.
+ *   ip:     w_j = -q_j step_j (float64) is rounded to integers wi_j = round(w_j / delta) small enough
+ *           that sum wi_j c_j is exact in int32 on every ISA; s = fl(delta * that sum), so
+ *           |s - sum w_j c_j| <= mscan = 255 sum |w_j - delta wi_j| + 2u 255 delta sum |wi_j|; and
+ *           q.x^ = A + sum q_j step_j c_j (A = q.lo in float64), so the exact kernel's dot is
+ *           <= A - s + mscan + |q| err (err includes G |x|, its own rounding): distance >=
+ *           base + s - |q| err, base = 1 - A - mscan.
  *   cosine: the same with the unit query and err = |x/|x| - x^|, and base also lowered by the
  *           exact kernel's error on a cosine (two norms, a dot, a divide: <= 2G + 16u).
  *   l2:     s = c0 + sum s2_j (t_j - c_j)^2 with t_j = fl((q_j - lo_j) / step_j), s2_j = fl(step_j^2):
@@ -72,7 +74,8 @@ static int sq8_alloc(vdb_metric m, size_t d, vdb_sq8 **out)
     q->metric = m;
     q->lo = calloc(d, sizeof(float));
     q->step = calloc(d, sizeof(float));
-    if (!q->lo || !q->step) {
+    q->inv_step = calloc(d, sizeof(double));
+    if (!q->lo || !q->step || !q->inv_step) {
         vdb_sq8_free(q);
         return vdb_set_error(VDB_ENOMEM, "out of memory for an sq8 quantizer");
     }
@@ -80,9 +83,15 @@ static int sq8_alloc(vdb_metric m, size_t d, vdb_sq8 **out)
     return VDB_OK;
 }
 
+static void sq8_set_inverse(vdb_sq8 *q)
+{
+    for (size_t j = 0; j < q->d; j++) q->inv_step[j] = q->step[j] > 0 ? 1.0 / (double)q->step[j] : 0.0;
+}
+
 void vdb_sq8_free(vdb_sq8 *q)
 {
     if (!q) return;
+    free(q->inv_step);
     free(q->lo);
     free(q->step);
     free(q);
@@ -124,6 +133,7 @@ int vdb_sq8_from_bounds(vdb_metric m, size_t d, const double *lo, const double *
         q->step[j] = step > 0 ? sq8_up(step) : 0.0f;
         if (!isfinite(q->step[j])) q->step[j] = FLT_MAX;
     }
+    sq8_set_inverse(q);
     *out = q;
     return VDB_OK;
 }
@@ -166,6 +176,7 @@ int vdb_sq8_from_ranges(vdb_metric m, size_t d, const float *lo, const float *st
     if (rc) return rc;
     memcpy((*out)->lo, lo, d * sizeof(float));
     memcpy((*out)->step, step, d * sizeof(float));
+    sq8_set_inverse(*out);
     return VDB_OK;
 }
 
@@ -183,11 +194,11 @@ void vdb_sq8_encode(const vdb_sq8 *q, const float *x, size_t n, uint8_t *codes, 
         }
         double e2 = 0, slack = 0;
         for (size_t j = 0; j < d; j++) {
-            double cj = 0;
-            if (q->step[j] > 0) {
-                cj = nearbyint((v[j] - (double)q->lo[j]) / (double)q->step[j]);
-                cj = cj < 0 ? 0 : cj > 255 ? 255 : cj;
-            }
+            /* the nearest code (any code would do: err below is measured, not assumed) */
+            double t = (v[j] - (double)q->lo[j]) * q->inv_step[j];
+            t = t > 0 ? t : 0; /* also NaN-free: inv_step is finite */
+            t = t < 255 ? t : 255;
+            double cj = (double)(int)(t + 0.5);
             c[j] = (uint8_t)cj;
             double r = v[j] - ((double)q->lo[j] + cj * (double)q->step[j]);
             e2 += r * r;
@@ -207,7 +218,9 @@ void vdb_sq8_query_free(vdb_sq8_query *p)
 {
     free(p->w);
     free(p->s2);
+    free(p->wi);
     p->w = p->s2 = NULL;
+    p->wi = NULL;
 }
 
 int vdb_sq8_query_prepare(const vdb_sq8 *q, const float *query, vdb_sq8_query *p)
@@ -221,7 +234,11 @@ int vdb_sq8_query_prepare(const vdb_sq8 *q, const float *query, vdb_sq8_query *p
     if (!(n2 <= SQ8_MAX_NORM2) || (q->metric == VDB_METRIC_COSINE && n2 < SQ8_MIN_NORM2)) return 0;
     double qn = sqrt(n2);
     p->w = malloc(d * sizeof(float));
-    if (!p->w) return vdb_set_error(VDB_ENOMEM, "out of memory preparing an sq8 query");
+    p->wi = malloc(d * sizeof(int16_t));
+    if (!p->w || !p->wi) {
+        vdb_sq8_query_free(p);
+        return vdb_set_error(VDB_ENOMEM, "out of memory preparing an sq8 query");
+    }
     p->abs_margin = ((double)d + 8.0) * 0x1p-146;
     p->rel_exact = 1.0 - G;
     if (q->metric == VDB_METRIC_L2) {
@@ -259,15 +276,35 @@ int vdb_sq8_query_prepare(const vdb_sq8 *q, const float *query, vdb_sq8_query *p
         }
         return 1;
     }
-    double A = 0, abs_a = 0, sum_w = 0, scale = 1;
+    double A = 0, abs_a = 0, max_w = 0, scale = 1;
+    double *w = malloc(d * sizeof *w);
+    if (!w) {
+        vdb_sq8_query_free(p);
+        return vdb_set_error(VDB_ENOMEM, "out of memory preparing an sq8 query");
+    }
     for (size_t j = 0; j < d; j++) {
         double vj = q->metric == VDB_METRIC_COSINE ? (double)query[j] / qn : (double)query[j];
-        p->w[j] = (float)(-vj * (double)q->step[j]);
+        w[j] = -vj * (double)q->step[j];
         A += vj * (double)q->lo[j];
         abs_a += fabs(vj * (double)q->lo[j]);
-        sum_w += fabs((double)p->w[j]);
+        if (fabs(w[j]) > max_w) max_w = fabs(w[j]);
     }
-    double mscan = (G + 2 * u) * 255.0 * sum_w * (1 + 1e-9);
+    /* |wi_j| <= wmax keeps every partial sum of d products (each <= 255 wmax) inside int32. */
+    double wmax = floor(2147483647.0 / (255.0 * (double)d));
+    if (wmax > 32767) wmax = 32767;
+    if (wmax < 1) wmax = 1;
+    p->delta = max_w > 0 ? max_w / wmax : 1.0;
+    double resid = 0, sum_wi = 0;
+    for (size_t j = 0; j < d; j++) {
+        double r = nearbyint(w[j] / p->delta);
+        if (r > wmax) r = wmax;
+        if (r < -wmax) r = -wmax;
+        p->wi[j] = (int16_t)r;
+        resid += fabs(w[j] - r * p->delta);
+        sum_wi += fabs(r);
+    }
+    free(w);
+    double mscan = 255.0 * (resid * (1 + 1e-9) + 2 * u * p->delta * sum_wi) + 1e-300;
     double base = 1.0 - A - mscan - abs_a * ((double)d + 2) * 0x1p-52;
     if (q->metric == VDB_METRIC_COSINE)
         base -= 2 * G + 16 * u;
@@ -275,7 +312,7 @@ int vdb_sq8_query_prepare(const vdb_sq8 *q, const float *query, vdb_sq8_query *p
         scale = qn * (1 + 1e-12);
     p->base = base;
     p->scale = scale;
-    if (!isfinite(base) || !isfinite(sum_w * 255.0) || !(sum_w * 255.0 < 1e30)) {
+    if (!isfinite(base) || !isfinite(p->delta) || !(p->delta * sum_wi * 255.0 < 1e30)) {
         vdb_sq8_query_free(p);
         return 0;
     }
@@ -315,12 +352,13 @@ float vdb_sq8_cut(const vdb_sq8_query *p, float thr, float err_max)
 
 typedef float (*sq8_row_fn)(const vdb_sq8_query *p, const uint8_t *c);
 
-/* serial: the reference twin, plain order. */
+/* serial: the reference twin, plain order. The ip/cosine sum is exact integer arithmetic, so
+ * every variant returns the same bits. */
 static float sq8_row0_serial(const vdb_sq8_query *p, const uint8_t *c)
 {
-    float s = 0;
-    for (size_t j = 0; j < p->d; j++) s += p->w[j] * (float)c[j];
-    return s;
+    int32_t s = 0;
+    for (size_t j = 0; j < p->d; j++) s += (int32_t)p->wi[j] * (int32_t)c[j];
+    return (float)(p->delta * (double)s);
 }
 
 static float sq8_row1_serial(const vdb_sq8_query *p, const uint8_t *c)
@@ -350,23 +388,34 @@ SQ8_INLINE SQ8_AVX2 __m256 sq8_load8_avx2(const uint8_t *c)
     return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)c)));
 }
 
+SQ8_INLINE SQ8_AVX2 int32_t sq8_hsum_epi32_256(__m256i v)
+{
+    __m128i a = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    a = _mm_add_epi32(a, _mm_shuffle_epi32(a, 0x4E));
+    a = _mm_add_epi32(a, _mm_shuffle_epi32(a, 0xB1));
+    return _mm_cvtsi128_si32(a);
+}
+
 static SQ8_AVX2 float sq8_row0_avx2(const vdb_sq8_query *p, const uint8_t *c)
 {
     const size_t d = p->d;
-    const float *w = p->w;
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    const int16_t *w = p->wi;
+    __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
     size_t j = 0;
-    for (; j + 16 <= d; j += 16) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + j), sq8_load8_avx2(c + j), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + j + 8), sq8_load8_avx2(c + j + 8), a1);
+    for (; j + 32 <= d; j += 32) {
+        __m256i c0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(c + j)));
+        __m256i c1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(c + j + 16)));
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(w + j)), c0));
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(w + j + 16)), c1));
     }
-    if (j + 8 <= d) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + j), sq8_load8_avx2(c + j), a0);
-        j += 8;
+    if (j + 16 <= d) {
+        __m256i c0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(c + j)));
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(w + j)), c0));
+        j += 16;
     }
-    float s = sq8_hsum256(_mm256_add_ps(a0, a1));
-    for (; j < d; j++) s += w[j] * (float)c[j];
-    return s;
+    int32_t s = sq8_hsum_epi32_256(_mm256_add_epi32(a0, a1));
+    for (; j < d; j++) s += (int32_t)w[j] * (int32_t)c[j];
+    return (float)(p->delta * (double)s);
 }
 
 static SQ8_AVX2 float sq8_row1_avx2(const vdb_sq8_query *p, const uint8_t *c)
@@ -407,18 +456,21 @@ SQ8_INLINE SQ8_AVX512 __m512 sq8_load16_mask_avx512(const uint8_t *c, __mmask16 
 static SQ8_AVX512 float sq8_row0_avx512(const vdb_sq8_query *p, const uint8_t *c)
 {
     const size_t d = p->d;
-    const float *w = p->w;
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    const int16_t *w = p->wi;
+    __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
     size_t j = 0;
-    for (; j + 32 <= d; j += 32) {
-        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + j), sq8_load16_avx512(c + j), a0);
-        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + j + 16), sq8_load16_avx512(c + j + 16), a1);
+    for (; j + 64 <= d; j += 64) {
+        __m512i c0 = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(c + j)));
+        __m512i c1 = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(c + j + 32)));
+        a0 = _mm512_add_epi32(a0, _mm512_madd_epi16(_mm512_loadu_si512(w + j), c0));
+        a1 = _mm512_add_epi32(a1, _mm512_madd_epi16(_mm512_loadu_si512(w + j + 32), c1));
     }
-    for (; j < d; j += 16) {
-        __mmask16 mk = d - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (d - j)) - 1u);
-        a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, w + j), sq8_load16_mask_avx512(c + j, mk), a0);
+    for (; j < d; j += 32) {
+        __mmask32 mk = d - j >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << (d - j)) - 1u);
+        __m512i c0 = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(mk, c + j));
+        a0 = _mm512_add_epi32(a0, _mm512_madd_epi16(_mm512_maskz_loadu_epi16(mk, w + j), c0));
     }
-    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    return (float)(p->delta * (double)_mm512_reduce_add_epi32(_mm512_add_epi32(a0, a1)));
 }
 
 static SQ8_AVX512 float sq8_row1_avx512(const vdb_sq8_query *p, const uint8_t *c)
@@ -453,18 +505,18 @@ SQ8_INLINE void sq8_load8_neon(const uint8_t *c, float32x4_t *lo, float32x4_t *h
 static float sq8_row0_neon(const vdb_sq8_query *p, const uint8_t *c)
 {
     const size_t d = p->d;
-    const float *w = p->w;
-    float32x4_t a0 = vdupq_n_f32(0), a1 = vdupq_n_f32(0);
+    const int16_t *w = p->wi;
+    int32x4_t a0 = vdupq_n_s32(0), a1 = vdupq_n_s32(0);
     size_t j = 0;
     for (; j + 8 <= d; j += 8) {
-        float32x4_t x0, x1;
-        sq8_load8_neon(c + j, &x0, &x1);
-        a0 = vfmaq_f32(a0, vld1q_f32(w + j), x0);
-        a1 = vfmaq_f32(a1, vld1q_f32(w + j + 4), x1);
+        int16x8_t cv = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(c + j)));
+        int16x8_t wv = vld1q_s16(w + j);
+        a0 = vmlal_s16(a0, vget_low_s16(wv), vget_low_s16(cv));
+        a1 = vmlal_s16(a1, vget_high_s16(wv), vget_high_s16(cv));
     }
-    float s = vaddvq_f32(vaddq_f32(a0, a1));
-    for (; j < d; j++) s += w[j] * (float)c[j];
-    return s;
+    int32_t s = vaddvq_s32(vaddq_s32(a0, a1));
+    for (; j < d; j++) s += (int32_t)w[j] * (int32_t)c[j];
+    return (float)(p->delta * (double)s);
 }
 
 static float sq8_row1_neon(const vdb_sq8_query *p, const uint8_t *c)

@@ -36,6 +36,7 @@ typedef struct {
     vdb_metric metric;
     float *lo;   /* d */
     float *step; /* d, >= 0 */
+    double *inv_step; /* d: 1 / step (0 for a constant dimension), for encoding */
 } vdb_sq8;
 
 /* Allocates a quantizer whose ranges cover the n vectors x (n >= 1; cosine: their unit
@@ -54,9 +55,11 @@ void vdb_sq8_free(vdb_sq8 *q);
 void vdb_sq8_encode(const vdb_sq8 *q, const float *x, size_t n, uint8_t *codes, float *err);
 
 typedef struct {
-    int kind;      /* 0: s = sum w_j c_j (ip, cosine); 1: s = c0 + sum s2_j (t_j - c_j)^2 (l2) */
+    int kind;      /* 0: s = delta * sum wi_j c_j (ip, cosine); 1: s = c0 + sum s2_j (t_j - c_j)^2 (l2) */
     size_t d;
-    float *w;      /* ip/cosine: -q_j step_j; l2: t_j */
+    int16_t *wi;   /* ip/cosine: -q_j step_j / delta rounded (an exact integer dot on every ISA) */
+    double delta;
+    float *w;      /* l2: t_j */
     float *s2;     /* l2: step_j^2 */
     float c0;      /* l2: contribution of the constant dimensions */
     double base, scale, eq, rel_scan, rel_exact, abs_margin; /* bound constants, see the .c */

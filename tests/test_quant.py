@@ -48,6 +48,7 @@ def _check_probe(metric, train, x, queries):
     """Every variant: codes decode within err, scan values match float64, bounds hold below the
     float32 distance of every kernel variant."""
     d = x.shape[1]
+    scans: dict = {}
     for isa in ISAS:
         lo, step, codes, err, scan, lb, ready = _core.sq8_probe(isa, metric, train, x, queries)
         assert np.all(step >= 0) and np.all(np.isfinite(lo))
@@ -67,11 +68,16 @@ def _check_probe(metric, train, x, queries):
                 assert np.all(np.abs(np.sqrt(scan[qi]) - want) <= 4e-7 * (d + 8) * want + moved + 1e-30), \
                     f"{isa}: scan off the float64 reference"
             else:
+                # an integer dot: weights rounded to a grid of max|w| / wmax, wmax keeping int32 exact
                 v = q64 if metric == "ip" else q64 / np.linalg.norm(q64)
-                terms = -(v * step) * codes
-                want = terms.sum(1)
-                tol = 4e-7 * (d + 8) * np.abs(terms).sum(1) + 1e-30
+                w = -(v * step)
+                wmax = min(32767, (2**31 - 1) // (255 * d))
+                grid = np.abs(w).max() / wmax if np.abs(w).max() > 0 else 1.0
+                want = (w * codes).sum(1)
+                tol = 255 * d * grid / 2 + 2.0**-22 * np.abs(w * codes).sum(1) + 1e-30
                 assert np.all(np.abs(scan[qi] - want) <= tol), f"{isa}: scan off the float64 reference"
+                scans.setdefault(qi, scan[qi])
+                assert np.array_equal(scans[qi], scan[qi]), f"{isa}: integer scan differs between variants"
             true = _f64_distance(metric, q, x)
             assert np.all(lb[qi] <= true), f"{isa}: bound above the float64 distance"
             for exact_isa in ISAS:
