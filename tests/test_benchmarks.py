@@ -264,3 +264,24 @@ def test_minilm_set_uses_its_shipped_ground_truth(tmp_path, monkeypatch):
     rows = runner.run_tasks(tasks, in_process=True, log=lambda s: None)
     assert [(r["system"], r["params"], r["recall"]) for r in rows] == [
         ("vectordb", "", 1.0), ("vectordb-ivf", "n_probe=default(8)", 1.0), ("vectordb-ivf", "n_probe=8", 1.0)]
+
+
+def test_quantization_benchmark_quick_mode():
+    """bench_quant.py end to end on synthetic data: sq8 returns the float32 answers, every row has a
+    recall in [0, 1], exact systems at 1.0, and a missing data directory is a skip, not a failure."""
+    proc = subprocess.run([sys.executable, "benchmarks/bench_quant.py", "--synthetic", "--quick", "--repeats", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "identical to float32 flat (ids and float32 distances): True" in proc.stdout
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in proc.stdout.splitlines()
+            if line.startswith("| vectordb") or line.startswith("| faiss") or line.startswith("| hnswlib")]
+    measured = [r for r in rows if len(r) >= 4 and r[3].replace(".", "").isdigit()]
+    assert any(r[0] == "vectordb flat sq8" for r in measured)
+    for r in measured:
+        assert 0.0 <= float(r[3]) <= 1.0
+        if r[1] == "exact":
+            assert float(r[3]) == 1.0, r
+    env = {**os.environ, "VECTORDB_BENCH_DATA": str(ROOT / "no-such-dir")}
+    skip = subprocess.run([sys.executable, "benchmarks/bench_quant.py", "--quick"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert skip.returncode == 0 and skip.stdout.startswith("skipped:")
