@@ -164,7 +164,8 @@ def main() -> None:
             variants = [
                 ("faiss IVF-SQ8 + refine x2", lambda q: faiss.IndexIVFScalarQuantizer(
                     q, d, n_lists, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT), 2),
-                ("faiss IVF-RaBitQ + refine x8", lambda q: faiss.IndexIVFRaBitQ(q, d, n_lists, faiss.METRIC_INNER_PRODUCT), 8),
+                ("faiss IVF-RaBitQ + refine x8", lambda q: faiss.IndexIVFRaBitQ(
+                    q, d, n_lists, faiss.METRIC_INNER_PRODUCT), 8),
                 ("faiss IVF-PQ4 fast-scan + refine x8", lambda q: faiss.IndexIVFPQFastScan(
                     q, d, n_lists, d // 4 if d % 4 == 0 else d, 4, faiss.METRIC_INNER_PRODUCT), 8),
             ]

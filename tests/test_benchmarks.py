@@ -274,7 +274,7 @@ def test_quantization_benchmark_quick_mode():
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "identical to float32 flat (ids and float32 distances): True" in proc.stdout
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in proc.stdout.splitlines()
-            if line.startswith("| vectordb") or line.startswith("| faiss") or line.startswith("| hnswlib")]
+            if line.startswith(("| vectordb", "| faiss", "| hnswlib"))]
     measured = [r for r in rows if len(r) >= 4 and r[3].replace(".", "").isdigit()]
     assert any(r[0] == "vectordb flat sq8" for r in measured)
     for r in measured:

@@ -145,6 +145,25 @@ def test_ivf_with_every_list_probed_equals_single_node(rc):
     assert col.configuration["n_probe"] == 4
 
 
+def test_quantized_shards_answer_like_one_quantized_node(rc):
+    """quantization= is honoured on every shard (each keeps codes and re-ranks exactly), refused
+    before any shard when wrong, and kept in the shard map's configuration."""
+    with pytest.raises(vectordb.InvalidArgumentError, match="quantization"):
+        rc.create_collection("badquant", shards=2, quantization="pq")
+    assert rc.list_collections() == []
+    ids, vecs, metas, _ = records(700, d=8, seed=6)
+    col = rc.create_collection("quant", shards=2, quantization="sq8")
+    one = vectordb.EphemeralClient().create_collection("dist-quant", quantization="sq8")
+    for c in (col, one):
+        c.add(ids=ids, embeddings=vecs, metadatas=metas)
+    assert col.configuration["quantization"] == "sq8"
+    assert all(s["quantization"] == "sq8" for s in col.stats()["shards"])
+    q = np.random.default_rng(7).standard_normal((5, 8)).astype(np.float32)
+    for kw in [{}, {"where": {"g": 2}}]:
+        same(col.query(query_embeddings=q, n_results=9, include=["distances"], **kw),
+             one.query(query_embeddings=q, n_results=9, include=["distances"], **kw))
+
+
 # ---- validation before any shard is written ----
 def test_bad_input_is_rejected_before_any_shard_is_written(rc):
     col = rc.create_collection("valid", shards=3, dimension=4)

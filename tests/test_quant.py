@@ -252,11 +252,40 @@ def test_public_api_filters_reopen_and_stats(tmp_path):
     c2.close()
 
 
-def test_bad_quantization_is_refused(tmp_path):
+@pytest.mark.parametrize("args", [{"quantization": "pq"}, {"quantization": 8}, {"quantization": "SQ8"},
+                                  {"configuration": {"quantization": "int4"}},
+                                  {"configuration": {"quantization": "sq8"}, "quantization": None}])
+def test_bad_quantization_is_refused_before_anything_is_written(tmp_path, args):
     client = vectordb.PersistentClient(str(tmp_path / "db"))
-    with pytest.raises(InvalidArgumentError, match="quantization"):
-        client.create_collection("bad", quantization="pq")
+    if args.get("configuration", {}).get("quantization") == "sq8":
+        # Given in the configuration only: taken from there (the keyword left at its default).
+        col = client.create_collection("given", embedding_function=None, **args)
+        assert col.configuration_json["quantization"] == "sq8"
+        client.close()
+        return
+    with pytest.raises(InvalidArgumentError, match="quantization must be None or 'sq8'"):
+        client.create_collection("bad", embedding_function=None, **args)
     assert client.list_collections() == []
+    assert not os.path.exists(tmp_path / "db" / "collections") or os.listdir(tmp_path / "db" / "collections") == []
+    client.close()
+
+
+def test_quantization_is_kept_and_shown_with_the_other_keys(tmp_path):
+    client = vectordb.PersistentClient(str(tmp_path / "db"))
+    col = client.create_collection("kept", embedding_function=None, quantization="sq8", use_ivf=True, n_probe=3)
+    plain = client.create_collection("plain", embedding_function=None)
+    for cfg in (col.configuration, col.configuration_json):
+        assert {k: cfg[k] for k in ("use_ivf", "n_probe", "quantization")} == {
+            "use_ivf": True, "n_probe": 3, "quantization": "sq8"}
+    assert plain.configuration_json["quantization"] is None
+    with pytest.raises(InvalidArgumentError):
+        col.modify(configuration={"quantization": None})  # codes are chosen at creation
+    client.close()
+    client = vectordb.PersistentClient(str(tmp_path / "db"))
+    assert client.get_collection("kept").configuration_json["quantization"] == "sq8"
+    assert client.get_collection("kept").stats()["quantization"] == "sq8"
+    assert client.get_collection("plain").configuration_json["quantization"] is None
+    client.close()
 
 
 def _damage(path, offset_from_end=None):

@@ -91,7 +91,7 @@ static void check_state(vdb_collection *c, long k)
 
 static void test_compaction_under_allocation_failures(void)
 {
-    vdb_collection_config cfg = {VDB_METRIC_L2, D, 1, 0, 0, 0};
+    vdb_collection_config cfg = {VDB_METRIC_L2, D, 1, 0, 0, 0, VDB_QUANT_NONE};
     int succeeded = 0;
     long k_done = 0;
     for (long k = 1; k < 400 && !succeeded; k++) {
@@ -125,7 +125,7 @@ static void test_compaction_under_allocation_failures(void)
 
 static void test_write_of_2_32_records_is_refused(void)
 {
-    vdb_collection_config cfg = {VDB_METRIC_L2, D, 1, 0, 0, 0};
+    vdb_collection_config cfg = {VDB_METRIC_L2, D, 1, 0, 0, 0, VDB_QUANT_NONE};
     vdb_collection *c = NULL;
     if (vdb_collection_open(NULL, &cfg, &c)) {
         CHECK(0, "open failed: %s", vdb_last_error());
