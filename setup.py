@@ -22,6 +22,7 @@ ENGINE_SOURCES = [
     "vdb_pq4.c",
     "vdb_ivf.c",
     "vdb_ivf_search.c",
+    "vdb_ivf_pq4.c",
     "vdb_ivf_file.c",
     "vdb_sq8.c",
     "vdb_codes.c",

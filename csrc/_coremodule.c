@@ -17,6 +17,7 @@
 #include "vdb_exact.h"
 #include "vdb_filter.h"
 #include "vdb_flat.h"
+#include "vdb_ivf.h"
 #include "vdb_kmeans.h"
 #include "vdb_meta.h"
 #include "vdb_nearest.h"
@@ -706,6 +707,165 @@ done:
     Py_XDECREF(packed);
     Py_XDECREF(lut8);
     return (PyObject *)out;
+}
+
+/* ---- a bare IVF index (tests, benchmarks): a capsule owning a vdb_ivf, no lock (one thread) ---- */
+
+#define IVF_CAPSULE "vectordb._core.ivf"
+
+static void ivf_capsule_free(PyObject *cap) { vdb_ivf_free(PyCapsule_GetPointer(cap, IVF_CAPSULE)); }
+
+static vdb_ivf *ivf_of(PyObject *cap) { return PyCapsule_GetPointer(cap, IVF_CAPSULE); }
+
+static PyObject *ivf_done(PyObject *module, int rc)
+{
+    if (rc) return raise_engine(module, rc);
+    Py_RETURN_NONE;
+}
+
+static PyObject *core_ivf_new(PyObject *module, PyObject *args)
+{
+    const char *metric_s;
+    Py_ssize_t d, n_lists;
+    vdb_metric m;
+    vdb_ivf *ivf;
+    if (!PyArg_ParseTuple(args, "nsn", &d, &metric_s, &n_lists) || metric_from_str(metric_s, &m)) return NULL;
+    if (d < 1 || n_lists < 1) return PyErr_Format(PyExc_ValueError, "need d >= 1 and n_lists >= 1");
+    int rc = vdb_ivf_create((size_t)d, m, (size_t)n_lists, &ivf);
+    if (rc) return raise_engine(module, rc);
+    PyObject *cap = PyCapsule_New(ivf, IVF_CAPSULE, ivf_capsule_free);
+    if (!cap) vdb_ivf_free(ivf);
+    return cap;
+}
+
+/* x must match the index's dimension; returns a new reference or NULL. */
+static PyArrayObject *ivf_vectors(vdb_ivf *ivf, PyObject *xo)
+{
+    PyArrayObject *x = as_matrix(xo, "vectors");
+    if (x && (size_t)PyArray_DIM(x, 1) != vdb_ivf_dim(ivf)) {
+        PyErr_Format(PyExc_ValueError, "vectors have dimension %zd, the index %zu", PyArray_DIM(x, 1), vdb_ivf_dim(ivf));
+        Py_CLEAR(x);
+    }
+    return x;
+}
+
+static PyObject *core_ivf_train(PyObject *module, PyObject *args)
+{
+    PyObject *cap, *xo;
+    unsigned long long seed;
+    vdb_ivf *ivf;
+    if (!PyArg_ParseTuple(args, "OOK", &cap, &xo, &seed) || !(ivf = ivf_of(cap))) return NULL;
+    PyArrayObject *x = ivf_vectors(ivf, xo);
+    if (!x) return NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = vdb_ivf_train(ivf, PyArray_DATA(x), (size_t)PyArray_DIM(x, 0), seed);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(x);
+    return ivf_done(module, rc);
+}
+
+static PyObject *core_ivf_add(PyObject *module, PyObject *args)
+{
+    PyObject *cap, *ro, *xo;
+    vdb_ivf *ivf;
+    if (!PyArg_ParseTuple(args, "OOO", &cap, &ro, &xo) || !(ivf = ivf_of(cap))) return NULL;
+    PyArrayObject *x = ivf_vectors(ivf, xo), *r = NULL;
+    PyObject *res = NULL;
+    if (!x) return NULL;
+    if (!(r = (PyArrayObject *)PyArray_FROMANY(ro, NPY_INT64, 1, 1, NPY_ARRAY_IN_ARRAY))) goto done;
+    if (PyArray_DIM(r, 0) != PyArray_DIM(x, 0)) {
+        PyErr_SetString(PyExc_ValueError, "one row number per vector expected");
+        goto done;
+    }
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = vdb_ivf_add(ivf, PyArray_DATA(r), PyArray_DATA(x), (size_t)PyArray_DIM(x, 0));
+    Py_END_ALLOW_THREADS
+    res = ivf_done(module, rc);
+done:
+    Py_DECREF(x);
+    Py_XDECREF(r);
+    return res;
+}
+
+static PyObject *core_ivf_remove(PyObject *module, PyObject *args)
+{
+    PyObject *cap;
+    long long row;
+    vdb_ivf *ivf;
+    if (!PyArg_ParseTuple(args, "OL", &cap, &row) || !(ivf = ivf_of(cap))) return NULL;
+    return ivf_done(module, vdb_ivf_remove(ivf, row));
+}
+
+static PyObject *core_ivf_set_pq4(PyObject *module, PyObject *args)
+{
+    PyObject *cap;
+    Py_ssize_t m;
+    unsigned long long seed;
+    vdb_ivf *ivf;
+    if (!PyArg_ParseTuple(args, "OnK", &cap, &m, &seed) || !(ivf = ivf_of(cap))) return NULL;
+    if (m < 0) return PyErr_Format(PyExc_ValueError, "m must be >= 0");
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = vdb_ivf_set_pq4(ivf, (size_t)m, seed);
+    Py_END_ALLOW_THREADS
+    return ivf_done(module, rc);
+}
+
+static PyObject *core_ivf_retrain(PyObject *module, PyObject *args)
+{
+    PyObject *cap;
+    Py_ssize_t n_lists;
+    unsigned long long seed;
+    vdb_ivf *ivf;
+    if (!PyArg_ParseTuple(args, "OnK", &cap, &n_lists, &seed) || !(ivf = ivf_of(cap))) return NULL;
+    if (n_lists < 0) return PyErr_Format(PyExc_ValueError, "n_lists must be >= 0");
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = vdb_ivf_retrain(ivf, (size_t)n_lists, seed);
+    Py_END_ALLOW_THREADS
+    return ivf_done(module, rc);
+}
+
+static PyObject *core_ivf_search(PyObject *module, PyObject *args)
+{
+    PyObject *cap, *qo, *res = NULL;
+    Py_ssize_t k, n_probe;
+    vdb_ivf *ivf;
+    if (!PyArg_ParseTuple(args, "OOnn", &cap, &qo, &k, &n_probe) || !(ivf = ivf_of(cap))) return NULL;
+    if (k < 1 || n_probe < 1) return PyErr_Format(PyExc_ValueError, "need k >= 1 and n_probe >= 1");
+    PyArrayObject *q = ivf_vectors(ivf, qo), *dist = NULL, *rows = NULL;
+    if (!q) return NULL;
+    size_t nq = (size_t)PyArray_DIM(q, 0);
+    npy_intp dims[2] = {(npy_intp)nq, k};
+    dist = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+    rows = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_INT64);
+    if (!dist || !rows) goto done;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = vdb_ivf_search(ivf, PyArray_DATA(q), nq, (size_t)k, (size_t)n_probe, NULL, 0, PyArray_DATA(dist),
+                        PyArray_DATA(rows));
+    Py_END_ALLOW_THREADS
+    if (rc) raise_engine(module, rc);
+    else res = Py_BuildValue("(OO)", dist, rows);
+done:
+    Py_DECREF(q);
+    Py_XDECREF(dist);
+    Py_XDECREF(rows);
+    return res;
+}
+
+static PyObject *core_ivf_info(PyObject *module, PyObject *cap)
+{
+    (void)module;
+    vdb_ivf *ivf = ivf_of(cap);
+    if (!ivf) return NULL;
+    vdb_ivf_stats st;
+    vdb_ivf_stats_get(ivf, &st);
+    return Py_BuildValue("{s:n,s:n,s:n,s:n,s:n}", "n_lists", (Py_ssize_t)st.n_lists, "count", (Py_ssize_t)st.n_vectors,
+                         "pq4_m", (Py_ssize_t)vdb_ivf_pq4_m(ivf), "bytes", (Py_ssize_t)st.bytes_in_memory,
+                         "last_reranked", (Py_ssize_t)vdb_ivf_last_reranked());
 }
 
 /* ---- metadata blobs ---- */
@@ -1491,6 +1651,14 @@ static PyMethodDef core_methods[] = {
     {"pq4_pack", core_pq4_pack, METH_O, "pq4_pack(codes) -> packed blocks"},
     {"pq4_unpack", core_pq4_unpack, METH_VARARGS, "pq4_unpack(packed, m, n) -> codes"},
     {"pq4_scan", core_pq4_scan, METH_VARARGS, "pq4_scan(isa, packed, lut8) -> uint16 sums"},
+    {"ivf_new", core_ivf_new, METH_VARARGS, "ivf_new(d, metric, n_lists) -> handle (tests, benchmarks; one thread)"},
+    {"ivf_train", core_ivf_train, METH_VARARGS, "ivf_train(h, x, seed)"},
+    {"ivf_add", core_ivf_add, METH_VARARGS, "ivf_add(h, rows, x)"},
+    {"ivf_remove", core_ivf_remove, METH_VARARGS, "ivf_remove(h, row)"},
+    {"ivf_set_pq4", core_ivf_set_pq4, METH_VARARGS, "ivf_set_pq4(h, m, seed): 4-bit PQ codes (m = 0 drops them)"},
+    {"ivf_retrain", core_ivf_retrain, METH_VARARGS, "ivf_retrain(h, n_lists, seed)"},
+    {"ivf_search", core_ivf_search, METH_VARARGS, "ivf_search(h, queries, k, n_probe) -> (dist, rows)"},
+    {"ivf_info", core_ivf_info, METH_O, "ivf_info(h) -> dict"},
     {"kmeans_train", core_kmeans_train, METH_VARARGS,
      "kmeans_train(metric, x, k, seed, n_iter=0, seed_points_per_centroid=0) -> (centroids, stats)"},
     {"_set_exceptions", core_set_exceptions, METH_VARARGS, "internal: install the exception classes"},

@@ -11,8 +11,9 @@
 
 /* Grows a list to hold need vectors: exactly need for a bulk add, 1.25x for one-at-a-time growth.
  * On failure the list's contents are unchanged. */
-static int ivf_list_reserve(ivf_list *L, size_t need, size_t d)
+static int ivf_list_reserve(const vdb_ivf *ivf, ivf_list *L, size_t need)
 {
+    const size_t d = ivf->d;
     if (need <= L->cap) return 0;
     size_t cap = L->cap + L->cap / 4 + 8;
     if (cap < need) cap = need;
@@ -28,6 +29,7 @@ static int ivf_list_reserve(ivf_list *L, size_t need, size_t d)
     int64_t *r = realloc(L->rows, rbytes);
     if (!r) return -1; /* vecs is merely larger than cap says: harmless */
     L->rows = r;
+    if (ivf->pq && vdb_ivf_pq_reserve(L, cap, vdb_pq4_block_bytes(ivf->pq))) return -1;
     L->cap = cap;
     return 0;
 }
@@ -72,6 +74,7 @@ static void ivf_append(vdb_ivf *ivf, size_t l, int64_t row, const float *v)
     size_t pos = L->n++;
     memcpy(L->vecs + pos * ivf->d, v, ivf->d * sizeof(float));
     L->rows[pos] = row;
+    if (ivf->pq) vdb_ivf_pq_encode_at(ivf, l, pos);
     ivf->where[row] = ivf_pack(l, pos);
     ivf->n_vectors++;
 }
@@ -85,6 +88,7 @@ static void ivf_remove_at(vdb_ivf *ivf, size_t l, size_t pos)
     if (pos != last) {
         memcpy(L->vecs + pos * ivf->d, L->vecs + last * ivf->d, ivf->d * sizeof(float));
         L->rows[pos] = L->rows[last];
+        if (ivf->pq) vdb_ivf_pq_move(ivf, L, last, pos);
         ivf->where[L->rows[pos]] = ivf_pack(l, pos);
     }
     L->n = last;
@@ -142,9 +146,15 @@ void vdb_ivf_free(vdb_ivf *ivf)
         for (size_t l = 0; l < ivf->n_lists; l++) {
             free(ivf->lists[l].vecs);
             free(ivf->lists[l].rows);
+            free(ivf->lists[l].codes);
+            free(ivf->lists[l].qerr);
+            free(ivf->lists[l].qaux);
         }
     }
     free(ivf->lists);
+    vdb_pq4_free(ivf->pq);
+    free(ivf->pq_tmp);
+    free(ivf->pq_code);
     free(ivf->centroids);
     vdb_kmeans_prepared_free(&ivf->assigner);
     free(ivf->where);
@@ -220,7 +230,7 @@ int vdb_ivf_add(vdb_ivf *ivf, const int64_t *rows, const float *x, size_t n)
     if (vdb_ivf_where_reserve(ivf, (size_t)max_row + 1)) goto nomem;
     for (size_t i = 0; i < n; i++) extra[assign[i]]++;
     for (size_t l = 0; l < ivf->n_lists; l++) {
-        if (extra[l] && ivf_list_reserve(&ivf->lists[l], ivf->lists[l].n + extra[l], ivf->d)) goto nomem;
+        if (extra[l] && ivf_list_reserve(ivf, &ivf->lists[l], ivf->lists[l].n + extra[l])) goto nomem;
     }
     for (size_t i = 0; i < n; i++) {
         uint64_t w = ivf->where[rows[i]];
@@ -370,7 +380,7 @@ int vdb_ivf_retrain(vdb_ivf *ivf, size_t n_lists, uint64_t seed)
         const uint32_t *a = assign + offs[done];
         for (size_t i = 0; i < O->n; i++) {
             ivf_list *N = &all[a[i]];
-            if (N->cap == 0 && ivf_list_reserve(N, counts[a[i]], d)) {
+            if (N->cap == 0 && ivf_list_reserve(ivf, N, counts[a[i]])) {
                 short_of_memory = 1;
                 break;
             }
@@ -383,6 +393,9 @@ int vdb_ivf_retrain(vdb_ivf *ivf, size_t n_lists, uint64_t seed)
         }
         free(O->vecs);
         free(O->rows);
+        free(O->codes);
+        free(O->qerr);
+        free(O->qaux);
         memset(O, 0, sizeof *O);
     }
     /* Keep the new lists plus any old list not moved yet (only after a failed allocation). */
@@ -404,7 +417,14 @@ int vdb_ivf_retrain(vdb_ivf *ivf, size_t n_lists, uint64_t seed)
     ivf->added_since_train = 0;
     ivf->vectors_at_train = n;
     ivf->seed = seed;
+    if (ivf->pq && !short_of_memory) {
+        /* the residuals changed with the centroids: train the codes again */
+        rc = vdb_ivf_set_pq4(ivf, ivf->pq->m, ivf->pq_seed);
+        if (rc) vdb_ivf_pq_drop(ivf); /* stays a complete IVF-Flat index */
+        goto cleanup;
+    }
     if (short_of_memory) {
+        if (ivf->pq) vdb_ivf_pq_drop(ivf);
         rc = vdb_set_error(VDB_ENOMEM, "out of memory while retraining the IVF index: it stays valid "
                                        "with %zu new and %zu old lists", k, old_n - done);
     }
@@ -475,7 +495,10 @@ int vdb_ivf_renumber(vdb_ivf *ivf, const int64_t *old_to_new, size_t n_old)
         for (size_t i = 0; i < L->n; i++) {
             int64_t nr = old_to_new[L->rows[i]];
             if (nr < 0) continue;
-            if (w != i) memcpy(L->vecs + w * ivf->d, L->vecs + i * ivf->d, ivf->d * sizeof(float));
+            if (w != i) {
+                memcpy(L->vecs + w * ivf->d, L->vecs + i * ivf->d, ivf->d * sizeof(float));
+                if (ivf->pq) vdb_ivf_pq_move(ivf, L, i, w);
+            }
             L->rows[w++] = nr;
         }
         L->n = w;
@@ -520,6 +543,8 @@ void vdb_ivf_stats_get(const vdb_ivf *ivf, vdb_ivf_stats *out)
         if (L->n > out->list_max) out->list_max = L->n;
         out->n_empty_lists += L->n == 0;
         bytes += L->cap * (ivf->d * sizeof(float) + sizeof(int64_t));
+        if (ivf->pq) /* codes, error and term per vector */
+            bytes += (L->cap + VDB_PQ4_BLOCK - 1) / VDB_PQ4_BLOCK * vdb_pq4_block_bytes(ivf->pq) + 8 * L->cap;
     }
     out->list_mean = (double)ivf->n_vectors / (double)ivf->n_lists;
     out->bytes_in_memory = bytes;

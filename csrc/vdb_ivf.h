@@ -94,6 +94,21 @@ int vdb_ivf_search(const vdb_ivf *ivf, const float *queries, size_t nq, size_t k
 void vdb_ivf_probe_order(const vdb_ivf *ivf, const float *q, float *scratch, int64_t *order);
 /* The row numbers list l holds (*n of them), valid until the index changes. */
 const int64_t *vdb_ivf_list_rows(const vdb_ivf *ivf, size_t l, size_t *n);
+/* 4-bit PQ codes (vdb_pq4) of every vector's residual (x - centroid; cosine: x / |x| - centroid),
+ * kept per list in fast-scan blocks beside the float32 vectors. m > 0 trains m sub-quantizers on
+ * a sample of the residuals (needs a trained index holding >= 16 vectors) and encodes every
+ * vector; later adds, removes, renumbers are encoded as they happen, and retrain trains the codes
+ * again (on failure there the codes are dropped). m = 0 drops the codes. With codes, a search
+ * scans them and re-ranks the promising rows with the float32 kernel (see the search in the .c):
+ * the distances returned are the float32 ones; a true neighbour is missed only when its code
+ * error exceeds the estimate of vdb_pq4.h (recall is measured, not assumed). On failure the
+ * index keeps no codes (IVF-Flat search). Deterministic for a seed. Codes are not written by
+ * vdb_ivf_write: the caller sets them again after a read. */
+int vdb_ivf_set_pq4(vdb_ivf *ivf, size_t m, uint64_t seed);
+/* Sub-quantizers of the codes, 0 without codes. */
+size_t vdb_ivf_pq4_m(const vdb_ivf *ivf);
+/* Rows re-ranked by the last single query of this thread that used the codes (benchmarks). */
+size_t vdb_ivf_last_reranked(void);
 
 /* After the caller compacts its rows: row r becomes old_to_new[r] (-1 = dropped from the index).
  * Every row in the index must be < n_old; the new numbers must be distinct and < VDB_IVF_MAX_ROW

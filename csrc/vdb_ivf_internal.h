@@ -10,6 +10,7 @@
 
 #include "vdb_ivf.h"
 #include "vdb_kmeans.h"
+#include "vdb_pq4.h"
 
 #define IVF_ABSENT UINT64_MAX
 #define IVF_MAX_LISTS ((size_t)1 << 31)
@@ -19,6 +20,12 @@ typedef struct {
     float *vecs;   /* cap * d floats; the first n are in use */
     int64_t *rows; /* cap row numbers */
     size_t n, cap;
+    /* 4-bit PQ codes of the residuals (only with vdb_ivf_set_pq4), sized for at least cap vectors:
+     * packed blocks of 32 (vdb_pq4 layout), |residual - decoded| per vector, and a per-vector term
+     * (L2: |x|^2 - |centroid|^2; unused otherwise). */
+    uint8_t *codes;
+    float *qerr, *qaux;
+    float qerr_max; /* >= every qerr of the list (not lowered by removes): a list-wide pruning bound */
 } ivf_list;
 
 struct vdb_ivf {
@@ -35,6 +42,10 @@ struct vdb_ivf {
     int64_t n_vectors;
     uint64_t n_train_points, added_since_train, seed;
     uint64_t vectors_at_train; /* vectors held when last trained (or marked, see header) */
+    vdb_pq4 *pq;      /* NULL: lists are scanned as float32 (IVF-Flat) */
+    uint64_t pq_seed;
+    float *pq_tmp;    /* d floats: residual scratch for appends (they hold the index exclusively) */
+    uint8_t *pq_code; /* pq->m */
 };
 
 static inline int ivf_mul(size_t a, size_t b, size_t *out)
@@ -55,5 +66,13 @@ static inline int ivf_metric_ok(vdb_metric m)
 
 /* Grows the row map to hold rows below need_len (new entries IVF_ABSENT): 0, or -1 out of memory. */
 int vdb_ivf_where_reserve(vdb_ivf *ivf, size_t need_len);
+
+/* pq4 codes (vdb_ivf_pq4.c). reserve sizes a list's code arrays for cap vectors (0, or -1 out of
+ * memory, arrays then merely unchanged or larger); encode_at encodes the vector at (l, pos); move
+ * copies a vector's code within a list; drop frees every code (the index scans float32 again). */
+int vdb_ivf_pq_reserve(ivf_list *L, size_t cap, size_t block_bytes);
+void vdb_ivf_pq_encode_at(vdb_ivf *ivf, size_t l, size_t pos);
+void vdb_ivf_pq_move(vdb_ivf *ivf, ivf_list *L, size_t from, size_t to);
+void vdb_ivf_pq_drop(vdb_ivf *ivf);
 
 #endif

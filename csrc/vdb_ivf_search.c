@@ -141,6 +141,174 @@ static void ivf_scan_list(const ivf_search_ctx *c, ivf_scratch *s, const float *
     }
 }
 
+/* Search through the pq4 codes: scan every probed list's codes (vdb_pq4_scan), estimate each
+ * distance with a margin (the error estimate eps |q| |r - r^| of vdb_pq4.h plus the table's
+ * rounding, at most m step / 2), keep the rows whose lower estimate is below the k-th smallest
+ * upper estimate, and re-rank them with the float32 kernel in order of lower estimate until the
+ * next one cannot beat the k-th exact distance. So the rows re-ranked adapt to k and to each
+ * vector's code error, and the distances returned are the float32 ones. */
+typedef struct {
+    float lb;
+    uint32_t l, pos;
+} ivf_cand;
+
+typedef struct {
+    float *lut;
+    uint8_t *lut8;
+    uint16_t *sums;
+    uint32_t *surv;
+    ivf_cand *cand;
+    float *ub_d;
+    int64_t *ub_i;
+} ivf_pq_scratch;
+
+static _Thread_local size_t ivf_reranked;
+
+size_t vdb_ivf_last_reranked(void) { return ivf_reranked; }
+
+static int ivf_cand_before(const ivf_cand *a, const ivf_cand *b)
+{
+    if (a->lb != b->lb) return a->lb < b->lb;
+    if (a->l != b->l) return a->l < b->l;
+    return a->pos < b->pos;
+}
+
+/* Min-heap on (lb, list, pos): only the few candidates re-ranked before the stop are ever popped,
+ * so heapifying (linear) beats sorting them all. */
+static void ivf_cand_sift(ivf_cand *h, size_t n, size_t i)
+{
+    ivf_cand x = h[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && ivf_cand_before(&h[c + 1], &h[c])) c++;
+        if (!ivf_cand_before(&h[c], &x)) break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = x;
+}
+
+/* Scratch of one search task; NULL when out of memory. Freed with free(). */
+static ivf_pq_scratch *ivf_pq_scratch_new(const vdb_ivf *ivf, size_t k, size_t n_probe, size_t max_list)
+{
+    size_t m_pad = ivf->pq->m_pad, ncand = n_probe * max_list, total = 0;
+    if (ncand / (max_list ? max_list : 1) != n_probe || ncand > (size_t)ivf->n_vectors) ncand = (size_t)ivf->n_vectors;
+    size_t nsum = (max_list + VDB_PQ4_BLOCK - 1) / VDB_PQ4_BLOCK * VDB_PQ4_BLOCK;
+    size_t sz[7] = {sizeof(ivf_pq_scratch), m_pad * 16 * sizeof(float), m_pad * 16, nsum * sizeof(uint16_t),
+                    (ncand ? ncand : 1) * sizeof(ivf_cand), k * (sizeof(float) + sizeof(int64_t)),
+                    nsum * sizeof(uint32_t)};
+    for (int i = 0; i < 7; i++) total += ivf_align(sz[i]);
+    unsigned char *p = malloc(total);
+    if (!p) return NULL;
+    ivf_pq_scratch *s = (ivf_pq_scratch *)p;
+    p += ivf_align(sz[0]);
+    s->lut = (float *)p;
+    p += ivf_align(sz[1]);
+    s->lut8 = p;
+    p += ivf_align(sz[2]);
+    s->sums = (uint16_t *)p;
+    p += ivf_align(sz[3]);
+    s->cand = (ivf_cand *)p;
+    p += ivf_align(sz[4]);
+    s->ub_i = (int64_t *)p;
+    s->ub_d = (float *)(p + k * sizeof(int64_t));
+    p += ivf_align(sz[5]);
+    s->surv = (uint32_t *)p;
+    return s;
+}
+
+/* 0: this query cannot use the codes (cosine with a zero query): the caller scans float32. */
+static int ivf_pq_search_one(const ivf_search_ctx *c, ivf_pq_scratch *ps, const float *q, const float *cd,
+                             const int64_t *order, size_t np, vdb_topk *R)
+{
+    const vdb_ivf *ivf = c->ivf;
+    const vdb_pq4 *pq = ivf->pq;
+    const size_t d = ivf->d;
+    const vdb_metric metric = ivf->metric;
+    double qq = 0;
+    for (size_t t = 0; t < d; t++) qq += (double)q[t] * q[t];
+    const float qn = (float)sqrt(qq);
+    if (metric == VDB_METRIC_COSINE && !(qn > 0)) return 0;
+    vdb_pq4_lut(pq, q, ps->lut);
+    double step, bias;
+    vdb_pq4_lut_quantize(ps->lut, pq->m_pad, ps->lut8, &step, &bias);
+    /* <q, r^> ~= bias + step * sum; each estimate is A + B * sum (+ aux for L2), margin C err + D */
+    const float lm = (float)(pq->m * step / 2) * 1.0001f + 1e-6f * (float)fabs(bias);
+    float B, C, D;
+    if (metric == VDB_METRIC_L2) {
+        B = (float)(-2 * step), C = 2 * pq->eps * qn, D = 2 * lm;
+    } else if (metric == VDB_METRIC_IP) {
+        B = (float)-step, C = pq->eps * qn, D = lm;
+    } else {
+        B = (float)(-step / qn), C = pq->eps, D = lm / qn;
+    }
+    vdb_topk U;
+    vdb_topk_init(&U, c->k, ps->ub_d, ps->ub_i);
+    float ubk = INFINITY;
+    size_t nc = 0;
+    for (size_t j = 0; j < np; j++) {
+        const size_t l = (size_t)order[j];
+        const ivf_list *L = &ivf->lists[l];
+        if (L->n == 0) continue;
+        vdb_pq4_scan(L->codes, (L->n + VDB_PQ4_BLOCK - 1) / VDB_PQ4_BLOCK, pq->m_pad, ps->lut8, ps->sums);
+        float A;
+        if (metric == VDB_METRIC_L2) A = (float)(cd[l] - 2 * bias);
+        else if (metric == VDB_METRIC_IP) A = (float)(cd[l] - bias);
+        else A = (float)(1.0 - (1.0 - cd[l] + bias) / qn); /* cd = 1 - <q, c> for unit centroids */
+        const int l2 = metric == VDB_METRIC_L2;
+        /* Sums below smin cannot reach ubk whatever their error: one integer compare each. (L2's
+         * per-vector term varies: no list-wide cut there.) */
+        float cut = l2 ? -INFINITY : (A - D - C * L->qerr_max - ubk) / -B;
+        unsigned smin = !(cut > 0) ? 0 : cut >= 65536.0f ? 65536u : (unsigned)cut;
+        /* survivors of the integer cut first (branch-free), then the float work on those only */
+        size_t ns = 0;
+        for (size_t i = 0; i < L->n; i++) {
+            ps->surv[ns] = (uint32_t)i;
+            ns += ps->sums[i] >= smin;
+        }
+        for (size_t si = 0; si < ns; si++) {
+            const size_t i = ps->surv[si];
+            if (ps->sums[i] < smin) continue; /* smin rose since */
+            if (c->allow) {
+                uint64_t r = (uint64_t)L->rows[i];
+                if (!(r < c->allow_len && (c->allow[r >> 6] >> (r & 63) & 1))) continue;
+            }
+            float est = A + B * (float)ps->sums[i] + (l2 ? L->qaux[i] : 0.0f);
+            float mg = C * L->qerr[i] + D;
+            if (est - mg > ubk) continue;
+            ps->cand[nc].lb = est - mg;
+            ps->cand[nc].l = (uint32_t)l;
+            ps->cand[nc].pos = (uint32_t)i;
+            if (est + mg < ubk) {
+                vdb_topk_push(&U, est + mg, (int64_t)nc);
+                ubk = vdb_topk_threshold(&U);
+                if (!l2 && ubk < INFINITY) {
+                    cut = (A - D - C * L->qerr_max - ubk) / -B;
+                    smin = !(cut > 0) ? 0 : cut >= 65536.0f ? 65536u : (unsigned)cut;
+                }
+            }
+            nc++;
+        }
+    }
+    size_t w = 0;
+    for (size_t i = 0; i < nc; i++)
+        if (ps->cand[i].lb <= ubk) ps->cand[w++] = ps->cand[i];
+    for (size_t i = w / 2; i-- > 0;) ivf_cand_sift(ps->cand, w, i);
+    size_t done = 0;
+    while (w > 0) {
+        const ivf_cand top = ps->cand[0];
+        if (top.lb > vdb_topk_threshold(R)) break;
+        ps->cand[0] = ps->cand[--w];
+        ivf_cand_sift(ps->cand, w, 0);
+        const ivf_list *L = &ivf->lists[top.l];
+        vdb_topk_push(R, vdb_distance(metric, q, L->vecs + (size_t)top.pos * d, d), L->rows[top.pos]);
+        done++;
+    }
+    ivf_reranked = done;
+    return 1;
+}
+
 static void ivf_search_task(void *vctx, size_t task, size_t worker)
 {
     ivf_search_ctx *c = vctx;
@@ -160,6 +328,12 @@ static void ivf_search_task(void *vctx, size_t task, size_t worker)
         }
     }
     ivf_scratch s = ivf_scratch_at(base, c->nq < IVF_QB ? c->nq : IVF_QB, nl, c->max_list);
+    ivf_pq_scratch *ps = NULL;
+    if (ivf->pq && !(ps = ivf_pq_scratch_new(ivf, c->k, c->n_probe, c->max_list))) {
+        free(own);
+        c->failed = 1;
+        return;
+    }
     vdb_distance_block(ivf_coarse_metric(ivf->metric), c->queries + q0 * d, nqb, ivf->centroids, nl, d,
                        s.coarse);
     for (size_t qi = 0; qi < nqb; qi++) {
@@ -170,9 +344,10 @@ static void ivf_search_task(void *vctx, size_t task, size_t worker)
         for (size_t l = 0; l < nl; l++) vdb_topk_push(&H, cd[l], (int64_t)l);
         size_t np = vdb_topk_sort(&H);
         vdb_topk_init(&R, c->k, c->out_dist + (q0 + qi) * c->k, c->out_rows + (q0 + qi) * c->k);
-        for (size_t j = 0; j < np; j++)
-            ivf_scan_list(c, &s, q, &ivf->lists[s.order_i[j]],
-                          j + 1 < np ? &ivf->lists[s.order_i[j + 1]] : NULL, &R);
+        if (!ps || !ivf_pq_search_one(c, ps, q, cd, s.order_i, np, &R))
+            for (size_t j = 0; j < np; j++)
+                ivf_scan_list(c, &s, q, &ivf->lists[s.order_i[j]],
+                              j + 1 < np ? &ivf->lists[s.order_i[j + 1]] : NULL, &R);
         if (R.size < c->k && np < nl) {
             /* Too few hits (small lists or a selective filter): continue in centroid order. */
             memset(s.scanned, 0, nl);
@@ -192,6 +367,7 @@ static void ivf_search_task(void *vctx, size_t task, size_t worker)
             R.rows[j] = -1;
         }
     }
+    free(ps);
     free(own);
 }
 

@@ -18,7 +18,8 @@
 
 #define PQ4_CALIB_VECTORS 1024
 #define PQ4_CALIB_PROBES 256
-#define PQ4_KMEANS_ITER 20
+#define PQ4_KMEANS_ITER 12
+#define PQ4_TRAIN_PER_CENTROID 128 /* 2,048 points per sub-space: plenty for 16 centroids in a few dimensions */
 
 static size_t pq4_len(const vdb_pq4 *pq, size_t j) { return pq->off[j + 1] - pq->off[j]; }
 
@@ -60,28 +61,30 @@ void vdb_pq4_free(vdb_pq4 *pq)
 }
 
 /* Nearest of the 16 centroids of sub-space j to xs (len floats); *d2 its squared distance. */
-static unsigned pq4_nearest(const vdb_pq4 *pq, size_t j, const float *xs, double *d2)
+static unsigned pq4_nearest(const vdb_pq4 *pq, size_t j, const float *xs, float *d2)
 {
     size_t len = pq4_len(pq, j);
     const float *ct = pq->cent + 16 * (size_t)pq->off[j];
-    float acc[16] = {0};
-    for (size_t t = 0; t < len; t++) {
-        float v = xs[t];
+    float acc[16];
+    if (len == 4) { /* the default m = d / 4: a fixed shape the compiler vectorizes over the centroids */
         for (int c = 0; c < 16; c++) {
-            float diff = v - ct[t * 16 + c];
-            acc[c] += diff * diff;
+            float a = xs[0] - ct[c], b = xs[1] - ct[16 + c], e = xs[2] - ct[32 + c], f = xs[3] - ct[48 + c];
+            acc[c] = a * a + b * b + e * e + f * f;
+        }
+    } else {
+        memset(acc, 0, sizeof acc);
+        for (size_t t = 0; t < len; t++) {
+            float v = xs[t];
+            for (int c = 0; c < 16; c++) {
+                float diff = v - ct[t * 16 + c];
+                acc[c] += diff * diff;
+            }
         }
     }
     unsigned best = 0;
     for (unsigned c = 1; c < 16; c++)
         if (acc[c] < acc[best]) best = c;
-    /* the error is recomputed in float64 so the stored norm does not depend on the order above */
-    double e = 0;
-    for (size_t t = 0; t < len; t++) {
-        double diff = (double)xs[t] - (double)ct[t * 16 + best];
-        e += diff * diff;
-    }
-    *d2 = e;
+    *d2 = acc[best];
     return best;
 }
 
@@ -91,7 +94,7 @@ void vdb_pq4_encode(const vdb_pq4 *pq, const float *x, size_t n, uint8_t *codes,
         const float *xi = x + i * pq->d;
         double e = 0;
         for (size_t j = 0; j < pq->m; j++) {
-            double d2;
+            float d2;
             codes[i * pq->m + j] = (uint8_t)pq4_nearest(pq, j, xi + pq->off[j], &d2);
             e += d2;
         }
@@ -184,6 +187,7 @@ int vdb_pq4_train(vdb_pq4 *pq, const float *x, size_t n, const float *probe, siz
     vdb_kmeans_params p;
     vdb_kmeans_params_default(&p);
     p.n_iter = PQ4_KMEANS_ITER;
+    p.max_points_per_centroid = PQ4_TRAIN_PER_CENTROID;
     for (size_t j = 0; j < pq->m; j++) {
         size_t len = pq4_len(pq, j), o = pq->off[j];
         for (size_t i = 0; i < n; i++) memcpy(sub + i * len, x + i * d + o, len * sizeof(float));

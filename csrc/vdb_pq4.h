@@ -38,7 +38,7 @@
 
 #define VDB_PQ4_MAX_M 256
 #define VDB_PQ4_BLOCK 32
-#define VDB_PQ4_CONFIDENCE 0.99 /* quantile of the error ratio kept as eps (see above) */
+#define VDB_PQ4_CONFIDENCE 0.999 /* quantile of the error ratio kept as eps (see above) */
 
 typedef struct {
     size_t d, m, m_pad;

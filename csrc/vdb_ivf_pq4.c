@@ -1,0 +1,149 @@
+/* vdb_ivf_pq4 — the IVF index's optional 4-bit PQ codes: training them on the residuals, encoding
+ * vectors as they enter a list, moving codes with their vectors. See vdb_ivf.h (vdb_ivf_set_pq4). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vdb_error.h"
+#include "vdb_ivf_internal.h"
+#include "vdb_kmeans.h"
+#include "vdb_pq4.h"
+
+int vdb_ivf_pq_reserve(ivf_list *L, size_t cap, size_t block_bytes)
+{
+    size_t nb = (cap + VDB_PQ4_BLOCK - 1) / VDB_PQ4_BLOCK, cbytes;
+    if (ivf_mul(nb ? nb : 1, block_bytes, &cbytes)) return -1;
+    uint8_t *c = realloc(L->codes, cbytes);
+    if (!c) return -1;
+    L->codes = c;
+    float *e = realloc(L->qerr, (cap ? cap : 1) * sizeof(float));
+    if (!e) return -1;
+    L->qerr = e;
+    float *a = realloc(L->qaux, (cap ? cap : 1) * sizeof(float));
+    if (!a) return -1;
+    L->qaux = a;
+    return 0;
+}
+
+/* Encodes the vector at (l, pos) into its list's codes. */
+void vdb_ivf_pq_encode_at(vdb_ivf *ivf, size_t l, size_t pos)
+{
+    const size_t d = ivf->d;
+    ivf_list *L = &ivf->lists[l];
+    const float *v = L->vecs + pos * d, *c = ivf->centroids + l * d;
+    double xx = 0, cc = 0;
+    for (size_t t = 0; t < d; t++) {
+        xx += (double)v[t] * v[t];
+        cc += (double)c[t] * c[t];
+    }
+    /* cosine ranks directions: the residual is that of x / |x| (a zero vector is always re-ranked) */
+    float inv = ivf->metric == VDB_METRIC_COSINE && xx > 0 ? (float)(1.0 / sqrt(xx)) : 1.0f;
+    for (size_t t = 0; t < d; t++) ivf->pq_tmp[t] = v[t] * inv - c[t];
+    float err;
+    vdb_pq4_encode(ivf->pq, ivf->pq_tmp, 1, ivf->pq_code, &err);
+    vdb_pq4_pack_set(L->codes, ivf->pq->m_pad, ivf->pq->m, pos, ivf->pq_code);
+    L->qerr[pos] = ivf->metric == VDB_METRIC_COSINE && !(xx > 0) ? INFINITY : err;
+    if (!(L->qerr[pos] <= L->qerr_max)) L->qerr_max = L->qerr[pos];
+    L->qaux[pos] = ivf->metric == VDB_METRIC_L2 ? (float)(xx - cc) : 0.0f;
+}
+
+void vdb_ivf_pq_move(vdb_ivf *ivf, ivf_list *L, size_t from, size_t to)
+{
+    vdb_pq4_pack_get(L->codes, ivf->pq->m_pad, ivf->pq->m, from, ivf->pq_code);
+    vdb_pq4_pack_set(L->codes, ivf->pq->m_pad, ivf->pq->m, to, ivf->pq_code);
+    L->qerr[to] = L->qerr[from];
+    L->qaux[to] = L->qaux[from];
+}
+
+#define IVF_PQ_TRAIN 16384 /* residuals the sub-quantizers train on (they use 16 x 256 at most) */
+
+void vdb_ivf_pq_drop(vdb_ivf *ivf)
+{
+    for (size_t l = 0; l < ivf->n_lists; l++) {
+        ivf_list *L = &ivf->lists[l];
+        free(L->codes);
+        free(L->qerr);
+        free(L->qaux);
+        L->codes = NULL;
+        L->qerr = L->qaux = NULL;
+        L->qerr_max = 0;
+    }
+    vdb_pq4_free(ivf->pq);
+    free(ivf->pq_tmp);
+    free(ivf->pq_code);
+    ivf->pq = NULL;
+    ivf->pq_tmp = NULL;
+    ivf->pq_code = NULL;
+}
+
+int vdb_ivf_set_pq4(vdb_ivf *ivf, size_t m, uint64_t seed)
+{
+    int rc = VDB_OK;
+    const size_t d = ivf->d;
+    size_t n = (size_t)ivf->n_vectors;
+    vdb_pq4 *pq = NULL;
+    float *xs = NULL, *probe = NULL, *tmp = NULL;
+    size_t *idx = NULL;
+    uint8_t *code = NULL;
+    if (m == 0) {
+        vdb_ivf_pq_drop(ivf);
+        return VDB_OK;
+    }
+    if (!ivf->trained || n < 16)
+        return vdb_set_error(VDB_EINVAL, "pq4 codes need a trained IVF index holding at least 16 vectors (it holds %zu)", n);
+    if ((rc = vdb_pq4_create(d, m, &pq))) return rc;
+    size_t ns = n < IVF_PQ_TRAIN ? n : IVF_PQ_TRAIN, bytes;
+    if (ivf_mul(ns, d * sizeof(float), &bytes)) goto nomem;
+    xs = malloc(bytes);
+    probe = malloc(bytes);
+    idx = malloc(ns * sizeof *idx);
+    tmp = malloc(d * sizeof *tmp);
+    code = malloc(m);
+    if (!xs || !probe || !idx || !tmp || !code) goto nomem;
+    /* Residuals of a sample drawn by ordinal in row order (deterministic whatever the layout);
+     * the sampled vectors themselves are the probe directions of the error estimate. */
+    vdb_kmeans_sample(n, ns, seed, idx);
+    size_t ord = 0, taken = 0;
+    for (size_t r = 0; r < ivf->where_len && taken < ns; r++) {
+        uint64_t w = ivf->where[r];
+        if (w == IVF_ABSENT) continue;
+        if (ord++ != idx[taken]) continue;
+        size_t l = ivf_list_of(w);
+        const float *v = ivf->lists[l].vecs + ivf_pos_of(w) * d, *c = ivf->centroids + l * d;
+        double xx = 0;
+        for (size_t t = 0; t < d; t++) xx += (double)v[t] * v[t];
+        float inv = ivf->metric == VDB_METRIC_COSINE && xx > 0 ? (float)(1.0 / sqrt(xx)) : 1.0f;
+        for (size_t t = 0; t < d; t++) {
+            probe[taken * d + t] = v[t] * inv;
+            xs[taken * d + t] = v[t] * inv - c[t];
+        }
+        taken++;
+    }
+    if ((rc = vdb_pq4_train(pq, xs, taken, probe, taken, seed))) goto cleanup;
+    /* Old codes go first (their block size may differ): a failure below leaves an IVF-Flat index. */
+    vdb_ivf_pq_drop(ivf);
+    for (size_t l = 0; l < ivf->n_lists; l++)
+        if (vdb_ivf_pq_reserve(&ivf->lists[l], ivf->lists[l].cap, vdb_pq4_block_bytes(pq))) goto nomem;
+    ivf->pq = pq;
+    ivf->pq_tmp = tmp;
+    ivf->pq_code = code;
+    ivf->pq_seed = seed;
+    pq = NULL;
+    tmp = NULL;
+    code = NULL;
+    for (size_t l = 0; l < ivf->n_lists; l++)
+        for (size_t i = 0; i < ivf->lists[l].n; i++) vdb_ivf_pq_encode_at(ivf, l, i);
+    goto cleanup;
+nomem:
+    rc = vdb_set_error(VDB_ENOMEM, "out of memory building the pq4 codes of the IVF index");
+cleanup:
+    vdb_pq4_free(pq);
+    free(xs);
+    free(probe);
+    free(idx);
+    free(tmp);
+    free(code);
+    return rc;
+}
+
+size_t vdb_ivf_pq4_m(const vdb_ivf *ivf) { return ivf->pq ? ivf->pq->m : 0; }
