@@ -1147,8 +1147,10 @@ static int Collection_init(CollectionObject *self, PyObject *args, PyObject *kw)
     if (metric_from_str(metric_s, &m)) return -1;
     if (quant_s && strcmp(quant_s, "sq8") == 0) {
         quant = VDB_QUANT_SQ8;
+    } else if (quant_s && strcmp(quant_s, "pq4") == 0) {
+        quant = VDB_QUANT_PQ4;
     } else if (quant_s) {
-        PyErr_Format(PyExc_ValueError, "unknown quantization '%s': expected None or 'sq8'", quant_s);
+        PyErr_Format(PyExc_ValueError, "unknown quantization '%s': expected None, 'sq8' or 'pq4'", quant_s);
         return -1;
     }
     if (self->col) {
@@ -1517,7 +1519,7 @@ static PyObject *Collection_stats(CollectionObject *self, PyObject *unused)
                          "list_max", (long long)s.list_max, "list_mean", s.list_mean, "added_since_training",
                          (long long)s.added_since_training, "batch_depth", s.batch_depth, "count_at_training",
                          (long long)s.count_at_training, "quantization",
-                         s.quantization == VDB_QUANT_SQ8 ? "sq8" : NULL);
+                         s.quantization == VDB_QUANT_SQ8 ? "sq8" : s.quantization == VDB_QUANT_PQ4 ? "pq4" : NULL);
 }
 
 static PyObject *Collection_batch(CollectionObject *self, PyObject *arg)

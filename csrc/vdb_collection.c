@@ -512,7 +512,7 @@ static int codes_open(vdb_collection *c, const char *gdir, size_t n_rows)
 {
     char path[4096];
     struct stat st;
-    if (!c->cfg.quantization) return VDB_OK;
+    if (c->cfg.quantization != VDB_QUANT_SQ8) return VDB_OK;
     if (gdir && n_rows) {
         path_join(path, sizeof path, gdir, "codes.bin", 0, 0);
         if (stat(path, &st) == 0) return vdb_codes_read(path, c->cfg.metric, (size_t)c->dim, n_rows, &c->codes);
@@ -728,6 +728,9 @@ int vdb_collection_open(const char *dir, const vdb_collection_config *cfg, vdb_c
             }
             n_rows = (uint64_t)vdb_ivf_count(c->ivf);
             c->snapshot_bytes = (uint64_t)st.st_size;
+            if (c->cfg.quantization == VDB_QUANT_PQ4 && vdb_ivf_count(c->ivf) >= 16 &&
+                (rc = vdb_ivf_set_pq4(c->ivf, vdb_collection_pq4_m((size_t)c->dim), VDB_PQ4_SEED)))
+                goto fail;
         } else if (c->dim > 0) {
             path_join(path, sizeof path, gdir, "vectors.bin", 0, 0);
             if ((rc = vdb_vectors_map(path, m.metric, m.dim, &n_rows, &c->base, &c->map, &c->map_len))) goto fail;

@@ -38,7 +38,14 @@ typedef struct {
 /* Quantization: results stay those of the float32 search (flat: exact; IVF: IVF-Flat's at the same
  * n_probe); only the scan reads compact codes. Not persisted here (the caller keeps it with the
  * collection's configuration, like n_probe); the codes are, in codes.bin of each generation. */
-enum { VDB_QUANT_NONE = 0, VDB_QUANT_SQ8 = 1 };
+enum { VDB_QUANT_NONE = 0, VDB_QUANT_SQ8 = 1, VDB_QUANT_PQ4 = 2 };
+/* VDB_QUANT_PQ4 is for IVF collections: once the index is trained, its lists also hold 4-bit PQ
+ * fast-scan codes (vdb_ivf_set_pq4, vdb_collection_pq4_m sub-quantizers) that a search scans before
+ * re-ranking the promising rows in float32: distances are the float32 ones, the rows are IVF-Flat's
+ * up to the codes' measured error estimate (recall is reported, not proven). The codes derive from
+ * the vectors of ivf.bin: rebuilt when a generation is opened, never written. Below the training
+ * threshold (and for use_ivf = 0) search stays exact float32. */
+size_t vdb_collection_pq4_m(size_t d);
 
 /* IVF lifecycle (use_ivf = 1).
  * - Below max(39 * n_lists, 1000) live vectors search is exact (n_lists = n_clusters, or

@@ -14,6 +14,9 @@
 
 #include "vdb_bytes.h"
 #include "vdb_codes.h"
+#include "vdb_pq4.h"
+
+#define VDB_PQ4_SEED 0x9e4ULL
 #include "vdb_collection.h"
 #include "vdb_ivf.h"
 #include "vdb_meta.h"

@@ -13,6 +13,14 @@
 
 #define IVF_SEED 0x5eedULL
 
+/* 4-d sub-spaces (faiss's choice for 4-bit fast-scan), at most 256 sub-quantizers (uint16 sums). */
+size_t vdb_collection_pq4_m(size_t d)
+{
+    size_t m = d / 4;
+    if (m < 1) m = d;
+    return m > VDB_PQ4_MAX_M ? VDB_PQ4_MAX_M : m;
+}
+
 /* The warning of the calling thread's last write, batch end or rebuild (vdb_collection_take_warning).
  * Per thread, so a write's warning goes to its own caller, never to another thread's write. */
 static _Thread_local char warning_msg[512];
@@ -80,6 +88,9 @@ static int train_from_flat(vdb_collection *c, size_t n_lists)
     if (c->n_base && (rc = vdb_ivf_add(ivf, rows, c->base, c->n_base))) goto cleanup;
     if (n > c->n_base && (rc = vdb_ivf_add(ivf, rows + c->n_base, c->tail, n - c->n_base))) goto cleanup;
     vdb_ivf_mark_trained_contents(ivf); /* these n are the training state, not growth since */
+    if (c->cfg.quantization == VDB_QUANT_PQ4 && n >= 16 &&
+        (rc = vdb_ivf_set_pq4(ivf, vdb_collection_pq4_m(d), VDB_PQ4_SEED)))
+        goto cleanup;
     vdb_vectors_unmap(c->map, c->map_len);
     free(c->tail);
     c->map = NULL;

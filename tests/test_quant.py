@@ -263,7 +263,7 @@ def test_bad_quantization_is_refused_before_anything_is_written(tmp_path, args):
         assert col.configuration_json["quantization"] == "sq8"
         client.close()
         return
-    with pytest.raises(InvalidArgumentError, match="quantization must be None or 'sq8'"):
+    with pytest.raises(InvalidArgumentError, match="quantization must be None, 'sq8' or 'pq4'"):
         client.create_collection("bad", embedding_function=None, **args)
     assert client.list_collections() == []
     assert not os.path.exists(tmp_path / "db" / "collections") or os.listdir(tmp_path / "db" / "collections") == []

@@ -324,22 +324,25 @@ def test_collection_lifecycle(http):
     assert "life-2" not in [c["name"] for c in http.get("/collections").json()]
 
 
-def test_quantized_collection_over_http(http):
-    """quantization="sq8" is accepted, kept in the configuration, and answers like float32."""
+@pytest.mark.parametrize("code", ["sq8", "pq4"])
+def test_quantized_collection_over_http(http, code):
+    """quantization="sq8"/"pq4" is accepted, kept in the configuration, and answers like float32
+    (pq4 stays exact below the IVF training threshold)."""
     rng = np.random.default_rng(12)
     data = rng.standard_normal((200, 9)).astype(np.float32)
-    r = http.post("/collections", json={"name": "quant-http", "quantization": "sq8"})
+    r = http.post("/collections", json={"name": f"quant-{code}", "quantization": code})
     assert r.status_code == 200, r.text
-    assert r.json()["configuration"]["quantization"] == "sq8"
+    assert r.json()["configuration"]["quantization"] == code
     _assert_error(http.post("/collections", json={"name": "quant-bad", "quantization": "pq"}), 422)
     ids = [f"q{i}" for i in range(200)]
-    assert http.post("/collections/quant-http/add", json={"ids": ids, "embeddings": data.tolist()}).status_code == 200
-    body = http.post("/collections/quant-http/query", json={"query_embeddings": data[:2].tolist(), "n_results": 3,
-                                                             "include": ["distances"]}).json()
+    r = http.post(f"/collections/quant-{code}/add", json={"ids": ids, "embeddings": data.tolist()})
+    assert r.status_code == 200
+    body = http.post(f"/collections/quant-{code}/query", json={"query_embeddings": data[:2].tolist(), "n_results": 3,
+                                                              "include": ["distances"]}).json()
     order, _ = _l2_reference(data, data[:2], 3)
     assert body["ids"] == [[ids[j] for j in row] for row in order]
-    assert http.get("/collections/quant-http/stats").json()["quantization"] == "sq8"
-    assert http.delete("/collections/quant-http").json() == {"ok": True}
+    assert http.get(f"/collections/quant-{code}/stats").json()["quantization"] == code
+    assert http.delete(f"/collections/quant-{code}").json() == {"ok": True}
 
 
 # ------------------------------------------------------------------ records against a NumPy model

@@ -597,7 +597,9 @@ class ClientAPI:
                           quantization: Optional[str] = None) -> Collection:
         """Creates a collection; the space comes from metadata={"hnsw:space": ...} or configuration.
         quantization="sq8" keeps 8-bit codes that searches scan before re-ranking exactly in float32
-        (same results as without, less memory traffic).
+        (same results as without, less memory traffic). quantization="pq4" (with use_ivf=True) keeps
+        4-bit PQ fast-scan codes in the IVF lists: the fastest IVF search, float32 distances, recall
+        within a few thousandths of IVF-Flat's at the same n_probe (see README, Performance).
 
         >>> client.create_collection("images", metadata={"hnsw:space": "cosine"}, dimension=1280)
 

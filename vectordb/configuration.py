@@ -28,12 +28,12 @@ LEGACY_METADATA = {"hnsw:construction_ef": "ef_construction", "hnsw:search_ef": 
                    "hnsw:sync_threshold": "sync_threshold", "hnsw:resize_factor": "resize_factor"}
 OWN_KEYS = ("dimension", "use_ivf", "n_clusters", "n_probe", "quantization")
 # Codes kept beside the float32 vectors (None: none); the float32 vectors still answer every query.
-QUANTIZATIONS = (None, "sq8")
+QUANTIZATIONS = (None, "sq8", "pq4")
 
 
 def validate_quantization(quantization: Any) -> Optional[str]:
     if quantization not in QUANTIZATIONS:
-        raise InvalidArgumentError(f"quantization must be None or 'sq8', got {quantization!r}")
+        raise InvalidArgumentError(f"quantization must be None, 'sq8' or 'pq4', got {quantization!r}")
     return quantization
 
 

@@ -68,8 +68,10 @@ class CreateCollectionRequest(_Body):
     use_ivf: StrictBool = Field(False, description="build an IVF index (approximate search) instead of exact search")
     n_clusters: Optional[PositiveInt] = Field(None, description="IVF lists")
     n_probe: Optional[PositiveInt] = Field(None, description="IVF lists searched per query by default")
-    quantization: Optional[Literal["sq8"]] = Field(
-        None, description='"sq8": scan 8-bit codes, then re-rank exactly in float32 (same results); null: float32 only')
+    quantization: Optional[Literal["sq8", "pq4"]] = Field(
+        None, description='"sq8": scan 8-bit codes, then re-rank exactly in float32 (same results); "pq4" (IVF '
+                          'collections): scan 4-bit PQ fast-scan codes, re-rank in float32 (measured recall); '
+                          'null: float32 only')
     metadata: Optional[Dict[str, MetadataValue]] = Field(
         None, description='collection metadata; {"hnsw:space": "l2" | "ip" | "cosine"} chooses the distance'
     )
