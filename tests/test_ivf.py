@@ -665,7 +665,7 @@ def _crash_check(path, model, in_flight, quantization):
         client.close()
 
 
-@pytest.mark.parametrize("quantization", [None, "sq8"])
+@pytest.mark.parametrize("quantization", [None, "sq8", "pq4"])
 def test_kill9_during_ivf_training_and_adds_loses_no_acknowledged_write(tmp_path, quantization):
     """Also for a quantized collection: its codes are trained, checkpointed and reopened too."""
     path = str(tmp_path / "db")
