@@ -629,8 +629,13 @@ class VectordbIVFSQ8(VectordbIVF):
     quantization = "sq8"
 
 
+class VectordbIVFPQ4(VectordbIVF):
+    name = "vectordb-ivf-pq4"
+    quantization = "pq4"
+
+
 SYSTEMS: dict[str, type[System]] = {cls.name: cls for cls in (
-    VectordbExact, VectordbIVF, VectordbSQ8, VectordbIVFSQ8, NumpyBrute, FaissFlat, FaissIVF,
+    VectordbExact, VectordbIVF, VectordbSQ8, VectordbIVFSQ8, VectordbIVFPQ4, NumpyBrute, FaissFlat, FaissIVF,
     FaissIVFRefine, FaissIVFPQFastScanRefine, FaissIVFRaBitQRefine, FaissHNSW, Hnswlib, Chroma)}
 ALL_SYSTEMS = tuple(SYSTEMS)
 

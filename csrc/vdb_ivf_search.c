@@ -2,6 +2,7 @@
  * nearest with prefetch, probe further while a filter leaves fewer than k hits; batches of
  * queries split over the worker pool. See vdb_ivf.h. */
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,7 +190,31 @@ static void ivf_cand_sift(ivf_cand *h, size_t n, size_t i)
     h[i] = x;
 }
 
-/* Scratch of one search task; NULL when out of memory. Freed with free(). */
+/* One scratch block per thread, kept between searches: the candidate array can pass the mmap
+ * threshold of malloc, and mapping, faulting in and unmapping it for every query cost more than
+ * the scan (measured ~40 us a query at n_probe 32 on 78k x 384). It only grows (to the largest
+ * search the thread ran: 12 bytes per probed vector) and is freed when the thread exits. */
+static pthread_key_t ivf_pq_key;
+static pthread_once_t ivf_pq_once = PTHREAD_ONCE_INIT;
+static _Thread_local unsigned char *ivf_pq_block;
+static _Thread_local size_t ivf_pq_block_size;
+
+static void ivf_pq_key_make(void) { pthread_key_create(&ivf_pq_key, free); }
+
+static unsigned char *ivf_pq_thread_block(size_t size)
+{
+    if (size <= ivf_pq_block_size) return ivf_pq_block;
+    pthread_once(&ivf_pq_once, ivf_pq_key_make);
+    unsigned char *p = malloc(size + size / 4);
+    if (!p) return NULL;
+    free(ivf_pq_block);
+    ivf_pq_block = p;
+    ivf_pq_block_size = size + size / 4;
+    pthread_setspecific(ivf_pq_key, p); /* frees it at thread exit */
+    return p;
+}
+
+/* Scratch of one search task, in the thread's block; NULL when out of memory. */
 static ivf_pq_scratch *ivf_pq_scratch_new(const vdb_ivf *ivf, size_t k, size_t n_probe, size_t max_list)
 {
     size_t m_pad = ivf->pq->m_pad, ncand = n_probe * max_list, total = 0;
@@ -199,7 +224,7 @@ static ivf_pq_scratch *ivf_pq_scratch_new(const vdb_ivf *ivf, size_t k, size_t n
                     (ncand ? ncand : 1) * sizeof(ivf_cand), k * (sizeof(float) + sizeof(int64_t)),
                     nsum * sizeof(uint32_t)};
     for (int i = 0; i < 7; i++) total += ivf_align(sz[i]);
-    unsigned char *p = malloc(total);
+    unsigned char *p = ivf_pq_thread_block(total);
     if (!p) return NULL;
     ivf_pq_scratch *s = (ivf_pq_scratch *)p;
     p += ivf_align(sz[0]);
@@ -367,7 +392,6 @@ static void ivf_search_task(void *vctx, size_t task, size_t worker)
             R.rows[j] = -1;
         }
     }
-    free(ps);
     free(own);
 }
 

@@ -234,8 +234,13 @@ void vdb_pq4_lut(const vdb_pq4 *pq, const float *q, float *lut)
         const float *ct = pq->cent + 16 * (size_t)pq->off[j];
         const float *qs = q + pq->off[j];
         float acc[16] = {0};
-        for (size_t t = 0; t < pq4_len(pq, j); t++)
-            for (int c = 0; c < 16; c++) acc[c] += qs[t] * ct[t * 16 + c];
+        if (pq4_len(pq, j) == 4) { /* the default shape, unrolled as in pq4_nearest */
+            for (int c = 0; c < 16; c++)
+                acc[c] = qs[0] * ct[c] + qs[1] * ct[16 + c] + qs[2] * ct[32 + c] + qs[3] * ct[48 + c];
+        } else {
+            for (size_t t = 0; t < pq4_len(pq, j); t++)
+                for (int c = 0; c < 16; c++) acc[c] += qs[t] * ct[t * 16 + c];
+        }
         memcpy(lut + j * 16, acc, sizeof acc);
     }
     memset(lut + pq->m * 16, 0, (pq->m_pad - pq->m) * 16 * sizeof(float));
@@ -256,11 +261,12 @@ void vdb_pq4_lut_quantize(const float *lut, size_t m_pad, uint8_t *lut8, double 
         b += lo;
         if ((double)hi - lo > span) span = (double)hi - lo;
     }
-    double a = span > 0 ? 255.0 / span : 0.0;
+    const float a = span > 0 ? (float)(255.0 / span) : 0.0f;
     for (size_t j = 0; j < m_pad; j++)
         for (int c = 0; c < 16; c++) {
-            double u = floor(((double)lut[j * 16 + c] - mins[j]) * a + 0.5);
-            lut8[j * 16 + c] = (uint8_t)(u > 255 ? 255 : u < 0 ? 0 : u);
+            /* >= 0, so truncating x + 0.5 rounds to nearest; clamped against float rounding */
+            float u = (lut[j * 16 + c] - mins[j]) * a + 0.5f;
+            lut8[j * 16 + c] = (uint8_t)(u >= 255.0f ? 255 : u <= 0.0f ? 0 : (int)u);
         }
     *step = span > 0 ? span / 255.0 : 0.0;
     *bias = b;
