@@ -6,13 +6,13 @@
 
 Both servers run as subprocesses on free loopback ports with fresh temporary databases.
 Add throughput (records/s, batches of --batch):
-    vectordb  <- vectordb.HttpClient (NumPy vectors go as base64 float32)
+    vectordb  <- vectordb.HttpClient (NumPy vectors go as float32 in a binary frame)
     chroma    <- chromadb.HttpClient
     vectordb  <- chromadb.HttpClient through vectordb's chroma-compatible /api/v2
 Query throughput (queries/s and p50/p99 latency, n_results=10, include=["distances"]) at each
-level of concurrent clients: threads with their own keep-alive httpx.Client sending pre-encoded
-single-vector bodies (each server's own request format), so the client spends little CPU; still
-clients and servers share this machine's cores. The server process's CPU use is reported beside
+level of concurrent clients: threads with their own keep-alive HTTP/1.1 connection (http.client)
+sending pre-encoded single-vector bodies (each server's own request format), so the client spends
+little CPU; still clients and servers share this machine's cores. The server process's CPU use is reported beside
 each level (200% = both cores of a 2-core machine), and queries per CPU-second of the server (what
 a query costs, which a machine shared with other work shows better than queries/s).
 Query vectors are held out from the data.
@@ -21,7 +21,7 @@ Data: Gaussian blobs (100 centres), fixed seed.
 from __future__ import annotations
 
 import argparse
-import base64
+import http.client
 import os
 import re
 import shutil
@@ -40,6 +40,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 import vectordb  # noqa: E402
+from benchmarks.machine import cpu_info  # noqa: E402
+from vectordb.wire import FRAME_CONTENT_TYPE, encode_frame  # noqa: E402
 
 _SERVING = re.compile(r"serving .+? on (http://[^\s\"]+)")
 CHROMA_DB = "/api/v2/tenants/default_tenant/databases/default_database"
@@ -160,32 +162,44 @@ def add_chroma_client(url: str, name: str, data: np.ndarray, batch: int) -> Tupl
 # ------------------------------------------------------------------ query
 
 
+def _post(conn: http.client.HTTPConnection, path: str, body: bytes, headers: Dict[str, str]) -> bytes:
+    """One POST on a kept-alive HTTP/1.1 connection (http.client: a fraction of httpx's CPU per
+    request, so the load generator leaves the cores to the server being measured)."""
+    conn.request("POST", path, body=body, headers=headers)
+    response = conn.getresponse()
+    data = response.read()
+    if response.status != 200:
+        raise RuntimeError(f"query failed: {response.status} {data[:200]!r}")
+    return data
+
+
 def query_level(url: str, path: str, bodies: List[bytes], clients: int, seconds: float, warmup: float,
-                pid: int) -> Dict[str, float]:
+                pid: int, content_type: str = "application/json") -> Dict[str, float]:
     """`clients` threads post the bodies for warmup + seconds; queries/s, latencies, server CPU."""
     latencies: List[List[float]] = [[] for _ in range(clients)]
     errors: List[BaseException] = []
     barrier = threading.Barrier(clients + 1)
     window = {"from": float("inf"), "to": float("inf")}
-    headers = {"content-type": "application/json"}
+    headers = {"content-type": content_type}
 
     def worker(k: int) -> None:
         mine, i = latencies[k], k * 7919
         try:
-            with httpx.Client(base_url=url, timeout=60) as h:
-                h.post(path, content=bodies[0], headers=headers).raise_for_status()  # connect before the clock
+            conn = http.client.HTTPConnection("127.0.0.1", _port(url), timeout=60)
+            try:
+                _post(conn, path, bodies[0], headers)  # connect before the clock
                 barrier.wait()
                 while True:
                     t0 = time.perf_counter()
                     if t0 >= window["to"]:
                         break
-                    r = h.post(path, content=bodies[i % len(bodies)], headers=headers)
+                    _post(conn, path, bodies[i % len(bodies)], headers)
                     t1 = time.perf_counter()
-                    if r.status_code != 200:
-                        raise RuntimeError(f"query failed: {r.status_code} {r.text[:200]}")
                     if t0 >= window["from"]:
                         mine.append(t1 - t0)
                     i += 1
+            finally:
+                conn.close()
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
             barrier.abort()
@@ -210,10 +224,9 @@ def query_level(url: str, path: str, bodies: List[bytes], clients: int, seconds:
 
 
 def vectordb_bodies(queries: np.ndarray) -> List[bytes]:
-    import orjson
-
-    return [orjson.dumps({"query_embeddings_base64": [base64.b64encode(q.astype("<f4").tobytes()).decode()],
-                          "n_results": 10, "include": ["distances"]}) for q in queries]
+    # As vectordb.HttpClient sends a query: a binary frame (JSON header + float32 vector).
+    return [encode_frame(b'{"n_results":10,"include":["distances"]}', "query_embeddings", q[None, :])
+            for q in queries]
 
 
 def chroma_bodies(queries: np.ndarray) -> List[bytes]:
@@ -224,13 +237,13 @@ def chroma_bodies(queries: np.ndarray) -> List[bytes]:
                           "include": ["distances"]}) for q in queries]
 
 
-def check_same_answers(urls: Dict[str, Tuple[str, bytes]], n: int = 20) -> None:
+def check_same_answers(urls: Dict[str, Tuple[str, bytes, str]], n: int = 20) -> None:
     """Both servers find the same nearest neighbours for the first queries (a sanity check)."""
     import orjson
 
     answers = {}
-    for system, (url_path, body) in urls.items():
-        answers[system] = orjson.loads(httpx.post(url_path, content=body, headers={"content-type": "application/json"},
+    for system, (url_path, body, content_type) in urls.items():
+        answers[system] = orjson.loads(httpx.post(url_path, content=body, headers={"content-type": content_type},
                                                   timeout=60).content)["ids"][0]
     first, *rest = answers.values()
     for other in rest:
@@ -260,6 +273,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     seconds = args.seconds or (2.0 if args.quick else 8.0)
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
     data, queries = make_data(n, args.queries, dim)
+    load_start = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     tmp = Path(tempfile.mkdtemp(prefix="vectordb-http-load-"))
     procs: List[subprocess.Popen] = []
     try:
@@ -277,19 +291,26 @@ def main(argv: Optional[List[str]] = None) -> int:
             add["vectordb /api/v2 <- chromadb.HttpClient"], _ = add_chroma_client(vurl, "bench-v2", data, args.batch)
 
         vname = "bench"
-        targets = {"vectordb": (vurl, f"/collections/{vname}/query", vectordb_bodies(queries), vproc.pid)}
+        targets = {"vectordb": (vurl, f"/collections/{vname}/query", vectordb_bodies(queries), vproc.pid,
+                                FRAME_CONTENT_TYPE)}
         if "chroma" in servers:
             cb = chroma_bodies(queries)
-            targets["chroma"] = (curl, f"{CHROMA_DB}/collections/{chroma_id}/query", cb, cproc.pid)
-            check_same_answers({"vectordb": (vurl + targets["vectordb"][1], targets["vectordb"][2][0]),
-                                "chroma": (curl + targets["chroma"][1], cb[0])})
+            targets["chroma"] = (curl, f"{CHROMA_DB}/collections/{chroma_id}/query", cb, cproc.pid,
+                                 "application/json")
+            check_same_answers({"vectordb": (vurl + targets["vectordb"][1], targets["vectordb"][2][0],
+                                             FRAME_CONTENT_TYPE),
+                                "chroma": (curl + targets["chroma"][1], cb[0], "application/json")})
         results: Dict[Tuple[str, int], Dict[str, float]] = {}
         for clients in levels:
-            for system, (url, path, bodies, pid) in targets.items():
-                results[(system, clients)] = query_level(url, path, bodies, clients, seconds, args.warmup, pid)
+            for system, (url, path, bodies, pid, content_type) in targets.items():
+                results[(system, clients)] = query_level(url, path, bodies, clients, seconds, args.warmup, pid,
+                                                         content_type)
 
+        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
         print(f"\nHTTP side by side: {n:,} x {dim} cosine, add batches of {args.batch}, "
-              f"{seconds:g} s per query level, {os.cpu_count()} CPUs")
+              f"{seconds:g} s per query level")
+        print(f"CPU: {cpu_info()['model']}, {os.cpu_count()} cores; load average at start {load_start}, "
+              f"at end {load}")
         print(f"\n{'add path':<44}{'records/s':>12}")
         for label, rate in add.items():
             print(f"{label:<44}{rate:>12,.0f}")

@@ -604,6 +604,43 @@ def test_invalid_requests_of_other_kinds(http, guarded):
     assert not {"x", "192.168.0.1", "sp-1", "dim-0"} & set(names)
 
 
+def _frame(header: bytes, payload: bytes) -> bytes:
+    return len(header).to_bytes(4, "little") + header + payload
+
+
+def test_binary_frame_round_trip_and_bad_frames_change_nothing(http, guarded):
+    from vectordb.wire import FRAME_CONTENT_TYPE, encode_frame
+
+    frame = {"content-type": FRAME_CONTENT_TYPE}
+    vectors = np.array([[1, 2, 3.5]], dtype=np.float32)
+    r = http.post("/collections/guarded/query", headers=frame,
+                  content=encode_frame(b'{"n_results":1,"include":["distances"]}', "query_embeddings", vectors))
+    assert r.status_code == 200, r.text
+    assert r.json()["ids"] == [["a"]]
+    good = np.array([[7, 8, 9]], dtype="<f4").tobytes()
+    bad = [
+        (b"\x01\x00", "shorter"),
+        (_frame(b'{"ids":["n"],"embeddings_f32":[1,3]}', good[:8]), "needs 12 bytes"),
+        (_frame(b'{"ids":["n"],"embeddings_f32":[1,-3]}', good), "shape"),
+        (_frame(b'{"ids":["n"],"embeddings_f32":[1,3],"embeddings":[[1,2,3]]}', good), "not both"),
+        (_frame(b'{"ids":["n"]}', good), "no <field>_f32"),
+        (_frame(b'{"ids":["n"],"embeddings_f32":[1,3]', good), "JSON"),
+        (b"\xff\xff\xff\x7f" + good, "exceeds"),
+        (_frame(b'{"ids":["n"],"embeddings_f32":[1,3],"bogus":1}', good), "bogus"),
+        (_frame(b'{"ids":["n"],"embeddings_f32":[1,3]}', np.array([[7, np.nan, 9]], dtype="<f4").tobytes()), None),
+        (_frame(b'{"ids":["n","m"],"embeddings_f32":[1,3]}', good), None),
+        (_frame(b'{"ids":["n"],"query_embeddings_f32":[1,3]}', good), "embeddings"),
+    ]
+    for body, mentions in bad:
+        for method, name in (("POST", "add"), ("POST", "upsert"), ("PUT", "update")):
+            _assert_error(http.request(method, f"/collections/guarded/{name}", content=body, headers=frame), 422,
+                          "InvalidArgumentError", mentions)
+    _unchanged(http, guarded)
+    # A frame is our client's format for the seed API's record routes only.
+    _assert_error(http.post("/collections/guarded/get", content=_frame(b"{}", b""), headers=frame), 422,
+                  "InvalidArgumentError", "JSON")
+
+
 def test_unknown_route_and_method(http):
     _assert_error(http.get("/no/such/thing"), 404, "NotFoundError", "/no/such/thing")
     r = http.put("/collections")
@@ -1001,18 +1038,21 @@ def test_base64_vectors_on_the_seed_api(http):
     assert http.post("/collections/b64/get", json={"include": ["embeddings"]}).json() == before
 
 
-def test_http_client_sends_numpy_vectors_as_base64():
+def test_http_client_sends_numpy_vectors_in_a_binary_frame():
     from vectordb.http_client import _vectors
+    from vectordb.wire import FRAME_CONTENT_TYPE, split_frame
 
     rows = np.array([[1.5, -2.0], [3.0, 4.25]], dtype=np.float32)
     sent = _vectors("embeddings", rows)
-    assert list(sent) == ["embeddings_base64"]
-    decoded = [np.frombuffer(base64.b64decode(s), "<f4") for s in sent["embeddings_base64"]]
-    assert np.array_equal(np.stack(decoded), rows)
-    assert list(_vectors("embeddings", rows.astype(np.float64))) == ["embeddings_base64"]
-    assert list(_vectors("query_embeddings", rows[0])) == ["query_embeddings_base64"]
+    assert list(sent) == ["embeddings_f32"] and np.array_equal(sent["embeddings_f32"], rows)
+    assert list(_vectors("embeddings", rows.astype(np.float64))) == ["embeddings_f32"]
+    assert list(_vectors("query_embeddings", rows[0])) == ["query_embeddings_f32"]
+    args = HttpClient._send_args(None, "POST", "/x", {"ids": ["a", "b"], **sent})  # type: ignore[arg-type]
+    assert args["headers"]["content-type"] == FRAME_CONTENT_TYPE
+    header, (field, vectors) = split_frame(args["content"], json.loads)
+    assert header == {"ids": ["a", "b"]} and field == "embeddings" and np.array_equal(vectors, rows)
     # what the server must judge and name goes as JSON
     for value in ([[1.0, 2.0]], np.array([[1e300, 0.0]]), np.array([[np.nan, 0.0]]), np.array([[1, 2]]),
                   np.zeros((0, 3), dtype=np.float32)):
-        assert "embeddings_base64" not in _vectors("embeddings", value)
+        assert "embeddings_f32" not in _vectors("embeddings", value)
     assert _vectors("embeddings", None) == {}

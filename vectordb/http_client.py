@@ -13,7 +13,6 @@ threads at once.
 """
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from typing import Any, Dict, Generator, List, Mapping, Optional, Tuple
@@ -26,6 +25,7 @@ from vectordb import errors as _errors
 from vectordb.backend import OP_ADD, OP_UPDATE, OP_UPSERT
 from vectordb.collection import AsyncCollection, Collection
 from vectordb.utils.embedding_functions import DefaultEmbeddingFunction, check_conflict, resolve_on_create
+from vectordb.wire import FRAME_CONTENT_TYPE, FRAME_FIELDS, encode_frame
 
 try:  # optional; encodes NumPy arrays directly and parses much faster
     import orjson
@@ -139,7 +139,7 @@ _F32_MAX = float(np.finfo(np.float32).max)
 
 
 def _vectors(name: str, vectors: Any) -> Dict[str, Any]:
-    """NumPy float vectors go as base64 float32 (`name`_base64: ~4x less to send and parse than JSON
+    """NumPy float vectors go as float32 in a binary frame (vectordb/wire.py: no base64, no JSON
     numbers); anything else as given, for the server to check and name the problem."""
     if isinstance(vectors, np.ndarray) and vectors.dtype.kind == "f" and vectors.ndim in (1, 2) and vectors.size:
         rows = np.atleast_2d(vectors)
@@ -148,8 +148,7 @@ def _vectors(name: str, vectors: Any) -> Dict[str, Any]:
             if not (np.isfinite(rows).all() and np.abs(rows).max() <= _F32_MAX):
                 return {name: vectors}
             rows = rows.astype(np.float32)
-        raw = np.ascontiguousarray(rows, dtype="<f4")
-        return {name + "_base64": [base64.b64encode(row.tobytes()).decode("ascii") for row in raw]}
+        return {name + "_f32": np.ascontiguousarray(rows, dtype="<f4")}  # sent in a binary frame
     return {} if vectors is None else {name: vectors}
 
 
@@ -198,8 +197,15 @@ class _HttpOps:
                 "timeout": httpx.Timeout(timeout, connect=min(10.0, timeout) if timeout else 10.0)}
 
     def _send_args(self, method: str, path: str, body: Any) -> Dict[str, Any]:
-        content = None if body is None else _dumps(body)
-        return {"content": content, "headers": {"content-type": "application/json"} if content is not None else None}
+        if body is None:
+            return {"content": None, "headers": None}
+        for field in FRAME_FIELDS:
+            vectors = body.get(field + "_f32") if isinstance(body, dict) else None
+            if vectors is not None:
+                rest = {k: v for k, v in body.items() if k != field + "_f32"}
+                return {"content": encode_frame(_dumps(rest), field, vectors),
+                        "headers": {"content-type": FRAME_CONTENT_TYPE}}
+        return {"content": _dumps(body), "headers": {"content-type": "application/json"}}
 
     def _answer(self, method: str, path: str, response: Any = None, exc: Optional[BaseException] = None) -> Any:
         if isinstance(exc, httpx.TimeoutException):

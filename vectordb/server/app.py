@@ -14,7 +14,8 @@ only moves bytes; the engine releases the GIL, so concurrent queries run in para
 bodies over 64 KiB are parsed and validated on the pool too.
 
 Request handling, outermost first: one log line per request -> API key check -> body size limit
-(before anything is parsed) -> strict JSON parsing (NaN/Infinity rejected) and Pydantic validation
+(before anything is parsed) -> the hot record routes straight to their handlers (fastpath.py) ->
+FastAPI's routing -> strict JSON parsing (NaN/Infinity rejected) and Pydantic validation
 (Service.json_body) -> the Collection method -> pre-rendered JSON (NumPy arrays written directly
 when orjson is installed).
 Errors are JSON `{"error": <class>, "message": <what was wrong>}` with 404 for an unknown
@@ -32,6 +33,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from vectordb.server.errors import install_error_handlers
+from vectordb.server.fastpath import FastRoutes
 from vectordb.server.jsonio import FastJSONResponse, _loads_stdlib, dumps_json, loads_strict, parse_body
 from vectordb.server.middleware import ServerMiddleware
 from vectordb.server.openapi import install_openapi
@@ -170,11 +172,15 @@ def create_app(client_or_settings: Any = None, *, settings: Optional[ServerSetti
         lifespan=lifespan,
         default_response_class=FastJSONResponse,
     )
+    # No redirect of "/x/" to "/x": chroma's server answers 404 there (a collection name never ends in "/").
+    app.router.redirect_slashes = False
     app.state.client = client
     app.state.settings = settings
 
     app.state.close_client = close_client
     app.state.service = service
+    # Added first, so it runs inside ServerMiddleware (after the API key and the body limit).
+    app.add_middleware(FastRoutes, service=service)
     app.add_middleware(ServerMiddleware, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes)
     install_openapi(app, bool(settings.api_key))
     install_error_handlers(app)

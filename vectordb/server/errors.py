@@ -6,6 +6,7 @@ Two dialects: the seed API's (our class names; 422 for invalid input) and, under
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Dict, List, Optional, Tuple
 
 from fastapi import FastAPI, Request
@@ -17,6 +18,7 @@ from vectordb import errors as vdb_errors
 from vectordb.server.jsonio import FastJSONResponse
 
 CHROMA_PREFIX = "/api/v2"
+_V2_COLLECTION_PATH = re.compile(r"^/api/v2/tenants/[^/]+/databases/[^/]+/collections/(.+)$")
 
 
 def _error_classes() -> List[Tuple[type, int]]:
@@ -144,35 +146,51 @@ def _flat_routes(routes: Any) -> List[Any]:
     return out
 
 
+def handled_error_response(exc: BaseException, chroma: bool) -> Optional[FastJSONResponse]:
+    """The error body of an exception a handler raised, or None for one the handlers do not know
+    (an internal error: the middleware answers 500)."""
+    if isinstance(exc, OverflowError):
+        return error_response(400 if chroma else 422, "InvalidArgumentError",
+                              f"a number in the request is out of range: {exc}")
+    if isinstance(exc, (_VectorDBError, ValueError, MemoryError)):
+        return exception_response(exc, chroma)  # type: ignore[arg-type]
+    return None
+
+
+def validation_error_response(exc: RequestValidationError, chroma: bool) -> FastJSONResponse:
+    errors = list(exc.errors())
+    message, detail = describe_validation_errors(errors)
+    if not chroma:
+        return error_response(422, "InvalidArgumentError", message, detail)
+    if any(err.get("type") == "content_type" for err in errors):
+        return error_response(415, "ChromaError", message)
+    return error_response(400, "InvalidArgumentError", message)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every exception a route can raise becomes an error body (never a bare 500 page)."""
 
     async def _error(request: Request, exc: Exception) -> Response:
-        return exception_response(exc, is_chroma_path(request.url.path))
+        response = handled_error_response(exc, is_chroma_path(request.url.path))
+        assert response is not None
+        return response
 
-    for cls in (_VectorDBError, ValueError, MemoryError):
+    for cls in (_VectorDBError, ValueError, MemoryError, OverflowError):
         app.add_exception_handler(cls, _error)
-
-    @app.exception_handler(OverflowError)
-    async def _overflow_error(request: Request, exc: Exception) -> Response:
-        status = 400 if is_chroma_path(request.url.path) else 422
-        return error_response(status, "InvalidArgumentError", f"a number in the request is out of range: {exc}")
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
-        errors = list(exc.errors())
-        message, detail = describe_validation_errors(errors)
-        if not is_chroma_path(request.url.path):
-            return error_response(422, "InvalidArgumentError", message, detail)
-        if any(err.get("type") == "content_type" for err in errors):
-            return error_response(415, "ChromaError", message)
-        return error_response(400, "InvalidArgumentError", message)
+        return validation_error_response(exc, is_chroma_path(request.url.path))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail, default=str)
         if exc.status_code == 404 and message == "Not Found":
-            message = f"no such endpoint: {request.method} {request.url.path} (see /docs)"
+            unrouted = _V2_COLLECTION_PATH.match(request.url.path)
+            if unrouted is not None:  # e.g. a name with "/" (never a valid name): chroma's answer
+                message = f"Collection [{unrouted.group(1)}] does not exist"
+            else:
+                message = f"no such endpoint: {request.method} {request.url.path} (see /docs)"
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path} (see /docs)"

@@ -13,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
+from vectordb.wire import split_frame
+
 try:  # optional: ~10x faster JSON, and float32 arrays written in their shortest form
     import orjson
 except ImportError:  # pragma: no cover - depends on the environment
@@ -127,6 +129,21 @@ def parse_body(model: Type[BaseModel], raw: bytes) -> Any:
         raise body_error(("body", exc.pos), "json_invalid", "JSON decode error", {"error": exc.msg}) from None
     try:
         return model.model_validate(value)
+    except ValidationError as exc:
+        errors = [dict(e, loc=("body",) + tuple(e.get("loc", ()))) for e in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from None
+
+
+def parse_frame(model: Type[BaseModel], raw: bytes) -> Tuple[Any, Optional[Tuple[str, np.ndarray]]]:
+    """A binary frame (vectordb/wire.py): its header validated by `model`, and its vectors."""
+    try:
+        header, vectors = split_frame(raw, loads_strict)
+    except json.JSONDecodeError as exc:
+        raise body_error(("body", exc.pos), "json_invalid", "JSON decode error", {"error": exc.msg}) from None
+    except ValueError as exc:
+        raise body_error(("body",), "frame", str(exc)) from None
+    try:
+        return model.model_validate(header), vectors
     except ValidationError as exc:
         errors = [dict(e, loc=("body",) + tuple(e.get("loc", ()))) for e in exc.errors(include_url=False)]
         raise RequestValidationError(errors) from None

@@ -1,6 +1,8 @@
 """Seed API, records of a collection: add, upsert, update, query, get, delete."""
 from __future__ import annotations
 
+from typing import Any, Optional, Tuple
+
 from fastapi import APIRouter
 from fastapi.responses import Response
 
@@ -8,6 +10,23 @@ from vectordb.server import models as m
 from vectordb.server.jsonio import FastJSONResponse
 from vectordb.server.routes import ERRORS_COLLECTION, OK, CollectionName, request_body
 from vectordb.server.service import Service, with_arrays, with_vectors
+
+
+# The bodies of the hot routes, shared with the fast path (vectordb/server/fastpath.py).
+# `framed`: the (field, array) of a binary frame's vectors, which only the fast path reads.
+def add_records(svc: Service, name: str, body: m.RecordsRequest, method: str = "add",
+                framed: Optional[Tuple[str, Any]] = None) -> Response:
+    getattr(svc.collection(name), method)(**with_vectors(body.kwargs(), "embeddings", framed))
+    return FastJSONResponse(OK)
+
+
+def query_records(svc: Service, name: str, body: m.QueryRequest, framed: Optional[Tuple[str, Any]] = None) -> Response:
+    kwargs = with_arrays(with_vectors(body.kwargs(), "query_embeddings", framed), "query_embedding")
+    return FastJSONResponse(svc.collection(name).query(**kwargs))
+
+
+def get_records(svc: Service, name: str, body: m.GetRequest) -> Response:
+    return FastJSONResponse(svc.collection(name).get(**body.kwargs()))
 
 
 def records_router(svc: Service) -> APIRouter:
@@ -20,8 +39,7 @@ def records_router(svc: Service) -> APIRouter:
     )
     @svc.engine
     def add(name: CollectionName, body: m.RecordsRequest = svc.json_body(m.RecordsRequest)) -> Response:
-        svc.collection(name).add(**with_vectors(body.kwargs(), "embeddings"))
-        return FastJSONResponse(OK)
+        return add_records(svc, name, body)
 
     @router.post("/collections/{name}/upsert", response_model=m.OkResponse, tags=["records"],
                  responses=ERRORS_COLLECTION,
@@ -30,8 +48,7 @@ def records_router(svc: Service) -> APIRouter:
     )
     @svc.engine
     def upsert(name: CollectionName, body: m.RecordsRequest = svc.json_body(m.RecordsRequest)) -> Response:
-        svc.collection(name).upsert(**with_vectors(body.kwargs(), "embeddings"))
-        return FastJSONResponse(OK)
+        return add_records(svc, name, body, "upsert")
 
     @router.put("/collections/{name}/update", response_model=m.OkResponse, tags=["records"],
                  responses=ERRORS_COLLECTION,
@@ -40,8 +57,7 @@ def records_router(svc: Service) -> APIRouter:
     )
     @svc.engine
     def update(name: CollectionName, body: m.RecordsRequest = svc.json_body(m.RecordsRequest)) -> Response:
-        svc.collection(name).update(**with_vectors(body.kwargs(), "embeddings"))
-        return FastJSONResponse(OK)
+        return add_records(svc, name, body, "update")
 
     @router.post("/collections/{name}/query", response_model=m.QueryResponse, tags=["records"],
                  responses=ERRORS_COLLECTION,
@@ -50,8 +66,7 @@ def records_router(svc: Service) -> APIRouter:
     )
     @svc.engine
     def query(name: CollectionName, body: m.QueryRequest = svc.json_body(m.QueryRequest)) -> Response:
-        kwargs = with_arrays(with_vectors(body.kwargs(), "query_embeddings"), "query_embedding")
-        return FastJSONResponse(svc.collection(name).query(**kwargs))
+        return query_records(svc, name, body)
 
     @router.post("/collections/{name}/get", response_model=m.GetResponse, tags=["records"],
                  responses=ERRORS_COLLECTION,
@@ -59,8 +74,8 @@ def records_router(svc: Service) -> APIRouter:
         openapi_extra=request_body(m.GetRequest),
     )
     @svc.engine
-    def get_records(name: CollectionName, body: m.GetRequest = svc.json_body(m.GetRequest)) -> Response:
-        return FastJSONResponse(svc.collection(name).get(**body.kwargs()))
+    def get(name: CollectionName, body: m.GetRequest = svc.json_body(m.GetRequest)) -> Response:
+        return get_records(svc, name, body)
 
     def _delete(name: str, body: m.DeleteRequest) -> Response:
         result = svc.collection(name).delete(**body.kwargs())
