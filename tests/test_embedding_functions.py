@@ -234,6 +234,60 @@ def test_embedding_function_is_persisted_and_recreated(client, client_kind, reop
                                  configuration={"embedding_function": LengthEF()})
 
 
+def _embedding_function_story(client) -> list:
+    """What a user sees of persisted embedding functions: the fallback of a handle got without one,
+    conflicts on get and modify, and modify's change persisted for the next handle."""
+    seen: list = []
+
+    def attempt(label, call):
+        try:
+            result = call()
+            seen.append((label, "ok", result))
+        except ValueError as exc:
+            seen.append((label, "ValueError", "incompatible types" in str(exc) or "conflict" in str(exc)))
+
+    def vectors(col, ids):
+        return col.get(ids=ids, include=["embeddings"])["embeddings"].tolist()
+
+    col = client.create_collection("lengths", embedding_function=LengthEF(scale=2.0))
+    plain = client.get_collection("lengths", embedding_function=None)  # embeds with the persisted one
+    attempt("add through a handle got with None", lambda: plain.add(ids=["x"], documents=["hello"]))
+    attempt("its vectors", lambda: vectors(col, ["x"]))
+    attempt("query through it", lambda: plain.query(query_texts=["hello"], n_results=1, include=[])["ids"])
+    attempt("get with another", lambda: client.get_collection("lengths", embedding_function=OtherEF()).name)
+    attempt("get_or_create with another",
+            lambda: client.get_or_create_collection("lengths", embedding_function=OtherEF()).name)
+    attempt("get_or_create with None", lambda: client.get_or_create_collection("lengths", embedding_function=None)
+            .query(query_texts=["hello"], n_results=1, include=[])["ids"])
+    attempt("modify to another name", lambda: col.modify(configuration={"embedding_function": OtherEF()}))
+    attempt("modify to the same name", lambda: col.modify(configuration={"embedding_function": LengthEF(3.0)}))
+    attempt("persisted after modify", lambda: col.configuration_json["embedding_function"])
+    fresh = client.get_collection("lengths")
+    attempt("a fresh handle embeds with it", lambda: fresh.add(ids=["y"], documents=["abc"]))
+    attempt("its vectors", lambda: vectors(col, ["y"]))
+    bare = client.create_collection("bare", embedding_function=None)
+    attempt("created without", lambda: bare.configuration_json["embedding_function"])
+    attempt("modify from none", lambda: bare.modify(configuration={"embedding_function": LengthEF(4.0)}))
+    attempt("persisted", lambda: client.get_collection("bare").configuration_json["embedding_function"])
+    attempt("embeds", lambda: client.get_collection("bare", embedding_function=None).add(ids=["z"], documents=["ab"]))
+    attempt("its vectors", lambda: vectors(bare, ["z"]))
+    return seen
+
+
+def test_persisted_embedding_function_behaves_as_in_chromadb(client, tmp_path):
+    chromadb = pytest.importorskip("chromadb")
+    from chromadb.utils.embedding_functions import register_embedding_function
+
+    for cls in (LengthEF, OtherEF):
+        try:
+            register_embedding_function(cls)
+        except ValueError:
+            pass  # registered by an earlier test
+    theirs = _embedding_function_story(chromadb.PersistentClient(path=str(tmp_path / "chroma")))
+    ours = _embedding_function_story(client)
+    assert ours == theirs
+
+
 def test_legacy_and_no_embedding_function(client):
     col = client.create_collection("legacy", embedding_function=lambda texts: [[float(len(t)), 1.0] for t in texts])
     assert col.configuration_json["embedding_function"] == {"type": "legacy"}

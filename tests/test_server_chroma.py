@@ -334,6 +334,44 @@ def test_chroma_token_auth_headers(tmp_path):
         stop_server(proc)
 
 
+def test_tenants_and_databases_survive_a_restart_without_collections(tmp_path):
+    path = tmp_path / "db"
+    proc, url, port = start_server(path)
+    try:
+        admin = chromadb.AdminClient(chromadb.config.Settings(
+            chroma_api_impl="chromadb.api.fastapi.FastAPI", chroma_server_host="127.0.0.1",
+            chroma_server_http_port=port))
+        admin.create_tenant("acme")
+        admin.create_database("empty", tenant="acme")
+        admin.create_database("gone", tenant="acme")
+        admin.delete_database("gone", tenant="acme")
+    finally:
+        stop_server(proc)
+    proc, url, port = start_server(path)
+    try:
+        admin = chromadb.AdminClient(chromadb.config.Settings(
+            chroma_api_impl="chromadb.api.fastapi.FastAPI", chroma_server_host="127.0.0.1",
+            chroma_server_http_port=port))
+        assert admin.get_tenant("acme")["name"] == "acme"
+        assert [d["name"] for d in admin.list_databases(tenant="acme")] == ["empty"]
+        client = chromadb.HttpClient(host="127.0.0.1", port=port, tenant="acme", database="empty")
+        assert client.list_collections() == []
+    finally:
+        stop_server(proc)
+
+
+def test_names_with_a_slash_are_not_found_not_redirected(vdb):
+    db = f"{vdb}/api/v2/tenants/default_tenant/databases/default_database"
+    for path in ("/collections/a/b", "/collections/abc/", "/collections/a%2Fb"):
+        r = httpx.get(db + path)
+        assert r.status_code == 404 and r.json()["error"] == "NotFoundError", (path, r.text)
+    assert httpx.get(db + "/collections/a%2Fb").json()["message"] == "Collection [a/b] does not exist"
+    client = chromadb.HttpClient(host="127.0.0.1", port=int(vdb.rsplit(":", 1)[1]))
+    for name in ("a/b", "abc/"):
+        with pytest.raises(chroma_errors.NotFoundError):
+            client.get_collection(name)
+
+
 def test_tenants_and_databases_are_namespaces_of_the_catalog(vdb):
     admin = chromadb.AdminClient(chromadb.config.Settings(
         chroma_api_impl="chromadb.api.fastapi.FastAPI", chroma_server_host="127.0.0.1",

@@ -45,6 +45,7 @@ from .types import (
     Where,
     WhereDocument,
 )
+from .utils.embedding_functions import EmbeddingFunction
 
 _HTTP_NAMES = ("HttpClient", "AsyncHttpClient", "AsyncHttpClientAPI")
 
@@ -77,6 +78,7 @@ def Client(settings: Any = None, tenant: str = "default_tenant", database: str =
 
 
 __all__ = [
+    "EmbeddingFunction",
     "Client",
     "ClientAPI",
     "PersistentClient",

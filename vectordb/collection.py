@@ -11,7 +11,14 @@ from typing import Any, Iterator, Optional
 
 from .backend import GET_INCLUDE_DEFAULT, OP_ADD, OP_UPDATE, OP_UPSERT, QUERY_INCLUDE_DEFAULT, Backend
 from .errors import InvalidArgumentError
-from .utils.embedding_functions import DefaultEmbeddingFunction, EmbeddingResolver, embedding_function_config
+from .utils.embedding_functions import (
+    NEVER_EMBED,
+    DefaultEmbeddingFunction,
+    EmbeddingResolver,
+    check_modify,
+    embedding_function_config,
+    validate_persisted_config,
+)
 from .validation import to_matrix, validate_count
 
 _DEFAULT_EF = DefaultEmbeddingFunction()
@@ -34,7 +41,7 @@ def _embed(col: Any, inputs: Any, is_query: bool, what: str) -> Any:
 def embed_records(col: Any, embeddings: Any, documents: Any, images: Any, uris: Any) -> Any:
     """The embeddings to write: those given, else the embedding function's of the documents, the
     images, or the data the data loader loads from the uris (chromadb's order)."""
-    if embeddings is not None or col._embedding_function is None:
+    if embeddings is not None or col.embedding_function is None:
         if embeddings is None and images is not None:
             raise InvalidArgumentError("images need an embedding_function on the collection (or pass embeddings)")
         return embeddings
@@ -73,7 +80,7 @@ def query_vectors(col: Any, query_embeddings: Any, query_texts: Any, query_image
     if query_embeddings is not None:
         return query_embeddings
     if query_texts is not None:
-        if col._embedding_function is None:
+        if col.embedding_function is None:
             raise InvalidArgumentError("query_texts needs an embedding_function on the collection")
         return _embed(col, query_texts, True, "query_texts")
     raise InvalidArgumentError("query needs query_embeddings (or query_embedding, or query_texts)")
@@ -101,14 +108,29 @@ def load_data(result: dict, include: Any, data_loader: Any, per_query: bool) -> 
 
 
 def take_embedding_function(col: Any, configuration: Any) -> Any:
-    """modify(configuration={"embedding_function": ef}) swaps the function on this collection object;
-    the rest of the configuration goes on to the client."""
-    if isinstance(configuration, dict) and "embedding_function" in configuration:
-        configuration = dict(configuration)
-        col._embedding_function = configuration.pop("embedding_function")
-        col._embedder = EmbeddingResolver(col._embedding_function)
-        return configuration or None
-    return configuration
+    """modify(configuration={"embedding_function": ef}): the configuration the client persists (the
+    function in its JSON form, checked against the persisted one), and this handle embeds with `ef`
+    from now on (once the client has applied the change)."""
+    if not (isinstance(configuration, dict) and "embedding_function" in configuration):
+        return configuration, None
+    configuration = dict(configuration)
+    ef = configuration["embedding_function"]
+    if isinstance(ef, dict):
+        new = validate_persisted_config(ef, "configuration['embedding_function']")
+    elif ef is None or not callable(ef):
+        raise InvalidArgumentError("configuration['embedding_function'] must be an embedding function "
+                                   f"(or its JSON form), got {type(ef).__name__}")
+    else:
+        new = embedding_function_config(ef)
+    check_modify(_persisted(col), new)
+    configuration["embedding_function"] = new
+    return configuration, (None if isinstance(ef, dict) else ef)
+
+
+def _swap_embedding_function(col: Any, ef: Any) -> None:
+    if ef is not None:
+        col._embedding_function = ef
+        col._embedder = EmbeddingResolver(ef)
 
 
 def check_delete_limit(limit: Any) -> None:
@@ -159,7 +181,7 @@ class Collection:
         the collection (or, for one persisted without, this handle's)."""
         configuration = self._client.collection_info(self._id)["configuration"]
         persisted = configuration.get("embedding_function")
-        if persisted is None and self._embedding_function is not None:
+        if persisted is None and self._embedding_function not in (None, NEVER_EMBED):
             persisted = embedding_function_config(self._embedding_function)
         return {**configuration, "embedding_function": persisted}
 
@@ -253,13 +275,15 @@ class Collection:
 
     # ---- index and storage ----
     def modify(self, name: Optional[str] = None, metadata: Optional[dict] = None, configuration: Any = None) -> None:
-        """Renames, replaces the metadata (the distance space cannot change) and/or sets the n_probe
-        queries use when they give none (None: back to the default rule).
+        """Renames, replaces the metadata (the distance space cannot change), sets the n_probe
+        queries use when they give none (None: back to the default rule) and/or the embedding
+        function (persisted; one of another name than the persisted one is an error, as in chromadb).
 
         >>> col.modify(configuration={"n_probe": 32})
         """
-        configuration = take_embedding_function(self, configuration)
+        configuration, ef = take_embedding_function(self, configuration)
         self._client.collection_modify(self._id, name, metadata, configuration)
+        _swap_embedding_function(self, ef)
 
     def stats(self) -> dict:
         """What the collection and its index look like: count, dimension, metric, index ("flat" or
@@ -377,8 +401,9 @@ class AsyncCollection:
 
     async def modify(self, name: Optional[str] = None, metadata: Optional[dict] = None,
                      configuration: Any = None) -> None:
-        configuration = take_embedding_function(self, configuration)
+        configuration, ef = take_embedding_function(self, configuration)
         await self._client.collection_modify(self._id, name, metadata, configuration)
+        _swap_embedding_function(self, ef)
 
     async def stats(self) -> dict:
         return await self._client.collection_stats(self._id)

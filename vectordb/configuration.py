@@ -11,6 +11,7 @@ import logging
 from typing import Any, Optional
 
 from .errors import InvalidArgumentError
+from .utils.embedding_functions import validate_persisted_config
 from .validation import SPACES, validate_dimension, validate_positive_int
 
 log = logging.getLogger("vectordb")
@@ -134,6 +135,9 @@ def validate_modify(configuration: Any) -> dict:
                                    f"got {unknown} (the distance space, dimension and index kind of a collection "
                                    f"cannot change)")
     changes: dict = {}
+    if "embedding_function" in configuration:  # its JSON form (Collection.modify converts the object)
+        changes["embedding_function"] = validate_persisted_config(configuration["embedding_function"],
+                                                                  "configuration['embedding_function']")
     if "n_probe" in configuration:
         changes["n_probe"] = validate_positive_int(configuration["n_probe"], "n_probe", allow_none=True)
     for kind, allowed in (("hnsw", HNSW_KEYS), ("spann", SPANN_KEYS)):

@@ -10,6 +10,7 @@ from .backend import OP_ADD, OP_DELETE
 from .configuration import chroma_shape, validate_modify
 from .errors import InvalidArgumentError
 from .filters import compile_filter_ex
+from .utils.embedding_functions import check_modify
 from .validation import (
     CHROMA_URI_KEY,
     MAX_COUNT,
@@ -188,6 +189,8 @@ class LocalRecords:
             if space is not None and space != self._entry(cid)["configuration"]["space"]:
                 raise InvalidArgumentError("changing the distance space of an existing collection is not supported")
         changes = validate_modify(configuration) if configuration is not None else {}
+        if "embedding_function" in changes:
+            check_modify(self._entry(cid)["configuration"].get("embedding_function"), changes["embedding_function"])
         for kind in ("hnsw", "spann"):
             if kind in changes:  # tuning merges into what was given before
                 changes[kind] = {**self._entry(cid)["configuration"].get(kind, {}), **changes[kind]}

@@ -42,7 +42,8 @@ class CreateCollectionPayload(_Body):
 class UpdateCollectionPayload(_Body):
     new_name: Optional[Any] = None
     new_metadata: Optional[Dict[str, Any]] = None
-    new_configuration: Optional[Dict[str, Any]] = Field(None, description="accepted and ignored (no HNSW here)")
+    new_configuration: Optional[Dict[str, Any]] = Field(
+        None, description="hnsw parameters (kept, no effect here) and the embedding function (JSON form, persisted)")
 
 
 class RecordsPayload(_Body):

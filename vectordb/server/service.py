@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import re
 import threading
@@ -19,9 +20,10 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Set, Tuple
 import numpy as np
 from fastapi import Depends, Request
 
-from vectordb.errors import CollectionExistsError, InvalidArgumentError, NotFoundError
+from vectordb.errors import CollectionExistsError, CorruptionError, InvalidArgumentError, NotFoundError
 from vectordb.server.jsonio import body_error, decode_base64_vectors, is_json, parse_body
 from vectordb.server.settings import ServerSettings
+from vectordb.utils.embedding_functions import NEVER_EMBED
 
 # Bodies at least this large are parsed and validated on the engine pool instead of the event loop
 # (a 10k x 128 add takes ~0.3 s to parse and validate; a one-vector query ~10 us).
@@ -49,9 +51,16 @@ def with_arrays(kwargs: Dict[str, Any], *names: str) -> Dict[str, Any]:
     return kwargs
 
 
-def with_vectors(kwargs: Dict[str, Any], name: str) -> Dict[str, Any]:
-    """The vectors of a seed-API body as the Collection takes them: `name` as lists of numbers, or
-    `name`_base64 (one base64 float32 string per vector) decoded into an array."""
+def with_vectors(kwargs: Dict[str, Any], name: str, framed: Optional[Tuple[str, Any]] = None) -> Dict[str, Any]:
+    """The vectors of a seed-API body as the Collection takes them: `name` as lists of numbers,
+    `name`_base64 (one base64 float32 string per vector) decoded into an array, or the array of a
+    binary frame (`framed`: field, array; see jsonio.parse_frame)."""
+    if framed is not None:
+        field, array = framed
+        if field != name:
+            raise InvalidArgumentError(f"this route takes {name}, the frame carries {field}")
+        kwargs[name] = array
+        return kwargs
     encoded = kwargs.pop(name + "_base64", None)
     if encoded is not None:
         if name in kwargs:
@@ -69,6 +78,8 @@ def client_path(client: Any) -> str:
             return os.fspath(value)
     return "(in memory)"
 
+# Tenants and databases created through /api/v2, kept beside the catalog so a restart keeps the empty ones.
+NAMESPACES_FILE = "chroma_namespaces.json"
 DEFAULT_TENANT = "default_tenant"
 DEFAULT_DATABASE = "default_database"
 _NAMESPACE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{1,61}[a-zA-Z0-9]$")
@@ -134,6 +145,9 @@ class Service:
         self._lock = threading.Lock()
         self._tenants: Set[str] = {DEFAULT_TENANT}
         self._databases: Set[Tuple[str, str]] = {(DEFAULT_TENANT, DEFAULT_DATABASE)}
+        path = client_path(client)
+        self._namespaces_file = os.path.join(path, NAMESPACES_FILE) if os.path.isdir(path) else None
+        self._load_namespaces()
         # Collections by id (the objects stay valid across renames; a deleted one raises NotFoundError).
         self._by_id: Dict[str, Any] = {}
 
@@ -183,6 +197,38 @@ class Service:
 
     # ---- tenants and databases
 
+    def _load_namespaces(self) -> None:
+        """The tenants and databases created through /api/v2 (those without collections too)."""
+        if self._namespaces_file is None or not os.path.exists(self._namespaces_file):
+            return
+        try:
+            with open(self._namespaces_file, "rb") as f:
+                saved = json.loads(f.read())
+            tenants = [validate_namespace_name(t, "tenant") for t in saved["tenants"]]
+            databases = [(validate_namespace_name(t, "tenant"), validate_namespace_name(d, "database"))
+                         for t, d in saved["databases"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CorruptionError(f"file '{self._namespaces_file}' is corrupt or unreadable: {exc}") from None
+        self._tenants.update(tenants)
+        self._databases.update(databases)
+
+    def _save_namespaces(self) -> None:
+        """Replaces the namespaces file atomically (temporary file, fsync, rename, fsync of the directory)."""
+        if self._namespaces_file is None:
+            return
+        data = json.dumps({"tenants": sorted(self._tenants), "databases": sorted(map(list, self._databases))})
+        tmp = self._namespaces_file + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._namespaces_file)
+        dfd = os.open(os.path.dirname(self._namespaces_file), os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
     def _derived_databases(self) -> Set[Tuple[str, str]]:
         found = set()
         for col in self.client.list_collections():
@@ -197,6 +243,11 @@ class Service:
             if self.tenant_exists(tenant):
                 raise AlreadyExistsError(f"Tenant [{tenant}] already exists")
             self._tenants.add(tenant)
+            try:
+                self._save_namespaces()
+            except BaseException:
+                self._tenants.discard(tenant)
+                raise
 
     def tenant_exists(self, tenant: str) -> bool:
         return tenant in self._tenants or any(t == tenant for t, _ in self._derived_databases())
@@ -218,6 +269,11 @@ class Service:
             if database in self.list_databases(tenant):
                 raise AlreadyExistsError(f"Database [{database}] already exists")
             self._databases.add((tenant, database))
+            try:
+                self._save_namespaces()
+            except BaseException:
+                self._databases.discard((tenant, database))
+                raise
 
     def namespace(self, tenant: str, database: str) -> Namespace:
         """The namespace of an existing tenant and database (NotFoundError otherwise)."""
@@ -235,13 +291,16 @@ class Service:
             raise InvalidArgumentError("the default database cannot be deleted")
         for col in self.list_collections(ns=ns):
             self.client.delete_collection(col.name)
-        self._databases.discard((tenant, database))
+        with self._lock:
+            if (tenant, database) in self._databases:
+                self._databases.discard((tenant, database))
+                self._save_namespaces()
 
     # ---- collections
 
     # The server never embeds (as chroma's): clients send embeddings, made by their embedding function.
     def collection(self, name: Any, ns: Namespace = DEFAULT_NAMESPACE) -> Any:
-        return self.client.get_collection(ns.catalog_name(name), embedding_function=None)
+        return self.client.get_collection(ns.catalog_name(name), embedding_function=NEVER_EMBED)
 
     def collection_by_id(self, collection_id: str, ns: Namespace = DEFAULT_NAMESPACE) -> Any:
         col = self._by_id.get(collection_id)
@@ -261,7 +320,7 @@ class Service:
         return col
 
     def create_collection(self, name: Any, ns: Namespace = DEFAULT_NAMESPACE, **kwargs: Any) -> Any:
-        return self.client.create_collection(ns.catalog_name(name), embedding_function=None, **kwargs)
+        return self.client.create_collection(ns.catalog_name(name), embedding_function=NEVER_EMBED, **kwargs)
 
     def list_collections(self, limit: Optional[int] = None, offset: Optional[int] = None,
                          ns: Namespace = DEFAULT_NAMESPACE) -> List[Any]:

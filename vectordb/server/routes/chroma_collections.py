@@ -35,7 +35,8 @@ def collection_model(col: Any, ns: Namespace) -> Dict[str, Any]:
             "hnsw": {"space": configuration.get("space", "l2"), "ef_construction": 100, "ef_search": 100,
                      "max_neighbors": 16, "resize_factor": 1.2, "sync_threshold": 1000},
             "spann": None,
-            "embedding_function": None,
+            # As chroma's server: the client's embedding function as it sent it (JSON), for its get_collection.
+            "embedding_function": col.configuration_json.get("embedding_function"),
         },
         "schema": None,
         "metadata": col.metadata,
@@ -45,6 +46,14 @@ def collection_model(col: Any, ns: Namespace) -> Dict[str, Any]:
         "log_position": 0,
         "version": 0,
     }
+
+
+def _persisted_configuration(configuration: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """What a create or modify body's configuration changes here: the HNSW parameters (kept and
+    reported) and the client's embedding function in its JSON form (persisted, as chroma's server does)."""
+    out = {key: (configuration or {}).get(key) for key in ("hnsw", "embedding_function")}
+    out = {key: value for key, value in out.items() if isinstance(value, dict)}
+    return out or None
 
 
 def _uuid(collection_id: str) -> str:
@@ -58,11 +67,44 @@ def _given(**kwargs: Any) -> Dict[str, Any]:
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
+def by_id(svc: Service, tenant: str, database: str, collection_id: str) -> Any:
+    return svc.collection_by_id(_uuid(collection_id), svc.namespace(tenant, database))
+
+
+# The bodies of the hot record routes, shared with the fast path (vectordb/server/fastpath.py).
+def write_records(svc: Service, tenant: str, database: str, collection_id: str, body: cm.RecordsPayload,
+                  method: str) -> Response:
+    col = by_id(svc, tenant, database, collection_id)
+    kwargs = _given(embeddings=decode_embeddings(body.embeddings), metadatas=body.metadatas,
+                    documents=body.documents, uris=body.uris)
+    getattr(col, method)(ids=body.ids, **kwargs)
+    return FastJSONResponse({}, status_code=201 if method == "add" else 200)
+
+
+def get_records(svc: Service, tenant: str, database: str, collection_id: str, body: cm.GetPayload) -> Response:
+    col = by_id(svc, tenant, database, collection_id)
+    include = _server_include(body.include, _GET_INCLUDE)
+    result = col.get(**_given(ids=body.ids, where=body.where, where_document=body.where_document,
+                              limit=body.limit, offset=body.offset), include=include)
+    return FastJSONResponse(_result(result, include, ()))
+
+
+def query_records(svc: Service, tenant: str, database: str, collection_id: str, body: cm.QueryPayload) -> Response:
+    col = by_id(svc, tenant, database, collection_id)
+    include = _server_include(body.include, _QUERY_INCLUDE)
+    embeddings = decode_embeddings(body.query_embeddings, "query_embeddings")
+    if body.n_results == 0:  # chroma answers an empty result per query; our query refuses 0
+        n = len(embeddings)
+        return FastJSONResponse(_result({f: [[] for _ in range(n)] for f in _RESULT_FIELDS + ("distances",)},
+                                        include, ("distances",)))
+    result = col.query(query_embeddings=embeddings, include=include,
+                       **_given(n_results=body.n_results, ids=body.ids, where=body.where,
+                                where_document=body.where_document))
+    return FastJSONResponse(_result(result, include, ("distances",)))
+
+
 def chroma_collections_router(svc: Service) -> APIRouter:
     router = APIRouter(tags=list(TAGS), responses=ERRORS)
-
-    def by_id(tenant: str, database: str, collection_id: str) -> Any:
-        return svc.collection_by_id(_uuid(collection_id), svc.namespace(tenant, database))
 
     def name_or_id(ns: Namespace, key: str) -> Any:
         """chromadb's client addresses GET and DELETE by name, PUT by id: accept either."""
@@ -98,8 +140,7 @@ def chroma_collections_router(svc: Service) -> APIRouter:
     def create_collection(tenant: str, database: str,
                           body: cm.CreateCollectionPayload = svc.json_body(cm.CreateCollectionPayload)) -> Response:
         ns = svc.namespace(tenant, database)
-        hnsw = (body.configuration or {}).get("hnsw")
-        configuration = {"hnsw": hnsw} if isinstance(hnsw, dict) else None
+        configuration = _persisted_configuration(body.configuration)
         col = svc.create_collection(body.name, ns, metadata=body.metadata, configuration=configuration,
                                     get_or_create=body.get_or_create)
         return FastJSONResponse(collection_model(col, ns))
@@ -124,7 +165,7 @@ def chroma_collections_router(svc: Service) -> APIRouter:
         ns = svc.namespace(tenant, database)
         col = name_or_id(ns, collection_id)
         col.modify(**_given(name=ns.catalog_name(body.new_name) if body.new_name is not None else None,
-                            metadata=body.new_metadata))
+                            metadata=body.new_metadata, configuration=_persisted_configuration(body.new_configuration)))
         return FastJSONResponse({})
 
     @router.delete(DB + "/collections/{collection_id}", summary="Delete a collection by name (or id)")
@@ -135,72 +176,49 @@ def chroma_collections_router(svc: Service) -> APIRouter:
         svc.client.delete_collection(col.name)
         return FastJSONResponse({})
 
-    # ---- records
-
-    def write(method: str, tenant: str, database: str, collection_id: str, body: cm.RecordsPayload) -> None:
-        col = by_id(tenant, database, collection_id)
-        kwargs = _given(embeddings=decode_embeddings(body.embeddings), metadatas=body.metadatas,
-                        documents=body.documents, uris=body.uris)
-        getattr(col, method)(ids=body.ids, **kwargs)
+    # ---- records (the hot ones are module functions, shared with the fast path)
 
     @router.post(DB + "/collections/{collection_id}/add", status_code=201,
                  openapi_extra=request_body(cm.RecordsPayload))
     @svc.engine
     def add(tenant: str, database: str, collection_id: str,
             body: cm.RecordsPayload = svc.json_body(cm.RecordsPayload)) -> Response:
-        write("add", tenant, database, collection_id, body)
-        return FastJSONResponse({}, status_code=201)
+        return write_records(svc, tenant, database, collection_id, body, "add")
 
     @router.post(DB + "/collections/{collection_id}/upsert", openapi_extra=request_body(cm.RecordsPayload))
     @svc.engine
     def upsert(tenant: str, database: str, collection_id: str,
                body: cm.RecordsPayload = svc.json_body(cm.RecordsPayload)) -> Response:
-        write("upsert", tenant, database, collection_id, body)
-        return FastJSONResponse({})
+        return write_records(svc, tenant, database, collection_id, body, "upsert")
 
     @router.post(DB + "/collections/{collection_id}/update", openapi_extra=request_body(cm.RecordsPayload))
     @svc.engine
     def update(tenant: str, database: str, collection_id: str,
                body: cm.RecordsPayload = svc.json_body(cm.RecordsPayload)) -> Response:
-        write("update", tenant, database, collection_id, body)
-        return FastJSONResponse({})
+        return write_records(svc, tenant, database, collection_id, body, "update")
 
     @router.get(DB + "/collections/{collection_id}/count")
     @svc.engine
     def count(tenant: str, database: str, collection_id: str) -> Response:
-        return FastJSONResponse(int(by_id(tenant, database, collection_id).count()))
+        return FastJSONResponse(int(by_id(svc, tenant, database, collection_id).count()))
 
     @router.post(DB + "/collections/{collection_id}/get", openapi_extra=request_body(cm.GetPayload))
     @svc.engine
     def get(tenant: str, database: str, collection_id: str,
             body: cm.GetPayload = svc.json_body(cm.GetPayload)) -> Response:
-        col = by_id(tenant, database, collection_id)
-        include = _server_include(body.include, _GET_INCLUDE)
-        result = col.get(**_given(ids=body.ids, where=body.where, where_document=body.where_document,
-                                  limit=body.limit, offset=body.offset), include=include)
-        return FastJSONResponse(_result(result, include, ()))
+        return get_records(svc, tenant, database, collection_id, body)
 
     @router.post(DB + "/collections/{collection_id}/query", openapi_extra=request_body(cm.QueryPayload))
     @svc.engine
     def query(tenant: str, database: str, collection_id: str,
               body: cm.QueryPayload = svc.json_body(cm.QueryPayload)) -> Response:
-        col = by_id(tenant, database, collection_id)
-        include = _server_include(body.include, _QUERY_INCLUDE)
-        embeddings = decode_embeddings(body.query_embeddings, "query_embeddings")
-        if body.n_results == 0:  # chroma answers an empty result per query; our query refuses 0
-            n = len(embeddings)
-            return FastJSONResponse(_result({f: [[] for _ in range(n)] for f in _RESULT_FIELDS + ("distances",)},
-                                            include, ("distances",)))
-        result = col.query(query_embeddings=embeddings, include=include,
-                           **_given(n_results=body.n_results, ids=body.ids, where=body.where,
-                                    where_document=body.where_document))
-        return FastJSONResponse(_result(result, include, ("distances",)))
+        return query_records(svc, tenant, database, collection_id, body)
 
     @router.post(DB + "/collections/{collection_id}/delete", openapi_extra=request_body(cm.DeletePayload))
     @svc.engine
     def delete(tenant: str, database: str, collection_id: str,
                body: cm.DeletePayload = svc.json_body(cm.DeletePayload)) -> Response:
-        col = by_id(tenant, database, collection_id)
+        col = by_id(svc, tenant, database, collection_id)
         result = col.delete(**_given(ids=body.ids, where=body.where, where_document=body.where_document,
                                      limit=body.limit))
         return FastJSONResponse({"deleted": int(result.get("deleted", 0))})

@@ -334,6 +334,16 @@ def validate_persisted_config(cfg: Any, where: str) -> Dict[str, Any]:
     return {"name": cfg["name"], "type": "known", "config": cfg.get("config", {})}
 
 
+def check_modify(persisted: Optional[Dict[str, Any]], new: Dict[str, Any]) -> None:
+    """modify(configuration={"embedding_function": ...}) may replace a function by one of the same
+    name (new config) or set one where none or a legacy one was persisted; another name is an error,
+    as in chromadb."""
+    if persisted and new.get("type") == "known" and persisted.get("type") == "known" \
+            and persisted.get("name") != new.get("name"):
+        raise InvalidArgumentError(f"Cannot update embedding function: incompatible types "
+                                   f"({persisted.get('name')} vs {new.get('name')})")
+
+
 def check_conflict_on_create(embedding_function: Any, configuration_ef: Any) -> None:
     """Raises ValueError when both embedding_function= and configuration["embedding_function"] are given
     with different names (the default parameter never conflicts), as chromadb does."""
@@ -346,12 +356,14 @@ def check_conflict_on_create(embedding_function: Any, configuration_ef: Any) -> 
                          f"conflict: {new} vs {other}")
 
 
-def resolve_on_create(configuration: Any, embedding_function: Any) -> tuple[Dict[str, Any], Any]:
+def resolve_on_create(configuration: Any, embedding_function: Any) -> tuple[Optional[Dict[str, Any]], Any]:
     """What a new collection persists about its embedding function (configuration["embedding_function"],
     an object or its JSON form, else the embedding_function argument), and the one its handle uses."""
     configured = configuration.get("embedding_function") if isinstance(configuration, dict) else None
     check_conflict_on_create(embedding_function, configured)
     if configured is None:
+        if embedding_function is None or embedding_function is NEVER_EMBED:
+            return None, embedding_function  # nothing persisted, as chromadb
         return embedding_function_config(embedding_function), embedding_function
     if isinstance(configured, dict):
         return validate_persisted_config(configured, "configuration['embedding_function']"), embedding_function
@@ -360,11 +372,22 @@ def resolve_on_create(configuration: Any, embedding_function: Any) -> tuple[Dict
     return embedding_function_config(configured), embedding_function
 
 
+class _NeverEmbed:
+    """The embedding function of handles that must never embed: the server's (clients send vectors,
+    as to chroma's server) and a shard's (the RayClient embeds before records reach it)."""
+
+    def __repr__(self) -> str:
+        return "NEVER_EMBED"
+
+
+NEVER_EMBED: Any = _NeverEmbed()
+
+
 class EmbeddingResolver:
     """Which embedding function a collection handle embeds with, as chromadb decides: the one passed
-    when the handle was made, unless that is the default (or nothing was passed): then the one the
-    collection persisted, re-created from its name and config; a legacy or missing one falls back to
-    the default. `None` passed explicitly means: never embed (documents are stored as given)."""
+    when the handle was made, unless that is the default or None: then the one the collection
+    persisted, re-created from its name and config; with none persisted (or a legacy one), the
+    default for the default, and no embedding for None. NEVER_EMBED: never embed."""
 
     def __init__(self, passed: Any):
         self.passed = passed
@@ -372,7 +395,9 @@ class EmbeddingResolver:
 
     def function(self, persisted: Optional[Dict[str, Any]]) -> Any:
         ef = self.passed
-        if ef is None or not is_default(ef):
+        if ef is NEVER_EMBED:
+            return None
+        if ef is not None and not is_default(ef):
             return ef
         if persisted and persisted.get("type") == "known":
             key = json.dumps(persisted, sort_keys=True)
@@ -394,7 +419,8 @@ class EmbeddingResolver:
         if ef is None:
             raise InvalidArgumentError(
                 f"{what} without embeddings need an embedding function, and this collection handle has none "
-                "(embedding_function=None): pass embeddings, or get the collection with an embedding_function"
+                "(embedding_function=None) and none was persisted with the collection: pass embeddings, or get "
+                "the collection with an embedding_function"
             )
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
