@@ -124,6 +124,70 @@ def test_sharded_answers_equal_single_node(rc):
     assert all(SEQ_KEY not in (m or {}) for m in col.get()["metadatas"])
 
 
+class VowelsEF(vectordb.EmbeddingFunction):
+    """A deterministic 3-d embedding (length, vowels, scale): enough to tell configs apart."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
+
+    def __call__(self, input):
+        return [[float(len(t)), float(sum(t.count(v) for v in "aeiou")), self.scale] for t in input]
+
+    @staticmethod
+    def name() -> str:
+        return "test_vowels"
+
+    def get_config(self):
+        return {"scale": self.scale}
+
+    @staticmethod
+    def build_from_config(config):
+        return VowelsEF(config["scale"])
+
+
+class ConsonantsEF(VowelsEF):
+    @staticmethod
+    def name() -> str:
+        return "test_consonants"
+
+
+def test_uris_query_ids_and_embedding_functions_as_one_node(cluster, tmp_path):
+    path = str(tmp_path / "ray")
+    one = vectordb.EphemeralClient().create_collection("dist-ef", embedding_function=VowelsEF(2.0))
+    texts = [f"record {i} {'banana' if i % 3 else 'kiwi'}" for i in range(30)]
+    ids = [f"r{i}" for i in range(30)]
+    with RayClient(path=path) as client:
+        col = client.create_collection("efs", shards=2, embedding_function=VowelsEF(2.0))
+        for c in (col, one):
+            c.add(ids=ids, documents=texts, uris=[f"s3://b/{i}" if i % 4 else None for i in range(30)],
+                  metadatas=[{"i": i} for i in range(30)])
+            c.update(ids=ids[:3], uris=["u0", "u1", "u2"])
+        assert col.configuration_json["embedding_function"] == one.configuration_json["embedding_function"] == \
+            {"name": "test_vowels", "type": "known", "config": {"scale": 2.0}}
+        inc = ["uris", "documents", "distances", "metadatas"]
+        for kw in [{}, {"ids": ids[::3] + ["missing"]}, {"ids": ids[:10], "where": {"i": {"$gte": 4}}},
+                   {"ids": ["r7"], "n_results": 5}]:
+            kw = {"n_results": 4, **kw}
+            same(col.query(query_texts=["a banana", "kiwi"], include=inc, **kw),
+                 one.query(query_texts=["a banana", "kiwi"], include=inc, **kw))
+        for kw in [{}, {"ids": ids[::-4]}, {"where": {"i": {"$lt": 5}}}]:
+            same(col.get(include=["uris", "metadatas"], **kw), one.get(include=["uris", "metadatas"], **kw))
+        with pytest.raises(ValueError, match="needs 30 entries|one per id|30"):
+            col.add(ids=["x"], embeddings=[[1.0, 2.0, 3.0]], uris=["a", "b"])
+        for c in (col, one):
+            with pytest.raises(ValueError, match="incompatible types"):
+                c.modify(configuration={"embedding_function": ConsonantsEF()})
+            c.modify(configuration={"embedding_function": VowelsEF(5.0)})
+        with pytest.raises(ValueError, match="Embedding function conflict"):
+            client.get_collection("efs", embedding_function=ConsonantsEF())
+    with RayClient(path=path) as client:  # the function comes back from the shard map, modified
+        again = client.get_collection("efs", embedding_function=None)
+        assert again.configuration_json["embedding_function"]["config"] == {"scale": 5.0}
+        again.add(ids=["new"], documents=["aeiou"])
+        assert again.get(ids=["new"], include=["embeddings"])["embeddings"].tolist() == [[5.0, 5.0, 5.0]]
+        assert again.get(ids=["r1"], include=["uris"])["uris"] == ["u1"]
+
+
 def test_ivf_with_every_list_probed_equals_single_node(rc):
     n, k = 2600, 10
     ids, vecs, metas, _ = records(n, d=8, seed=3)

@@ -26,6 +26,7 @@ import zlib
 from typing import Any, Callable, Optional, Sequence
 
 from .. import EphemeralClient
+from ..client import _DEFAULT_EF
 from ..collection import Collection
 from ..errors import (
     CollectionExistsError,
@@ -35,6 +36,7 @@ from ..errors import (
     NotFoundError,
     VectorDBError,
 )
+from ..utils.embedding_functions import NEVER_EMBED, check_conflict, resolve_on_create
 from ..validation import (
     validate_collection_metadata,
     validate_name,
@@ -130,7 +132,6 @@ class RayClient(ShardedRecords):
         self._lock = threading.RLock()
         self._actors: dict[str, list[Any]] = {}
         self._dead: set[tuple[str, int]] = set()  # shards whose actor Ray will not bring back: start anew
-        self._embedding_functions: dict[str, Callable] = {}
         self._last_seq = 0
         self._closed = False
         os.makedirs(self._path, exist_ok=True)
@@ -370,10 +371,10 @@ class RayClient(ShardedRecords):
             self._check_open()
             cids = list(self._catalog)[offset:]
             cids = cids if limit is None else cids[:limit]
-            return [ShardedCollection(self, cid, self._embedding_functions.get(cid)) for cid in cids]
+            return [ShardedCollection(self, cid) for cid in cids]
 
     def create_collection(self, name: str, configuration: Optional[dict] = None, metadata: Optional[dict] = None,
-                          embedding_function: Optional[Callable] = None, data_loader: Any = None,
+                          embedding_function: Optional[Callable] = _DEFAULT_EF, data_loader: Any = None,
                           get_or_create: bool = False, *, shards: Optional[int] = None,
                           **create_args: Any) -> "ShardedCollection":
         """Creates a collection split into `shards` shards (default: one per live node). Every other
@@ -385,22 +386,26 @@ class RayClient(ShardedRecords):
         validate_name(name)
         metadata = validate_collection_metadata(metadata)
         n_shards = validate_positive_int(shards, "shards", allow_none=True)
+        # The embedding function is persisted in the shard map (JSON form), never given to the shards.
+        ef_json, embedding_function = resolve_on_create(configuration, embedding_function)
+        if isinstance(configuration, dict):
+            configuration = {k: v for k, v in configuration.items() if k != "embedding_function"}
         with self._lock:
             self._check_open()
             existing = self._find(name)
             if existing is not None:
                 if not get_or_create:
                     raise CollectionExistsError(f"Collection [{name}] already exists")
-                if embedding_function is not None:
-                    self._embedding_functions[existing] = embedding_function
-                return ShardedCollection(self, existing, self._embedding_functions.get(existing))
+                check_conflict(embedding_function, self._entry(existing)["configuration"].get("embedding_function"))
+                return ShardedCollection(self, existing, embedding_function, data_loader)
             args = {"configuration": configuration, "metadata": metadata, **create_args}
             # The arguments are checked by creating the collection in memory, with the same code every
             # shard runs: so a bad argument (of today or of a later version) fails here, before any shard.
             probe_name = f"vectordb-ray-probe-{uuid.uuid4()}"
             probe_client = EphemeralClient()
             try:
-                configuration = probe_client.create_collection(probe_name, **args).configuration_json
+                configuration = probe_client.create_collection(probe_name, embedding_function=NEVER_EMBED,
+                                                               **args).configuration_json
             finally:
                 try:
                     probe_client.delete_collection(probe_name)
@@ -411,6 +416,7 @@ class RayClient(ShardedRecords):
             except (TypeError, ValueError) as e:
                 raise InvalidArgumentError(
                     f"create_collection arguments must be JSON values to be stored: {e}") from None
+            configuration["embedding_function"] = ef_json
             cid = str(uuid.uuid4())
             placement = self._place(cid, n_shards or len(self._alive_nodes()))
             entry = {"name": name, "metadata": metadata, "configuration": configuration,
@@ -423,26 +429,26 @@ class RayClient(ShardedRecords):
             except BaseException:
                 self._drop(cid)
                 raise
-            if embedding_function is not None:
-                self._embedding_functions[cid] = embedding_function
-            return ShardedCollection(self, cid, embedding_function)
+            return ShardedCollection(self, cid, embedding_function, data_loader)
 
-    def get_collection(self, name: str, embedding_function: Optional[Callable] = None,
+    def get_collection(self, name: str, embedding_function: Optional[Callable] = _DEFAULT_EF,
                        data_loader: Any = None) -> "ShardedCollection":
+        """The collection of that name; without embedding_function it embeds with the one it was created
+        with (re-created from the shard map's name and config); one of another name is an error."""
         with self._lock:
             self._check_open()
             cid = self._find(name)
             if cid is None:
                 raise NotFoundError(f"Collection [{name}] does not exist")
-            if embedding_function is not None:
-                self._embedding_functions[cid] = embedding_function
-            return ShardedCollection(self, cid, self._embedding_functions.get(cid))
+            check_conflict(embedding_function, self._entry(cid)["configuration"].get("embedding_function"))
+            return ShardedCollection(self, cid, embedding_function, data_loader)
 
     def get_or_create_collection(self, name: str, configuration: Optional[dict] = None,
-                                 metadata: Optional[dict] = None, embedding_function: Optional[Callable] = None,
+                                 metadata: Optional[dict] = None, embedding_function: Optional[Callable] = _DEFAULT_EF,
                                  data_loader: Any = None, **kwargs: Any) -> "ShardedCollection":
         """The existing collection (unchanged), or a new one (same keywords as create_collection)."""
-        return self.create_collection(name, configuration, metadata, embedding_function, get_or_create=True, **kwargs)
+        return self.create_collection(name, configuration, metadata, embedding_function, data_loader,
+                                      get_or_create=True, **kwargs)
 
     def delete_collection(self, name: str) -> None:
         """Removes the collection from the shard map first (so it is gone even if a node is down), then
@@ -475,7 +481,6 @@ class RayClient(ShardedRecords):
         entry = self._catalog[cid]
         self._save(cid, None)
         actors = self._actors.pop(cid, None)
-        self._embedding_functions.pop(cid, None)
         if actors is not None:
             refs = [a.destroy.remote() for a in actors]
             for ref in refs:
@@ -544,8 +549,9 @@ class ShardedCollection(Collection):
 
     _client: "RayClient"
 
-    def __init__(self, client: "RayClient", cid: str, embedding_function: Optional[Callable] = None):
-        super().__init__(client, cid, embedding_function)
+    def __init__(self, client: "RayClient", cid: str, embedding_function: Optional[Callable] = _DEFAULT_EF,
+                 data_loader: Any = None):
+        super().__init__(client, cid, embedding_function, data_loader)
 
     @property
     def shards(self) -> int:

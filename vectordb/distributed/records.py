@@ -9,6 +9,7 @@ from ..backend import OP_ADD, OP_UPDATE, OP_UPSERT
 from ..configuration import validate_modify
 from ..errors import CollectionExistsError, InvalidArgumentError, InvalidDimensionError
 from ..filters import validate_filters
+from ..utils.embedding_functions import check_modify
 from ..validation import (
     to_matrix,
     validate_collection_metadata,
@@ -19,6 +20,7 @@ from ..validation import (
     validate_name,
     validate_nonneg_int,
     validate_positive_int,
+    validate_uris,
 )
 from .routing import SEQ_KEY, merge_get_by_ids, merge_get_ordered, merge_query, split
 
@@ -65,12 +67,11 @@ class ShardedRecords:
     def records_write(self, cid: str, op: int, ids: Any, embeddings: Any, metadatas: Any, documents: Any,
                       uris: Any) -> None:
         """Validates the whole request, then one write per shard touched, in parallel."""
-        if uris is not None:
-            raise InvalidArgumentError("uris are not supported by vectordb: store them in metadata")
         name = _OP_NAMES[op]
         ids = validate_ids(ids)
         n = len(ids)
         docs = validate_documents(documents, n)
+        uri_list = validate_uris(uris, n)
         metas = validate_metadatas(metadatas, n, allow_none_values=op != OP_ADD)
         for i, m in enumerate(metas or ()):
             if m and SEQ_KEY in m:
@@ -105,7 +106,8 @@ class ShardedRecords:
                     vectors[idx] if vectors is not None else None,
                     [metas[i] for i in idx] if metas is not None else None,
                     [docs[i] for i in idx] if docs is not None else None,
-                    [base + i for i in idx] if op != OP_UPDATE else None))
+                    [base + i for i in idx] if op != OP_UPDATE else None,
+                    [uri_list[i] for i in idx] if uri_list is not None else None))
         self._write(cid, calls, f"{name} of {n} record(s)")
 
     def records_delete(self, cid: str, ids: Any, where: Any, where_document: Any) -> int:
@@ -135,7 +137,7 @@ class ShardedRecords:
         offset = validate_nonneg_int(offset, "offset") or 0
         validate_filters(where, where_document)
         n = self._n_shards(cid)
-        asked = [x for x in include if x in ("documents", "embeddings")] + ["metadatas"]
+        asked = [x for x in include if x in ("documents", "embeddings", "uris")] + ["metadatas"]
         if id_list is not None:
             calls: Calls = {s: ("get", ([id_list[i] for i in idx], where, where_document, None, asked))
                             for s, idx in enumerate(split(id_list, n)) if idx}
@@ -150,20 +152,25 @@ class ShardedRecords:
         """Every shard filters and searches its part; the n_results nearest of all are kept, ordered by
         distance and then insertion order: exactly one node's answer."""
         q = to_matrix(query_embeddings, "query_embeddings")
-        if ids is not None:
-            raise InvalidArgumentError("query(ids=...) is not supported: filter with where instead")
+        id_list = validate_ids(ids) if ids is not None else None
         k = validate_positive_int(n_results, "n_results")
         n_probe = validate_positive_int(n_probe, "n_probe", allow_none=True)
         include = validate_include(include, ("documents", "embeddings", "metadatas", "distances", "uris", "data"),
                                    "query")
         validate_filters(where, where_document)
-        asked = [x for x in include if x in ("documents", "embeddings")] + ["metadatas", "distances"]
-        got = self._read(cid, self._everywhere(cid, "query", q, k, where, where_document, asked, n_probe))
-        return merge_query([got[s] for s in range(self._n_shards(cid))], k, include)
+        asked = [x for x in include if x in ("documents", "embeddings", "uris")] + ["metadatas", "distances"]
+        if id_list is None:
+            calls = self._everywhere(cid, "query", q, k, where, where_document, asked, n_probe)
+        else:  # only the shards owning some of the ids search, each among its own
+            calls = {s: ("query", (q, k, where, where_document, asked, n_probe, [id_list[i] for i in idx]))
+                     for s, idx in enumerate(split(id_list, self._n_shards(cid))) if idx}
+        got = self._read(cid, calls)
+        return merge_query([got[s] for s in sorted(got)], k, include)
 
     # ---- collection ----
     def collection_modify(self, cid: str, name: Optional[str], metadata: Optional[dict], configuration: Any) -> None:
-        """Renames, replaces the metadata (the space cannot change) and/or sets the default n_probe of every shard."""
+        """Renames, replaces the metadata (the space cannot change), sets the default n_probe of every
+        shard and/or the embedding function (persisted in the shard map)."""
         if name is not None:
             validate_name(name)
         if metadata is not None:
@@ -173,13 +180,18 @@ class ShardedRecords:
             if space is not None and space != (cfg.get("hnsw") or cfg.get("spann") or {}).get("space"):
                 raise InvalidArgumentError("changing the distance space of an existing collection is not supported")
         changes = validate_modify(configuration) if configuration is not None else {}
+        # The embedding function lives in the shard map only (shards never embed).
+        shard_changes = {k: v for k, v in changes.items() if k != "embedding_function"}
         with self._lock:
             self._check_open()
             entry = dict(self._entry(cid))
             if name is not None and name != entry["name"] and self._find(name) is not None:
                 raise CollectionExistsError(f"Collection [{name}] already exists")
+            if "embedding_function" in changes:
+                check_modify(entry["configuration"].get("embedding_function"), changes["embedding_function"])
+            if shard_changes:
+                self._write(cid, self._everywhere(cid, "modify", shard_changes), "modify")
             if changes:
-                self._write(cid, self._everywhere(cid, "modify", changes), "modify")
                 entry["configuration"] = {**entry["configuration"], **changes}
             if name is not None:
                 entry["name"] = name

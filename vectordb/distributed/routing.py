@@ -87,7 +87,7 @@ def _shape_get(results: list[Optional[dict]], picks: list[tuple[int, int]], incl
         "ids": col("ids"),
         "embeddings": _rows(picks, [r and r["embeddings"] for r in results]) if "embeddings" in include else None,
         "documents": col("documents") if "documents" in include else None,
-        "uris": [None] * len(picks) if "uris" in include else None,
+        "uris": col("uris") if "uris" in include else None,
         "data": None,
         "metadatas": [strip_seq(m) for m in col("metadatas")] if "metadatas" in include else None,
         "included": include,
@@ -98,7 +98,7 @@ def merge_query(results: list[dict], k: int, include: list[str]) -> dict:
     """Per-shard query answers (each with distances and metadatas) -> the k nearest per query over all
     shards, ordered by (distance, sequence): exactly what one node holding every record returns."""
     n_queries = len(results[0]["ids"])
-    out: dict[str, list] = {key: [] for key in ("ids", "embeddings", "documents", "metadatas", "distances")}
+    out: dict[str, list] = {key: [] for key in ("ids", "embeddings", "documents", "uris", "metadatas", "distances")}
     for q in range(n_queries):
         keyed = []
         for s, r in enumerate(results):
@@ -111,13 +111,15 @@ def merge_query(results: list[dict], k: int, include: list[str]) -> dict:
         out["metadatas"].append([strip_seq(results[s]["metadatas"][q][j]) for s, j in picks])
         if "documents" in include:
             out["documents"].append([results[s]["documents"][q][j] for s, j in picks])
+        if "uris" in include:
+            out["uris"].append([results[s]["uris"][q][j] for s, j in picks])
         if "embeddings" in include:
             out["embeddings"].append(_rows(picks, [r["embeddings"][q] for r in results]))
     return {
         "ids": out["ids"],
         "embeddings": out["embeddings"] if "embeddings" in include else None,
         "documents": out["documents"] if "documents" in include else None,
-        "uris": [[None] * len(x) for x in out["ids"]] if "uris" in include else None,
+        "uris": out["uris"] if "uris" in include else None,
         "data": None,
         "metadatas": out["metadatas"] if "metadatas" in include else None,
         "distances": out["distances"] if "distances" in include else None,

@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 from ..client import PersistentClient
 from ..errors import LockedError
+from ..utils.embedding_functions import NEVER_EMBED
 from .routing import SEQ_KEY
 
 SHARD_COLLECTION = "shard"
@@ -33,7 +34,8 @@ class Shard:
                     raise
                 time.sleep(0.1)
         # No embedding function: the RayClient embeds (if at all) before records reach a shard.
-        self._col = self._client.get_or_create_collection(SHARD_COLLECTION, embedding_function=None, **create_args)
+        self._col = self._client.get_or_create_collection(SHARD_COLLECTION, embedding_function=NEVER_EMBED,
+                                                          **create_args)
 
     def where(self) -> dict:
         """Where this shard runs: node id and address, process id, directory."""
@@ -44,10 +46,10 @@ class Shard:
 
     # ---- writes (the client has validated everything; metadatas are already normalized) ----
     def write(self, op: str, ids: list[str], embeddings: Any, metadatas: Optional[list], documents: Optional[list],
-              seqs: Optional[list[int]]) -> int:
+              seqs: Optional[list[int]], uris: Optional[list] = None) -> int:
         """add / upsert / update one batch; new records get their sequence number. Returns the count."""
         if op == "update":
-            self._col.update(ids=ids, embeddings=embeddings, metadatas=metadatas, documents=documents)
+            self._col.update(ids=ids, embeddings=embeddings, metadatas=metadatas, documents=documents, uris=uris)
             return len(ids)
         assert seqs is not None
         existing: set[str] = set()
@@ -59,9 +61,9 @@ class Shard:
             m = metadatas[i] if metadatas is not None else None
             metas.append(m if x in existing else {**(m or {}), SEQ_KEY: seqs[i]})
         if op == "add":
-            self._col.add(ids=ids, embeddings=embeddings, metadatas=metas, documents=documents)
+            self._col.add(ids=ids, embeddings=embeddings, metadatas=metas, documents=documents, uris=uris)
         else:
-            self._col.upsert(ids=ids, embeddings=embeddings, metadatas=metas, documents=documents)
+            self._col.upsert(ids=ids, embeddings=embeddings, metadatas=metas, documents=documents, uris=uris)
         return len(ids)
 
     def delete(self, ids: Optional[list[str]], where: Any, where_document: Any) -> int:
@@ -88,9 +90,9 @@ class Shard:
         return self._col.get(ids=ids, where=where, where_document=where_document, limit=limit, include=include)
 
     def query(self, queries: Any, k: int, where: Any, where_document: Any, include: list[str],
-              n_probe: Optional[int]) -> dict:
+              n_probe: Optional[int], ids: Optional[list[str]] = None) -> dict:
         return self._col.query(query_embeddings=queries, n_results=k, where=where, where_document=where_document,
-                               include=include, n_probe=n_probe)
+                               include=include, n_probe=n_probe, ids=ids)
 
     # ---- life cycle ----
     def action(self, action: str) -> Any:
