@@ -7,8 +7,10 @@ embedding one query, beside onnxruntime on an ONNX copy of the model when one is
     python benchmarks/bench_embed.py --quick
 
 VECTORDB_BENCH_TEXTS may name the texts file instead of --texts. --onnx DIR adds onnxruntime on the
-model.onnx + tokenizer.json in DIR (chromadb's copy is used when present). Times are wall clock with
-the default BLAS threads; the documents are embedded in calls of --batch-sizes texts each.
+model.onnx + tokenizer.json in DIR (chromadb's copy is used when present), and chromadb's own
+DefaultEmbeddingFunction runs on its downloaded copy or on DIR. The NumPy pass runs twice: on one BLAS
+thread (vectordb's default) and on one per core (OpenBLAS's default). Times are wall clock; the
+documents are embedded in calls of --batch-sizes texts each.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import re
 import statistics
 import sys
 import time
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -77,14 +79,14 @@ def read_texts(path: str, limit: int) -> list[str]:
     return out
 
 
-def docs_per_second(model: minilm.MiniLM, texts: list[str], batch: int) -> float:
+def docs_per_second(model: Any, texts: list[str], batch: int) -> float:
     t0 = time.perf_counter()
     for i in range(0, len(texts), batch):
         model.embed(texts[i:i + batch])
     return len(texts) / (time.perf_counter() - t0)
 
 
-def query_latency_ms(model: minilm.MiniLM, repeats: int) -> tuple[float, float]:
+def query_latency_ms(model: Any, repeats: int) -> tuple[float, float]:
     times = []
     for i in range(repeats):
         t0 = time.perf_counter()
@@ -92,6 +94,48 @@ def query_latency_ms(model: minilm.MiniLM, repeats: int) -> tuple[float, float]:
         times.append((time.perf_counter() - t0) * 1e3)
     times.sort()
     return statistics.median(times), times[min(len(times) - 1, int(0.95 * len(times)))]
+
+
+class _ChromaDefault:
+    """chromadb's DefaultEmbeddingFunction (its tokenizer settings: every text padded to 256 tokens; its
+    onnxruntime session), behind the `embed` the measurements call."""
+
+    def __init__(self, ef: Any) -> None:
+        self.ef = ef
+
+    def embed(self, texts: list[str]) -> Any:
+        return self.ef(texts)
+
+
+def chroma_default(onnx_dir: Optional[str]) -> tuple[str, Optional[Any], str]:
+    """chromadb's default embedding function on its own downloaded copy, else on `onnx_dir` (its files
+    linked into a temporary copy of chromadb's cache layout)."""
+    name = "chromadb DefaultEmbeddingFunction"
+    try:
+        from chromadb.utils.embedding_functions.onnx_mini_lm_l6_v2 import ONNXMiniLM_L6_V2
+    except ImportError:
+        return name, None, "not available: chromadb is not installed"
+    if not minilm.chroma_model_dir().is_dir():
+        if not onnx_dir:
+            return name, None, "not available: chromadb's model is not downloaded, and no --onnx copy was given"
+        import tempfile
+
+        root = tempfile.mkdtemp(prefix="chroma-onnx-")
+        os.makedirs(os.path.join(root, "onnx"))
+        for f in ("model.onnx", "tokenizer.json"):
+            os.symlink(os.path.abspath(os.path.join(onnx_dir, f)), os.path.join(root, "onnx", f))
+        for f in ("config.json", "special_tokens_map.json", "tokenizer_config.json", "vocab.txt"):
+            open(os.path.join(root, "onnx", f), "w").close()  # checked for, not read
+        ONNXMiniLM_L6_V2.DOWNLOAD_PATH = root  # type: ignore[assignment]
+        note = f"its code on {onnx_dir} (its own copy is not downloaded here)"
+    else:
+        note = f"its own copy in {minilm.chroma_model_dir()}"
+    try:
+        ef = ONNXMiniLM_L6_V2(preferred_providers=["CPUExecutionProvider"])
+        ef(["warm up"])
+    except Exception as exc:  # noqa: BLE001
+        return name, None, f"not available: {exc}"
+    return name, _ChromaDefault(ef), note
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -108,10 +152,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     texts = read_texts(args.texts, n) if args.texts else stdlib_paragraphs(n)
     batches = [8] if args.quick else [int(b) for b in args.batch_sizes.split(",")]
 
-    runtimes: list[tuple[str, Optional[minilm.MiniLM], str]] = []
+    runtimes: list[tuple[str, Optional[Any], str]] = []
     t0 = time.perf_counter()
     model = minilm.MiniLM.load(runtime="numpy")
-    runtimes.append(("numpy", model, f"{model.files.origin}, loaded in {time.perf_counter() - t0:.2f} s"))
+    runtimes.append(("numpy (default: 1 BLAS thread)", model,
+                     f"{model.files.origin}, loaded in {time.perf_counter() - t0:.2f} s"))
+    spinning = minilm.MiniLM(model._tokenizer, model._encoder, model.files)
+    spinning._threads = os.cpu_count() or 1
+    runtimes.append((f"numpy, {spinning._threads} BLAS threads", spinning, "OpenBLAS's own default (one per core)"))
     onnx_dir = args.onnx or (str(minilm.chroma_model_dir()) if minilm.chroma_model_dir().is_dir() else None)
     if onnx_dir:
         try:
@@ -120,12 +168,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             runtimes.append(("onnxruntime", None, f"not available: {exc}"))
     else:
         runtimes.append(("onnxruntime", None, "not available: no ONNX copy of the model on this machine"))
+    runtimes.append(chroma_default(onnx_dir))
 
     tokens = [len(e.ids) for e in model._tokenizer.encode_batch(texts)]
     print("# Embedding: all-MiniLM-L6-v2\n")
     shown = " ".join(sys.argv[1:] if argv is None else argv)
     print(f"`python benchmarks/bench_embed.py{' ' + shown if shown else ''}`\n")
-    print(machine.machine_markdown(machine.machine_summary()) + "\n")
+    print(machine.machine_markdown(machine.machine_summary()))
+    print(f"load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
     source = "from " + os.path.basename(args.texts) if args.texts else "standard-library docstrings"
     print(f"{len(texts)} texts ({source}), "
           f"tokens per text: mean {np.mean(tokens):.0f}, max {max(tokens)}\n")
@@ -141,6 +191,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         rates = [f"{r:.1f}" if r < 10 else f"{r:.0f}" for r in (docs_per_second(m, texts, b) for b in batches)]
         med, p95 = query_latency_ms(m, 10 if args.quick else args.queries)
         print(f"| {name} | " + " | ".join(rates) + f" | {med:.1f} | {p95:.1f} |")
+    print(f"\nload average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.reference:
         ref = np.load(args.reference, mmap_mode="r")[:len(texts)]
         got = model.embed(texts)

@@ -5,8 +5,8 @@ The model is sentence-transformers/all-MiniLM-L6-v2 (chromadb's default embeddin
 then L2 normalisation. Two runtimes give the same numbers:
 
 - NumPy (the default): reads `model.safetensors` (its format is a JSON header and raw little-endian
-  arrays, so no safetensors package is needed) and runs the encoder with float32 matrix products.
-  Dependencies: numpy and `tokenizers`.
+  arrays, so no safetensors package is needed) and runs the encoder with float32 matrix products on
+  one BLAS thread (blas.py). Dependencies: numpy and `tokenizers`.
 - onnxruntime, for an ONNX copy of the model (chromadb downloads one to
   ~/.cache/chroma/onnx_models/all-MiniLM-L6-v2/onnx/), when onnxruntime is installed.
 
@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+
+from .blas import blas_threads, threads_wanted
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIMENSION = 384
@@ -393,6 +395,7 @@ class MiniLM:
         self._tokenizer = tokenizer
         self._encoder = encoder
         self.files = files
+        self._threads = threads_wanted()  # BLAS threads of the forward pass (blas.py says why 1)
 
     @classmethod
     def load(cls, path: Optional[str] = None, runtime: Optional[str] = None) -> "MiniLM":
@@ -442,7 +445,8 @@ class MiniLM:
                 e = encodings[r].ids
                 ids[j, :len(e)] = e
                 mask[j, :len(e)] = 1.0
-            states = self._encoder(ids, mask)
+            with blas_threads(self._threads):
+                states = self._encoder(ids, mask)
             pooled = (states * mask[:, :, None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
             norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
             out[rows] = pooled / norms
