@@ -1502,6 +1502,15 @@ static PyObject *Collection_checkpoint(CollectionObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+static PyObject *Collection_verify(CollectionObject *self, PyObject *unused)
+{
+    (void)unused;
+    int rc;
+    WITH_COLLECTION(self, rc, vdb_collection_verify(self->col));
+    if (rc) return engine_result(self, rc);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Collection_stats(CollectionObject *self, PyObject *unused)
 {
     (void)unused;
@@ -1588,6 +1597,8 @@ static PyMethodDef collection_methods[] = {
     {"delete_where", (PyCFunction)Collection_delete_where, METH_VARARGS,
      "delete_where(filter, ids=None) -> int: deletes the rows (of ids, when given) the filter matches, atomically"},
     {"checkpoint", (PyCFunction)Collection_checkpoint, METH_NOARGS, "checkpoint()"},
+    {"verify", (PyCFunction)Collection_verify, METH_NOARGS,
+     "verify(): checks every vector chunk not checked yet (CorruptionError naming the file)"},
     {"stats", (PyCFunction)Collection_stats, METH_NOARGS, "stats() -> dict"},
     {"batch", (PyCFunction)Collection_batch, METH_O, "batch(begin: bool): enter / leave bulk-import mode"},
     {"rebuild", (PyCFunction)Collection_rebuild, METH_NOARGS, "rebuild(): (re)train the IVF index now"},

@@ -324,6 +324,9 @@ typedef struct {
     const void *vctx;
     const uint64_t *allow; /* candidates not yet filtered (flat), else NULL */
     size_t allow_len;
+    vdb_codes_check_fn check; /* before a row is re-ranked (NULL: none) */
+    const void *check_ctx;
+    int *failed;              /* the first check's failure */
 } codes_job;
 
 static inline int64_t job_row(const codes_job *j, size_t i) { return j->rows ? j->rows[i] : (int64_t)i; }
@@ -337,6 +340,8 @@ static int cmp_i64(const void *a, const void *b)
 static void rerank(const codes_job *j, vdb_topk *R, int64_t row)
 {
     float dist;
+    if (j->check && !*j->failed) *j->failed = j->check(j->check_ctx, row);
+    if (*j->failed) return;
     vdb_distance_batch(j->t->metric, j->q, j->vec(j->vctx, row), 1, j->t->d, &dist);
     codes_reranked++;
     if (dist <= vdb_topk_threshold(R)) vdb_topk_push(R, dist, row);
@@ -413,7 +418,8 @@ static int codes_run(size_t nq, codes_one_fn one, void *ctx)
         return r.rc;
     }
     vdb_parallel_for(nq, codes_run_task, &r);
-    return r.rc ? vdb_set_error(r.rc, "search through codes failed (out of memory)") : VDB_OK;
+    if (r.rc == VDB_ENOMEM) return vdb_set_error(r.rc, "search through codes failed (out of memory)");
+    return r.rc ? vdb_set_error(r.rc, "search through codes failed") : VDB_OK;
 }
 
 /* ---- flat ---- */
@@ -427,6 +433,8 @@ typedef struct {
     size_t k;
     float *out_dist;
     int64_t *out_rows;
+    vdb_codes_check_fn check;
+    const void *check_ctx;
 } flat_ctx;
 
 static const float *flat_vec(const void *ctx, int64_t row)
@@ -472,9 +480,11 @@ static int flat_one(void *ctx, size_t qi)
             if (allowed(c->allow, c->n_rows, (int64_t)i) && (A.size < A.k || s[i] <= vdb_topk_threshold(&A)))
                 vdb_topk_push(&A, s[i] == s[i] ? s[i] : -INFINITY, (int64_t)i);
     }
-    codes_job j = {t, &qp, q, c->k, NULL, s, c->n_rows, flat_vec, c, c->allow, c->n_rows};
+    int failed = VDB_OK;
+    codes_job j = {t, &qp, q, c->k, NULL, s, c->n_rows, flat_vec, c, c->allow, c->n_rows, c->check, c->check_ctx,
+                   &failed};
     codes_finish(&j, &A, &R);
-    rc = VDB_OK;
+    rc = failed;
 cleanup:
     vdb_sq8_query_free(&qp);
     free(s);
@@ -484,7 +494,8 @@ cleanup:
 }
 
 int vdb_codes_search_flat(const vdb_codes *t, const vdb_vec_range *ranges, size_t n_ranges, const uint64_t *allow,
-                          const float *queries, size_t nq, size_t k, float *out_dist, int64_t *out_rows)
+                          const float *queries, size_t nq, size_t k, float *out_dist, int64_t *out_rows,
+                          vdb_codes_check_fn check, const void *check_ctx)
 {
     size_t n_rows = 0;
     codes_reranked = 0;
@@ -496,7 +507,7 @@ int vdb_codes_search_flat(const vdb_codes *t, const vdb_vec_range *ranges, size_
     }
     if (!t->q || n_rows > t->cap)
         return vdb_flat_search(t->metric, t->d, ranges, n_ranges, allow, queries, nq, k, out_dist, out_rows);
-    flat_ctx c = {t, ranges, n_ranges, n_rows, allow, queries, k, out_dist, out_rows};
+    flat_ctx c = {t, ranges, n_ranges, n_rows, allow, queries, k, out_dist, out_rows, check, check_ctx};
     return codes_run(nq, flat_one, &c);
 }
 
@@ -562,7 +573,8 @@ static int ivf_one(void *ctx, size_t qi)
         vdb_sq8_scan_rows(&qp, t->codes, rows + n0, n - n0, s + n0);
         push_approx(&A, s, n0, n, rows);
     }
-    codes_job j = {t, &qp, q, c->k, rows, s, n, ivf_vec, c, NULL, 0};
+    int failed = VDB_OK;
+    codes_job j = {t, &qp, q, c->k, rows, s, n, ivf_vec, c, NULL, 0, NULL, NULL, &failed};
     codes_finish(&j, &A, &R);
     rc = VDB_OK;
     goto cleanup;

@@ -57,10 +57,15 @@ int vdb_codes_write(const vdb_codes *t, const char *path, size_t n_rows, uint64_
 /* Reads a table written for n_rows rows of dimension d and metric m. */
 int vdb_codes_read(const char *path, vdb_metric m, size_t d, size_t n_rows, vdb_codes **out);
 
+/* Called before a row's float32 vector is read (e.g. to verify a mapped file's chunk on first
+ * use): non-zero fails the search with that code (the message is the caller's to set again: it
+ * may have been set on a worker thread). */
+typedef int (*vdb_codes_check_fn)(const void *ctx, int64_t row);
 /* Exact flat search through the codes, same contract and results as vdb_flat_search over the
- * same ranges (rows covered by the table). */
+ * same ranges (rows covered by the table). check (may be NULL) runs before each re-ranked row. */
 int vdb_codes_search_flat(const vdb_codes *t, const vdb_vec_range *ranges, size_t n_ranges, const uint64_t *allow,
-                          const float *queries, size_t nq, size_t k, float *out_dist, int64_t *out_rows);
+                          const float *queries, size_t nq, size_t k, float *out_dist, int64_t *out_rows,
+                          vdb_codes_check_fn check, const void *check_ctx);
 /* IVF search through the codes: same contract and results as vdb_ivf_search; every row of the
  * index must be below allow_len (given also without a filter). */
 int vdb_codes_search_ivf(const vdb_codes *t, const vdb_ivf *ivf, const float *queries, size_t nq, size_t k,

@@ -169,6 +169,8 @@ static int plan_write(vdb_collection *c, int op, const vdb_batch *b, write_plan 
                                  (long long)c->dim, (long long)b->dim);
     }
     if (op == VDB_OP_ADD && !b->vectors) return vdb_set_error(VDB_EINVAL, "add needs an embedding for every record");
+    /* Update and upsert may rewrite mapped rows in place: verify them while they are as written. */
+    if (b->vectors && op != VDB_OP_ADD && op != VDB_OP_DELETE && (rc = vdb_coll_verify_all(c))) return rc;
     p->action = calloc(n, 1);
     p->row = calloc(n, sizeof *p->row);
     p->hash = calloc(n, sizeof *p->hash);
@@ -336,7 +338,8 @@ int vdb_coll_compact(vdb_collection *c)
 {
     size_t n = c->n_live, d = (size_t)c->dim, k = 0;
     if (c->n_live == c->n_rows) return VDB_OK;
-    int rc = VDB_OK;
+    int rc = c->ivf ? VDB_OK : vdb_coll_verify_all(c); /* rows are copied: never copy damage */
+    if (rc) return rc;
     float *vec = NULL;
     int64_t *old_to_new = NULL;
     vdb_meta *meta = NULL;
@@ -377,9 +380,8 @@ int vdb_coll_compact(vdb_collection *c)
         off += c->id_len[r];
         k++;
     }
-    vdb_vectors_unmap(c->map, c->map_len);
-    c->map = NULL;
-    c->map_len = 0;
+    vdb_vecmap_close(c->vmap);
+    c->vmap = NULL;
     c->base = NULL;
     c->n_base = 0;
     free(c->tail);
@@ -451,6 +453,8 @@ int vdb_coll_checkpoint_locked(vdb_collection *c)
         if ((rc = vdb_ivf_write(c->ivf, path, &vector_bytes))) goto cleanup;
     } else if (c->dim > 0) {
         const float *chunks[2] = {c->base, c->tail};
+        /* Never copy damage into a new generation under fresh checksums. */
+        if ((rc = vdb_coll_verify_all(c))) goto cleanup;
         uint64_t rows[2] = {c->n_base, c->n_rows - c->n_base};
         path_join(path, sizeof path, gdir, "vectors.bin", 0, 0);
         if ((rc = vdb_vectors_write(path, c->cfg.metric, (uint64_t)c->dim, chunks, rows, 2))) goto cleanup;
@@ -517,7 +521,8 @@ static int codes_open(vdb_collection *c, const char *gdir, size_t n_rows)
         path_join(path, sizeof path, gdir, "codes.bin", 0, 0);
         if (stat(path, &st) == 0) return vdb_codes_read(path, c->cfg.metric, (size_t)c->dim, n_rows, &c->codes);
     }
-    int rc = vdb_codes_create(c->cfg.metric, &c->codes);
+    int rc = n_rows ? vdb_coll_verify_all(c) : VDB_OK;
+    if (rc == VDB_OK) rc = vdb_codes_create(c->cfg.metric, &c->codes);
     if (rc == VDB_OK && n_rows) rc = vdb_codes_retrain(c->codes, (size_t)c->dim, n_rows, c->live, codes_vec, c);
     return rc;
 }
@@ -527,6 +532,8 @@ static int codes_open(vdb_collection *c, const char *gdir, size_t n_rows)
 int vdb_coll_codes_maybe_retrain(vdb_collection *c)
 {
     if (!c->codes || c->batch_depth > 0 || !vdb_codes_should_retrain(c->codes, c->n_live)) return VDB_OK;
+    int rc = vdb_coll_verify_all(c);
+    if (rc) return rc;
     return vdb_codes_retrain(c->codes, (size_t)c->dim, c->n_rows, c->live, codes_vec, c);
 }
 
@@ -643,7 +650,7 @@ static void collection_free(vdb_collection *c)
 {
     if (!c) return;
     if (c->wal_fd >= 0) close(c->wal_fd);
-    vdb_vectors_unmap(c->map, c->map_len);
+    vdb_vecmap_close(c->vmap);
     free(c->tail);
     free(c->live);
     free(c->id_off);
@@ -733,9 +740,11 @@ int vdb_collection_open(const char *dir, const vdb_collection_config *cfg, vdb_c
                 goto fail;
         } else if (c->dim > 0) {
             path_join(path, sizeof path, gdir, "vectors.bin", 0, 0);
-            if ((rc = vdb_vectors_map(path, m.metric, m.dim, &n_rows, &c->base, &c->map, &c->map_len))) goto fail;
+            if ((rc = vdb_vecmap_open(path, m.metric, m.dim, &n_rows, &c->base, &c->vmap))) goto fail;
             c->n_base = (size_t)n_rows;
-            c->snapshot_bytes = c->map_len;
+            c->snapshot_bytes = vdb_vecmap_len(c->vmap);
+            /* Codes answer first: the float32 rows are read only to re-rank a few candidates. */
+            if (c->cfg.quantization) vdb_vecmap_advise_random(c->vmap);
         }
         path_join(path, sizeof path, gdir, "records.bin", 0, 0);
         if ((rc = load_records(c, path, n_rows))) goto fail;
@@ -767,6 +776,14 @@ int vdb_collection_close(vdb_collection *c)
     if (!c) return VDB_OK;
     if (c->dir && !c->failed && c->wal_end >= CLOSE_CHECKPOINT_WAL_BYTES) rc = vdb_coll_checkpoint_locked(c);
     collection_free(c);
+    return rc;
+}
+
+int vdb_collection_verify(vdb_collection *c)
+{
+    pthread_rwlock_rdlock(&c->lock);
+    int rc = vdb_coll_verify_all(c);
+    pthread_rwlock_unlock(&c->lock);
     return rc;
 }
 
@@ -1032,6 +1049,12 @@ static int restrict_to_ids(const vdb_collection *c, const char *const *ids, cons
     return VDB_OK;
 }
 
+/* A re-ranked row's float32 vector, verified on first use. */
+static int check_row(const void *ctx, int64_t row)
+{
+    return vdb_coll_verify_rows(ctx, (size_t)row, (size_t)row + 1);
+}
+
 /* Flat search through codes scans every row's code: with a filter matching few rows the float32
  * scan of just those rows is cheaper. */
 static int codes_worth_it(const vdb_collection *c, const uint64_t *bm)
@@ -1093,10 +1116,13 @@ int vdb_collection_query(vdb_collection *c, const vdb_query_request *req, vdb_re
         if (rc) goto done;
     } else if (k > 0) {
         vdb_vec_range ranges[2] = {{c->base, 0, c->n_base}, {c->tail, (int64_t)c->n_base, c->n_rows - c->n_base}};
-        if (codes_worth_it(c, bm))
-            rc = vdb_codes_search_flat(c->codes, ranges, 2, bm, req->queries, nq, k, dist, rows);
-        else
+        if (codes_worth_it(c, bm)) {
+            rc = vdb_codes_search_flat(c->codes, ranges, 2, bm, req->queries, nq, k, dist, rows, check_row, c);
+            /* A damaged chunk found on a worker thread: its message, set again on this one. */
+            if (rc == VDB_ECORRUPT && c->vmap && vdb_vecmap_error(c->vmap)) rc = VDB_ECORRUPT;
+        } else if ((rc = vdb_coll_verify_all(c)) == VDB_OK) {
             rc = vdb_flat_search(c->cfg.metric, (size_t)c->dim, ranges, 2, bm, req->queries, nq, k, dist, rows);
+        }
         if (rc) goto done;
     }
     /* Pack each query's hits (padding rows are -1) to the front. */
@@ -1132,7 +1158,7 @@ int vdb_collection_stats_get(vdb_collection *c, vdb_collection_stats *out)
     out->wal_bytes = (int64_t)c->wal_end;
     out->generation = (int64_t)c->generation;
     out->bytes_on_disk = c->dir ? (int64_t)(c->snapshot_bytes + c->wal_end) : 0;
-    out->bytes_in_memory = (int64_t)(c->tail_cap * (size_t)(c->dim > 0 ? c->dim : 0) * sizeof(float) + c->map_len +
+    out->bytes_in_memory = (int64_t)(c->tail_cap * (size_t)(c->dim > 0 ? c->dim : 0) * sizeof(float) + vdb_vecmap_len(c->vmap) +
                                      c->ids.cap + vdb_meta_bytes(c->meta) +
                                      c->cap_rows * (sizeof(uint64_t) * 2 + sizeof(uint32_t)) +
                                      c->n_slots * sizeof(int64_t));

@@ -204,5 +204,8 @@ int vdb_collection_take_warning(char *buf, size_t cap);
 
 /* Writes a new snapshot generation and truncates the log (see vdb_store.h). */
 int vdb_collection_checkpoint(vdb_collection *c);
+/* Verifies every chunk of the mapped vectors not verified yet (open verifies only headers and
+ * small files; see vdb_store.h): VDB_ECORRUPT naming the file on damage. Runs beside readers. */
+int vdb_collection_verify(vdb_collection *c);
 
 #endif

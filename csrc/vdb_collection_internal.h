@@ -18,8 +18,10 @@
 
 #define VDB_PQ4_SEED 0x9e4ULL
 #include "vdb_collection.h"
+#include "vdb_error.h"
 #include "vdb_ivf.h"
 #include "vdb_meta.h"
+#include "vdb_store.h"
 
 struct vdb_collection {
     char *dir; /* NULL: in memory */
@@ -33,9 +35,9 @@ struct vdb_collection {
     int failed; /* an fsync or apply failed: writes refused until reopened */
     pthread_rwlock_t lock;
 
-    /* Rows [0, n_base) live in the mapped snapshot, [n_base, n_rows) in tail. */
-    void *map;
-    size_t map_len;
+    /* Rows [0, n_base) live in the mapped snapshot (its chunks verified on first use: verify
+     * before reading them, vdb_coll_verify_rows), [n_base, n_rows) in tail. */
+    vdb_vecmap *vmap;
     float *base;
     size_t n_base;
     float *tail;
@@ -68,6 +70,15 @@ static inline const float *row_vector(const vdb_collection *c, size_t row)
 static inline int is_live(const vdb_collection *c, size_t row) { return (c->live[row >> 6] >> (row & 63)) & 1; }
 
 /* ---- vdb_collection.c ---- */
+/* Verifies the mapped snapshot's data behind rows [lo, hi) (a no-op once verified, and for rows
+ * in memory): VDB_ECORRUPT naming vectors.bin on damage. Every reader of base rows calls it first. */
+static inline int vdb_coll_verify_rows(const vdb_collection *c, size_t lo, size_t hi)
+{
+    if (!c->vmap || lo >= c->n_base) return VDB_OK;
+    size_t row_bytes = (size_t)c->dim * sizeof(float);
+    return vdb_vecmap_verify(c->vmap, (uint64_t)lo * row_bytes, (uint64_t)(hi < c->n_base ? hi : c->n_base) * row_bytes);
+}
+static inline int vdb_coll_verify_all(const vdb_collection *c) { return vdb_vecmap_verify_all(c->vmap); }
 int vdb_coll_refuse_writes(const vdb_collection *c);
 /* Drops dead rows: rows keep their order; vectors move to one heap array. */
 int vdb_coll_compact(vdb_collection *c);

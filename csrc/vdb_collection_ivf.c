@@ -69,7 +69,8 @@ static int train_from_flat(vdb_collection *c, size_t n_lists)
     float *sample = NULL;
     size_t *idx = NULL;
     int64_t *rows = NULL;
-    if ((rc = vdb_coll_compact(c))) return rc; /* live rows become 0..n-1, contiguous in base then tail */
+    if ((rc = vdb_coll_verify_all(c)) || (rc = vdb_coll_compact(c)))
+        return rc; /* live rows become 0..n-1, contiguous in base then tail */
     size_t n = c->n_rows, d = (size_t)c->dim;
     if (n < n_lists) return vdb_set_error(VDB_EINVAL, "cannot train %zu IVF lists on %zu vectors: fewer points than clusters", n_lists, n);
     size_t m = n < 256 * n_lists ? n : 256 * n_lists;
@@ -91,10 +92,9 @@ static int train_from_flat(vdb_collection *c, size_t n_lists)
     if (c->cfg.quantization == VDB_QUANT_PQ4 && n >= 16 &&
         (rc = vdb_ivf_set_pq4(ivf, vdb_collection_pq4_m(d), VDB_PQ4_SEED)))
         goto cleanup;
-    vdb_vectors_unmap(c->map, c->map_len);
+    vdb_vecmap_close(c->vmap);
+    c->vmap = NULL;
     free(c->tail);
-    c->map = NULL;
-    c->map_len = 0;
     c->base = c->tail = NULL;
     c->n_base = c->tail_cap = 0;
     c->ivf = ivf;

@@ -27,6 +27,11 @@ int vdb_result_build(const vdb_collection *c, const int64_t *rows, size_t n, con
                      vdb_result **out)
 {
     size_t d = (size_t)c->dim, bytes = 0;
+    if (include & VDB_INC_VECTORS)
+        for (size_t i = 0; i < n; i++) {
+            int rc = vdb_coll_verify_rows(c, (size_t)rows[i], (size_t)rows[i] + 1);
+            if (rc) return rc;
+        }
     vdb_result *r = calloc(1, sizeof *r);
     if (!r) goto nomem;
     r->n = n;

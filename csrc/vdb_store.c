@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 
 #define MANIFEST_SIZE 36
 #define VECTORS_HEADER 64
+#define VECTORS_CRC_HEADER 32
 #define RECORDS_HEADER 36
 #define WAL_HEADER 13
 #define WAL_TRAILER 4
@@ -317,17 +319,52 @@ int vdb_wal_append(int fd, const char *path, uint64_t *end, uint8_t type, const 
 
 /* ---- snapshot files ---- */
 
+/* vectors.crc beside vectors.bin: the same directory, the same stem. */
+static void crc_path_of(const char *path, char *out, size_t cap)
+{
+    size_t n = strlen(path);
+    if (n >= 4 && strcmp(path + n - 4, ".bin") == 0 && n < cap) {
+        memcpy(out, path, n - 4);
+        memcpy(out + n - 4, ".crc", 5);
+    } else {
+        snprintf(out, cap, "%s.crc", path);
+    }
+}
+
 int vdb_vectors_write(const char *path, uint32_t metric, uint64_t dim, const float *const *chunks,
                       const uint64_t *chunk_rows, size_t n_chunks)
 {
-    uint8_t h[VECTORS_HEADER] = {0};
+    uint8_t h[VECTORS_HEADER] = {0}, ch[VECTORS_CRC_HEADER] = {0};
     uint64_t n_rows = 0, bytes[8];
     uint32_t crc = 0;
+    char cpath[4200];
     if (n_chunks > 8) return vdb_set_error(VDB_EINVAL, "too many vector chunks");
     for (size_t i = 0; i < n_chunks; i++) {
         n_rows += chunk_rows[i];
         bytes[i] = chunk_rows[i] * dim * sizeof(float);
-        crc = vdb_crc32c(crc, chunks[i], bytes[i]);
+    }
+    /* One checksum per VDB_VECTORS_CHUNK bytes of data (vectors.crc), and the whole data's (header). */
+    uint64_t total = n_rows * dim * sizeof(float), n_crc = (total + VDB_VECTORS_CHUNK - 1) / VDB_VECTORS_CHUNK;
+    uint8_t *table = malloc(n_crc ? n_crc * 4 : 1);
+    if (!table) return vdb_set_error(VDB_ENOMEM, "out of memory for the checksums of '%s'", path);
+    uint64_t pos = 0, k = 0;
+    uint32_t part = 0;
+    for (size_t i = 0; i < n_chunks; i++) {
+        const uint8_t *p = (const uint8_t *)chunks[i];
+        uint64_t left = bytes[i];
+        crc = vdb_crc32c(crc, p, left);
+        while (left) {
+            uint64_t take = VDB_VECTORS_CHUNK - pos % VDB_VECTORS_CHUNK;
+            if (take > left) take = left;
+            part = vdb_crc32c(part, p, take);
+            p += take;
+            left -= take;
+            pos += take;
+            if (pos % VDB_VECTORS_CHUNK == 0 || pos == total) {
+                vdb_put_u32(table + 4 * k++, part);
+                part = 0;
+            }
+        }
     }
     memcpy(h, "VDBVECT1", 8);
     vdb_put_u32(h + 8, VDB_FORMAT_VERSION);
@@ -336,17 +373,73 @@ int vdb_vectors_write(const char *path, uint32_t metric, uint64_t dim, const flo
     vdb_put_u64(h + 24, dim);
     vdb_put_u32(h + 32, crc);
     vdb_put_u32(h + 36, vdb_crc32c(0, h, 36));
-    return write_new_file(path, h, sizeof h, chunks, bytes, n_chunks);
+    memcpy(ch, "VDBVCRC1", 8);
+    vdb_put_u32(ch + 8, VDB_FORMAT_VERSION);
+    vdb_put_u32(ch + 12, VDB_VECTORS_CHUNK);
+    vdb_put_u64(ch + 16, n_crc);
+    vdb_put_u32(ch + 24, vdb_crc32c(0, table, n_crc * 4));
+    vdb_put_u32(ch + 28, vdb_crc32c(0, ch, 28));
+    crc_path_of(path, cpath, sizeof cpath);
+    const float *tc[1] = {(const float *)table};
+    uint64_t tb[1] = {n_crc * 4};
+    int rc = write_new_file(path, h, sizeof h, chunks, bytes, n_chunks);
+    if (rc == VDB_OK) rc = write_new_file(cpath, ch, sizeof ch, tc, tb, 1);
+    free(table);
+    return rc;
 }
 
-int vdb_vectors_map(const char *path, uint32_t metric, uint64_t dim, uint64_t *n_rows, float **data,
-                    void **map, size_t *map_len)
+struct vdb_vecmap {
+    void *map;
+    size_t map_len;
+    const uint8_t *data;
+    uint64_t data_len;
+    uint32_t *crc;                /* per chunk; NULL when the whole file was verified at open */
+    size_t n_chunks;
+    _Atomic unsigned char *ok;    /* chunk verified */
+    _Atomic int all;              /* every chunk verified */
+    _Atomic int64_t bad;          /* first damaged chunk found, -1 none */
+    char *path;
+};
+
+static int vecmap_crc_table(vdb_vecmap *m, const char *path)
+{
+    char cpath[4200];
+    uint8_t *buf = NULL;
+    size_t len;
+    crc_path_of(path, cpath, sizeof cpath);
+    if (access(cpath, F_OK) != 0 && errno == ENOENT) return VDB_ENOTFOUND; /* written before vectors.crc */
+    int rc = vdb_file_read_all(cpath, &buf, &len);
+    if (rc) return rc;
+    uint64_t want = (m->data_len + VDB_VECTORS_CHUNK - 1) / VDB_VECTORS_CHUNK;
+    if (len < VECTORS_CRC_HEADER || memcmp(buf, "VDBVCRC1", 8) != 0 ||
+        vdb_get_u32(buf + 28) != vdb_crc32c(0, buf, 28)) {
+        rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt (bad magic or header checksum)", cpath);
+    } else if (vdb_get_u32(buf + 8) != VDB_FORMAT_VERSION || vdb_get_u32(buf + 12) != VDB_VECTORS_CHUNK) {
+        rc = vdb_set_error(VDB_ECORRUPT, "file '%s' has format version %u, chunk %u; this vectordb reads version %u, "
+                           "chunk %u", cpath, vdb_get_u32(buf + 8), vdb_get_u32(buf + 12), VDB_FORMAT_VERSION,
+                           VDB_VECTORS_CHUNK);
+    } else if (vdb_get_u64(buf + 16) != want || len != VECTORS_CRC_HEADER + want * 4 ||
+               vdb_get_u32(buf + 24) != vdb_crc32c(0, buf + VECTORS_CRC_HEADER, want * 4)) {
+        rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt (its checksum table does not match vectors.bin)",
+                           cpath);
+    } else if (!(m->crc = malloc(want ? want * 4 : 4)) || !(m->ok = calloc(want ? want : 1, 1))) {
+        rc = vdb_set_error(VDB_ENOMEM, "out of memory reading '%s'", cpath);
+    } else {
+        m->n_chunks = (size_t)want;
+        for (size_t i = 0; i < m->n_chunks; i++) m->crc[i] = vdb_get_u32(buf + VECTORS_CRC_HEADER + 4 * i);
+    }
+    free(buf);
+    return rc;
+}
+
+int vdb_vecmap_open(const char *path, uint32_t metric, uint64_t dim, uint64_t *n_rows, float **data,
+                    vdb_vecmap **out)
 {
     uint8_t h[VECTORS_HEADER];
     int rc = VDB_OK, fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
-    *map = NULL;
-    *map_len = 0;
+    vdb_vecmap *m = NULL;
+    *out = NULL;
     *data = NULL;
     if (fd < 0) return errno == ENOENT ? vdb_set_error(VDB_ECORRUPT, "file '%s' is missing", path)
                                        : io_error("cannot open", path);
@@ -378,35 +471,97 @@ int vdb_vectors_map(const char *path, uint32_t metric, uint64_t dim, uint64_t *n
         rc = vdb_set_error(VDB_ECORRUPT, "file '%s' does not match its collection (size, metric or dimension)", path);
         goto cleanup;
     }
+    if (!(m = calloc(1, sizeof *m)) || !(m->path = strdup(path))) {
+        rc = vdb_set_error(VDB_ENOMEM, "out of memory opening '%s'", path);
+        goto cleanup;
+    }
+    atomic_store(&m->bad, -1);
     *n_rows = rows;
+    m->data_len = rows * d * 4;
     if (rows) {
-        *map_len = (size_t)st.st_size;
+        m->map_len = (size_t)st.st_size;
         /* Private and writable: an in-place update changes memory only, never the snapshot. */
-        void *m = mmap(NULL, *map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-        if (m == MAP_FAILED) {
-            *map_len = 0;
+        void *mp = mmap(NULL, m->map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+        if (mp == MAP_FAILED) {
+            m->map_len = 0;
             rc = io_error("cannot map", path);
             goto cleanup;
         }
-        *map = m;
-        *data = (float *)((uint8_t *)m + VECTORS_HEADER);
-        if (vdb_crc32c(0, *data, rows * d * 4) != vdb_get_u32(h + 32)) {
-            vdb_vectors_unmap(*map, *map_len);
-            *map = NULL;
-            *data = NULL;
-            *map_len = 0;
+        m->map = mp;
+        m->data = (const uint8_t *)mp + VECTORS_HEADER;
+        *data = (float *)(void *)(uintptr_t)m->data;
+    }
+    rc = vecmap_crc_table(m, path);
+    if (rc == VDB_ENOTFOUND) {
+        /* Written before vectors.crc existed: one checksum over all the data, checked now. */
+        rc = VDB_OK;
+        if (rows && vdb_crc32c(0, m->data, m->data_len) != vdb_get_u32(h + 32))
             rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt (vector data checksum mismatch)", path);
-            goto cleanup;
-        }
+        atomic_store(&m->all, 1);
+    } else if (rc == VDB_OK && m->n_chunks == 0) {
+        atomic_store(&m->all, 1);
     }
 cleanup:
     close(fd);
+    if (rc) {
+        vdb_vecmap_close(m);
+        *data = NULL;
+        return rc;
+    }
+    *out = m;
+    return VDB_OK;
+}
+
+int vdb_vecmap_verify(vdb_vecmap *m, uint64_t lo, uint64_t hi)
+{
+    if (!m || atomic_load_explicit(&m->all, memory_order_acquire) || lo >= hi) return VDB_OK;
+    if (hi > m->data_len) hi = m->data_len;
+    for (uint64_t c = lo / VDB_VECTORS_CHUNK; c * VDB_VECTORS_CHUNK < hi; c++) {
+        if (atomic_load_explicit(&m->ok[c], memory_order_acquire)) continue;
+        uint64_t a = c * VDB_VECTORS_CHUNK, b = a + VDB_VECTORS_CHUNK < m->data_len ? a + VDB_VECTORS_CHUNK : m->data_len;
+        if (vdb_crc32c(0, m->data + a, b - a) != m->crc[c]) {
+            int64_t none = -1;
+            atomic_compare_exchange_strong(&m->bad, &none, (int64_t)c);
+            return vdb_vecmap_error(m);
+        }
+        atomic_store_explicit(&m->ok[c], 1, memory_order_release);
+    }
+    return VDB_OK;
+}
+
+int vdb_vecmap_verify_all(vdb_vecmap *m)
+{
+    if (!m || atomic_load_explicit(&m->all, memory_order_acquire)) return VDB_OK;
+    int rc = vdb_vecmap_verify(m, 0, m->data_len);
+    if (rc == VDB_OK) atomic_store_explicit(&m->all, 1, memory_order_release);
     return rc;
 }
 
-void vdb_vectors_unmap(void *map, size_t map_len)
+int vdb_vecmap_error(const vdb_vecmap *m)
 {
-    if (map) munmap(map, map_len);
+    int64_t c = m ? atomic_load(&m->bad) : -1;
+    if (c < 0) return VDB_OK;
+    uint64_t a = (uint64_t)c * VDB_VECTORS_CHUNK;
+    return vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt (vector data checksum mismatch in bytes %llu..%llu of its "
+                         "data)", m->path, (unsigned long long)a,
+                         (unsigned long long)(a + VDB_VECTORS_CHUNK < m->data_len ? a + VDB_VECTORS_CHUNK : m->data_len));
+}
+
+size_t vdb_vecmap_len(const vdb_vecmap *m) { return m ? m->map_len : 0; }
+
+void vdb_vecmap_advise_random(vdb_vecmap *m)
+{
+    if (m && m->map) madvise(m->map, m->map_len, MADV_RANDOM);
+}
+
+void vdb_vecmap_close(vdb_vecmap *m)
+{
+    if (!m) return;
+    if (m->map) munmap(m->map, m->map_len);
+    free(m->crc);
+    free((void *)m->ok);
+    free(m->path);
+    free(m);
 }
 
 int vdb_records_write(const char *path, uint64_t n_rows, const uint8_t *payload, size_t len)

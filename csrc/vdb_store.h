@@ -10,6 +10,11 @@
  *   gen-<G>/        snapshot generation G (absent for G = 0, the empty collection):
  *     vectors.bin   64-byte header "VDBVECT1" u32 version u32 metric u64 n_rows u64 dim
  *                   u32 crc32c(data) u32 crc32c(header bytes 0..35), zero padding; then n_rows*dim f32.
+ *     vectors.crc   32-byte header "VDBVCRC1" u32 version u32 chunk_bytes (65536) u64 n_chunks
+ *                   u32 crc32c(table) u32 crc32c(header bytes 0..27); then the table: u32 crc32c of
+ *                   each chunk_bytes-long piece of vectors.bin's data (the last one shorter).
+ *                   Generations written before vectors.crc existed lack it: their data checksum is
+ *                   verified whole at open, as it always was.
  *     records.bin   36-byte header "VDBRECS1" u32 version u64 n_rows u64 payload_len u32 crc32c(payload)
  *                   u32 crc32c(header bytes 0..31); payload: per row u32 id_len id,
  *                   u32 meta_len meta (UINT32_MAX = none), u32 doc_len doc (UINT32_MAX = none).
@@ -18,8 +23,13 @@
  * Checkpoint: write gen-<G+1>/ (each file fsync'd, then the directory), switch MANIFEST, start
  * wal-<G+1>, then remove gen-<G>/ and wal-<G>. A crash at any point leaves G or G+1 whole; leftovers
  * are removed on the next open.
- * Open: MANIFEST and every header and checksum are validated before use; the vectors are mapped
- * with mmap (MAP_PRIVATE: in-place updates stay in memory until the next checkpoint). A torn last
+ * Open: MANIFEST, every header and every checksum of the other files are validated before use; the
+ * vectors are mapped with mmap (MAP_PRIVATE: in-place updates stay in memory until the next
+ * checkpoint) and not read: open time and resident memory do not grow with them. What is verified
+ * when: vectors.bin's header and the whole of vectors.crc at open; each 64 KiB chunk of vector data
+ * on its first use (a search reading it, a re-rank of one of its rows, a get of its embeddings, an
+ * in-place update), and every chunk before anything copies them (checkpoint, compaction, training)
+ * and in `vectordb check`. A damaged chunk is VDB_ECORRUPT naming vectors.bin, never a wrong result. A torn last
  * log record (shorter than its length, or zero-filled at its end: what a crash leaves) is dropped
  * and the log truncated there; any other damage (a flipped bit anywhere, a record without its end
  * marker that is not zero-filled) is VDB_ECORRUPT naming the file. A log cut exactly at a record
@@ -66,14 +76,28 @@ int vdb_wal_append(int fd, const char *path, uint64_t *end, uint8_t type, const 
                    size_t len, int sync);
 int vdb_fdatasync(int fd, const char *path);
 
-/* Snapshot vectors file: written from row ranges, read back as a mapping. */
+/* Snapshot vectors file: written from row ranges (with its vectors.crc beside it), read back as a
+ * mapping whose data chunks are verified on first use. */
+#define VDB_VECTORS_CHUNK 65536u
 int vdb_vectors_write(const char *path, uint32_t metric, uint64_t dim, const float *const *chunks,
                       const uint64_t *chunk_rows, size_t n_chunks);
-/* Maps the file; *data points at n_rows*dim floats (NULL when n_rows is 0). Unmap with
- * vdb_vectors_unmap(map, map_len). */
-int vdb_vectors_map(const char *path, uint32_t metric, uint64_t dim, uint64_t *n_rows, float **data,
-                    void **map, size_t *map_len);
-void vdb_vectors_unmap(void *map, size_t map_len);
+typedef struct vdb_vecmap vdb_vecmap;
+/* Validates the header (and vectors.crc) and maps the file; *data points at n_rows*dim floats
+ * (NULL when n_rows is 0). Without vectors.crc (files written before it) the whole data checksum
+ * is verified here. Close with vdb_vecmap_close. */
+int vdb_vecmap_open(const char *path, uint32_t metric, uint64_t dim, uint64_t *n_rows, float **data,
+                    vdb_vecmap **out);
+/* Verifies the chunks covering data bytes [lo, hi) not verified yet: VDB_ECORRUPT naming the file
+ * on a mismatch. Safe to call from concurrent readers (a chunk may be checked twice, harmlessly).
+ * Call before reading those bytes, and before changing them in place. */
+int vdb_vecmap_verify(vdb_vecmap *m, uint64_t lo, uint64_t hi);
+int vdb_vecmap_verify_all(vdb_vecmap *m);
+/* Sets the error of the first damaged chunk found (VDB_ECORRUPT naming the file), or returns VDB_OK. */
+int vdb_vecmap_error(const vdb_vecmap *m);
+size_t vdb_vecmap_len(const vdb_vecmap *m);
+/* Tells the kernel reads will be scattered (re-ranking): no read-ahead around each fault. */
+void vdb_vecmap_advise_random(vdb_vecmap *m);
+void vdb_vecmap_close(vdb_vecmap *m);
 
 /* Snapshot records file: payload as described above, built by the caller. */
 int vdb_records_write(const char *path, uint64_t n_rows, const uint8_t *payload, size_t len);

@@ -2,7 +2,7 @@
 database wrote, and each damaged copy is opened in a separate worker process.
 
 Files: catalog.json, and of a flat collection and of an IVF collection (use_ivf=True, 8 lists,
-1200 vectors, checkpointed) MANIFEST, wal-<G>, gen-<G>/vectors.bin, gen-<G>/records.bin,
+1200 vectors, checkpointed) MANIFEST, wal-<G>, gen-<G>/vectors.bin, gen-<G>/vectors.crc, gen-<G>/records.bin,
 gen-<G>/ivf.bin. Damage: multi-byte overwrites, insertions, truncations, appended garbage (1-3 of
 them per copy).
 
@@ -464,7 +464,7 @@ def check_damaged_copy(base: Base, worker: Worker, scratch: str, key: str, data:
         f"{what}: a write after the open did not survive a reopen"
 
 
-KEYS = ["flat/MANIFEST", "flat/wal", "flat/vectors.bin", "flat/records.bin",
+KEYS = ["flat/MANIFEST", "flat/wal", "flat/vectors.bin", "flat/vectors.crc", "flat/records.bin",
         "ivf/MANIFEST", "ivf/wal", "ivf/ivf.bin", "ivf/records.bin", "catalog.json"]
 
 
@@ -518,6 +518,9 @@ def fix_checksums(key: str, data: bytes, fix_lengths: bool, ivf_header: int = 0)
     elif key.endswith("vectors.bin") and len(b) >= 64:
         put_u32(b, 32, crc32c(bytes(b[64:])))
         put_u32(b, 36, crc32c(bytes(b[:36])))
+    elif key.endswith("vectors.crc") and len(b) >= 32:
+        put_u32(b, 24, crc32c(bytes(b[32:])))
+        put_u32(b, 28, crc32c(bytes(b[:28])))
     elif key.endswith("records.bin") and len(b) >= 36:
         if fix_lengths:
             b[20:28] = (len(b) - 36).to_bytes(8, "little")
@@ -609,7 +612,7 @@ def check_consistent_or_corrupt(base: Base, worker: Worker, scratch: str, key: s
     assert resp["status"] == "ok", f"{what}: expected CorruptionError or a consistent database, got {resp}"
 
 
-CHECKSUMMED = ["flat/MANIFEST", "flat/vectors.bin", "flat/records.bin",
+CHECKSUMMED = ["flat/MANIFEST", "flat/vectors.bin", "flat/vectors.crc", "flat/records.bin",
                "ivf/MANIFEST", "ivf/ivf.bin", "ivf/records.bin"]
 
 

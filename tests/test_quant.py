@@ -321,6 +321,44 @@ def test_damaged_code_file_is_an_error_naming_it(tmp_path, where):
     client.close()
 
 
+@pytest.mark.parametrize("quantization", [None, "sq8"])
+def test_damaged_vector_chunk_is_found_on_first_use_naming_the_file(tmp_path, quantization):
+    """Open maps vectors.bin and checks its header only; a damaged data chunk is an error naming the
+    file when a search or read first touches it (a quantized search re-ranks only a few rows, so it
+    reads only their chunks), and `verify` (what `vectordb check` runs) finds it without a query."""
+    client, col = _public(tmp_path, "db", quantization=quantization)
+    d = 16
+    x = np.random.default_rng(4).standard_normal((20000, d)).astype(np.float32)  # 1.3 MB: 20 chunks
+    col.add(ids=[str(i) for i in range(len(x))], embeddings=x)
+    col.checkpoint()
+    cdir = tmp_path / "db" / "collections" / str(col.id)
+    client.close()
+    gen = next(p for p in os.listdir(cdir) if p.startswith("gen-"))
+    victim = 15000  # its chunk holds rows 14336..15359
+    with open(cdir / gen / "vectors.bin", "r+b") as f:
+        f.seek(64 + victim * d * 4 + 3)
+        b = f.read(1)[0]
+        f.seek(64 + victim * d * 4 + 3)
+        f.write(bytes([b ^ 0x10]))
+    client = vectordb.PersistentClient(str(tmp_path / "db"))
+    col = client.get_collection("quant")
+    assert col.count() == len(x)  # open read no vector data
+    if quantization:
+        # Far from the damage: answered exactly, the damaged chunk never read.
+        got = col.query(query_embeddings=x[:1], n_results=3, include=["distances"])
+        assert got["ids"][0][0] == "0"
+    with pytest.raises(CorruptionError, match="vectors.bin"):
+        col.query(query_embeddings=x[victim:victim + 1], n_results=3)
+    with pytest.raises(CorruptionError, match="vectors.bin"):
+        col.get(ids=[str(victim)], include=["embeddings"])
+    assert col.get(ids=[str(victim)], include=["metadatas"])["ids"] == [str(victim)]
+    client.close()
+    engine = _core.Collection(str(cdir), "cosine", d, False, False, 0, 0, quantization)
+    with pytest.raises(CorruptionError, match="vectors.bin"):
+        engine.verify()
+    engine.close()
+
+
 def test_missing_code_file_is_rebuilt_from_the_vectors(tmp_path):
     client, col = _public(tmp_path, "db", quantization="sq8")
     x = np.random.default_rng(2).standard_normal((400, 8)).astype(np.float32)

@@ -202,8 +202,10 @@ class _Inspector:
         logs = {n: os.path.getsize(os.path.join(dst, n)) for n in os.listdir(dst) if n.startswith("wal-")}
         try:
             engine = _core.Collection(dst, cfg.get("space") or "l2", cfg.get("dimension") or 0, False,
-                                      bool(cfg.get("use_ivf")), cfg.get("n_clusters") or 0, cfg.get("n_probe") or 0)
+                                      bool(cfg.get("use_ivf")), cfg.get("n_clusters") or 0, cfg.get("n_probe") or 0,
+                                      cfg.get("quantization"))
             try:
+                engine.verify()  # open checks headers only; the vector data is checked on first use
                 rep.stats = engine.stats()
             finally:
                 engine.close()
