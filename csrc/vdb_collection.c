@@ -744,7 +744,7 @@ int vdb_collection_open(const char *dir, const vdb_collection_config *cfg, vdb_c
             c->n_base = (size_t)n_rows;
             c->snapshot_bytes = vdb_vecmap_len(c->vmap);
             /* Codes answer first: the float32 rows are read only to re-rank a few candidates. */
-            if (c->cfg.quantization) vdb_vecmap_advise_random(c->vmap);
+            if (c->cfg.quantization == VDB_QUANT_SQ8) vdb_vecmap_advise_random(c->vmap);
         }
         path_join(path, sizeof path, gdir, "records.bin", 0, 0);
         if ((rc = load_records(c, path, n_rows))) goto fail;
