@@ -285,3 +285,14 @@ def test_quantization_benchmark_quick_mode():
     skip = subprocess.run([sys.executable, "benchmarks/bench_quant.py", "--quick"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120, env=env)
     assert skip.returncode == 0 and skip.stdout.startswith("skipped:")
+
+
+def test_open_benchmark_runs_and_reports_every_collection_kind():
+    """bench_open.py at a tiny size: one row per kind, with an open time and memory columns."""
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_open", "--sizes", "3000x16"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in proc.stdout.splitlines()
+            if line.startswith(("| flat", "| ivf"))]
+    assert [r[0] for r in rows] == ["flat", "flat sq8", "ivf"]
+    assert all(float(r[4]) >= 0 for r in rows)
