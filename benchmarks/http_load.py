@@ -174,8 +174,11 @@ def _post(conn: http.client.HTTPConnection, path: str, body: bytes, headers: Dic
 
 
 def query_level(url: str, path: str, bodies: List[bytes], clients: int, seconds: float, warmup: float,
-                pid: int, content_type: str = "application/json") -> Dict[str, float]:
-    """`clients` threads post the bodies for warmup + seconds; queries/s, latencies, server CPU."""
+                pid: int, content_type: str = "application/json", more: Tuple[Tuple[str, int], ...] = ()
+                ) -> Dict[str, float]:
+    """`clients` threads post the bodies for warmup + seconds; queries/s, latencies, server CPU.
+    `more`: other servers (url, pid) of the same data; client k talks to server k mod their number."""
+    urls, pids = [url] + [u for u, _ in more], [pid] + [p for _, p in more]
     latencies: List[List[float]] = [[] for _ in range(clients)]
     errors: List[BaseException] = []
     barrier = threading.Barrier(clients + 1)
@@ -185,7 +188,7 @@ def query_level(url: str, path: str, bodies: List[bytes], clients: int, seconds:
     def worker(k: int) -> None:
         mine, i = latencies[k], k * 7919
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", _port(url), timeout=60)
+            conn = http.client.HTTPConnection("127.0.0.1", _port(urls[k % len(urls)]), timeout=60)
             try:
                 _post(conn, path, bodies[0], headers)  # connect before the clock
                 barrier.wait()
@@ -211,10 +214,10 @@ def query_level(url: str, path: str, bodies: List[bytes], clients: int, seconds:
     begin = time.perf_counter()
     window["from"], window["to"] = begin + warmup, begin + warmup + seconds
     time.sleep(warmup)
-    cpu0 = cpu_seconds(pid)
+    cpu0 = sum(cpu_seconds(p) for p in pids)
     for t in threads:
         t.join()
-    cpu = cpu_seconds(pid) - cpu0
+    cpu = sum(cpu_seconds(p) for p in pids) - cpu0
     if errors:
         raise errors[0]
     lat = np.array([x for lst in latencies for x in lst])
@@ -267,6 +270,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--queries", type=int, default=500, help="distinct held-out query vectors")
     parser.add_argument("--no-chroma", action="store_true", help="vectordb only")
     parser.add_argument("--keep", action="store_true", help="keep the temporary databases and server logs")
+    parser.add_argument("--rounds", type=int, default=1, help="measure every level this many times, interleaved; "
+                        "report the median")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="also measure queries on this many vectordb server processes, each on its own copy "
+                             "of the database (what a read-only multi-process mode could give)")
+    parser.add_argument("--server-threads", type=int, default=None,
+                        help="vectordb's engine thread pool (VECTORDB_SERVER_THREADS; default: the server's)")
     args = parser.parse_args(argv)
     n = args.n or (1000 if args.quick else 5000)
     dim = args.dim or (64 if args.quick else 384)
@@ -277,7 +287,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="vectordb-http-load-"))
     procs: List[subprocess.Popen] = []
     try:
-        vproc, vurl = start_vectordb(tmp / "vdb", tmp / "vectordb.log", {"VECTORDB_LOG_LEVEL": "warning"})
+        env = {"VECTORDB_LOG_LEVEL": "warning"}
+        if args.server_threads is not None:
+            env["VECTORDB_SERVER_THREADS"] = str(args.server_threads)
+        vproc, vurl = start_vectordb(tmp / "vdb", tmp / "vectordb.log", env)
         procs.append(vproc)
         servers = {"vectordb": (vproc, vurl)}
         if not args.no_chroma:
@@ -300,15 +313,28 @@ def main(argv: Optional[List[str]] = None) -> int:
             check_same_answers({"vectordb": (vurl + targets["vectordb"][1], targets["vectordb"][2][0],
                                              FRAME_CONTENT_TYPE),
                                 "chroma": (curl + targets["chroma"][1], cb[0], "application/json")})
-        results: Dict[Tuple[str, int], Dict[str, float]] = {}
-        for clients in levels:
-            for system, (url, path, bodies, pid, content_type) in targets.items():
-                results[(system, clients)] = query_level(url, path, bodies, clients, seconds, args.warmup, pid,
-                                                         content_type)
+        if args.processes > 1:
+            copies = []
+            for i in range(1, args.processes):
+                shutil.copytree(tmp / "vdb", tmp / f"vdb-{i}", ignore=shutil.ignore_patterns("LOCK"))
+                proc, url = start_vectordb(tmp / f"vdb-{i}", tmp / f"vectordb-{i}.log", env)
+                procs.append(proc)
+                copies.append((url, proc.pid))
+            vtarget = targets["vectordb"]
+            targets[f"vectordb x{args.processes}"] = vtarget + (tuple(copies),)
+        # Rounds interleave the systems, so a change of load on a shared machine hits them alike;
+        # each figure is the round with the median queries/s.
+        runs: Dict[Tuple[str, int], List[Dict[str, float]]] = {}
+        for _ in range(args.rounds):
+            for clients in levels:
+                for system, (url, path, bodies, pid, content_type, *more) in targets.items():
+                    runs.setdefault((system, clients), []).append(
+                        query_level(url, path, bodies, clients, seconds, args.warmup, pid, content_type, *more))
+        results = {key: sorted(rs, key=lambda r: r["qps"])[len(rs) // 2] for key, rs in runs.items()}
 
         load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
         print(f"\nHTTP side by side: {n:,} x {dim} cosine, add batches of {args.batch}, "
-              f"{seconds:g} s per query level")
+              f"{seconds:g} s per query level, median of {args.rounds} round(s)")
         print(f"CPU: {cpu_info()['model']}, {os.cpu_count()} cores; load average at start {load_start}, "
               f"at end {load}")
         print(f"\n{'add path':<44}{'records/s':>12}")
@@ -319,16 +345,17 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"ratios: vectordb own client / chroma = {add['vectordb <- vectordb.HttpClient'] / base:.1f}x, "
                   f"vectordb v2 via chromadb client / chroma = "
                   f"{add['vectordb /api/v2 <- chromadb.HttpClient'] / base:.1f}x")
-        print(f"\n{'system':<10}{'clients':>8}{'queries/s':>12}{'p50 ms':>9}{'p99 ms':>9}{'server CPU':>12}"
+        print(f"\n{'system':<14}{'clients':>8}{'queries/s':>12}{'p50 ms':>9}{'p99 ms':>9}{'server CPU':>12}"
               f"{'queries/CPU-s':>15}")
         for clients in levels:
             for system in targets:
                 r = results[(system, clients)]
-                print(f"{system:<10}{clients:>8}{r['qps']:>12,.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+                print(f"{system:<14}{clients:>8}{r['qps']:>12,.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
                       f"{r['cpu_pct']:>11.0f}%{r['per_cpu_s']:>15,.0f}")
             if "chroma" in targets:
-                ratio = results[("vectordb", clients)]["qps"] / results[("chroma", clients)]["qps"]
-                print(f"{'':<10}{'':>8}  vectordb / chroma = {ratio:.1f}x")
+                for system in (s for s in targets if s.startswith("vectordb")):
+                    ratio = results[(system, clients)]["qps"] / results[("chroma", clients)]["qps"]
+                    print(f"{'':<14}{'':>8}  {system} / chroma = {ratio:.1f}x")
     finally:
         for proc in procs:
             stop(proc)
