@@ -457,8 +457,11 @@ static int flat_one(void *ctx, size_t qi)
     int64_t *orow = c->out_rows + qi * c->k;
     vdb_sq8_query qp;
     int rc = vdb_sq8_query_prepare(t->q, q, &qp);
-    if (rc <= 0)
-        return rc < 0 ? rc : vdb_flat_search(t->metric, t->d, c->ranges, c->n_ranges, c->allow, q, 1, c->k, od, orow);
+    if (rc < 0) return rc;
+    if (rc == 0) { /* no code scan for this query: the float32 scan reads every row */
+        if (c->check && (rc = c->check(c->check_ctx, -1))) return rc;
+        return vdb_flat_search(t->metric, t->d, c->ranges, c->n_ranges, c->allow, q, 1, c->k, od, orow);
+    }
     float *s = malloc((c->n_rows ? c->n_rows : 1) * sizeof *s);
     float *ad = malloc(c->k * sizeof *ad);
     int64_t *ar = malloc(c->k * sizeof *ar);
@@ -500,13 +503,15 @@ int vdb_codes_search_flat(const vdb_codes *t, const vdb_vec_range *ranges, size_
     size_t n_rows = 0;
     codes_reranked = 0;
     if (nq == 0 || k == 0) return VDB_OK;
+    int contiguous = 1, rc;
     for (size_t i = 0; i < n_ranges; i++) {
-        if (ranges[i].first_row != (int64_t)n_rows) /* rows must be 0..n-1 in order */
-            return vdb_flat_search(t->metric, t->d, ranges, n_ranges, allow, queries, nq, k, out_dist, out_rows);
+        contiguous &= ranges[i].first_row == (int64_t)n_rows; /* rows must be 0..n-1 in order */
         n_rows += ranges[i].n;
     }
-    if (!t->q || n_rows > t->cap)
+    if (!contiguous || !t->q || n_rows > t->cap) {
+        if (check && (rc = check(check_ctx, -1))) return rc;
         return vdb_flat_search(t->metric, t->d, ranges, n_ranges, allow, queries, nq, k, out_dist, out_rows);
+    }
     flat_ctx c = {t, ranges, n_ranges, n_rows, allow, queries, k, out_dist, out_rows, check, check_ctx};
     return codes_run(nq, flat_one, &c);
 }

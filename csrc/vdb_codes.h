@@ -57,8 +57,8 @@ int vdb_codes_write(const vdb_codes *t, const char *path, size_t n_rows, uint64_
 /* Reads a table written for n_rows rows of dimension d and metric m. */
 int vdb_codes_read(const char *path, vdb_metric m, size_t d, size_t n_rows, vdb_codes **out);
 
-/* Called before a row's float32 vector is read (e.g. to verify a mapped file's chunk on first
- * use): non-zero fails the search with that code (the message is the caller's to set again: it
+/* Called before a row's float32 vector is read (row -1: before every row is, by a float32 scan),
+ * e.g. to verify a mapped file's chunk on first use: non-zero fails the search with that code (the message is the caller's to set again: it
  * may have been set on a worker thread). */
 typedef int (*vdb_codes_check_fn)(const void *ctx, int64_t row);
 /* Exact flat search through the codes, same contract and results as vdb_flat_search over the

@@ -1049,10 +1049,10 @@ static int restrict_to_ids(const vdb_collection *c, const char *const *ids, cons
     return VDB_OK;
 }
 
-/* A re-ranked row's float32 vector, verified on first use. */
+/* A re-ranked row's float32 vector (-1: every row), verified on first use. */
 static int check_row(const void *ctx, int64_t row)
 {
-    return vdb_coll_verify_rows(ctx, (size_t)row, (size_t)row + 1);
+    return row < 0 ? vdb_coll_verify_all(ctx) : vdb_coll_verify_rows(ctx, (size_t)row, (size_t)row + 1);
 }
 
 /* Flat search through codes scans every row's code: with a filter matching few rows the float32

@@ -349,6 +349,10 @@ def test_damaged_vector_chunk_is_found_on_first_use_naming_the_file(tmp_path, qu
         assert got["ids"][0][0] == "0"
     with pytest.raises(CorruptionError, match="vectors.bin"):
         col.query(query_embeddings=x[victim:victim + 1], n_results=3)
+    if quantization:
+        # A zero query has no cosine code scan: the float32 scan it falls back to checks every chunk.
+        with pytest.raises(CorruptionError, match="vectors.bin"):
+            col.query(query_embeddings=np.zeros((1, d), dtype=np.float32), n_results=3)
     with pytest.raises(CorruptionError, match="vectors.bin"):
         col.get(ids=[str(victim)], include=["embeddings"])
     assert col.get(ids=[str(victim)], include=["metadatas"])["ids"] == [str(victim)]
