@@ -25,7 +25,7 @@ EXACT_SYSTEMS = {"vectordb", "numpy", "faiss-flat"}
 MODULE_OF = {"faiss-flat": "faiss", "faiss-ivf": "faiss", "faiss-ivf-sq8": "faiss",
              "faiss-ivf-pqfs": "faiss", "faiss-ivf-rabitq": "faiss", "faiss-hnsw": "faiss",
              "hnswlib": "hnswlib", "chromadb": "chromadb", "numpy": "numpy"}
-QUANTIZED_VECTORDB = {"vectordb-sq8", "vectordb-ivf-sq8"}
+QUANTIZED_VECTORDB = {"vectordb-sq8", "vectordb-ivf-sq8", "vectordb-ivf-pq4"}
 
 
 def _vectordb_quantization_present() -> bool:
@@ -161,7 +161,8 @@ def test_tiny_harness_end_to_end(tmp_path):
     by_system: dict[str, list[dict]] = {}
     for r in rows:
         by_system.setdefault(r["system"], []).append(r)
-    assert set(by_system) == {"vectordb", "vectordb-ivf", "vectordb-sq8", "vectordb-ivf-sq8", "numpy",
+    assert set(by_system) == {"vectordb", "vectordb-ivf", "vectordb-sq8", "vectordb-ivf-sq8", "vectordb-ivf-pq4",
+                              "numpy",
                               "faiss-flat", "faiss-ivf", "faiss-ivf-sq8", "faiss-ivf-pqfs",
                               "faiss-ivf-rabitq", "faiss-hnsw", "hnswlib", "chromadb"}
 
