@@ -11,6 +11,7 @@
 #include "vdb_crc32c.h"
 #include "vdb_error.h"
 #include "vdb_ivf_internal.h"
+#include "vdb_store.h"
 
 #define IVF_MAX_DIM ((uint64_t)1 << 24)        /* sanity bound for files */
 
@@ -39,20 +40,10 @@ typedef struct {
 
 static int ivf_write_all(ivf_writer *w, const void *p, size_t n)
 {
-    const uint8_t *b = p;
     w->crc = vdb_crc32c(w->crc, p, n);
-    while (n > 0) {
-        size_t chunk = n > ((size_t)1 << 30) ? (size_t)1 << 30 : n;
-        ssize_t got = write(w->fd, b, chunk);
-        if (got < 0) {
-            if (errno == EINTR) continue;
-            return vdb_set_io_error(errno, "writing IVF index file '%s' failed: %s", w->path, strerror(errno));
-        }
-        b += got;
-        n -= (size_t)got;
-        w->written += (uint64_t)got;
-    }
-    return VDB_OK;
+    int rc = vdb_write_all(w->fd, p, n, w->path);
+    if (rc == VDB_OK) w->written += n;
+    return rc;
 }
 
 static int ivf_flush(ivf_writer *w)
@@ -164,10 +155,7 @@ int vdb_ivf_write(const vdb_ivf *ivf, const char *path, uint64_t *bytes_written)
     uint8_t t[4];
     vdb_put_u32(t, w->crc);
     if ((rc = ivf_write_all(w, t, 4))) goto cleanup;
-    if (fdatasync(w->fd) != 0) {
-        rc = vdb_set_io_error(errno, "fdatasync of IVF index file '%s' failed: %s", path, strerror(errno));
-        goto cleanup;
-    }
+    if ((rc = vdb_fdatasync(w->fd, path))) goto cleanup;
     if (bytes_written) *bytes_written = w->written;
 cleanup:
     if (w->fd >= 0) {
@@ -187,21 +175,9 @@ typedef struct {
 
 static int ivf_read_exact(ivf_reader *r, void *p, size_t n)
 {
-    uint8_t *b = p;
-    size_t left = n;
-    while (left > 0) {
-        size_t chunk = left > ((size_t)1 << 30) ? (size_t)1 << 30 : left;
-        ssize_t got = read(r->fd, b, chunk);
-        if (got < 0) {
-            if (errno == EINTR) continue;
-            return vdb_set_io_error(errno, "reading IVF index file '%s' failed: %s", r->path, strerror(errno));
-        }
-        if (got == 0) return vdb_set_error(VDB_ECORRUPT, "IVF index file '%s' is truncated", r->path);
-        b += got;
-        left -= (size_t)got;
-    }
-    r->crc = vdb_crc32c(r->crc, p, n);
-    return VDB_OK;
+    int rc = vdb_read_all(r->fd, p, n, r->path);
+    if (rc == VDB_OK) r->crc = vdb_crc32c(r->crc, p, n);
+    return rc;
 }
 
 static void ivf_fix_f32s(float *v, size_t n)

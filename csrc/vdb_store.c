@@ -38,8 +38,7 @@ static int io_error(const char *what, const char *path)
     return vdb_set_io_error(e, "%s '%s': %s", what, path, strerror(e));
 }
 
-/* write() until done: a short write is retried, EINTR too. */
-static int write_all(int fd, const void *buf, size_t len, const char *path)
+int vdb_write_all(int fd, const void *buf, size_t len, const char *path)
 {
     const uint8_t *p = buf;
     while (len) {
@@ -54,7 +53,7 @@ static int write_all(int fd, const void *buf, size_t len, const char *path)
     return VDB_OK;
 }
 
-static int read_all(int fd, void *buf, size_t len, const char *path)
+int vdb_read_all(int fd, void *buf, size_t len, const char *path)
 {
     uint8_t *p = buf;
     while (len) {
@@ -117,8 +116,8 @@ static int write_new_file(const char *path, const uint8_t *head, size_t head_len
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return io_error("cannot create", path);
-    int rc = write_all(fd, head, head_len, path);
-    for (size_t i = 0; rc == VDB_OK && i < n_chunks; i++) rc = write_all(fd, chunks[i], chunk_bytes[i], path);
+    int rc = vdb_write_all(fd, head, head_len, path);
+    for (size_t i = 0; rc == VDB_OK && i < n_chunks; i++) rc = vdb_write_all(fd, chunks[i], chunk_bytes[i], path);
     if (rc == VDB_OK && fsync(fd) != 0) rc = io_error("cannot sync", path);
     if (close(fd) != 0 && rc == VDB_OK) rc = io_error("cannot close", path);
     return rc;
@@ -142,7 +141,7 @@ int vdb_file_read_all(const char *path, uint8_t **buf, size_t *len)
         rc = io_error("cannot stat", path);
     } else if (!(*buf = malloc(st.st_size ? (size_t)st.st_size : 1))) {
         rc = vdb_set_error(VDB_ENOMEM, "out of memory reading '%s'", path);
-    } else if ((rc = read_all(fd, *buf, (size_t)st.st_size, path)) == VDB_OK) {
+    } else if ((rc = vdb_read_all(fd, *buf, (size_t)st.st_size, path)) == VDB_OK) {
         *len = (size_t)st.st_size;
     }
     close(fd);
@@ -228,7 +227,7 @@ int vdb_wal_replay(const char *path, vdb_wal_fn fn, void *ctx, uint64_t *end_out
             rc = vdb_set_error(VDB_ENOMEM, "out of memory reading '%s'", path);
             goto cleanup;
         }
-        if ((rc = read_all(fd, data, size, path))) goto cleanup;
+        if ((rc = vdb_read_all(fd, data, size, path))) goto cleanup;
     }
     while (pos < size) {
         size_t left = size - pos;
@@ -302,7 +301,7 @@ int vdb_wal_append(int fd, const char *path, uint64_t *end, uint8_t type, const 
                 done -= sz;
                 continue;
             }
-            rc = write_all(fd, (const uint8_t *)iov[i].iov_base + done, sz - done, path);
+            rc = vdb_write_all(fd, (const uint8_t *)iov[i].iov_base + done, sz - done, path);
             done = 0;
         }
     }
@@ -447,7 +446,7 @@ int vdb_vecmap_open(const char *path, uint32_t metric, uint64_t dim, uint64_t *n
         rc = io_error("cannot stat", path);
         goto cleanup;
     }
-    if ((size_t)st.st_size < VECTORS_HEADER || (rc = read_all(fd, h, sizeof h, path))) {
+    if ((size_t)st.st_size < VECTORS_HEADER || (rc = vdb_read_all(fd, h, sizeof h, path))) {
         rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is truncated (no complete header)", path);
         goto cleanup;
     }
@@ -590,7 +589,7 @@ int vdb_records_read(const char *path, uint64_t *n_rows, uint8_t **payload, size
         rc = io_error("cannot stat", path);
         goto cleanup;
     }
-    if ((size_t)st.st_size < RECORDS_HEADER || read_all(fd, h, sizeof h, path) ||
+    if ((size_t)st.st_size < RECORDS_HEADER || vdb_read_all(fd, h, sizeof h, path) ||
         memcmp(h, "VDBRECS1", 8) != 0 || vdb_get_u32(h + 32) != vdb_crc32c(0, h, 32)) {
         rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt (bad header)", path);
         goto cleanup;
@@ -610,7 +609,7 @@ int vdb_records_read(const char *path, uint64_t *n_rows, uint8_t **payload, size
         rc = vdb_set_error(VDB_ENOMEM, "out of memory reading '%s'", path);
         goto cleanup;
     }
-    if ((rc = read_all(fd, *payload, plen, path))) goto cleanup;
+    if ((rc = vdb_read_all(fd, *payload, plen, path))) goto cleanup;
     if (vdb_crc32c(0, *payload, plen) != vdb_get_u32(h + 28)) {
         rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt (checksum mismatch)", path);
         goto cleanup;

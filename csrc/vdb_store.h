@@ -60,6 +60,11 @@ int vdb_manifest_read(const char *dir, vdb_manifest *out);
 int vdb_manifest_write(const char *dir, const vdb_manifest *m);
 
 int vdb_fsync_dir(const char *dir);
+/* write() / read() until len bytes are done: short counts and EINTR are retried. Errors name path:
+ * VDB_EIO with errno's text, or (read) VDB_ECORRUPT "file '<path>' is truncated" at end of file.
+ * Every file of a collection, the index's too (vdb_ivf_file.c), goes through these. */
+int vdb_write_all(int fd, const void *buf, size_t len, const char *path);
+int vdb_read_all(int fd, void *buf, size_t len, const char *path);
 /* Removes dir/name recursively (one level of files is enough for generations). */
 int vdb_remove_tree(const char *path);
 

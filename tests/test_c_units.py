@@ -19,9 +19,8 @@ CFLAGS = ["-std=c11", "-O2", "-g", "-Wall", "-Wextra", "-pthread", "-D_GNU_SOURC
 
 PROGRAMS = {
     "test_ivf": ["vdb_ivf.c", "vdb_ivf_search.c", "vdb_ivf_pq4.c", "vdb_ivf_file.c", "vdb_kmeans.c", "vdb_pq4.c",
-                 "vdb_sq8.c",
-                 "vdb_nearest.c", "vdb_distance.c", "vdb_cpu.c", "vdb_threads.c", "vdb_topk.c", "vdb_crc32c.c",
-                 "vdb_bytes.c", "vdb_error.c"],
+                 "vdb_sq8.c", "vdb_nearest.c", "vdb_distance.c", "vdb_cpu.c", "vdb_threads.c", "vdb_topk.c",
+                 "vdb_store.c", "vdb_crc32c.c", "vdb_bytes.c", "vdb_error.c"],
     "test_kernels": ["vdb_cpu.c", "vdb_distance.c", "vdb_pq4.c", "vdb_sq8.c", "vdb_kmeans.c", "vdb_topk.c",
                      "vdb_threads.c", "vdb_flat.c", "vdb_exact.c", "vdb_nearest.c", "vdb_error.c"],
     "test_meta": ["vdb_meta.c", "vdb_filter.c", "vdb_bytes.c", "vdb_error.c"],

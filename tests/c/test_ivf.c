@@ -1,9 +1,9 @@
 /* Standalone tests for vdb_kmeans and vdb_ivf (no Python). Build and run from the repo root:
  *
  *   gcc -std=c11 -O2 -g -Wall -Wextra -pthread -D_GNU_SOURCE -Icsrc tests/c/test_ivf.c \
- *       csrc/vdb_ivf.c csrc/vdb_ivf_search.c csrc/vdb_ivf_pq4.c csrc/vdb_ivf_file.c csrc/vdb_kmeans.c csrc/vdb_pq4.c csrc/vdb_sq8.c \
- *       csrc/vdb_nearest.c csrc/vdb_distance.c csrc/vdb_cpu.c csrc/vdb_threads.c csrc/vdb_topk.c csrc/vdb_crc32c.c \
- *       csrc/vdb_bytes.c csrc/vdb_error.c -lm -o /tmp/test_ivf \
+ *       csrc/vdb_ivf.c csrc/vdb_ivf_search.c csrc/vdb_ivf_pq4.c csrc/vdb_ivf_file.c csrc/vdb_kmeans.c \
+ *       csrc/vdb_pq4.c csrc/vdb_sq8.c csrc/vdb_nearest.c csrc/vdb_distance.c csrc/vdb_cpu.c csrc/vdb_threads.c \
+ *       csrc/vdb_topk.c csrc/vdb_store.c csrc/vdb_crc32c.c csrc/vdb_bytes.c csrc/vdb_error.c -lm -o /tmp/test_ivf \
  *     && /tmp/test_ivf
  *
  * Add -fsanitize=address,undefined for the sanitizer run. References are computed in double
