@@ -1603,7 +1603,7 @@ static PyMethodDef collection_methods[] = {
     {"batch", (PyCFunction)Collection_batch, METH_O, "batch(begin: bool): enter / leave bulk-import mode"},
     {"rebuild", (PyCFunction)Collection_rebuild, METH_NOARGS, "rebuild(): (re)train the IVF index now"},
     {"set_n_probe", (PyCFunction)Collection_set_n_probe, METH_O,
-     "set_n_probe(n): lists a query scans when it gives no n_probe (0: the default rule)"},
+     "set_n_probe(n_probe): lists a query scans when it gives no n_probe (0: the default rule)"},
     {"take_warning", (PyCFunction)Collection_take_warning, METH_NOARGS,
      "take_warning() -> str | None: a failure of maintenance after this thread's last write (training, checkpoint)"},
     {"close", (PyCFunction)Collection_close, METH_NOARGS, "close()"},
