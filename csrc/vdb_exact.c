@@ -18,6 +18,7 @@
 #include "vdb_cpu.h"
 #include "vdb_error.h"
 #include "vdb_nearest.h"
+#include "vdb_panel_tile.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -28,13 +29,6 @@
 #define EX_W VDB_PANEL_WIDTH
 
 typedef void (*vdb_exact_fn)(vdb_exact_queries *q, const float *rows, size_t n, int64_t row0, vdb_topk *heaps);
-
-static float ex_sumsq(const float *v, size_t d)
-{
-    double s = 0;
-    for (size_t t = 0; t < d; t++) s += (double)v[t] * v[t];
-    return (float)s;
-}
 
 void vdb_exact_free(vdb_exact_queries *q)
 {
@@ -66,7 +60,7 @@ int vdb_exact_prepare(vdb_metric m, const float *queries, size_t nq, size_t d, v
     out->c = 2.0f * (float)(d + 8) * EX_U;
     vdb_panel_pack(queries, nq, d, out->packed);
     for (size_t j = 0; j < padded; j++) {
-        float s = j < nq ? ex_sumsq(queries + j * d, d) : 0.0f;
+        float s = j < nq ? vdb_sumsq(queries + j * d, d) : 0.0f;
         out->qsq[j] = s;
         out->qn[j] = sqrtf(s);
         out->iq[j] = s > 0.0f ? 1.0f / out->qn[j] : 0.0f;
@@ -93,7 +87,7 @@ typedef struct {
 static inline ex_row ex_row_terms(const vdb_exact_queries *q, const float *x)
 {
     ex_row r = {0.0f, 0.0f, 0.0f};
-    float s = ex_sumsq(x, q->d), n = sqrtf(s);
+    float s = vdb_sumsq(x, q->d), n = sqrtf(s);
     if (q->m == VDB_METRIC_L2) {
         r.alpha = (1.0f - q->c) * s;
         r.beta = -2.0f;
@@ -126,37 +120,62 @@ static void ex_candidates(vdb_exact_queries *q, uint32_t mask, size_t p, const f
     }
 }
 
-/* ---- Serial reference: one row at a time, the 32 lanes of a panel in a plain loop. */
+/* One variant's kernels: `tile` scans mr rows x (their terms t, first row number row) against every
+ * panel, `one` a single row (mr = 1); qv = ex_qv(q), cos: the metric is cosine. The driver below
+ * gives every variant the same work order. */
+typedef void (*ex_rows_fn)(vdb_exact_queries *q, const float *qv, int cos, const float *x, const ex_row *t, int64_t row,
+                           vdb_topk *heaps);
 
-static void vdb_exact_serial(vdb_exact_queries *q, const float *rows, size_t n, int64_t row0, vdb_topk *heaps)
+static void ex_drive(size_t mr, ex_rows_fn tile, ex_rows_fn one, vdb_exact_queries *q, const float *rows, size_t n,
+                     int64_t row0, vdb_topk *heaps)
 {
     const size_t d = q->d;
     const float *qv = ex_qv(q);
     const int cos = q->m == VDB_METRIC_COSINE;
-    for (size_t i = 0; i < n; i++) {
+    ex_row t[VDB_TILE_MR_AVX512 > VDB_TILE_MR_AVX2 ? VDB_TILE_MR_AVX512 : VDB_TILE_MR_AVX2];
+    size_t i = 0;
+    for (; i + mr <= n; i += mr) {
         const float *x = rows + i * d;
-        ex_row t = ex_row_terms(q, x);
-        for (size_t p = 0; p < q->panels; p++) {
-            const float *P = q->packed + p * EX_W * d;
-            float acc[EX_W] = {0};
-            for (size_t k = 0; k < d; k++)
-                for (int j = 0; j < EX_W; j++) acc[j] += x[k] * P[k * EX_W + j];
-            uint32_t mask = 0;
-            for (int j = 0; j < EX_W; j++) {
-                float v = qv[p * EX_W + j];
-                float lhs = cos ? t.beta * acc[j] * v : t.alpha + t.beta * acc[j] + t.gamma * v;
-                if (lhs <= q->lim[p * EX_W + j]) mask |= 1u << j;
-            }
-            if (mask) ex_candidates(q, mask, p, x, row0 + (int64_t)i, heaps);
-        }
+        for (size_t r = 0; r < mr; r++) t[r] = ex_row_terms(q, x + r * d);
+        tile(q, qv, cos, x, t, row0 + (int64_t)i, heaps);
     }
+    for (; i < n; i++) {
+        t[0] = ex_row_terms(q, rows + i * d);
+        one(q, qv, cos, rows + i * d, t, row0 + (int64_t)i, heaps);
+    }
+}
+
+/* ---- Serial reference: one row at a time, the 32 lanes of a panel in a plain loop. */
+
+static void ex_row_serial(vdb_exact_queries *q, const float *qv, int cos, const float *x, const ex_row *t, int64_t row,
+                          vdb_topk *heaps)
+{
+    const size_t d = q->d;
+    for (size_t p = 0; p < q->panels; p++) {
+        const float *P = q->packed + p * EX_W * d;
+        float acc[EX_W] = {0};
+        for (size_t k = 0; k < d; k++)
+            for (int j = 0; j < EX_W; j++) acc[j] += x[k] * P[k * EX_W + j];
+        uint32_t mask = 0;
+        for (int j = 0; j < EX_W; j++) {
+            float v = qv[p * EX_W + j];
+            float lhs = cos ? t->beta * acc[j] * v : t->alpha + t->beta * acc[j] + t->gamma * v;
+            if (lhs <= q->lim[p * EX_W + j]) mask |= 1u << j;
+        }
+        if (mask) ex_candidates(q, mask, p, x, row, heaps);
+    }
+}
+
+static void vdb_exact_serial(vdb_exact_queries *q, const float *rows, size_t n, int64_t row0, vdb_topk *heaps)
+{
+    ex_drive(1, ex_row_serial, ex_row_serial, q, rows, n, row0, heaps);
 }
 
 #if defined(VDB_EXACT_X86)
 /* ---- AVX-512: tiles of 8 rows x 32 queries = 16 zmm accumulators; leftover rows one by one. */
 
 #define VDB_EXACT_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
-enum { EX_MR512 = 8 };
+enum { EX_MR512 = VDB_TILE_MR_AVX512 };
 
 static inline VDB_EXACT_AVX512 uint32_t ex_mask_avx512(const vdb_exact_queries *q, const float *qv, int cos,
                                                       ex_row t, size_t p, __m512 d0, __m512 d1)
@@ -176,57 +195,46 @@ static inline VDB_EXACT_AVX512 uint32_t ex_mask_avx512(const vdb_exact_queries *
     return (uint32_t)m0 | ((uint32_t)m1 << 16);
 }
 
-static VDB_EXACT_AVX512 void vdb_exact_avx512(vdb_exact_queries *q, const float *rows, size_t n, int64_t row0,
-                                              vdb_topk *heaps)
+static VDB_EXACT_AVX512 void ex_tile_avx512(vdb_exact_queries *q, const float *qv, int cos, const float *x,
+                                            const ex_row *t, int64_t row, vdb_topk *heaps)
 {
     const size_t d = q->d;
-    const float *qv = ex_qv(q);
-    const int cos = q->m == VDB_METRIC_COSINE;
-    size_t i = 0;
-    for (; i + EX_MR512 <= n; i += EX_MR512) {
-        const float *x = rows + i * d;
-        ex_row t[EX_MR512];
-        for (int r = 0; r < EX_MR512; r++) t[r] = ex_row_terms(q, x + r * d);
-        for (size_t p = 0; p < q->panels; p++) {
-            const float *P = q->packed + p * EX_W * d;
-            __m512 acc[2 * EX_MR512];
-            for (int a = 0; a < 2 * EX_MR512; a++) acc[a] = _mm512_setzero_ps();
-            for (size_t k = 0; k < d; k++) {
-                __m512 b0 = _mm512_loadu_ps(P + k * EX_W), b1 = _mm512_loadu_ps(P + k * EX_W + 16);
-#pragma GCC unroll 8
-                for (int r = 0; r < EX_MR512; r++) {
-                    __m512 xv = _mm512_set1_ps(x[r * d + k]);
-                    acc[2 * r] = _mm512_fmadd_ps(xv, b0, acc[2 * r]);
-                    acc[2 * r + 1] = _mm512_fmadd_ps(xv, b1, acc[2 * r + 1]);
-                }
-            }
-            for (int r = 0; r < EX_MR512; r++) {
-                uint32_t mask = ex_mask_avx512(q, qv, cos, t[r], p, acc[2 * r], acc[2 * r + 1]);
-                if (mask) ex_candidates(q, mask, p, x + r * d, row0 + (int64_t)(i + (size_t)r), heaps);
-            }
+    for (size_t p = 0; p < q->panels; p++) {
+        __m512 acc[2 * EX_MR512];
+        vdb_tile_dots_avx512(x, d, q->packed + p * EX_W * d, acc);
+        for (int r = 0; r < EX_MR512; r++) {
+            uint32_t mask = ex_mask_avx512(q, qv, cos, t[r], p, acc[2 * r], acc[2 * r + 1]);
+            if (mask) ex_candidates(q, mask, p, x + (size_t)r * d, row + r, heaps);
         }
     }
-    for (; i < n; i++) {
-        const float *x = rows + i * d;
-        ex_row t = ex_row_terms(q, x);
-        for (size_t p = 0; p < q->panels; p++) {
-            const float *P = q->packed + p * EX_W * d;
-            __m512 a0 = _mm512_setzero_ps(), a1 = a0;
-            for (size_t k = 0; k < d; k++) {
-                __m512 xv = _mm512_set1_ps(x[k]);
-                a0 = _mm512_fmadd_ps(xv, _mm512_loadu_ps(P + k * EX_W), a0);
-                a1 = _mm512_fmadd_ps(xv, _mm512_loadu_ps(P + k * EX_W + 16), a1);
-            }
-            uint32_t mask = ex_mask_avx512(q, qv, cos, t, p, a0, a1);
-            if (mask) ex_candidates(q, mask, p, x, row0 + (int64_t)i, heaps);
+}
+
+static VDB_EXACT_AVX512 void ex_row_avx512(vdb_exact_queries *q, const float *qv, int cos, const float *x,
+                                           const ex_row *t, int64_t row, vdb_topk *heaps)
+{
+    const size_t d = q->d;
+    for (size_t p = 0; p < q->panels; p++) {
+        const float *P = q->packed + p * EX_W * d;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+        for (size_t k = 0; k < d; k++) {
+            __m512 xv = _mm512_set1_ps(x[k]);
+            a0 = _mm512_fmadd_ps(xv, _mm512_loadu_ps(P + k * EX_W), a0);
+            a1 = _mm512_fmadd_ps(xv, _mm512_loadu_ps(P + k * EX_W + 16), a1);
         }
+        uint32_t mask = ex_mask_avx512(q, qv, cos, *t, p, a0, a1);
+        if (mask) ex_candidates(q, mask, p, x, row, heaps);
     }
+}
+
+static void vdb_exact_avx512(vdb_exact_queries *q, const float *rows, size_t n, int64_t row0, vdb_topk *heaps)
+{
+    ex_drive(EX_MR512, ex_tile_avx512, ex_row_avx512, q, rows, n, row0, heaps);
 }
 
 /* ---- AVX2 + FMA: tiles of 6 rows x 16 queries (half a panel) = 12 ymm accumulators. */
 
 #define VDB_EXACT_AVX2 __attribute__((target("avx2,fma")))
-enum { EX_MR2 = 6 };
+enum { EX_MR2 = VDB_TILE_MR_AVX2 };
 
 /* Bits of the 8 lanes at off..off+7 of panel p that can enter their heaps. */
 static inline VDB_EXACT_AVX2 uint32_t ex_mask8_avx2(const vdb_exact_queries *q, const float *qv, int cos, ex_row t,
@@ -240,55 +248,44 @@ static inline VDB_EXACT_AVX2 uint32_t ex_mask8_avx2(const vdb_exact_queries *q, 
     return (uint32_t)_mm256_movemask_ps(le) << off;
 }
 
-static VDB_EXACT_AVX2 void vdb_exact_avx2(vdb_exact_queries *q, const float *rows, size_t n, int64_t row0,
-                                          vdb_topk *heaps)
+static VDB_EXACT_AVX2 void ex_tile_avx2(vdb_exact_queries *q, const float *qv, int cos, const float *x,
+                                        const ex_row *t, int64_t row, vdb_topk *heaps)
 {
     const size_t d = q->d;
-    const float *qv = ex_qv(q);
-    const int cos = q->m == VDB_METRIC_COSINE;
-    size_t i = 0;
-    for (; i + EX_MR2 <= n; i += EX_MR2) {
-        const float *x = rows + i * d;
-        ex_row t[EX_MR2];
-        for (int r = 0; r < EX_MR2; r++) t[r] = ex_row_terms(q, x + r * d);
-        for (size_t p = 0; p < q->panels; p++) {
-            for (int half = 0; half < 2 && p * EX_W + 16 * (size_t)half < q->nq; half++) {
-                const float *P = q->packed + p * EX_W * d + 16 * half;
-                __m256 acc[2 * EX_MR2];
-                for (int a = 0; a < 2 * EX_MR2; a++) acc[a] = _mm256_setzero_ps();
-                for (size_t k = 0; k < d; k++) {
-                    __m256 b0 = _mm256_loadu_ps(P + k * EX_W), b1 = _mm256_loadu_ps(P + k * EX_W + 8);
-#pragma GCC unroll 6
-                    for (int r = 0; r < EX_MR2; r++) {
-                        __m256 xv = _mm256_broadcast_ss(x + r * d + k);
-                        acc[2 * r] = _mm256_fmadd_ps(xv, b0, acc[2 * r]);
-                        acc[2 * r + 1] = _mm256_fmadd_ps(xv, b1, acc[2 * r + 1]);
-                    }
-                }
-                for (int r = 0; r < EX_MR2; r++) {
-                    uint32_t mask = ex_mask8_avx2(q, qv, cos, t[r], p, 16 * half, acc[2 * r]) |
-                                    ex_mask8_avx2(q, qv, cos, t[r], p, 16 * half + 8, acc[2 * r + 1]);
-                    if (mask) ex_candidates(q, mask, p, x + r * d, row0 + (int64_t)(i + (size_t)r), heaps);
-                }
+    for (size_t p = 0; p < q->panels; p++) {
+        for (int half = 0; half < 2 && p * EX_W + 16 * (size_t)half < q->nq; half++) {
+            __m256 acc[2 * EX_MR2];
+            vdb_tile_dots_avx2(x, d, q->packed + p * EX_W * d + 16 * half, acc);
+            for (int r = 0; r < EX_MR2; r++) {
+                uint32_t mask = ex_mask8_avx2(q, qv, cos, t[r], p, 16 * half, acc[2 * r]) |
+                                ex_mask8_avx2(q, qv, cos, t[r], p, 16 * half + 8, acc[2 * r + 1]);
+                if (mask) ex_candidates(q, mask, p, x + (size_t)r * d, row + r, heaps);
             }
         }
     }
-    for (; i < n; i++) {
-        const float *x = rows + i * d;
-        ex_row t = ex_row_terms(q, x);
-        for (size_t p = 0; p < q->panels; p++) {
-            const float *P = q->packed + p * EX_W * d;
-            __m256 a[4];
-            for (int h = 0; h < 4; h++) a[h] = _mm256_setzero_ps();
-            for (size_t k = 0; k < d; k++) {
-                __m256 xv = _mm256_broadcast_ss(x + k);
-                for (int h = 0; h < 4; h++) a[h] = _mm256_fmadd_ps(xv, _mm256_loadu_ps(P + k * EX_W + 8 * h), a[h]);
-            }
-            uint32_t mask = 0;
-            for (int h = 0; h < 4; h++) mask |= ex_mask8_avx2(q, qv, cos, t, p, 8 * h, a[h]);
-            if (mask) ex_candidates(q, mask, p, x, row0 + (int64_t)i, heaps);
+}
+
+static VDB_EXACT_AVX2 void ex_row_avx2(vdb_exact_queries *q, const float *qv, int cos, const float *x,
+                                       const ex_row *t, int64_t row, vdb_topk *heaps)
+{
+    const size_t d = q->d;
+    for (size_t p = 0; p < q->panels; p++) {
+        const float *P = q->packed + p * EX_W * d;
+        __m256 a[4];
+        for (int h = 0; h < 4; h++) a[h] = _mm256_setzero_ps();
+        for (size_t k = 0; k < d; k++) {
+            __m256 xv = _mm256_broadcast_ss(x + k);
+            for (int h = 0; h < 4; h++) a[h] = _mm256_fmadd_ps(xv, _mm256_loadu_ps(P + k * EX_W + 8 * h), a[h]);
         }
+        uint32_t mask = 0;
+        for (int h = 0; h < 4; h++) mask |= ex_mask8_avx2(q, qv, cos, *t, p, 8 * h, a[h]);
+        if (mask) ex_candidates(q, mask, p, x, row, heaps);
     }
+}
+
+static void vdb_exact_avx2(vdb_exact_queries *q, const float *rows, size_t n, int64_t row0, vdb_topk *heaps)
+{
+    ex_drive(EX_MR2, ex_tile_avx2, ex_row_avx2, q, rows, n, row0, heaps);
 }
 #endif /* VDB_EXACT_X86 */
 

@@ -102,13 +102,6 @@ static void km_assign_task(void *vctx, size_t task, size_t worker)
     if (a->changes) a->changes[task] = changed;
 }
 
-static float km_sumsq(const float *v, size_t d)
-{
-    double s = 0;
-    for (size_t j = 0; j < d; j++) s += (double)v[j] * v[j];
-    return (float)s;
-}
-
 void vdb_kmeans_prepared_free(vdb_kmeans_prepared *p)
 {
     free(p->packed);
@@ -134,7 +127,7 @@ int vdb_kmeans_prepare(vdb_metric m, const float *centroids, size_t k, size_t d,
     out->d = d;
     vdb_panel_pack(centroids, k, d, out->packed);
     if (out->l2)
-        for (size_t ci = 0; ci < k; ci++) out->bias[ci] = km_sumsq(centroids + ci * d, d);
+        for (size_t ci = 0; ci < k; ci++) out->bias[ci] = vdb_sumsq(centroids + ci * d, d);
     return VDB_OK;
 }
 
@@ -156,7 +149,7 @@ static int km_assign_run(const vdb_kmeans_prepared *p, const float *x, size_t n,
         goto cleanup;
     }
     if (xnorm_own)
-        for (size_t i = 0; i < n; i++) xnorm_own[i] = km_sumsq(x + i * p->d, p->d);
+        for (size_t i = 0; i < n; i++) xnorm_own[i] = vdb_sumsq(x + i * p->d, p->d);
     km_assign_ctx ctx = {p, x, n, assign, dist, xnorm, changes};
     vdb_parallel_for(n_tasks, km_assign_task, &ctx);
     if (n_changed) {
@@ -459,7 +452,7 @@ int vdb_kmeans_train(vdb_metric m, const float *x, size_t n, size_t d, size_t k,
             rc = vdb_set_error(VDB_ENOMEM, "out of memory for k-means point norms (%zu points)", mt);
             goto cleanup;
         }
-        for (size_t i = 0; i < mt; i++) xnorm[i] = km_sumsq(xt + i * d, d);
+        for (size_t i = 0; i < mt; i++) xnorm[i] = vdb_sumsq(xt + i * d, d);
     }
     for (size_t it = 0; it < p.n_iter; it++) {
         size_t changed = 0;

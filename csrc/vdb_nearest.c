@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "vdb_cpu.h"
+#include "vdb_panel_tile.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -158,7 +159,7 @@ static void vdb_nearest_drive(size_t mr, vdb_tile_fn tile, vdb_row_fn row, const
  * panel registers and a broadcast (15 of 16 registers); one point goes over 2 panels at once. */
 
 #define VDB_NEAREST_AVX2 __attribute__((target("avx2,fma")))
-enum { MR_AVX2 = 6 };
+enum { MR_AVX2 = VDB_TILE_MR_AVX2 };
 
 /* Folds 8 lanes (panel p, lanes off..off+7) of one point's dot products into its lane minima. */
 static inline VDB_NEAREST_AVX2 void vdb_fold8_avx2(__m256 dot, size_t p, int off, size_t k, const float *bias,
@@ -186,17 +187,7 @@ static VDB_NEAREST_AVX2 void vdb_tile_avx2(const float *x, size_t d, const float
         for (int half = 0; half < 2 && 16 * half < w; half++) {
             const float *P = packed + p * VDB_PANEL_WIDTH * d + 16 * half;
             __m256 acc[MR_AVX2 * 2];
-            for (int a = 0; a < MR_AVX2 * 2; a++) acc[a] = _mm256_setzero_ps();
-            for (size_t t = 0; t < d; t++) {
-                __m256 b0 = _mm256_loadu_ps(P + t * VDB_PANEL_WIDTH);
-                __m256 b1 = _mm256_loadu_ps(P + t * VDB_PANEL_WIDTH + 8);
-#pragma GCC unroll 6
-                for (int r = 0; r < MR_AVX2; r++) {
-                    __m256 xv = _mm256_broadcast_ss(x + r * d + t);
-                    acc[2 * r] = _mm256_fmadd_ps(xv, b0, acc[2 * r]);
-                    acc[2 * r + 1] = _mm256_fmadd_ps(xv, b1, acc[2 * r + 1]);
-                }
-            }
+            vdb_tile_dots_avx2(x, d, P, acc);
             for (size_t r = 0; r < MR_AVX2; r++) {
                 vdb_fold8_avx2(acc[2 * r], p, 16 * half, k, bias, L->v[r0 + r], L->i[r0 + r]);
                 vdb_fold8_avx2(acc[2 * r + 1], p, 16 * half + 8, k, bias, L->v[r0 + r], L->i[r0 + r]);
@@ -235,7 +226,7 @@ static void vdb_nearest_avx2(const float *x, size_t n, size_t d, const float *pa
  * loads and 8 broadcasts feed 16 FMAs); one point goes over 4 panels at once. */
 
 #define VDB_NEAREST_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
-enum { MR_AVX512 = 8 };
+enum { MR_AVX512 = VDB_TILE_MR_AVX512 };
 
 /* Folds one panel (p) of one point's 32 dot products into its lane minima. */
 static inline VDB_NEAREST_AVX512 void vdb_fold32_avx512(__m512 dot0, __m512 dot1, size_t p, size_t k,
@@ -266,17 +257,7 @@ static VDB_NEAREST_AVX512 void vdb_tile_avx512(const float *x, size_t d, const f
     for (size_t p = g0; p < g1; p++) {
         const float *P = packed + p * VDB_PANEL_WIDTH * d;
         __m512 acc[MR_AVX512 * 2];
-        for (int a = 0; a < MR_AVX512 * 2; a++) acc[a] = _mm512_setzero_ps();
-        for (size_t t = 0; t < d; t++) {
-            __m512 b0 = _mm512_loadu_ps(P + t * VDB_PANEL_WIDTH);
-            __m512 b1 = _mm512_loadu_ps(P + t * VDB_PANEL_WIDTH + 16);
-#pragma GCC unroll 8
-            for (int r = 0; r < MR_AVX512; r++) {
-                __m512 xv = _mm512_set1_ps(x[r * d + t]);
-                acc[2 * r] = _mm512_fmadd_ps(xv, b0, acc[2 * r]);
-                acc[2 * r + 1] = _mm512_fmadd_ps(xv, b1, acc[2 * r + 1]);
-            }
-        }
+        vdb_tile_dots_avx512(x, d, P, acc);
         for (size_t r = 0; r < MR_AVX512; r++)
             vdb_fold32_avx512(acc[2 * r], acc[2 * r + 1], p, k, bias, L->v[r0 + r], L->i[r0 + r]);
     }

@@ -29,6 +29,15 @@ size_t vdb_panel_floats(size_t k, size_t d);
 /* Packs the k x d row-major centroids into panels (padding columns are zeros). */
 void vdb_panel_pack(const float *centroids, size_t k, size_t d, float *packed);
 
+/* |v|^2 summed in double in dimension order, rounded once: the norms the panel kernels' callers
+ * (k-means biases, the exact batch's bounds) start from. */
+static inline float vdb_sumsq(const float *v, size_t d)
+{
+    double s = 0;
+    for (size_t t = 0; t < d; t++) s += (double)v[t] * v[t];
+    return (float)s;
+}
+
 /* For each of the n points (row-major, n x d): best[i] = argmin_j bias[j] - 2 x_i.c_j and
  * best_val[i] = that value (best_val may be NULL). k >= 1; bias has k entries. */
 void vdb_nearest_packed(const float *x, size_t n, size_t d, const float *packed, const float *bias,
