@@ -12,10 +12,13 @@
 
 `client_kind` says which one a test got; `persistent_path` is the directory a persistent client
 opens; `reopen(client)` closes a PersistentClient and opens a new one on the same path (closed
-again at teardown).
+again at teardown). `small_fs` mounts a tmpfs of its own for a disk-full test, `fill_fs(fs)` fills it.
 """
 from __future__ import annotations
 
+import errno
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Callable, Iterator, List
@@ -150,7 +153,10 @@ def client(client_kind: str, persistent_path: Path, request, monkeypatch):
         c = vectordb.EphemeralClient()
         _wipe(c)
         yield c
-        c.close()
+        try:
+            _wipe(c)  # nor does this test leave any to whichever EphemeralClient is still open
+        finally:
+            c.close()
     elif client_kind == "http":
         server = request.getfixturevalue("http_server")
         c = server.ensure()
@@ -261,3 +267,50 @@ def reopen(persistent_path: Path) -> Iterator[Callable]:
     yield _reopen
     for c in opened:
         c.close()
+
+
+# ---- a small file system of its own, for the disk-full tests ----
+
+@pytest.fixture
+def small_fs(tmp_path: Path, request) -> Iterator[str]:
+    """A tmpfs mounted for one test: 4 MiB, or the size given by indirect parametrization
+    (`@pytest.mark.parametrize("small_fs", ["16m"], indirect=True)`). Skipped, with the reason, where
+    mounting is not allowed (it needs root or CAP_SYS_ADMIN)."""
+    size = getattr(request, "param", "4m")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs for the disk-full tests (needs root / CAP_SYS_ADMIN): {r.stderr.strip()}")
+    try:
+        yield str(mnt)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill_fs(fs: str, leave_pages: int = 0) -> str:
+    """Fills the file system with a file of whole pages; then frees leave_pages pages again."""
+    filler = os.path.join(fs, "filler")
+    page = os.sysconf("SC_PAGE_SIZE")
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        while True:
+            try:
+                if os.write(fd, bytes(page)) < page:
+                    break
+            except OSError as e:
+                assert e.errno == errno.ENOSPC, e
+                break
+    finally:
+        os.close(fd)
+    size = os.path.getsize(filler) // page * page
+    os.truncate(filler, max(0, size - leave_pages * page))
+    return filler
+
+
+@pytest.fixture
+def fill_fs() -> Callable[..., str]:
+    """`fill_fs(fs, leave_pages=0)`: fills a small_fs up (a file of whole pages), then frees
+    leave_pages pages again; returns the filler's path."""
+    return _fill_fs

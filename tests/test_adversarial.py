@@ -121,45 +121,17 @@ def test_catastrophic_patterns_answer_at_once_and_health_stays_up(tmp_path):
 
 # ---- close on a full disk ----
 
-@pytest.fixture
-def tmpfs(tmp_path):
-    import subprocess
-
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0755", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs for the disk-full tests (needs root / CAP_SYS_ADMIN): {r.stderr.strip()}")
-    try:
-        yield str(mnt)
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def _fill(fs: str) -> str:
-    import errno
-
-    filler = os.path.join(fs, "filler")
-    with open(filler, "wb", buffering=0) as f:
-        try:
-            while f.write(bytes(1 << 16)):
-                pass
-        except OSError as e:
-            assert e.errno == errno.ENOSPC, e
-    return filler
-
-
-def test_close_failing_on_a_full_disk_leaves_the_client_closed_and_the_data_whole(tmpfs):
+@pytest.mark.parametrize("small_fs", ["16m"], indirect=True)
+def test_close_failing_on_a_full_disk_leaves_the_client_closed_and_the_data_whole(small_fs, fill_fs):
     """Was: close() raised ENOSPC from its checkpoint and released the LOCK, while the client kept
     reading and writing (beside any process that then opened the database)."""
-    path = os.path.join(tmpfs, "db")
+    path = os.path.join(small_fs, "db")
     client = vectordb.PersistentClient(path)
     cols = [client.create_collection(f"col{i}") for i in range(2)]
     vecs = np.random.default_rng(1).random((4300, 256), dtype=np.float32)  # > 4 MiB of log: close checkpoints
     for col in cols:
         col.add(ids=[str(i) for i in range(len(vecs))], embeddings=vecs)
-    filler = _fill(tmpfs)
+    filler = fill_fs(small_fs)
     with pytest.raises(OSError) as info:
         client.close()
     assert info.value.errno == 28  # ENOSPC

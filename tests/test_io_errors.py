@@ -457,52 +457,18 @@ def test_catalog_change_whose_directory_sync_fails_is_reported_and_in_place(shim
 # ---------------------------------------------------------------------------------------------
 # A real ENOSPC: a tiny tmpfs, filled up.
 
-@pytest.fixture
-def small_fs(tmp_path):
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs for the disk-full tests (needs root / CAP_SYS_ADMIN): {r.stderr.strip()}")
-    try:
-        yield str(mnt)
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def fill(fs: str, leave_pages: int = 0) -> str:
-    """Fills the file system with a file of whole pages; then frees leave_pages pages again."""
-    filler = os.path.join(fs, "filler")
-    page = os.sysconf("SC_PAGE_SIZE")
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        while True:
-            try:
-                if os.write(fd, bytes(page)) < page:
-                    break
-            except OSError as e:
-                assert e.errno == errno.ENOSPC, e
-                break
-    finally:
-        os.close(fd)
-    size = os.path.getsize(filler) // page * page
-    os.truncate(filler, max(0, size - leave_pages * page))
-    return filler
-
-
 def state_of(col) -> tuple:
     got = col.get(include=["embeddings", "metadatas", "documents"])
     return got["ids"], np.asarray(got["embeddings"]).tobytes(), got["metadatas"], got["documents"]
 
 
-def test_disk_full_during_add_is_clean_and_read_only_until_reopen(small_fs):
+def test_disk_full_during_add_is_clean_and_read_only_until_reopen(small_fs, fill_fs):
     path = os.path.join(small_fs, "db")
     client = vectordb.PersistentClient(path)
     col = client.create_collection("full")
     col.add(ids=[f"a{i}" for i in range(50)], embeddings=_vecs(50, 5), metadatas=[{"i": i} for i in range(50)])
     before = state_of(col)
-    filler = fill(small_fs)
+    filler = fill_fs(small_fs)
     with pytest.raises(OSError, match="No space left on device"):
         col.add(ids=[f"b{i}" for i in range(400)], embeddings=_vecs(400, 6), documents=["x" * 100] * 400)
     assert state_of(col) == before
@@ -521,14 +487,14 @@ def test_disk_full_during_add_is_clean_and_read_only_until_reopen(small_fs):
     client.close()
 
 
-def test_disk_full_during_checkpoint_keeps_the_old_generation(small_fs):
+def test_disk_full_during_checkpoint_keeps_the_old_generation(small_fs, fill_fs):
     path = os.path.join(small_fs, "db")
     client = vectordb.PersistentClient(path)
     col = client.create_collection("full")
     col.add(ids=[f"a{i}" for i in range(3000)], embeddings=_vecs(3000, 8))
     col.delete(ids=[f"a{i}" for i in range(0, 3000, 2)])
     before = state_of(col)
-    filler = fill(small_fs)
+    filler = fill_fs(small_fs)
     with pytest.raises(OSError, match="No space left on device"):
         col.checkpoint()
     assert state_of(col) == before
@@ -548,7 +514,7 @@ def test_disk_full_during_checkpoint_keeps_the_old_generation(small_fs):
     client.close()
 
 
-def test_disk_full_while_saving_the_catalog_keeps_the_database_openable(small_fs):
+def test_disk_full_while_saving_the_catalog_keeps_the_database_openable(small_fs, fill_fs):
     """Was: os.write's short count was ignored and a truncated catalog.json was renamed into place."""
     path = os.path.join(small_fs, "db")
     client = vectordb.PersistentClient(path)
@@ -556,7 +522,7 @@ def test_disk_full_while_saving_the_catalog_keeps_the_database_openable(small_fs
         client.create_collection(f"collection-{i:03d}", metadata={"description": "m" * 60, "i": i})
     assert os.path.getsize(os.path.join(path, "catalog.json")) > 3 * os.sysconf("SC_PAGE_SIZE")
     # Room for the new collection's MANIFEST and one page of the new catalog, not all of it.
-    fill(small_fs, leave_pages=2)
+    fill_fs(small_fs, leave_pages=2)
     try:
         client.create_collection("one-more")
     except OSError:
