@@ -8,11 +8,17 @@ SPANN indexes, which vectordb does not have: they are accepted, kept and logged 
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .errors import InvalidArgumentError
 from .utils.embedding_functions import validate_persisted_config
-from .validation import SPACES, validate_dimension, validate_positive_int
+from .validation import (
+    SPACES,
+    validate_collection_metadata,
+    validate_dimension,
+    validate_name,
+    validate_positive_int,
+)
 
 log = logging.getLogger("vectordb")
 
@@ -147,3 +153,19 @@ def validate_modify(configuration: Any) -> dict:
         if params:
             changes[kind] = params
     return changes
+
+
+def validate_modify_args(name: Optional[str], metadata: Optional[dict], configuration: Any,
+                         current_space: Callable[[], Optional[str]]) -> tuple[Optional[dict], dict]:
+    """Collection.modify's arguments, checked whole before anything changes: the new name, the new
+    metadata (its "hnsw:space", if any, must be current_space()) and the configuration changes
+    (validate_modify). Returns the normalized metadata and the changes."""
+    if name is not None:
+        validate_name(name)
+    if metadata is not None:
+        metadata = validate_collection_metadata(metadata)
+        space = metadata.get("hnsw:space") if metadata else None
+        if space is not None and space != current_space():
+            raise InvalidArgumentError("changing the distance space of an existing collection is not supported")
+    changes = validate_modify(configuration) if configuration is not None else {}
+    return metadata, changes

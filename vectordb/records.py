@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from . import _core
 from .backend import OP_ADD, OP_DELETE
-from .configuration import chroma_shape, validate_modify
+from .configuration import chroma_shape, validate_modify_args
 from .errors import InvalidArgumentError
 from .filters import compile_filter_ex
 from .utils.embedding_functions import check_modify
@@ -16,13 +16,11 @@ from .validation import (
     MAX_COUNT,
     URI_KEY,
     to_matrix,
-    validate_collection_metadata,
     validate_count,
     validate_documents,
     validate_ids,
     validate_include,
     validate_metadatas,
-    validate_name,
     validate_positive_int,
     validate_uris,
 )
@@ -181,14 +179,8 @@ class LocalRecords:
         return int(self._engine_call(cid, "count"))
 
     def collection_modify(self, cid: str, name: Optional[str], metadata: Optional[dict], configuration: Any) -> None:
-        if name is not None:
-            validate_name(name)
-        if metadata is not None:
-            metadata = validate_collection_metadata(metadata)
-            space = metadata.get("hnsw:space") if metadata else None
-            if space is not None and space != self._entry(cid)["configuration"]["space"]:
-                raise InvalidArgumentError("changing the distance space of an existing collection is not supported")
-        changes = validate_modify(configuration) if configuration is not None else {}
+        metadata, changes = validate_modify_args(name, metadata, configuration,
+                                                 lambda: self._entry(cid)["configuration"]["space"])
         if "embedding_function" in changes:
             check_modify(self._entry(cid)["configuration"].get("embedding_function"), changes["embedding_function"])
         for kind in ("hnsw", "spann"):

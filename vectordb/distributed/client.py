@@ -36,7 +36,7 @@ from ..errors import (
     NotFoundError,
     VectorDBError,
 )
-from ..utils.embedding_functions import NEVER_EMBED, check_conflict, resolve_on_create
+from ..utils.embedding_functions import NEVER_EMBED, check_conflict, check_modify, resolve_on_create
 from ..validation import (
     validate_collection_metadata,
     validate_name,
@@ -461,14 +461,20 @@ class RayClient(ShardedRecords):
             self._drop(cid)
 
     def _modify(self, cid: str, name: Optional[str], metadata: Optional[dict], changes: dict) -> None:
-        """Collection.modify after its checks: n_probe goes to every shard, the rest is the shard map's."""
+        """Collection.modify after its checks (collection_modify): n_probe goes to every shard, the rest
+        (name, metadata, embedding function) is the shard map's."""
         with self._lock:
             self._check_open()
             entry = dict(self._entry(cid))
             if name is not None and name != entry["name"] and self._find(name) is not None:
                 raise CollectionExistsError(f"Collection [{name}] already exists")
+            if "embedding_function" in changes:
+                check_modify(entry["configuration"].get("embedding_function"), changes["embedding_function"])
+            # The embedding function lives in the shard map only (shards never embed).
+            shard_changes = {k: v for k, v in changes.items() if k != "embedding_function"}
+            if shard_changes:
+                self._write(cid, self._everywhere(cid, "modify", shard_changes), "modify")
             if changes:
-                self._write(cid, {s: ("modify", (changes,)) for s in range(len(entry["shards"]))}, "modify")
                 entry["configuration"] = {**entry["configuration"], **changes}
             if name is not None:
                 entry["name"] = name

@@ -6,18 +6,15 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ..backend import OP_ADD, OP_UPDATE, OP_UPSERT
-from ..configuration import validate_modify
-from ..errors import CollectionExistsError, InvalidArgumentError, InvalidDimensionError
+from ..configuration import validate_modify_args
+from ..errors import InvalidArgumentError, InvalidDimensionError
 from ..filters import validate_filters
-from ..utils.embedding_functions import check_modify
 from ..validation import (
     to_matrix,
-    validate_collection_metadata,
     validate_documents,
     validate_ids,
     validate_include,
     validate_metadatas,
-    validate_name,
     validate_nonneg_int,
     validate_positive_int,
     validate_uris,
@@ -37,6 +34,7 @@ class ShardedRecords:
     _write: Any
     _next_seqs: Any
     _check_open: Any
+    _modify: Any
 
     def _n_shards(self, cid: str) -> int:
         return len(self._entry(cid)["shards"])
@@ -170,34 +168,13 @@ class ShardedRecords:
     # ---- collection ----
     def collection_modify(self, cid: str, name: Optional[str], metadata: Optional[dict], configuration: Any) -> None:
         """Renames, replaces the metadata (the space cannot change), sets the default n_probe of every
-        shard and/or the embedding function (persisted in the shard map)."""
-        if name is not None:
-            validate_name(name)
-        if metadata is not None:
-            metadata = validate_collection_metadata(metadata)
-            space = metadata.get("hnsw:space") if metadata else None
+        shard and/or the embedding function (persisted in the shard map): checked here, applied by _modify."""
+        def space() -> Optional[str]:
             cfg = self._entry(cid)["configuration"]
-            if space is not None and space != (cfg.get("hnsw") or cfg.get("spann") or {}).get("space"):
-                raise InvalidArgumentError("changing the distance space of an existing collection is not supported")
-        changes = validate_modify(configuration) if configuration is not None else {}
-        # The embedding function lives in the shard map only (shards never embed).
-        shard_changes = {k: v for k, v in changes.items() if k != "embedding_function"}
-        with self._lock:
-            self._check_open()
-            entry = dict(self._entry(cid))
-            if name is not None and name != entry["name"] and self._find(name) is not None:
-                raise CollectionExistsError(f"Collection [{name}] already exists")
-            if "embedding_function" in changes:
-                check_modify(entry["configuration"].get("embedding_function"), changes["embedding_function"])
-            if shard_changes:
-                self._write(cid, self._everywhere(cid, "modify", shard_changes), "modify")
-            if changes:
-                entry["configuration"] = {**entry["configuration"], **changes}
-            if name is not None:
-                entry["name"] = name
-            if metadata is not None:
-                entry["metadata"] = metadata
-            self._save(cid, entry)
+            return (cfg.get("hnsw") or cfg.get("spann") or {}).get("space")
+
+        metadata, changes = validate_modify_args(name, metadata, configuration, space)
+        self._modify(cid, name, metadata, changes)
 
     def collection_stats(self, cid: str) -> dict:
         """Counts summed over the shards, and each shard's own stats under "shards"."""
