@@ -2,42 +2,23 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import Response
 
 from vectordb.server import models as m
-from vectordb.server.jsonio import FastJSONResponse
-from vectordb.server.routes import ERRORS_COLLECTION, OK, CollectionName
+from vectordb.server.routes import answer, collection_route
 from vectordb.server.service import Service
 
 
 def maintenance_router(svc: Service) -> APIRouter:
     router = APIRouter()
-
-    @router.post("/collections/{name}/batch/begin", response_model=m.OkResponse, tags=["maintenance"],
-              responses=ERRORS_COLLECTION, summary="Defer index maintenance until batch/end (bulk loading)")
-    @svc.engine
-    def begin_batch(name: CollectionName) -> Response:
-        svc.collection(name).begin_batch()
-        return FastJSONResponse(OK)
-
-    @router.post("/collections/{name}/batch/end", response_model=m.OkResponse, tags=["maintenance"],
-              responses=ERRORS_COLLECTION)
-    @svc.engine
-    def end_batch(name: CollectionName) -> Response:
-        svc.collection(name).end_batch()
-        return FastJSONResponse(OK)
-
-    @router.post("/collections/{name}/rebuild", response_model=m.RebuildResponse, tags=["maintenance"],
-              responses=ERRORS_COLLECTION, summary="Retrain the IVF index on the current data")
-    @svc.engine
-    def rebuild(name: CollectionName) -> Response:
-        return FastJSONResponse({"ok": True, **svc.collection(name).rebuild()})
-
-    @router.post("/collections/{name}/checkpoint", response_model=m.OkResponse, tags=["maintenance"],
-              responses=ERRORS_COLLECTION, summary="Write a snapshot and truncate the write-ahead log")
-    @svc.engine
-    def checkpoint(name: CollectionName) -> Response:
-        svc.collection(name).checkpoint()
-        return FastJSONResponse(OK)
-
+    for action, endpoint, handler, response, summary in (
+        ("batch/begin", "begin_batch", lambda n, _: answer(svc.collection(n).begin_batch()), m.OkResponse,
+         "Defer index maintenance until batch/end (bulk loading)"),
+        ("batch/end", "end_batch", lambda n, _: answer(svc.collection(n).end_batch()), m.OkResponse, None),
+        ("rebuild", "rebuild", lambda n, _: answer({"ok": True, **svc.collection(n).rebuild()}), m.RebuildResponse,
+         "Retrain the IVF index on the current data"),
+        ("checkpoint", "checkpoint", lambda n, _: answer(svc.collection(n).checkpoint()), m.OkResponse,
+         "Write a snapshot and truncate the write-ahead log"),
+    ):
+        collection_route(router, svc, "POST", action, endpoint, handler, response_model=response, tag="maintenance",
+                         summary=summary)
     return router

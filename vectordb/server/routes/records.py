@@ -8,7 +8,7 @@ from fastapi.responses import Response
 
 from vectordb.server import models as m
 from vectordb.server.jsonio import FastJSONResponse
-from vectordb.server.routes import ERRORS_COLLECTION, OK, CollectionName, request_body
+from vectordb.server.routes import OK, collection_route
 from vectordb.server.service import Service, with_arrays, with_vectors
 
 
@@ -29,73 +29,30 @@ def get_records(svc: Service, name: str, body: m.GetRequest) -> Response:
     return FastJSONResponse(svc.collection(name).get(**body.kwargs()))
 
 
+def delete_records(svc: Service, name: str, body: m.DeleteRequest) -> Response:
+    result = svc.collection(name).delete(**body.kwargs())
+    deleted = result.get("deleted") if isinstance(result, dict) else None
+    return FastJSONResponse({"deleted": int(deleted or 0)})
+
+
 def records_router(svc: Service) -> APIRouter:
     router = APIRouter()
-
-    @router.post("/collections/{name}/add", response_model=m.OkResponse, tags=["records"],
-                 responses=ERRORS_COLLECTION,
-              summary="Add records (ids already present are skipped)",
-        openapi_extra=request_body(m.RecordsRequest),
-    )
-    @svc.engine
-    def add(name: CollectionName, body: m.RecordsRequest = svc.json_body(m.RecordsRequest)) -> Response:
-        return add_records(svc, name, body)
-
-    @router.post("/collections/{name}/upsert", response_model=m.OkResponse, tags=["records"],
-                 responses=ERRORS_COLLECTION,
-              summary="Add new records, update existing ones (metadata merged)",
-        openapi_extra=request_body(m.RecordsRequest),
-    )
-    @svc.engine
-    def upsert(name: CollectionName, body: m.RecordsRequest = svc.json_body(m.RecordsRequest)) -> Response:
-        return add_records(svc, name, body, "upsert")
-
-    @router.put("/collections/{name}/update", response_model=m.OkResponse, tags=["records"],
-                 responses=ERRORS_COLLECTION,
-             summary="Update existing records (unknown ids are ignored; metadata merged)",
-        openapi_extra=request_body(m.RecordsRequest),
-    )
-    @svc.engine
-    def update(name: CollectionName, body: m.RecordsRequest = svc.json_body(m.RecordsRequest)) -> Response:
-        return add_records(svc, name, body, "update")
-
-    @router.post("/collections/{name}/query", response_model=m.QueryResponse, tags=["records"],
-                 responses=ERRORS_COLLECTION,
-              summary="Nearest neighbours: one result list per query, ascending distance",
-        openapi_extra=request_body(m.QueryRequest),
-    )
-    @svc.engine
-    def query(name: CollectionName, body: m.QueryRequest = svc.json_body(m.QueryRequest)) -> Response:
-        return query_records(svc, name, body)
-
-    @router.post("/collections/{name}/get", response_model=m.GetResponse, tags=["records"],
-                 responses=ERRORS_COLLECTION,
-              summary="Records by id and/or filter",
-        openapi_extra=request_body(m.GetRequest),
-    )
-    @svc.engine
-    def get(name: CollectionName, body: m.GetRequest = svc.json_body(m.GetRequest)) -> Response:
-        return get_records(svc, name, body)
-
-    def _delete(name: str, body: m.DeleteRequest) -> Response:
-        result = svc.collection(name).delete(**body.kwargs())
-        deleted = result.get("deleted") if isinstance(result, dict) else None
-        return FastJSONResponse({"deleted": int(deleted or 0)})
-
-    @router.delete("/collections/{name}/delete", response_model=m.DeletedResponse, tags=["records"],
-                responses=ERRORS_COLLECTION, summary="Delete records by id and/or filter (JSON body)",
-        openapi_extra=request_body(m.DeleteRequest),
-    )
-    @svc.engine
-    def delete_records(name: CollectionName, body: m.DeleteRequest = svc.json_body(m.DeleteRequest)) -> Response:
-        return _delete(name, body)
-
-    @router.post("/collections/{name}/delete", response_model=m.DeletedResponse, tags=["records"],
-              responses=ERRORS_COLLECTION, summary="Same as DELETE, for clients that cannot send a body with DELETE",
-        openapi_extra=request_body(m.DeleteRequest),
-    )
-    @svc.engine
-    def delete_records_post(name: CollectionName, body: m.DeleteRequest = svc.json_body(m.DeleteRequest)) -> Response:
-        return _delete(name, body)
-
+    for method, action, endpoint, handler, body, response, summary in (
+        ("POST", "add", "add", lambda n, b: add_records(svc, n, b), m.RecordsRequest, m.OkResponse,
+         "Add records (ids already present are skipped)"),
+        ("POST", "upsert", "upsert", lambda n, b: add_records(svc, n, b, "upsert"), m.RecordsRequest, m.OkResponse,
+         "Add new records, update existing ones (metadata merged)"),
+        ("PUT", "update", "update", lambda n, b: add_records(svc, n, b, "update"), m.RecordsRequest, m.OkResponse,
+         "Update existing records (unknown ids are ignored; metadata merged)"),
+        ("POST", "query", "query", lambda n, b: query_records(svc, n, b), m.QueryRequest, m.QueryResponse,
+         "Nearest neighbours: one result list per query, ascending distance"),
+        ("POST", "get", "get", lambda n, b: get_records(svc, n, b), m.GetRequest, m.GetResponse,
+         "Records by id and/or filter"),
+        ("DELETE", "delete", "delete_records", lambda n, b: delete_records(svc, n, b), m.DeleteRequest,
+         m.DeletedResponse, "Delete records by id and/or filter (JSON body)"),
+        ("POST", "delete", "delete_records_post", lambda n, b: delete_records(svc, n, b), m.DeleteRequest,
+         m.DeletedResponse, "Same as DELETE, for clients that cannot send a body with DELETE"),
+    ):
+        collection_route(router, svc, method, action, endpoint, handler, body=body, response_model=response,
+                         tag="records", summary=summary)
     return router
