@@ -32,7 +32,7 @@ import glob
 import hashlib
 import json
 import os
-import select
+import selectors
 import shutil
 import subprocess
 import sys
@@ -210,8 +210,9 @@ class Worker:
         self.stderr_path = os.path.join(self.log_dir, f"worker-{self.starts}.stderr")
         code = ("import sys; sys.path.insert(0, %r); import test_fuzz_files as t; t.worker_main()"
                 % os.path.dirname(os.path.abspath(__file__)))
-        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=open(self.stderr_path, "wb"), text=True, bufsize=1)
+        with open(self.stderr_path, "wb") as err:  # the child keeps its own copy
+            self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1)
 
     def _stderr_tail(self) -> str:
         try:
@@ -225,7 +226,10 @@ class Worker:
             self._start()
         self.proc.stdin.write(json.dumps(req) + "\n")
         self.proc.stdin.flush()
-        ready, _, _ = select.select([self.proc.stdout], [], [], TIMEOUT)
+        # A selector (epoll), not select(): select() refuses descriptors past FD_SETSIZE (1024).
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            ready = sel.select(TIMEOUT)
         if not ready:
             self.stop()
             raise WorkerDied(f"opening the damaged copy took longer than {TIMEOUT} s (hang?)")
@@ -321,6 +325,32 @@ class Base:
             op()
             states.append(state_digest(col))
         return states
+
+
+def test_worker_answers_with_descriptors_past_1024(tmp_path):
+    """The worker's pipes may be numbered past 1024 in a long run (or beside many open files): waiting
+    for its answer must still work there (select() fails past FD_SETSIZE)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 2048 if hard == resource.RLIM_INFINITY else min(2048, hard)
+    if want < 1200:
+        pytest.skip(f"the descriptor limit ({hard}) is too low to open descriptors past 1024")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
+    held: list = []
+    try:
+        while not held or held[-1] < 1100:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        w = Worker(str(tmp_path))
+        try:
+            resp = w.request({"path": str(tmp_path / "db"), "collection": "absent"})
+        finally:
+            w.stop()
+        assert resp["status"] == "vectordb-error" and resp["type"] == "NotFoundError", resp
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 @pytest.fixture(scope="module")
