@@ -31,11 +31,6 @@ from vectordb.migrate.verify import ExactTopK, Reservoir, check_exact, id_digest
 
 # Children import the vectordb this process imported (the in-place build, or the installed package).
 VECTORDB_PARENT = str(Path(vectordb.__file__).resolve().parents[1])
-# A chromadb shim placed first on PYTHONPATH does not take effect when vectordb runs installed (the CI
-# layout): the tool still imports the real chromadb. Until that is understood, these two tests run
-# against the source tree only.
-SHIM_WORKS = "site-packages" not in VECTORDB_PARENT
-needs_shim = pytest.mark.skipif(not SHIM_WORKS, reason="the PYTHONPATH chromadb shim is bypassed when installed")
 
 TEMP_PREFIX = "migrating-"
 
@@ -532,7 +527,6 @@ def test_dry_run_writes_nothing(small_db, tmp_path):
         assert [c.name for c in client.list_collections()] == ["docs_ip"]
 
 
-@needs_shim
 def test_clear_message_without_chromadb(small_db, tmp_path):
     chroma, _ = small_db
     shim = tmp_path / "shim"
@@ -599,7 +593,6 @@ def test_value_comparison_is_type_strict():
     assert id_digest(["x", "y"]) != id_digest(["x", "y", "y"])
 
 
-@needs_shim
 def test_a_crash_inside_chromadb_is_reported(small_db, tmp_path):
     """The reader runs in a child process: a chromadb that dies (as with a damaged HNSW segment)
     gives a clear error instead of killing the migration. The crash is provoked by a shim module."""

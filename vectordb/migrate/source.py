@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import site
 import subprocess
 import sys
 from typing import Any, Dict, List, Optional, Sequence
@@ -202,15 +203,31 @@ def _reader_main(path: str) -> int:
             send(("err", f"{type(e).__name__}: {e}"))
 
 
+def _child_pythonpath(pythonpath: Optional[str]) -> Optional[str]:
+    """The reading child's PYTHONPATH: it must import this very vectordb (installed, or a source
+    checkout found through the parent's sys.path) and otherwise resolve imports as the parent does.
+
+    The directory holding this vectordb goes last: no earlier PYTHONPATH entry holds another
+    vectordb (the parent would have imported that one), and the user's entries keep their order and
+    their precedence over site-packages (a module placed first on PYTHONPATH, chromadb included, is
+    the one the child imports). An installed vectordb's site directory is left out: the same
+    interpreter finds it anyway, after the standard library, where it belongs."""
+    parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    site_dirs = {os.path.realpath(p) for p in [*site.getsitepackages(), site.getusersitepackages()]}
+    if os.path.realpath(parent) in site_dirs:
+        return pythonpath
+    return os.pathsep.join(filter(None, [pythonpath, parent]))
+
+
 class ReaderProcess:
     """The parent's handle on the reading child."""
 
     def __init__(self, path: str):
         env = dict(os.environ)
         env.setdefault("ANONYMIZED_TELEMETRY", "False")
-        # The child imports this very vectordb (installed or a source checkout), wherever it was found.
-        package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
+        pythonpath = _child_pythonpath(env.get("PYTHONPATH"))
+        if pythonpath:
+            env["PYTHONPATH"] = pythonpath
         self.path = path
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "vectordb.migrate.source", path],
