@@ -69,6 +69,22 @@ int vdb_read_all(int fd, void *buf, size_t len, const char *path)
     return VDB_OK;
 }
 
+/* Opens a snapshot file for reading and stats it. A missing one is damage: the MANIFEST names its
+ * generation, so every file of it was written. On failure no descriptor is left open. */
+static int open_snapshot_file(const char *path, int *fd, struct stat *st)
+{
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0) return errno == ENOENT ? vdb_set_error(VDB_ECORRUPT, "file '%s' is missing", path)
+                                        : io_error("cannot open", path);
+    if (fstat(*fd, st) != 0) {
+        int rc = io_error("cannot stat", path);
+        close(*fd);
+        *fd = -1;
+        return rc;
+    }
+    return VDB_OK;
+}
+
 int vdb_fdatasync(int fd, const char *path)
 {
     if (fdatasync(fd) != 0) return io_error("cannot sync", path);
@@ -132,14 +148,11 @@ int vdb_file_write_new(const char *path, const uint8_t *head, size_t head_len, c
 int vdb_file_read_all(const char *path, uint8_t **buf, size_t *len)
 {
     struct stat st;
-    int rc, fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd, rc;
     *buf = NULL;
     *len = 0;
-    if (fd < 0) return errno == ENOENT ? vdb_set_error(VDB_ECORRUPT, "file '%s' is missing", path)
-                                       : io_error("cannot open", path);
-    if (fstat(fd, &st) != 0) {
-        rc = io_error("cannot stat", path);
-    } else if (!(*buf = malloc(st.st_size ? (size_t)st.st_size : 1))) {
+    if ((rc = open_snapshot_file(path, &fd, &st))) return rc;
+    if (!(*buf = malloc(st.st_size ? (size_t)st.st_size : 1))) {
         rc = vdb_set_error(VDB_ENOMEM, "out of memory reading '%s'", path);
     } else if ((rc = vdb_read_all(fd, *buf, (size_t)st.st_size, path)) == VDB_OK) {
         *len = (size_t)st.st_size;
@@ -435,17 +448,12 @@ int vdb_vecmap_open(const char *path, uint32_t metric, uint64_t dim, uint64_t *n
                     vdb_vecmap **out)
 {
     uint8_t h[VECTORS_HEADER];
-    int rc = VDB_OK, fd = open(path, O_RDONLY | O_CLOEXEC);
+    int rc, fd;
     struct stat st;
     vdb_vecmap *m = NULL;
     *out = NULL;
     *data = NULL;
-    if (fd < 0) return errno == ENOENT ? vdb_set_error(VDB_ECORRUPT, "file '%s' is missing", path)
-                                       : io_error("cannot open", path);
-    if (fstat(fd, &st) != 0) {
-        rc = io_error("cannot stat", path);
-        goto cleanup;
-    }
+    if ((rc = open_snapshot_file(path, &fd, &st))) return rc;
     if ((size_t)st.st_size < VECTORS_HEADER || (rc = vdb_read_all(fd, h, sizeof h, path))) {
         rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is truncated (no complete header)", path);
         goto cleanup;
@@ -580,15 +588,10 @@ int vdb_records_write(const char *path, uint64_t n_rows, const uint8_t *payload,
 int vdb_records_read(const char *path, uint64_t *n_rows, uint8_t **payload, size_t *len)
 {
     uint8_t h[RECORDS_HEADER];
-    int rc = VDB_OK, fd = open(path, O_RDONLY | O_CLOEXEC);
+    int rc, fd;
     struct stat st;
     *payload = NULL;
-    if (fd < 0) return errno == ENOENT ? vdb_set_error(VDB_ECORRUPT, "file '%s' is missing", path)
-                                       : io_error("cannot open", path);
-    if (fstat(fd, &st) != 0) {
-        rc = io_error("cannot stat", path);
-        goto cleanup;
-    }
+    if ((rc = open_snapshot_file(path, &fd, &st))) return rc;
     if ((size_t)st.st_size < RECORDS_HEADER || vdb_read_all(fd, h, sizeof h, path) ||
         memcmp(h, "VDBRECS1", 8) != 0 || vdb_get_u32(h + 32) != vdb_crc32c(0, h, 32)) {
         rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt (bad header)", path);
