@@ -14,6 +14,7 @@ import uuid
 
 import numpy as np
 import pytest
+from reference import ref_distances
 
 import vectordb
 from vectordb.errors import (
@@ -40,19 +41,6 @@ def stored_as_float32(array: np.ndarray, client) -> bool:
     if type(client).__module__.startswith("chromadb"):
         return bool(np.array_equal(array, array.astype(np.float32)))
     return array.dtype == np.float32
-
-
-def ref_distances(space: str, queries: np.ndarray, data: np.ndarray) -> np.ndarray:
-    """(nq, n) distances in float64 from the float32 values the collection stores."""
-    q = np.asarray(queries, dtype=np.float32).astype(np.float64)
-    x = np.asarray(data, dtype=np.float32).astype(np.float64)
-    if space == "l2":
-        return ((q[:, None, :] - x[None, :, :]) ** 2).sum(axis=2)
-    if space == "ip":
-        return 1.0 - q @ x.T
-    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
-    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
-    return 1.0 - qn @ xn.T
 
 
 def assert_query_matches(res: dict, ids: list, ref: np.ndarray, k: int, rtol=1e-4, atol=1e-4) -> None:

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from reference import ref_distances
 
 import vectordb
 
@@ -42,18 +43,6 @@ metadata_upd = st.one_of(st.none(), st.dictionaries(st.sampled_from(META_KEYS), 
                                                     min_size=1, max_size=3))
 document = st.one_of(st.none(), st.text(max_size=6))
 id_batch = st.lists(st.sampled_from(ID_POOL), min_size=1, max_size=5, unique=True)
-
-
-def distances(space: str, q: np.ndarray, x: np.ndarray) -> np.ndarray:
-    q = q.astype(np.float64)
-    x = x.astype(np.float64)
-    if space == "l2":
-        return ((q[:, None, :] - x[None, :, :]) ** 2).sum(axis=2)
-    if space == "ip":
-        return 1.0 - q @ x.T
-    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
-    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
-    return 1.0 - qn @ xn.T
 
 
 def merge(old: Optional[dict], new: Optional[dict]) -> Optional[dict]:
@@ -277,7 +266,7 @@ class CollectionMachine(RuleBasedStateMachine):
             assert res["ids"] == [[]] * len(q) and res["distances"] == [[]] * len(q)
             return
         x = np.stack([self.model[i][0] for i in ids])
-        ref = distances(self.space, q, x)
+        ref = ref_distances(self.space, q, x)
         pos = {rid: j for j, rid in enumerate(ids)}
         for qi in range(len(q)):
             got = res["ids"][qi]

@@ -41,6 +41,21 @@ def open_things(path):
     return client, client.get_collection("things")
 
 
+def open_damaged(path, read_vectors: bool = False) -> CorruptionError:
+    """Opens a damaged database and counts its collection (read_vectors: then reads every vector):
+    the CorruptionError that must come."""
+    with pytest.raises(CorruptionError) as info:
+        client, col = open_things(path)
+        try:
+            col.count()
+            if read_vectors:
+                # Open checks vectors.bin's header; its data chunks are checked when first read.
+                col.get(include=["embeddings"])
+        finally:
+            client.close()
+    return info.value
+
+
 def collection_dir(path):
     (d,) = glob.glob(os.path.join(path, "collections", "*"))
     return d
@@ -152,15 +167,8 @@ def test_bit_flip_anywhere_gives_an_error_naming_the_file(tmp_path, kind):
                 b = f.read(1)[0]
                 f.seek(pos)
                 f.write(bytes([b ^ (1 << bit)]))
-            with pytest.raises(CorruptionError) as info:
-                client, col = open_things(str(work))
-                try:
-                    col.count()
-                    # Open checks vectors.bin's header; its data chunks are checked when first read.
-                    col.get(include=["embeddings"])
-                finally:
-                    client.close()
-            assert os.path.basename(str(target)) in str(info.value), str(info.value)
+            err = open_damaged(str(work), read_vectors=True)
+            assert os.path.basename(str(target)) in str(err), str(err)
             shutil.rmtree(work)
 
 
@@ -174,13 +182,7 @@ def test_truncated_snapshot_file_gives_an_error_naming_it(tmp_path, kind):
         work = tmp_path / f"cut{cut}"
         shutil.copytree(base, work)
         os.truncate(work / target_rel, cut)
-        with pytest.raises(CorruptionError) as info:
-            client, col = open_things(str(work))
-            try:
-                col.count()
-            finally:
-                client.close()
-        assert os.path.basename(target_rel) in str(info.value)
+        assert os.path.basename(target_rel) in str(open_damaged(str(work)))
         shutil.rmtree(work)
 
 
