@@ -116,9 +116,47 @@ class System:
         pass
 
 
+# ------------------------------------------------------------------- chromadb's collection API
+
+class ChromaApiSystem(System):
+    """A system driven through chromadb's collection API (vectordb's and chromadb's own): the
+    subclass opens self.col in self.path and prepares self.ids (string ids, made before timing)."""
+
+    col: Any
+    ids: list[str]
+    path: str
+
+    def _ids(self, s: int, e: int) -> list[str]:
+        if e > len(self.ids):
+            self.ids.extend(str(i) for i in range(len(self.ids), e))
+        return self.ids[s:e]
+
+    def build(self, base, batch):
+        t0 = time.perf_counter()
+        for s, e in _batches(base.shape[0], batch):
+            self.col.add(ids=self._ids(s, e), embeddings=base[s:e])
+        t1 = time.perf_counter()
+        return {"train_s": None, "add_s": t1 - t0, "build_s": t1 - t0}
+
+    def query_one(self, q, k):
+        return self.col.query(query_embeddings=q[None, :], n_results=k, include=["distances"])
+
+    def query_batch(self, queries, k):
+        return self.col.query(query_embeddings=queries, n_results=k, include=["distances"])
+
+    def rows(self, raw, k):
+        return _str_ids_to_rows(raw["ids"], k)
+
+    def add(self, x, first_id):
+        self.col.add(ids=self._ids(first_id, first_id + x.shape[0]), embeddings=x)
+
+    def disk_bytes(self):
+        return machine.dir_bytes(self.path)
+
+
 # ---------------------------------------------------------------------------------- vectordb
 
-class VectordbExact(System):
+class VectordbExact(ChromaApiSystem):
     name = "vectordb"
     family = "vectordb"
     use_ivf = False
@@ -168,33 +206,6 @@ class VectordbExact(System):
     def config(self) -> str:
         return "PersistentClient (durable adds), exact search" + (
             f", quantization={self.quantization}" if self.quantization else "")
-
-    def _ids(self, s: int, e: int) -> list[str]:
-        if e > len(self.ids):
-            self.ids.extend(str(i) for i in range(len(self.ids), e))
-        return self.ids[s:e]
-
-    def build(self, base, batch):
-        t0 = time.perf_counter()
-        for s, e in _batches(base.shape[0], batch):
-            self.col.add(ids=self._ids(s, e), embeddings=base[s:e])
-        t1 = time.perf_counter()
-        return {"train_s": None, "add_s": t1 - t0, "build_s": t1 - t0}
-
-    def query_one(self, q, k):
-        return self.col.query(query_embeddings=q[None, :], n_results=k, include=["distances"])
-
-    def query_batch(self, queries, k):
-        return self.col.query(query_embeddings=queries, n_results=k, include=["distances"])
-
-    def rows(self, raw, k):
-        return _str_ids_to_rows(raw["ids"], k)
-
-    def add(self, x, first_id):
-        self.col.add(ids=self._ids(first_id, first_id + x.shape[0]), embeddings=x)
-
-    def disk_bytes(self):
-        return machine.dir_bytes(self.path)
 
     def close(self):
         closer = getattr(self.client, "close", None)
@@ -565,7 +576,7 @@ class Hnswlib(System):
 
 # ---------------------------------------------------------------------------------- chromadb
 
-class Chroma(System):
+class Chroma(ChromaApiSystem):
     name = "chromadb"
     family = "chromadb"
     approximate = True
@@ -591,28 +602,6 @@ class Chroma(System):
 
     def param_label(self):
         return "ef_search=100"
-
-    def build(self, base, batch):
-        t0 = time.perf_counter()
-        for s, e in _batches(base.shape[0], batch):
-            self.col.add(ids=self.ids[s:e], embeddings=base[s:e])
-        t1 = time.perf_counter()
-        return {"train_s": None, "add_s": t1 - t0, "build_s": t1 - t0}
-
-    def query_one(self, q, k):
-        return self.col.query(query_embeddings=q[None, :], n_results=k, include=["distances"])
-
-    def query_batch(self, queries, k):
-        return self.col.query(query_embeddings=queries, n_results=k, include=["distances"])
-
-    def rows(self, raw, k):
-        return _str_ids_to_rows(raw["ids"], k)
-
-    def add(self, x, first_id):
-        self.col.add(ids=[str(i) for i in range(first_id, first_id + x.shape[0])], embeddings=x)
-
-    def disk_bytes(self):
-        return machine.dir_bytes(self.path)
 
     def close(self):
         self.col = None
