@@ -326,6 +326,13 @@ static int ivf_pq_search_one(const ivf_search_ctx *c, ivf_pq_scratch *ps, const 
         if (top.lb > vdb_topk_threshold(R)) break;
         ps->cand[0] = ps->cand[--w];
         ivf_cand_sift(ps->cand, w, 0);
+        /* The next row to re-rank is known now: fetch it while this one is computed (the rows are
+         * scattered over the probed lists, a few cache lines each that the hardware cannot predict;
+         * measured ~15% of a query at n_probe 32 on 78k x 384). */
+        if (w > 0) {
+            const char *nx = (const char *)(ivf->lists[ps->cand[0].l].vecs + (size_t)ps->cand[0].pos * d);
+            for (size_t b = 0; b < d * sizeof(float); b += 64) __builtin_prefetch(nx + b);
+        }
         const ivf_list *L = &ivf->lists[top.l];
         vdb_topk_push(R, vdb_distance(metric, q, L->vecs + (size_t)top.pos * d, d), L->rows[top.pos]);
         done++;
