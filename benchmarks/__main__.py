@@ -68,6 +68,27 @@ def parse_datasets(text: str, nq: int, n_extra: int, data_root: Path | None = No
     return specs
 
 
+_PATH_FLAGS = {"--data-dir": "DIR", "--out": "OUT"}
+
+
+def public_command(argv: list[str]) -> str:
+    """The command line as written into the results: directory flags become placeholders and a
+    file:PATH set its file name, so no machine's paths end up in the repository."""
+    out: list[str] = []
+    it = iter(argv)
+    for a in it:
+        flag, eq, _ = a.partition("=")
+        if flag in _PATH_FLAGS:
+            out.append(f"{flag}={_PATH_FLAGS[flag]}" if eq else flag)
+            if not eq:
+                out.extend([_PATH_FLAGS[flag]] if next(it, None) is not None else [])
+            continue
+        if "file:" in a:
+            a = ",".join(f"file:{Path(x[5:]).name}" if x.startswith("file:") else x for x in a.split(","))
+        out.append(a)
+    return " ".join(["python -m benchmarks"] + out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -142,7 +163,8 @@ def run(args: argparse.Namespace) -> list[Path]:
     out_dir = Path(args.out) if args.out else (RESULTS / "quick" if quick else RESULTS)
     out_dir.mkdir(parents=True, exist_ok=True)
     date = datetime.date.today().isoformat()
-    command = " ".join(["python -m benchmarks"] + getattr(args, "_argv", []))
+    command = public_command(getattr(args, "_argv", []))
+    m["argv"] = command  # the script's own path would name this checkout
     written: list[Path] = []
     t_start = time.perf_counter()
     for spec in specs:

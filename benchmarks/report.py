@@ -6,14 +6,19 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
-SYSTEM_ORDER = ("vectordb", "vectordb-sq8", "vectordb-ivf", "vectordb-ivf-sq8", "numpy",
+SYSTEM_ORDER = ("vectordb", "vectordb-sq8", "vectordb-ivf", "vectordb-ivf-sq8", "vectordb-ivf-pq4", "numpy",
                 "faiss-flat", "faiss-ivf", "faiss-ivf-sq8", "faiss-ivf-pqfs", "faiss-ivf-rabitq",
                 "faiss-hnsw", "hnswlib", "chromadb")
 COLORS = {"vectordb": "#d62728", "vectordb-sq8": "#e377c2", "vectordb-ivf": "#ff7f0e",
-          "vectordb-ivf-sq8": "#bcbd22", "numpy": "#7f7f7f", "faiss-flat": "#1f77b4",
+          "vectordb-ivf-sq8": "#bcbd22", "vectordb-ivf-pq4": "#8c564b",
+          "numpy": "#7f7f7f", "faiss-flat": "#1f77b4",
           "faiss-ivf": "#17becf", "faiss-ivf-sq8": "#aec7e8", "faiss-ivf-pqfs": "#393b79",
           "faiss-ivf-rabitq": "#6b6ecf", "faiss-hnsw": "#98df8a", "hnswlib": "#2ca02c",
           "chromadb": "#9467bd"}
+# Each system its own marker too, so systems stay apart where colours are close or printed grey.
+MARKERS = {"vectordb": "o", "vectordb-sq8": "v", "vectordb-ivf": "s", "vectordb-ivf-sq8": "D",
+           "vectordb-ivf-pq4": "P", "numpy": "x", "faiss-flat": "^", "faiss-ivf": "<", "faiss-ivf-sq8": ">",
+           "faiss-ivf-pqfs": "p", "faiss-ivf-rabitq": "h", "faiss-hnsw": "*", "hnswlib": "X", "chromadb": "d"}
 
 COLUMNS = (
     # key, header, format
@@ -159,7 +164,7 @@ def plot(rows: list[dict], path: Path, title: str) -> str | None:
                                                                           kv[0][1])):
         grp = sorted(grp, key=lambda r: r["recall"])
         style = "-" if threads == 1 else "--"
-        marker = "o" if threads == 1 else "s"
+        marker = MARKERS.get(system, ".")
         label = f"{system} ({threads} thr)"
         color = COLORS.get(system)
         x = [r["recall"] for r in grp]

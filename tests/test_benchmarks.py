@@ -156,6 +156,8 @@ def test_tiny_harness_end_to_end(tmp_path):
     assert len(md) == 1 and len(js) == 1
     text = md[0].read_text()
     assert "recall@10" in text and "CPU:" in text and "Versions:" in text
+    for written in (text, js[0].read_text()):  # no path of this machine in the results
+        assert str(tmp_path) not in written and str(ROOT) not in written
     assert "| system |" in proc.stdout  # the tables are printed too
     rows = json.loads(js[0].read_text())["rows"]
     by_system: dict[str, list[dict]] = {}
@@ -297,3 +299,22 @@ def test_open_benchmark_runs_and_reports_every_collection_kind():
             if line.startswith(("| flat", "| ivf"))]
     assert [r[0] for r in rows] == ["flat", "flat sq8", "ivf"]
     assert all(float(r[4]) >= 0 for r in rows)
+
+
+def test_results_name_no_local_path():
+    from benchmarks.__main__ import public_command  # noqa: PLC0415
+
+    argv = ["--data-dir", "/home/me/data", "--datasets", "minilm,file:/home/me/x.npy", "--out=/tmp/r",
+            "--quick"]
+    cmd = public_command(argv)
+    assert cmd == "python -m benchmarks --data-dir DIR --datasets minilm,file:x.npy --out=OUT --quick"
+    assert public_command(["--data-dir"]) == "python -m benchmarks --data-dir"
+
+
+def test_every_system_has_its_own_colour_and_marker():
+    from benchmarks import report, systems  # noqa: PLC0415
+
+    names = list(systems.SYSTEMS)
+    assert set(names) <= set(report.COLORS) and set(names) <= set(report.MARKERS)
+    assert len({report.COLORS[n] for n in names}) == len(names)
+    assert len({report.MARKERS[n] for n in names}) == len(names)
