@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vectordb import _core
@@ -432,6 +432,35 @@ def test_flat_search_property(n, d, nq, k, metric, density, seed):
     queries = rng.integers(-2, 3, size=(nq, d)).astype(np.float32)
     allow = None if density is None else rng.random(n) < density
     check_flat(metric, data, queries, k, allow, exact=True)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    # row x dim products on both sides of the one-query split (from 1.5M)
+    rows=st.one_of(st.integers(1, 1572864), st.integers(1400000, 3200000)),
+    d=st.sampled_from([1, 7, 64, 128, 384]),
+    k=st.integers(1, 40),
+    metric=st.sampled_from(METRICS),
+    density=st.sampled_from([None, 0.02, 0.5]),
+    ints=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_one_query_split_over_threads_is_the_single_thread_answer(restore_cpu, rows, d, k, metric, density, ints,
+                                                                  seed):
+    """One query over many rows is split over the pool; its answer is bit for bit the 1-thread one."""
+    rng = np.random.default_rng(seed)
+    n = max(1, rows // d)
+    data = rng_data(rng, (n, d), ints)
+    data[n // 2] = data[n // 3]  # a tie across slices: the smaller row wins in both
+    query = rng_data(rng, (1, d), ints)
+    allow = None if density is None else rng.random(n) < density
+    _core.set_num_threads(1)
+    want = _core.flat_search(metric, data, query, k, allow)
+    _core.set_num_threads(2)
+    got = _core.flat_search(metric, data, query, k, allow)
+    assert np.array_equal(got[1], want[1])
+    assert np.array_equal(got[0], want[0])
+    check_flat(metric, data, query, k, allow, exact=ints and metric != "cosine")
 
 
 def test_pool_survives_fork(restore_cpu):
