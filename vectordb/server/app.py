@@ -33,7 +33,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from vectordb.server.errors import install_error_handlers
-from vectordb.server.fastpath import FastRoutes
+from vectordb.server.fastpath import FastRoutes, ServedApp
 from vectordb.server.jsonio import FastJSONResponse, _loads_stdlib, dumps_json, loads_strict, parse_body
 from vectordb.server.middleware import ServerMiddleware
 from vectordb.server.openapi import install_openapi
@@ -161,7 +161,7 @@ def create_app(client_or_settings: Any = None, *, settings: Optional[ServerSetti
             await run_in_threadpool(close_client)
             log.info("stopped", extra={"db_path": path})
 
-    app = FastAPI(
+    app = ServedApp(
         title="vectordb",
         version=version,
         description=(
@@ -179,8 +179,10 @@ def create_app(client_or_settings: Any = None, *, settings: Optional[ServerSetti
 
     app.state.close_client = close_client
     app.state.service = service
-    # Added first, so it runs inside ServerMiddleware (after the API key and the body limit).
-    app.add_middleware(FastRoutes, service=service)
+    # The hot routes: ServerMiddleware (API key, body limit, log line, 500s), then FastRoutes, ahead of
+    # FastAPI's stack; every other request goes through that stack, ServerMiddleware first.
+    app.fast = FastRoutes(app=None, service=service)
+    app.edge = ServerMiddleware(app.fast, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(ServerMiddleware, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes)
     install_openapi(app, bool(settings.api_key))
     install_error_handlers(app)

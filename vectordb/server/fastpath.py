@@ -7,6 +7,11 @@ validated by the same Pydantic model and handled by the same function as its rou
 routes/chroma_collections.py), in one hop to the engine pool. The seed routes also take our
 HttpClient's binary frame (float32 vectors without JSON; vectordb/wire.py). Any other content type
 goes on to FastAPI's route, which answers with the usual error.
+
+`ServedApp` (the app `create_app` builds) sends a hot request straight to ServerMiddleware (log line,
+API key, body limit, 500 on an unexpected error) and then here, before FastAPI's own ASGI stack:
+that stack's per-request telemetry lookup and Starlette's exception middleware serve no purpose on
+these routes. Every other request takes the full stack, ServerMiddleware included.
 """
 from __future__ import annotations
 
@@ -14,7 +19,9 @@ import asyncio
 import re
 from typing import Any, Callable, Dict, Optional, Tuple
 
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from starlette.types import Receive, Scope, Send
 
 from vectordb.server import chroma_models as cm
 from vectordb.server import models as m
@@ -57,26 +64,32 @@ def _route(svc: Service, method: str, path: str) -> Optional[_Route]:
 
 
 class FastRoutes:
-    """ASGI: the hot routes handled here, everything else by `app` (FastAPI)."""
+    """ASGI: the hot routes (`match`) answered here; anything else is sent to `app` (FastAPI's stack)."""
 
     def __init__(self, app: Any, service: Service) -> None:
         self.app = app
         self.service = service
 
-    async def __call__(self, scope: Dict[str, Any], receive: Callable, send: Callable) -> None:
-        route = None
-        if scope["type"] == "http":
-            route = _route(self.service, scope.get("method", ""), scope.get("path", ""))
+    def match(self, scope: Scope) -> Optional[Tuple[_Route, bool]]:
+        """(the route, whether the body is a binary frame) for a request answered here, else None."""
+        if scope["type"] != "http":
+            return None
+        route = _route(self.service, scope.get("method", ""), scope.get("path", ""))
+        if route is None:
+            return None
         content_type = ""
-        if route is not None:
-            for key, value in scope.get("headers", ()):
-                if key == b"content-type":
-                    content_type = value.decode("latin-1")
-        framed = route is not None and route[3] and is_frame(content_type)
-        if route is None or not (framed or is_json(content_type)):
+        for key, value in scope.get("headers", ()):
+            if key == b"content-type":
+                content_type = value.decode("latin-1")
+        framed = route[3] and is_frame(content_type)
+        return (route, framed) if framed or is_json(content_type) else None
+
+    async def __call__(self, scope: Dict[str, Any], receive: Callable, send: Callable) -> None:
+        matched = scope.pop("vectordb.fast", None) or self.match(scope)
+        if matched is None:
             await self.app(scope, receive, send)
             return
-        model, handler, chroma, _ = route
+        (model, handler, chroma, _), framed = matched
         chunks = []
         while True:
             message = await receive()
@@ -105,3 +118,18 @@ class FastRoutes:
 
         response = await asyncio.get_running_loop().run_in_executor(self.service.pool(), run)
         await response(scope, receive, send)
+
+
+class ServedApp(FastAPI):
+    """FastAPI, with the hot routes sent to `edge` (ServerMiddleware in front of FastRoutes) first."""
+
+    edge: Any = None
+    fast: Optional[FastRoutes] = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        matched = self.fast.match(scope) if self.fast is not None else None
+        if matched is not None:
+            scope["vectordb.fast"] = matched  # not matched again inside
+            await self.edge(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
