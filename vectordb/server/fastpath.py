@@ -12,11 +12,16 @@ goes on to FastAPI's route, which answers with the usual error.
 API key, body limit, 500 on an unexpected error) and then here, before FastAPI's own ASGI stack:
 that stack's per-request telemetry lookup and Starlette's exception middleware serve no purpose on
 these routes. Every other request takes the full stack, ServerMiddleware included.
+
+A query or get runs on the event loop's own thread when no request is in the engine pool and the
+same path took under 2 ms lately (a pool hop costs two thread wake-ups); anything else runs on the
+pool, so a long request never holds up the event loop.
 """
 from __future__ import annotations
 
 import asyncio
 import re
+import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from fastapi import FastAPI
@@ -34,6 +39,9 @@ from vectordb.wire import is_frame
 
 _SEED = re.compile(r"^/collections/([^/]+)/(query|add|upsert|update|get)$")
 _V2 = re.compile(r"^/api/v2/tenants/([^/]+)/databases/([^/]+)/collections/([^/]+)/(query|add|upsert|update|get)$")
+_READS = ("/query", "/get")
+# A read expected to take less than this runs on the event loop's thread when the pool is idle.
+_INLINE_MAX_S = 0.002
 _SEED_METHODS = {"update": "PUT"}  # the others are POST
 # A route: (body model, handler(body, framed vectors), chroma dialect, takes binary frames).
 _Route = Tuple[type, Callable[[Any, Any], Any], bool, bool]
@@ -69,6 +77,8 @@ class FastRoutes:
     def __init__(self, app: Any, service: Service) -> None:
         self.app = app
         self.service = service
+        self._busy = 0  # requests of this class in the engine pool
+        self._cost: Dict[str, float] = {}  # path -> recent seconds a request took (min of last, average)
 
     def match(self, scope: Scope) -> Optional[Tuple[_Route, bool]]:
         """(the route, whether the body is a binary frame) for a request answered here, else None."""
@@ -116,7 +126,24 @@ class FastRoutes:
                     raise
                 return response
 
-        response = await asyncio.get_running_loop().run_in_executor(self.service.pool(), run)
+        path = scope.get("path", "")
+        if self._busy == 0 and self._cost.get(path, _INLINE_MAX_S) < _INLINE_MAX_S and path.endswith(_READS):
+            # Nothing in the pool and a read known to be short: answered on this thread, which saves
+            # the two thread wake-ups of a pool hop (on a loaded machine each can cost more than the
+            # query). A longer one goes to the pool so the event loop stays responsive.
+            start = time.perf_counter()
+            response = run()
+        else:
+            start = time.perf_counter()
+            self._busy += 1
+            try:
+                response = await asyncio.get_running_loop().run_in_executor(self.service.pool(), run)
+            finally:
+                self._busy -= 1
+        if len(self._cost) >= 4096:
+            self._cost.clear()  # one entry per collection path: bounded
+        elapsed = time.perf_counter() - start
+        self._cost[path] = min(elapsed, 0.5 * (self._cost.get(path, elapsed) + elapsed))
         await response(scope, receive, send)
 
 
