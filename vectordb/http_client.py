@@ -189,12 +189,22 @@ class _HttpOps:
             host = f"[{host}]"  # IPv6 literal
         self._base_url = f"{scheme}://{host}:{int(port)}"
         self._infos: Dict[str, Dict[str, Any]] = {}
+        self._urls: Dict[str, httpx.URL] = {}  # path -> parsed absolute URL (httpx parses a str per call)
         all_headers = {"accept": "application/json"}
         all_headers.update(headers or {})
         if api_key:
             all_headers["authorization"] = f"Bearer {api_key}"
         return {"base_url": self._base_url, "headers": all_headers,
                 "timeout": httpx.Timeout(timeout, connect=min(10.0, timeout) if timeout else 10.0)}
+
+    def _url(self, path: str) -> httpx.URL:
+        """The absolute URL of `path`, parsed once (~0.1 ms of httpx's per-call CPU)."""
+        url = self._urls.get(path)
+        if url is None:
+            if len(self._urls) >= 1024:
+                self._urls.clear()
+            url = self._urls[path] = httpx.URL(self._base_url + path)
+        return url
 
     def _send_args(self, method: str, path: str, body: Any) -> Dict[str, Any]:
         if body is None:
@@ -389,7 +399,8 @@ class HttpClient(_HttpOps):
 
     def _request(self, method: str, path: str, body: Any = None, params: Optional[Dict[str, Any]] = None) -> Any:
         try:
-            response = self._http.request(method, path, params=params, **self._send_args(method, path, body))
+            response = self._http.request(method, self._url(path), params=params,
+                                          **self._send_args(method, path, body))
         except httpx.TransportError as exc:
             return self._answer(method, path, exc=exc)
         return self._answer(method, path, response)
@@ -516,7 +527,8 @@ class AsyncHttpClientAPI(_HttpOps):
     async def _request(self, method: str, path: str, body: Any = None,
                        params: Optional[Dict[str, Any]] = None) -> Any:
         try:
-            response = await self._http.request(method, path, params=params, **self._send_args(method, path, body))
+            response = await self._http.request(method, self._url(path), params=params,
+                                                **self._send_args(method, path, body))
         except httpx.TransportError as exc:
             return self._answer(method, path, exc=exc)
         return self._answer(method, path, response)
