@@ -1094,6 +1094,7 @@ BAD_WRITES = [
     ("no-vectors", {"ids": ["z"], "embeddings": []}, InvalidArgumentError, None),
     ("bool-ndarray", {"ids": ["z"], "embeddings": np.array([[True, False, True]])}, InvalidArgumentError, None),
     ("bool-list", {"ids": ["z"], "embeddings": [[True, False, True]]}, InvalidArgumentError, None),
+    ("none-among-floats", {"ids": ["z"], "embeddings": [[1.0, 2.0, None]]}, InvalidArgumentError, None),
     ("str-values", {"ids": ["z"], "embeddings": [["1", "2", "3"]]}, InvalidArgumentError, None),
     ("3d-array", {"ids": ["z"], "embeddings": np.ones((1, 1, 3))}, InvalidArgumentError, None),
     ("complex", {"ids": ["z"], "embeddings": np.ones((1, 3), dtype=np.complex64)}, InvalidArgumentError, None),
@@ -1546,3 +1547,14 @@ def test_reopen_across_close_checkpoint_and_compaction(reopen):
     keys = list(model)
     assert_query_matches(col.query(query_embeddings=q, n_results=10), keys,
                          ref_distances("cosine", q, np.stack([model[k][0] for k in keys])), 10)
+
+
+def test_vectors_of_python_numbers_are_checked_element_by_element():
+    from vectordb.validation import to_matrix  # noqa: PLC0415
+
+    for bad, message in (([1.0, True, 3.0], "element 1 is bool"), ([1.0, 2.0, "3"], "element 2 is str"),
+                         ([1.0, None, 3.0], "element 1 is NoneType")):
+        with pytest.raises(InvalidArgumentError, match=message):
+            to_matrix([bad], "query_embeddings")
+    got = to_matrix([[1, 2.5, np.float32(3), np.int64(4)]], "query_embeddings")
+    assert got.dtype == np.float32 and got.tolist() == [[1.0, 2.5, 3.0, 4.0]]
