@@ -798,34 +798,31 @@ static PyObject *core_ivf_remove(PyObject *module, PyObject *args)
     return ivf_done(module, vdb_ivf_remove(ivf, row));
 }
 
-static PyObject *core_ivf_set_pq4(PyObject *module, PyObject *args)
+/* (capsule, count, seed) -> fn(ivf, count, seed) without the GIL; `what` names the count in errors. */
+static PyObject *ivf_call_count_seed(PyObject *module, PyObject *args, const char *what,
+                                     int (*fn)(vdb_ivf *, size_t, uint64_t))
 {
     PyObject *cap;
-    Py_ssize_t m;
+    Py_ssize_t count;
     unsigned long long seed;
     vdb_ivf *ivf;
-    if (!PyArg_ParseTuple(args, "OnK", &cap, &m, &seed) || !(ivf = ivf_of(cap))) return NULL;
-    if (m < 0) return PyErr_Format(PyExc_ValueError, "m must be >= 0");
+    if (!PyArg_ParseTuple(args, "OnK", &cap, &count, &seed) || !(ivf = ivf_of(cap))) return NULL;
+    if (count < 0) return PyErr_Format(PyExc_ValueError, "%s must be >= 0", what);
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = vdb_ivf_set_pq4(ivf, (size_t)m, seed);
+    rc = fn(ivf, (size_t)count, seed);
     Py_END_ALLOW_THREADS
     return ivf_done(module, rc);
 }
 
+static PyObject *core_ivf_set_pq4(PyObject *module, PyObject *args)
+{
+    return ivf_call_count_seed(module, args, "m", vdb_ivf_set_pq4);
+}
+
 static PyObject *core_ivf_retrain(PyObject *module, PyObject *args)
 {
-    PyObject *cap;
-    Py_ssize_t n_lists;
-    unsigned long long seed;
-    vdb_ivf *ivf;
-    if (!PyArg_ParseTuple(args, "OnK", &cap, &n_lists, &seed) || !(ivf = ivf_of(cap))) return NULL;
-    if (n_lists < 0) return PyErr_Format(PyExc_ValueError, "n_lists must be >= 0");
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = vdb_ivf_retrain(ivf, (size_t)n_lists, seed);
-    Py_END_ALLOW_THREADS
-    return ivf_done(module, rc);
+    return ivf_call_count_seed(module, args, "n_lists", vdb_ivf_retrain);
 }
 
 static PyObject *core_ivf_search(PyObject *module, PyObject *args)
