@@ -361,6 +361,15 @@ static uint64_t *bitmap_from_bools(PyObject *obj, size_t n)
     return bm;
 }
 
+/* The (nq, k) float32 distances and int64 rows a search fills; 0, or -1 with an exception set. */
+static int new_search_result(size_t nq, Py_ssize_t k, PyArrayObject **dist, PyArrayObject **rows)
+{
+    npy_intp dims[2] = {(npy_intp)nq, k};
+    *dist = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+    *rows = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_INT64);
+    return *dist && *rows ? 0 : -1;
+}
+
 static PyObject *core_flat_search(PyObject *module, PyObject *args)
 {
     const char *metric_s;
@@ -379,10 +388,7 @@ static PyObject *core_flat_search(PyObject *module, PyObject *args)
         goto done;
     }
     if (allow_o != Py_None && !(allow = bitmap_from_bools(allow_o, n))) goto done;
-    npy_intp dims[2] = {(npy_intp)nq, k};
-    dist = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
-    rows = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_INT64);
-    if (!dist || !rows) goto done;
+    if (new_search_result(nq, k, &dist, &rows)) goto done;
     vdb_vec_range range = {PyArray_DATA(data), 0, n};
     const float *qp = PyArray_DATA(q);
     float *dp = PyArray_DATA(dist);
@@ -425,12 +431,10 @@ static PyObject *core_exact_search_isa(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "need queries (nq >= 1, d) and data (n, d) with d >= 1");
         goto done;
     }
-    npy_intp dims[2] = {(npy_intp)nq, k};
-    dist = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
-    rows = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_INT64);
+    if (new_search_result(nq, k, &dist, &rows)) goto done;
     heaps = PyMem_RawMalloc(nq * sizeof *heaps);
-    if (!dist || !rows || !heaps) {
-        if (!PyErr_Occurred()) PyErr_NoMemory();
+    if (!heaps) {
+        PyErr_NoMemory();
         goto done;
     }
     int rc = vdb_exact_prepare(m, PyArray_DATA(q), nq, d, &eq);
@@ -835,10 +839,7 @@ static PyObject *core_ivf_search(PyObject *module, PyObject *args)
     PyArrayObject *q = ivf_vectors(ivf, qo), *dist = NULL, *rows = NULL;
     if (!q) return NULL;
     size_t nq = (size_t)PyArray_DIM(q, 0);
-    npy_intp dims[2] = {(npy_intp)nq, k};
-    dist = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
-    rows = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_INT64);
-    if (!dist || !rows) goto done;
+    if (new_search_result(nq, k, &dist, &rows)) goto done;
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = vdb_ivf_search(ivf, PyArray_DATA(q), nq, (size_t)k, (size_t)n_probe, NULL, 0, PyArray_DATA(dist),
