@@ -158,10 +158,14 @@ typedef struct {
     uint8_t *lut8;
     uint16_t *sums;
     uint32_t *surv;
-    ivf_cand *cand;
+    ivf_cand *cand, *sorted; /* as collected; grouped by bucket of lower bound */
+    uint32_t *bucket;        /* IVF_PQ_BUCKETS + 1 starts */
     float *ub_d;
     int64_t *ub_i;
 } ivf_pq_scratch;
+
+#define IVF_PQ_BUCKETS 4096 /* at most; ~4 candidates a bucket */
+#define IVF_PQ_RERANK_AHEAD 2 /* rows prefetched ahead of the one re-ranked */
 
 static _Thread_local size_t ivf_reranked;
 
@@ -174,20 +178,56 @@ static int ivf_cand_before(const ivf_cand *a, const ivf_cand *b)
     return a->pos < b->pos;
 }
 
-/* Min-heap on (lb, list, pos): only the few candidates re-ranked before the stop are ever popped,
- * so heapifying (linear) beats sorting them all. */
-static void ivf_cand_sift(ivf_cand *h, size_t n, size_t i)
+/* Sorts cand[0, n) by ivf_cand_before: insertion sort for the few a bucket usually holds. */
+static int ivf_cand_cmp(const void *a, const void *b)
 {
-    ivf_cand x = h[i];
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && ivf_cand_before(&h[c + 1], &h[c])) c++;
-        if (!ivf_cand_before(&h[c], &x)) break;
-        h[i] = h[c];
-        i = c;
+    return ivf_cand_before(a, b) ? -1 : ivf_cand_before(b, a) ? 1 : 0;
+}
+
+static void ivf_cand_sort(ivf_cand *cand, size_t n)
+{
+    if (n > 24) {
+        qsort(cand, n, sizeof *cand, ivf_cand_cmp);
+        return;
     }
-    h[i] = x;
+    for (size_t i = 1; i < n; i++) {
+        ivf_cand x = cand[i];
+        size_t j = i;
+        for (; j > 0 && ivf_cand_before(&x, &cand[j - 1]); j--) cand[j] = cand[j - 1];
+        cand[j] = x;
+    }
+}
+
+static inline void ivf_prefetch_row(const float *row, size_t d)
+{
+    for (size_t b = 0; b < d * sizeof(float); b += 64) __builtin_prefetch((const char *)row + b);
+}
+
+static inline size_t ivf_bucket_of(float lb, float lo, float scale, size_t nb)
+{
+    float t = (lb - lo) * scale; /* monotone in lb; NaN or below 0: bucket 0 */
+    return t >= 1.0f ? (t < (float)nb ? (size_t)t : nb - 1) : 0;
+}
+
+/* Groups cand[0, n) (lower bounds in [lo, hi]) into ps->sorted by bucket of lower bound, buckets in
+ * ascending order (the map lb -> bucket is monotone); returns the bucket count. Only the buckets
+ * the re-rank reaches are sorted (ivf_cand_sort), so ordering the many candidates it never
+ * reaches costs one linear pass, where a heap paid a branchy sift for each. */
+static size_t ivf_cand_bucket(ivf_pq_scratch *ps, size_t n, float lo, float hi)
+{
+    size_t nb = 1;
+    while (nb * 4 < n && nb < IVF_PQ_BUCKETS) nb *= 2;
+    const float scale = hi > lo ? (float)nb / (hi - lo) : 0.0f;
+    uint32_t *start = ps->bucket;
+    memset(start, 0, (nb + 1) * sizeof *start);
+    /* the bucket is computed twice (count, then place): cheaper than storing it */
+    for (size_t i = 0; i < n; i++) start[ivf_bucket_of(ps->cand[i].lb, lo, scale, nb) + 1]++;
+    for (size_t b = 0; b < nb; b++) start[b + 1] += start[b];
+    for (size_t i = 0; i < n; i++) ps->sorted[start[ivf_bucket_of(ps->cand[i].lb, lo, scale, nb)]++] = ps->cand[i];
+    /* start[b] now ends bucket b: shift back to starts */
+    for (size_t b = nb; b > 0; b--) start[b] = start[b - 1];
+    start[0] = 0;
+    return nb;
 }
 
 /* One scratch block per thread, kept between searches: the candidate array can pass the mmap
@@ -220,10 +260,11 @@ static ivf_pq_scratch *ivf_pq_scratch_new(const vdb_ivf *ivf, size_t k, size_t n
     size_t m_pad = ivf->pq->m_pad, ncand = n_probe * max_list, total = 0;
     if (ncand / (max_list ? max_list : 1) != n_probe || ncand > (size_t)ivf->n_vectors) ncand = (size_t)ivf->n_vectors;
     size_t nsum = (max_list + VDB_PQ4_BLOCK - 1) / VDB_PQ4_BLOCK * VDB_PQ4_BLOCK;
-    size_t sz[7] = {sizeof(ivf_pq_scratch), m_pad * 16 * sizeof(float), m_pad * 16, nsum * sizeof(uint16_t),
+    size_t sz[9] = {sizeof(ivf_pq_scratch), m_pad * 16 * sizeof(float), m_pad * 16, nsum * sizeof(uint16_t),
                     (ncand ? ncand : 1) * sizeof(ivf_cand), k * (sizeof(float) + sizeof(int64_t)),
-                    nsum * sizeof(uint32_t)};
-    for (int i = 0; i < 7; i++) total += ivf_align(sz[i]);
+                    nsum * sizeof(uint32_t), (ncand ? ncand : 1) * sizeof(ivf_cand),
+                    (IVF_PQ_BUCKETS + 1) * sizeof(uint32_t)};
+    for (int i = 0; i < 9; i++) total += ivf_align(sz[i]);
     unsigned char *p = ivf_pq_thread_block(total);
     if (!p) return NULL;
     ivf_pq_scratch *s = (ivf_pq_scratch *)p;
@@ -240,6 +281,10 @@ static ivf_pq_scratch *ivf_pq_scratch_new(const vdb_ivf *ivf, size_t k, size_t n
     s->ub_d = (float *)(p + k * sizeof(int64_t));
     p += ivf_align(sz[5]);
     s->surv = (uint32_t *)p;
+    p += ivf_align(sz[6]);
+    s->sorted = (ivf_cand *)p;
+    p += ivf_align(sz[7]);
+    s->bucket = (uint32_t *)p;
     return s;
 }
 
@@ -317,25 +362,37 @@ static int ivf_pq_search_one(const ivf_search_ctx *c, ivf_pq_scratch *ps, const 
         }
     }
     size_t w = 0;
+    float lo = INFINITY, hi = -INFINITY;
     for (size_t i = 0; i < nc; i++)
-        if (ps->cand[i].lb <= ubk) ps->cand[w++] = ps->cand[i];
-    for (size_t i = w / 2; i-- > 0;) ivf_cand_sift(ps->cand, w, i);
-    size_t done = 0;
-    while (w > 0) {
-        const ivf_cand top = ps->cand[0];
-        if (top.lb > vdb_topk_threshold(R)) break;
-        ps->cand[0] = ps->cand[--w];
-        ivf_cand_sift(ps->cand, w, 0);
-        /* The next row to re-rank is known now: fetch it while this one is computed (the rows are
-         * scattered over the probed lists, a few cache lines each that the hardware cannot predict;
-         * measured ~15% of a query at n_probe 32 on 78k x 384). */
-        if (w > 0) {
-            const char *nx = (const char *)(ivf->lists[ps->cand[0].l].vecs + (size_t)ps->cand[0].pos * d);
-            for (size_t b = 0; b < d * sizeof(float); b += 64) __builtin_prefetch(nx + b);
+        if (ps->cand[i].lb <= ubk) {
+            float lb = ps->cand[i].lb;
+            lo = lb < lo ? lb : lo;
+            hi = lb > hi ? lb : hi;
+            ps->cand[w++] = ps->cand[i];
         }
-        const ivf_list *L = &ivf->lists[top.l];
-        vdb_topk_push(R, vdb_distance(metric, q, L->vecs + (size_t)top.pos * d, d), L->rows[top.pos]);
-        done++;
+    size_t done = 0;
+    if (w > 0) {
+        /* Re-rank in ascending lower bound until the next one cannot beat the k-th exact distance.
+         * The order is known ahead, so the next rows are fetched while one is computed: they are
+         * scattered over the probed lists, a few cache lines each that the hardware cannot predict. */
+        const size_t nb = ivf_cand_bucket(ps, w, lo, hi);
+        const ivf_cand *sc = ps->sorted;
+        ivf_cand_sort(ps->sorted, ps->bucket[1]); /* the first bucket, to fetch its first row now */
+        size_t sorted_end = ps->bucket[1], bi = 1;
+        ivf_prefetch_row(ivf->lists[sc[0].l].vecs + (size_t)sc[0].pos * d, d);
+        for (size_t i = 0; i < w; i++) {
+            const size_t ahead = i + IVF_PQ_RERANK_AHEAD;
+            while (bi < nb && sorted_end <= (ahead < w ? ahead : w - 1)) {
+                ivf_cand_sort(ps->sorted + ps->bucket[bi], ps->bucket[bi + 1] - ps->bucket[bi]);
+                sorted_end = ps->bucket[++bi];
+            }
+            if (sc[i].lb > vdb_topk_threshold(R)) break;
+            for (size_t a = i == 0 ? 1 : ahead; a <= ahead && a < w; a++)
+                ivf_prefetch_row(ivf->lists[sc[a].l].vecs + (size_t)sc[a].pos * d, d);
+            const ivf_list *L = &ivf->lists[sc[i].l];
+            vdb_topk_push(R, vdb_distance(metric, q, L->vecs + (size_t)sc[i].pos * d, d), L->rows[sc[i].pos]);
+            done++;
+        }
     }
     ivf_reranked = done;
     return 1;

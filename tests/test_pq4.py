@@ -179,6 +179,24 @@ def test_ivf_pq4_returns_float32_distances_and_keeps_recall(metric, d, m):
     assert recall >= 0.97
 
 
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_ivf_pq4_many_equal_bounds_rerank_like_the_float32_scan(metric):
+    """Duplicated vectors give many candidates one lower bound (one crowded bucket of the re-rank
+    order, sorted by the fallback) and a large k reaches deep into it: the answers are IVF-Flat's."""
+    rng = np.random.default_rng(11)
+    x = np.repeat(clustered(rng, 150, 24, centres=6), 25, axis=0)  # 3,750 rows, 25 copies each
+    queries = np.concatenate([x[::400] + 0.01, clustered(rng, 8, 24, centres=6)]).astype(np.float32)
+    flat = build(metric, x, 12, 0)
+    pq = build(metric, x, 12, 6)
+    for k in (1, 10, 137):
+        fd, fr = _core.ivf_search(flat, queries, k, 12)
+        pd, pr = _core.ivf_search(pq, queries, k, 12)
+        np.testing.assert_allclose(pd, fd, rtol=1e-5, atol=1e-5)
+        for i in range(len(queries)):  # ties between copies may come in another order: same distances
+            np.testing.assert_allclose(_core.distance_batch("serial", metric, queries[i], x[pr[i]]), pd[i],
+                                       rtol=1e-5, atol=1e-5)
+
+
 def test_ivf_pq4_follows_adds_removes_and_retrain():
     rng = np.random.default_rng(11)
     d, metric = 24, "l2"
