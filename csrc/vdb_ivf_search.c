@@ -337,28 +337,25 @@ static int ivf_pq_search_one(const ivf_search_ctx *c, ivf_pq_scratch *ps, const 
             ps->surv[ns] = (uint32_t)i;
             ns += ps->sums[i] >= smin;
         }
+        /* Branch-free but for the rare new upper bound: whether a survivor becomes a candidate is
+         * a coin toss that the branch predictor loses. */
         for (size_t si = 0; si < ns; si++) {
             const size_t i = ps->surv[si];
-            if (ps->sums[i] < smin) continue; /* smin rose since */
             if (c->allow) {
                 uint64_t r = (uint64_t)L->rows[i];
                 if (!(r < c->allow_len && (c->allow[r >> 6] >> (r & 63) & 1))) continue;
             }
-            float est = A + B * (float)ps->sums[i] + (l2 ? L->qaux[i] : 0.0f);
-            float mg = C * L->qerr[i] + D;
-            if (est - mg > ubk) continue;
+            const float est = A + B * (float)ps->sums[i] + (l2 ? L->qaux[i] : 0.0f);
+            const float mg = C * L->qerr[i] + D;
+            const int keep = est - mg <= ubk;
             ps->cand[nc].lb = est - mg;
             ps->cand[nc].l = (uint32_t)l;
             ps->cand[nc].pos = (uint32_t)i;
             if (est + mg < ubk) {
                 vdb_topk_push(&U, est + mg, (int64_t)nc);
                 ubk = vdb_topk_threshold(&U);
-                if (!l2 && ubk < INFINITY) {
-                    cut = (A - D - C * L->qerr_max - ubk) / -B;
-                    smin = !(cut > 0) ? 0 : cut >= 65536.0f ? 65536u : (unsigned)cut;
-                }
             }
-            nc++;
+            nc += keep;
         }
     }
     size_t w = 0;
