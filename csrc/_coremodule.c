@@ -578,7 +578,8 @@ static PyObject *core_pq4_encode(PyObject *module, PyObject *args)
 {
     PyObject *c_o, *x_o, *res = NULL;
     Py_ssize_t m;
-    if (!PyArg_ParseTuple(args, "OnO", &c_o, &m, &x_o)) return NULL;
+    const char *isa = NULL;
+    if (!PyArg_ParseTuple(args, "OnO|z", &c_o, &m, &x_o, &isa)) return NULL;
     vdb_pq4 *pq = pq4_from_centroids(module, c_o, m);
     PyArrayObject *x = pq ? as_matrix(x_o, "vectors") : NULL, *codes = NULL, *err = NULL;
     if (!x) goto done;
@@ -591,7 +592,12 @@ static PyObject *core_pq4_encode(PyObject *module, PyObject *args)
     codes = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_UINT8);
     err = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_FLOAT32);
     if (!codes || !err) goto done;
-    vdb_pq4_encode(pq, PyArray_DATA(x), n, PyArray_DATA(codes), PyArray_DATA(err));
+    if (!isa) {
+        vdb_pq4_encode(pq, PyArray_DATA(x), n, PyArray_DATA(codes), PyArray_DATA(err));
+    } else if (vdb_pq4_encode_isa(isa, pq, PyArray_DATA(x), n, PyArray_DATA(codes), PyArray_DATA(err))) {
+        PyErr_Format(PyExc_ValueError, "pq4 encoder '%s' is not available on this CPU", isa);
+        goto done;
+    }
     res = Py_BuildValue("(OO)", codes, err);
 done:
     vdb_pq4_free(pq);
@@ -1657,7 +1663,7 @@ static PyMethodDef core_methods[] = {
     {"exact_search_isa", core_exact_search_isa, METH_VARARGS,
      "exact_search_isa(isa, metric, data, queries, k) -> (dist, rows): one variant of the exact batch kernel"},
     {"pq4_train", core_pq4_train, METH_VARARGS, "pq4_train(x, m, seed) -> (centroids, eps)"},
-    {"pq4_encode", core_pq4_encode, METH_VARARGS, "pq4_encode(centroids, m, x) -> (codes, err)"},
+    {"pq4_encode", core_pq4_encode, METH_VARARGS, "pq4_encode(centroids, m, x, isa=None) -> (codes, err); isa: serial, avx2, avx512"},
     {"pq4_lut", core_pq4_lut, METH_VARARGS, "pq4_lut(centroids, m, q) -> float table"},
     {"pq4_lut_quantize", core_pq4_lut_quantize, METH_O, "pq4_lut_quantize(lut) -> (lut8, step, bias)"},
     {"pq4_pack", core_pq4_pack, METH_O, "pq4_pack(codes) -> packed blocks"},

@@ -25,26 +25,61 @@ int vdb_ivf_pq_reserve(ivf_list *L, size_t cap, size_t block_bytes)
     return 0;
 }
 
-/* Encodes the vector at (l, pos) into its list's codes. */
-void vdb_ivf_pq_encode_at(vdb_ivf *ivf, size_t l, size_t pos)
+/* The residual the code holds for vector v of list l (cosine: of v / |v|); returns |v|^2. */
+static double pq_residual(const vdb_ivf *ivf, size_t l, const float *v, float *out)
 {
     const size_t d = ivf->d;
-    ivf_list *L = &ivf->lists[l];
-    const float *v = L->vecs + pos * d, *c = ivf->centroids + l * d;
-    double xx = 0, cc = 0;
-    for (size_t t = 0; t < d; t++) {
-        xx += (double)v[t] * v[t];
-        cc += (double)c[t] * c[t];
-    }
+    const float *c = ivf->centroids + l * d;
+    double xx = 0;
+    for (size_t t = 0; t < d; t++) xx += (double)v[t] * v[t];
     /* cosine ranks directions: the residual is that of x / |x| (a zero vector is always re-ranked) */
     float inv = ivf->metric == VDB_METRIC_COSINE && xx > 0 ? (float)(1.0 / sqrt(xx)) : 1.0f;
-    for (size_t t = 0; t < d; t++) ivf->pq_tmp[t] = v[t] * inv - c[t];
-    float err;
-    vdb_pq4_encode(ivf->pq, ivf->pq_tmp, 1, ivf->pq_code, &err);
-    vdb_pq4_pack_set(L->codes, ivf->pq->m_pad, ivf->pq->m, pos, ivf->pq_code);
+    for (size_t t = 0; t < d; t++) out[t] = v[t] * inv - c[t];
+    return xx;
+}
+
+static double pq_centroid_norm(const vdb_ivf *ivf, size_t l)
+{
+    const float *c = ivf->centroids + l * ivf->d;
+    double cc = 0;
+    for (size_t t = 0; t < ivf->d; t++) cc += (double)c[t] * c[t];
+    return cc;
+}
+
+/* Stores the code of (l, pos) with its error and the L2 term |x|^2 - |c|^2. */
+static void pq_store(vdb_ivf *ivf, ivf_list *L, size_t pos, const uint8_t *code, float err, double xx, double cc)
+{
+    vdb_pq4_pack_set(L->codes, ivf->pq->m_pad, ivf->pq->m, pos, code);
     L->qerr[pos] = ivf->metric == VDB_METRIC_COSINE && !(xx > 0) ? INFINITY : err;
     if (!(L->qerr[pos] <= L->qerr_max)) L->qerr_max = L->qerr[pos];
     L->qaux[pos] = ivf->metric == VDB_METRIC_L2 ? (float)(xx - cc) : 0.0f;
+}
+
+/* Encodes the vector at (l, pos) into its list's codes. */
+void vdb_ivf_pq_encode_at(vdb_ivf *ivf, size_t l, size_t pos)
+{
+    ivf_list *L = &ivf->lists[l];
+    double xx = pq_residual(ivf, l, L->vecs + pos * ivf->d, ivf->pq_tmp);
+    float err;
+    vdb_pq4_encode(ivf->pq, ivf->pq_tmp, 1, ivf->pq_code, &err);
+    pq_store(ivf, L, pos, ivf->pq_code, err, xx, pq_centroid_norm(ivf, l));
+}
+
+#define PQ_CHUNK 64 /* vectors encoded per encoder call when a whole list is coded */
+
+/* Encodes every vector of list l, PQ_CHUNK at a time. res: PQ_CHUNK * d floats, codes: PQ_CHUNK * m bytes. */
+static void pq_encode_list(vdb_ivf *ivf, size_t l, float *res, uint8_t *codes)
+{
+    ivf_list *L = &ivf->lists[l];
+    const size_t d = ivf->d, m = ivf->pq->m;
+    double cc = pq_centroid_norm(ivf, l), xx[PQ_CHUNK];
+    float err[PQ_CHUNK];
+    for (size_t s = 0; s < L->n; s += PQ_CHUNK) {
+        size_t k = L->n - s < PQ_CHUNK ? L->n - s : PQ_CHUNK;
+        for (size_t i = 0; i < k; i++) xx[i] = pq_residual(ivf, l, L->vecs + (s + i) * d, res + i * d);
+        vdb_pq4_encode(ivf->pq, res, k, codes, err);
+        for (size_t i = 0; i < k; i++) pq_store(ivf, L, s + i, codes + i * m, err[i], xx[i], cc);
+    }
 }
 
 void vdb_ivf_pq_move(vdb_ivf *ivf, ivf_list *L, size_t from, size_t to)
@@ -84,7 +119,8 @@ int vdb_ivf_set_pq4(vdb_ivf *ivf, size_t m, uint64_t seed)
     vdb_pq4 *pq = NULL;
     float *xs = NULL, *probe = NULL, *tmp = NULL;
     size_t *idx = NULL;
-    uint8_t *code = NULL;
+    uint8_t *code = NULL, *chunk_codes = NULL;
+    float *chunk = NULL;
     if (m == 0) {
         vdb_ivf_pq_drop(ivf);
         return VDB_OK;
@@ -99,7 +135,9 @@ int vdb_ivf_set_pq4(vdb_ivf *ivf, size_t m, uint64_t seed)
     idx = malloc(ns * sizeof *idx);
     tmp = malloc(d * sizeof *tmp);
     code = malloc(m);
-    if (!xs || !probe || !idx || !tmp || !code) goto nomem;
+    chunk = malloc(PQ_CHUNK * d * sizeof *chunk); /* d <= 2^24 (vdb_pq4_create): no overflow */
+    chunk_codes = malloc(PQ_CHUNK * m);
+    if (!xs || !probe || !idx || !tmp || !code || !chunk || !chunk_codes) goto nomem;
     /* Residuals of a sample drawn by ordinal in row order (deterministic whatever the layout);
      * the sampled vectors themselves are the probe directions of the error estimate. */
     vdb_kmeans_sample(n, ns, seed, idx);
@@ -131,8 +169,7 @@ int vdb_ivf_set_pq4(vdb_ivf *ivf, size_t m, uint64_t seed)
     pq = NULL;
     tmp = NULL;
     code = NULL;
-    for (size_t l = 0; l < ivf->n_lists; l++)
-        for (size_t i = 0; i < ivf->lists[l].n; i++) vdb_ivf_pq_encode_at(ivf, l, i);
+    for (size_t l = 0; l < ivf->n_lists; l++) pq_encode_list(ivf, l, chunk, chunk_codes);
     goto cleanup;
 nomem:
     rc = vdb_set_error(VDB_ENOMEM, "out of memory building the pq4 codes of the IVF index");
@@ -143,6 +180,8 @@ cleanup:
     free(idx);
     free(tmp);
     free(code);
+    free(chunk);
+    free(chunk_codes);
     return rc;
 }
 

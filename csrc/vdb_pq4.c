@@ -60,25 +60,24 @@ void vdb_pq4_free(vdb_pq4 *pq)
     free(pq);
 }
 
+/* Encoders. Per vector and sub-space, the squared distances to the 16 centroids are summed over the
+ * sub-space's dimensions in order, from 0, one rounding per operation (no fused multiply-add), and the
+ * first smallest wins: every variant returns the same codes and the same err bits. The SIMD ones hold
+ * the 16 centroids of a dimension in one zmm (two ymm), as the transposed storage lays them out. */
+typedef void (*pq4_encode_fn)(const vdb_pq4 *pq, const float *x, size_t n, uint8_t *codes, float *err);
+
 /* Nearest of the 16 centroids of sub-space j to xs (len floats); *d2 its squared distance. */
 static unsigned pq4_nearest(const vdb_pq4 *pq, size_t j, const float *xs, float *d2)
 {
     size_t len = pq4_len(pq, j);
     const float *ct = pq->cent + 16 * (size_t)pq->off[j];
     float acc[16];
-    if (len == 4) { /* the default m = d / 4: a fixed shape the compiler vectorizes over the centroids */
+    memset(acc, 0, sizeof acc);
+    for (size_t t = 0; t < len; t++) {
+        float v = xs[t];
         for (int c = 0; c < 16; c++) {
-            float a = xs[0] - ct[c], b = xs[1] - ct[16 + c], e = xs[2] - ct[32 + c], f = xs[3] - ct[48 + c];
-            acc[c] = a * a + b * b + e * e + f * f;
-        }
-    } else {
-        memset(acc, 0, sizeof acc);
-        for (size_t t = 0; t < len; t++) {
-            float v = xs[t];
-            for (int c = 0; c < 16; c++) {
-                float diff = v - ct[t * 16 + c];
-                acc[c] += diff * diff;
-            }
+            float diff = v - ct[t * 16 + c];
+            acc[c] += diff * diff;
         }
     }
     unsigned best = 0;
@@ -88,7 +87,7 @@ static unsigned pq4_nearest(const vdb_pq4 *pq, size_t j, const float *xs, float 
     return best;
 }
 
-void vdb_pq4_encode(const vdb_pq4 *pq, const float *x, size_t n, uint8_t *codes, float *err)
+static void pq4_encode_serial(const vdb_pq4 *pq, const float *x, size_t n, uint8_t *codes, float *err)
 {
     for (size_t i = 0; i < n; i++) {
         const float *xi = x + i * pq->d;
@@ -101,6 +100,67 @@ void vdb_pq4_encode(const vdb_pq4 *pq, const float *x, size_t n, uint8_t *codes,
         if (err) err[i] = (float)sqrt(e);
     }
 }
+
+#if defined(PQ4_HAVE_X86)
+__attribute__((target("avx512f"))) static void pq4_encode_avx512(const vdb_pq4 *pq, const float *x, size_t n,
+                                                                 uint8_t *codes, float *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        const float *xi = x + i * pq->d;
+        double e = 0;
+        for (size_t j = 0; j < pq->m; j++) {
+            const float *xs = xi + pq->off[j], *ct = pq->cent + 16 * (size_t)pq->off[j];
+            __m512 acc = _mm512_setzero_ps();
+            for (size_t t = 0; t < pq4_len(pq, j); t++) {
+                __m512 diff = _mm512_sub_ps(_mm512_set1_ps(xs[t]), _mm512_loadu_ps(ct + t * 16));
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(diff, diff));
+            }
+            float lo = _mm512_reduce_min_ps(acc);
+            unsigned mask = _mm512_cmp_ps_mask(acc, _mm512_set1_ps(lo), _CMP_EQ_OQ);
+            unsigned best = mask ? (unsigned)__builtin_ctz(mask) : 0; /* no lane equal: NaN, as serial */
+            float lanes[16];
+            _mm512_storeu_ps(lanes, acc);
+            codes[i * pq->m + j] = (uint8_t)best;
+            e += lanes[best];
+        }
+        if (err) err[i] = (float)sqrt(e);
+    }
+}
+
+__attribute__((target("avx2"))) static void pq4_encode_avx2(const vdb_pq4 *pq, const float *x, size_t n,
+                                                            uint8_t *codes, float *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        const float *xi = x + i * pq->d;
+        double e = 0;
+        for (size_t j = 0; j < pq->m; j++) {
+            const float *xs = xi + pq->off[j], *ct = pq->cent + 16 * (size_t)pq->off[j];
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+            for (size_t t = 0; t < pq4_len(pq, j); t++) {
+                __m256 v = _mm256_set1_ps(xs[t]);
+                __m256 d0 = _mm256_sub_ps(v, _mm256_loadu_ps(ct + t * 16));
+                __m256 d1 = _mm256_sub_ps(v, _mm256_loadu_ps(ct + t * 16 + 8));
+                a0 = _mm256_add_ps(a0, _mm256_mul_ps(d0, d0));
+                a1 = _mm256_add_ps(a1, _mm256_mul_ps(d1, d1));
+            }
+            __m256 mn = _mm256_min_ps(a0, a1);
+            mn = _mm256_min_ps(mn, _mm256_permute2f128_ps(mn, mn, 1));
+            mn = _mm256_min_ps(mn, _mm256_shuffle_ps(mn, mn, _MM_SHUFFLE(1, 0, 3, 2)));
+            mn = _mm256_min_ps(mn, _mm256_shuffle_ps(mn, mn, _MM_SHUFFLE(2, 3, 0, 1)));
+            unsigned mask = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(a0, mn, _CMP_EQ_OQ)) |
+                            (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(a1, mn, _CMP_EQ_OQ)) << 8;
+            unsigned best = mask ? (unsigned)__builtin_ctz(mask) : 0; /* no lane equal: NaN, as serial */
+            float lanes[16];
+            _mm256_storeu_ps(lanes, a0);
+            _mm256_storeu_ps(lanes + 8, a1);
+            codes[i * pq->m + j] = (uint8_t)best;
+            e += lanes[best];
+        }
+        if (err) err[i] = (float)sqrt(e);
+    }
+}
+#endif
+
 
 void vdb_pq4_decode(const vdb_pq4 *pq, const uint8_t *code, float *x)
 {
@@ -368,28 +428,41 @@ typedef struct {
     const char *name;
     unsigned feature;
     pq4_scan_fn scan;
+    pq4_encode_fn encode;
 } pq4_kernel;
 
 static const pq4_kernel pq4_kernels[] = {
 #if defined(PQ4_HAVE_X86)
-    {"avx512", VDB_CPU_AVX512, pq4_scan_avx512},
-    {"avx2", VDB_CPU_AVX2, pq4_scan_avx2},
+    {"avx512", VDB_CPU_AVX512, pq4_scan_avx512, pq4_encode_avx512},
+    {"avx2", VDB_CPU_AVX2, pq4_scan_avx2, pq4_encode_avx2},
 #endif
-    {"serial", 0, pq4_scan_serial},
+    {"serial", 0, pq4_scan_serial, pq4_encode_serial},
 };
 #define PQ4_N_KERNELS (sizeof pq4_kernels / sizeof pq4_kernels[0])
 
 static _Atomic(pq4_scan_fn) pq4_current;
+static _Atomic(pq4_encode_fn) pq4_encode_current;
 
 void vdb_pq4_select(unsigned enabled_features)
 {
-    pq4_scan_fn pick = pq4_scan_serial;
+    const pq4_kernel *pick = &pq4_kernels[PQ4_N_KERNELS - 1]; /* serial */
     for (size_t i = 0; i < PQ4_N_KERNELS; i++)
         if ((pq4_kernels[i].feature & enabled_features) == pq4_kernels[i].feature) {
-            pick = pq4_kernels[i].scan;
+            pick = &pq4_kernels[i];
             break;
         }
-    atomic_store_explicit(&pq4_current, pick, memory_order_release);
+    atomic_store_explicit(&pq4_encode_current, pick->encode, memory_order_release);
+    atomic_store_explicit(&pq4_current, pick->scan, memory_order_release);
+}
+
+/* The variant called isa when this CPU has it, else NULL. */
+static const pq4_kernel *pq4_kernel_named(const char *isa)
+{
+    unsigned detected = vdb_cpu_detected();
+    for (size_t i = 0; i < PQ4_N_KERNELS; i++)
+        if (isa && strcmp(pq4_kernels[i].name, isa) == 0 && (pq4_kernels[i].feature & detected) == pq4_kernels[i].feature)
+            return &pq4_kernels[i];
+    return NULL;
 }
 
 void vdb_pq4_scan(const uint8_t *packed, size_t n_blocks, size_t m_pad, const uint8_t *lut8, uint16_t *out)
@@ -405,11 +478,26 @@ void vdb_pq4_scan(const uint8_t *packed, size_t n_blocks, size_t m_pad, const ui
 int vdb_pq4_scan_isa(const char *isa, const uint8_t *packed, size_t n_blocks, size_t m_pad, const uint8_t *lut8,
                      uint16_t *out)
 {
-    unsigned detected = vdb_cpu_detected();
-    for (size_t i = 0; i < PQ4_N_KERNELS; i++)
-        if (isa && strcmp(pq4_kernels[i].name, isa) == 0 && (pq4_kernels[i].feature & detected) == pq4_kernels[i].feature) {
-            pq4_kernels[i].scan(packed, n_blocks, m_pad, lut8, out);
-            return 0;
-        }
-    return -1;
+    const pq4_kernel *k = pq4_kernel_named(isa);
+    if (!k) return -1;
+    k->scan(packed, n_blocks, m_pad, lut8, out);
+    return 0;
+}
+
+void vdb_pq4_encode(const vdb_pq4 *pq, const float *x, size_t n, uint8_t *codes, float *err)
+{
+    pq4_encode_fn f = atomic_load_explicit(&pq4_encode_current, memory_order_acquire);
+    if (!f) {
+        vdb_cpu_enabled(); /* first use: detection selects the kernels */
+        f = atomic_load_explicit(&pq4_encode_current, memory_order_acquire);
+    }
+    f(pq, x, n, codes, err);
+}
+
+int vdb_pq4_encode_isa(const char *isa, const vdb_pq4 *pq, const float *x, size_t n, uint8_t *codes, float *err)
+{
+    const pq4_kernel *k = pq4_kernel_named(isa);
+    if (!k) return -1;
+    k->encode(pq, x, n, codes, err);
+    return 0;
 }

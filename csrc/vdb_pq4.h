@@ -56,8 +56,11 @@ void vdb_pq4_free(vdb_pq4 *pq);
  * with up to 256 probe vectors (probe NULL: x itself). Deterministic for a seed. */
 int vdb_pq4_train(vdb_pq4 *pq, const float *x, size_t n, const float *probe, size_t n_probe, uint64_t seed);
 
-/* codes: n * m bytes (one index 0..15 per byte); err (optional): n floats = |x - x^|. */
+/* codes: n * m bytes (one index 0..15 per byte); err (optional): n floats = |x - x^|. Every variant
+ * (serial, AVX2, AVX-512) returns the same codes and err bits. */
 void vdb_pq4_encode(const vdb_pq4 *pq, const float *x, size_t n, uint8_t *codes, float *err);
+/* Variant access for tests: isa "serial", "avx2", "avx512"; -1 when not available. */
+int vdb_pq4_encode_isa(const char *isa, const vdb_pq4 *pq, const float *x, size_t n, uint8_t *codes, float *err);
 /* x^ of one code (d floats). */
 void vdb_pq4_decode(const vdb_pq4 *pq, const uint8_t *code, float *x);
 

@@ -111,6 +111,38 @@ def test_encode_lut_and_quantized_scan_against_float64(d, m):
         assert np.all(np.abs(est - exact) <= m * step / 2 * (1 + 1e-6) + 1e-4 * np.abs(tab).max()), isa
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("d,m", [(1, 1), (7, 3), (17, 5), (100, 25), (385, 96), (384, 96), (130, 128)])
+def test_encoders_match_float64_and_serial_bits(isa, d, m):
+    """Each encoder picks, per sub-space, a centroid at the float64 minimum distance (the first one
+    on exact ties) and returns the serial encoder's codes and err bit for bit."""
+    if not variant_available(isa):
+        pytest.skip(f"{isa} not on this CPU")
+    rng = np.random.default_rng(d * 7 + m)
+    x = rng.normal(size=(203, d)).astype(np.float32)
+    cent_t, _ = _core.pq4_train(x, m, 3)
+    # Ties: rows equal to a centroid set, and a sub-space whose centroids repeat.
+    cents, off = centroids_of(cent_t, d, m)
+    for j in range(m):
+        x[j % 16, off[j]: off[j + 1]] = cents[j][j % 16]
+    dup = cent_t.copy()
+    dup[16 * off[0]: 16 * off[1]] = np.repeat(dup[16 * off[0]: 16 * off[1]: 16], 16)
+    for table in (cent_t, dup):
+        codes, err = _core.pq4_encode(table, m, x, isa)
+        ref_codes, ref_err = _core.pq4_encode(table, m, x, "serial")
+        np.testing.assert_array_equal(codes, ref_codes)
+        np.testing.assert_array_equal(err.view(np.uint32), ref_err.view(np.uint32))
+        cs, _ = centroids_of(table, d, m)
+        x64 = x.astype(np.float64)
+        for j in range(m):
+            dist = ((x64[:, None, off[j]: off[j + 1]] - cs[j][None]) ** 2).sum(-1)
+            chosen = dist[np.arange(len(x)), codes[:, j]]
+            assert np.all(chosen <= dist.min(1) * (1 + 1e-5) + 1e-6), f"sub-space {j}"
+    assert not _core.pq4_encode(dup, m, x, isa)[0][:, 0].any()  # equal centroids: the first wins
+    with pytest.raises(ValueError, match="not available"):
+        _core.pq4_encode(cent_t, m, x, "sse9")
+
+
 def test_constant_tables_and_bad_inputs():
     lut8, step, bias = _core.pq4_lut_quantize(np.full(64, 0.5, dtype=np.float32))
     assert step == 0.0 and not lut8.any() and bias == pytest.approx(2.0)
