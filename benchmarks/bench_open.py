@@ -1,11 +1,13 @@
-"""Open time and resident memory of a stored collection: flat float32, flat sq8 and IVF, measured in
-a fresh process each (open = PersistentClient + get_collection + count; then the first query, then
-20 more). RSS is split into anonymous memory (what the process owns) and mapped file pages (the
-snapshot's vectors: page cache, reclaimable). The page cache is warm (the build just wrote the
+"""Open time and resident memory of a stored collection: flat float32, flat sq8, IVF float32, IVF sq8
+and IVF pq4, measured in a fresh process each (open = PersistentClient + get_collection + count; then
+the first query, then 20 more). RSS is split into anonymous memory (what the process owns) and mapped
+file pages (the snapshot's vectors: page cache, reclaimable); "resident / raw" is both together after
+the queries over the raw float32 size (n x d x 4). The page cache is warm (the build just wrote the
 files): a cold open reads only the headers and small files, a cold first query pages in what it reads.
 
-    python -m benchmarks.bench_open --quick            # 200k x 128 (about a minute)
+    python -m benchmarks.bench_open --quick            # 200k x 128 (a few minutes)
     python -m benchmarks.bench_open --sizes 1000000x128 200000x384
+    python -m benchmarks.bench_open --sizes 1000000x384 --kinds "ivf sq8" "ivf pq4"   # ~10 GB free RAM
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ KINDS = {
     "flat": {},
     "flat sq8": {"quantization": "sq8"},
     "ivf": {"use_ivf": True},
+    "ivf sq8": {"use_ivf": True, "quantization": "sq8"},
+    "ivf pq4": {"use_ivf": True, "quantization": "pq4"},
 }
 
 CHILD = r"""
@@ -106,8 +110,9 @@ def main(argv=None) -> None:
     print(machine_markdown(machine_summary()))
     print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores shared with other work: times are noisy)\n")
     print("| collection | N x D | raw f32 MiB | build s | open s | anon after open MiB | first query ms "
-          "| anon after queries MiB | mapped file after queries MiB | query p50 ms | rows re-ranked |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| anon after queries MiB | mapped file after queries MiB | resident / raw | query p50 ms "
+          "| rows re-ranked |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     root = tempfile.mkdtemp(prefix="vdb-open-", dir=args.dir)
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
@@ -120,9 +125,10 @@ def main(argv=None) -> None:
                                      capture_output=True, text=True).stdout
                 r = json.loads(out.strip().splitlines()[-1])
                 assert r["n"] == n
+                anon, file = r["m3"]["anon"] - r["m0"]["anon"], r["m3"]["file"] - r["m0"]["file"]
                 print(f"| {kind} | {n:,} x {d} | {mib(n * d * 4)} | {took:.1f} | {r['open']:.3f} "
                       f"| {mib(r['m1']['anon'] - r['m0']['anon'])} | {r['first'] * 1e3:.1f} "
-                      f"| {mib(r['m3']['anon'] - r['m0']['anon'])} | {mib(r['m3']['file'] - r['m0']['file'])} "
+                      f"| {mib(anon)} | {mib(file)} | {(anon + file) / (n * d * 4):.2f}x "
                       f"| {r['p50'] * 1e3:.2f} | {r['reranked']:.0f} |", flush=True)
                 shutil.rmtree(path)
     finally:

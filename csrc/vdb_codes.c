@@ -530,6 +530,7 @@ typedef struct {
 } ivf_ctx;
 
 static const float *ivf_vec(const void *ctx, int64_t row) { return vdb_ivf_vector(((const ivf_ctx *)ctx)->ivf, row); }
+static int ivf_check(const void *ctx, int64_t row) { return vdb_ivf_verify_row(((const ivf_ctx *)ctx)->ivf, row); }
 
 static int ivf_one(void *ctx, size_t qi)
 {
@@ -579,9 +580,9 @@ static int ivf_one(void *ctx, size_t qi)
         push_approx(&A, s, n0, n, rows);
     }
     int failed = VDB_OK;
-    codes_job j = {t, &qp, q, c->k, rows, s, n, ivf_vec, c, NULL, 0, NULL, NULL, &failed};
+    codes_job j = {t, &qp, q, c->k, rows, s, n, ivf_vec, c, NULL, 0, ivf_check, c, &failed};
     codes_finish(&j, &A, &R);
-    rc = VDB_OK;
+    rc = failed;
     goto cleanup;
 nomem:
     rc = vdb_set_error(VDB_ENOMEM, "out of memory for an IVF search through codes");

@@ -170,7 +170,10 @@ static int plan_write(vdb_collection *c, int op, const vdb_batch *b, write_plan 
     }
     if (op == VDB_OP_ADD && !b->vectors) return vdb_set_error(VDB_EINVAL, "add needs an embedding for every record");
     /* Update and upsert may rewrite mapped rows in place: verify them while they are as written. */
-    if (b->vectors && op != VDB_OP_ADD && op != VDB_OP_DELETE && (rc = vdb_coll_verify_all(c))) return rc;
+    if (!c->ivf && b->vectors && op != VDB_OP_ADD && op != VDB_OP_DELETE && (rc = vdb_coll_verify_all(c))) return rc;
+    /* The index copies a mapped list to memory before changing it: never copy damage, and find it
+     * before the write is logged (once per snapshot; then a flag test). */
+    if (c->ivf && (b->vectors || op == VDB_OP_DELETE) && (rc = vdb_ivf_verify(c->ivf))) return rc;
     p->action = calloc(n, 1);
     p->row = calloc(n, sizeof *p->row);
     p->hash = calloc(n, sizeof *p->hash);
@@ -494,6 +497,12 @@ int vdb_coll_checkpoint_locked(vdb_collection *c)
     c->snapshot_bytes = rec.len + vector_bytes;
     vdb_remove_tree(old_wal);
     vdb_remove_tree(old_gen);
+    /* The index's lists now read from what was just written: memory no longer holds them (best
+     * effort: on failure they merely stay in memory). */
+    if (c->ivf) {
+        path_join(path, sizeof path, gdir, "ivf.bin", 0, 0);
+        (void)vdb_ivf_remap(c->ivf, path);
+    }
 cleanup:
     vdb_buf_free(&rec);
     return rc;
@@ -998,6 +1007,7 @@ static int search_allowed_exact(const vdb_collection *c, const uint64_t *bm, siz
             for (uint64_t bits = bm[w]; bits; bits &= bits - 1) {
                 size_t r = w * 64 + (size_t)__builtin_ctzll(bits);
                 const float *v = vdb_ivf_vector(c->ivf, (int64_t)r);
+                if ((rc = vdb_ivf_verify_row(c->ivf, (int64_t)r))) return rc;
                 if (v) vdb_topk_push(&h, vdb_distance(c->cfg.metric, queries, v, d), (int64_t)r);
             }
         }
@@ -1018,6 +1028,7 @@ static int search_allowed_exact(const vdb_collection *c, const uint64_t *bm, siz
             size_t r = w * 64 + (size_t)__builtin_ctzll(bits);
             const float *v = vdb_ivf_vector(c->ivf, (int64_t)r);
             if (!v || n == m) continue; /* every allowed row is live, so in the index */
+            if ((rc = vdb_ivf_verify_row(c->ivf, (int64_t)r))) goto cleanup;
             memcpy(g + n * d, v, d * sizeof(float));
             map[n++] = (int64_t)r;
         }
@@ -1113,6 +1124,8 @@ int vdb_collection_query(vdb_collection *c, const vdb_query_request *req, vdb_re
             rc = vdb_codes_search_ivf(c->codes, c->ivf, req->queries, nq, k, (size_t)n_probe, bm, c->n_rows, dist, rows);
         else
             rc = vdb_ivf_search(c->ivf, req->queries, nq, k, (size_t)n_probe, bm, c->n_rows, dist, rows);
+        /* A damaged chunk found on a worker thread: its message, set again on this one. */
+        if (rc == VDB_ECORRUPT && vdb_ivf_error(c->ivf)) rc = VDB_ECORRUPT;
         if (rc) goto done;
     } else if (k > 0) {
         vdb_vec_range ranges[2] = {{c->base, 0, c->n_base}, {c->tail, (int64_t)c->n_base, c->n_rows - c->n_base}};

@@ -74,11 +74,19 @@ static inline int is_live(const vdb_collection *c, size_t row) { return (c->live
  * in memory): VDB_ECORRUPT naming vectors.bin on damage. Every reader of base rows calls it first. */
 static inline int vdb_coll_verify_rows(const vdb_collection *c, size_t lo, size_t hi)
 {
+    for (size_t r = lo; c->ivf && r < hi; r++) {
+        int rc = vdb_ivf_verify_row(c->ivf, (int64_t)r);
+        if (rc) return rc;
+    }
     if (!c->vmap || lo >= c->n_base) return VDB_OK;
     size_t row_bytes = (size_t)c->dim * sizeof(float);
     return vdb_vecmap_verify(c->vmap, (uint64_t)lo * row_bytes, (uint64_t)(hi < c->n_base ? hi : c->n_base) * row_bytes);
 }
-static inline int vdb_coll_verify_all(const vdb_collection *c) { return vdb_vecmap_verify_all(c->vmap); }
+static inline int vdb_coll_verify_all(const vdb_collection *c)
+{
+    int rc = c->ivf ? vdb_ivf_verify(c->ivf) : VDB_OK;
+    return rc ? rc : vdb_vecmap_verify_all(c->vmap);
+}
 int vdb_coll_refuse_writes(const vdb_collection *c);
 /* Drops dead rows: rows keep their order; vectors move to one heap array. */
 int vdb_coll_compact(vdb_collection *c);

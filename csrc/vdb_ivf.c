@@ -15,6 +15,7 @@ static int ivf_list_reserve(const vdb_ivf *ivf, ivf_list *L, size_t need)
 {
     const size_t d = ivf->d;
     if (need <= L->cap) return 0;
+    if (L->mapped) return -1; /* ivf_list_own first */
     size_t cap = L->cap + L->cap / 4 + 8;
     if (cap < need) cap = need;
     if (cap > IVF_MAX_LIST_LEN) cap = IVF_MAX_LIST_LEN;
@@ -34,11 +35,37 @@ static int ivf_list_reserve(const vdb_ivf *ivf, ivf_list *L, size_t need)
     return 0;
 }
 
+/* Before a list changes: a mapped list's vectors move to memory (verified first: damage is never
+ * copied). Its contents stay the same, so callers may do this before they validate the rest. */
+static int ivf_list_own(const vdb_ivf *ivf, ivf_list *L)
+{
+    if (!L->mapped) return VDB_OK;
+    int rc = ivf_verify_vecs(ivf, L, 0, L->n);
+    if (rc) return rc;
+    float *v = malloc((L->n ? L->n : 1) * ivf->d * sizeof(float)); /* n * d fit: they are mapped */
+    if (!v) return vdb_set_error(VDB_ENOMEM, "out of memory copying an IVF list of %zu vectors", L->n);
+    memcpy(v, L->vecs, L->n * ivf->d * sizeof(float));
+    L->vecs = v;
+    L->mapped = 0;
+    return VDB_OK;
+}
+
+int vdb_ivf_verify(const vdb_ivf *ivf) { return vdb_vecmap_verify_all(ivf->vmap); }
+int vdb_ivf_error(const vdb_ivf *ivf) { return vdb_vecmap_error(ivf->vmap); }
+
+int vdb_ivf_verify_row(const vdb_ivf *ivf, int64_t row)
+{
+    if (!ivf->vmap || !vdb_ivf_contains(ivf, row)) return VDB_OK;
+    uint64_t w = ivf->where[row];
+    return ivf_verify_vecs(ivf, &ivf->lists[ivf_list_of(w)], ivf_pos_of(w), 1);
+}
+
 /* Gives back unused capacity (best effort: a failed shrink keeps the larger block). */
 static void ivf_list_shrink(ivf_list *L, size_t d)
 {
     if (L->n == 0) {
-        free(L->vecs);
+        if (!L->mapped) free(L->vecs);
+        L->mapped = 0;
         free(L->rows);
         L->vecs = NULL;
         L->rows = NULL;
@@ -46,7 +73,7 @@ static void ivf_list_shrink(ivf_list *L, size_t d)
         return;
     }
     if (L->cap == L->n) return;
-    float *v = realloc(L->vecs, L->n * d * sizeof(float));
+    float *v = L->mapped ? L->vecs : realloc(L->vecs, L->n * d * sizeof(float));
     if (v) L->vecs = v;
     int64_t *r = realloc(L->rows, L->n * sizeof(int64_t));
     if (r) L->rows = r;
@@ -144,7 +171,7 @@ void vdb_ivf_free(vdb_ivf *ivf)
     if (!ivf) return;
     if (ivf->lists) {
         for (size_t l = 0; l < ivf->n_lists; l++) {
-            free(ivf->lists[l].vecs);
+            if (!ivf->lists[l].mapped) free(ivf->lists[l].vecs);
             free(ivf->lists[l].rows);
             free(ivf->lists[l].codes);
             free(ivf->lists[l].qerr);
@@ -157,6 +184,7 @@ void vdb_ivf_free(vdb_ivf *ivf)
     free(ivf->pq_code);
     free(ivf->centroids);
     vdb_kmeans_prepared_free(&ivf->assigner);
+    vdb_vecmap_close(ivf->vmap);
     free(ivf->where);
     free(ivf);
 }
@@ -228,8 +256,13 @@ int vdb_ivf_add(vdb_ivf *ivf, const int64_t *rows, const float *x, size_t n)
     if (rc) goto cleanup;
     /* Reserve everything first, so that applying the batch cannot fail half way. */
     if (vdb_ivf_where_reserve(ivf, (size_t)max_row + 1)) goto nomem;
-    for (size_t i = 0; i < n; i++) extra[assign[i]]++;
+    for (size_t i = 0; i < n; i++) {
+        extra[assign[i]]++;
+        uint64_t w = ivf->where[rows[i]];
+        if (w != IVF_ABSENT && (rc = ivf_list_own(ivf, &ivf->lists[ivf_list_of(w)]))) goto cleanup;
+    }
     for (size_t l = 0; l < ivf->n_lists; l++) {
+        if (extra[l] && (rc = ivf_list_own(ivf, &ivf->lists[l]))) goto cleanup;
         if (extra[l] && ivf_list_reserve(ivf, &ivf->lists[l], ivf->lists[l].n + extra[l])) goto nomem;
     }
     for (size_t i = 0; i < n; i++) {
@@ -259,8 +292,10 @@ int vdb_ivf_remove(vdb_ivf *ivf, int64_t row)
         return vdb_set_error(VDB_ENOTFOUND, "row %lld is not in the IVF index", (long long)row);
     uint64_t w = ivf->where[row];
     size_t l = ivf_list_of(w);
-    ivf_remove_at(ivf, l, ivf_pos_of(w));
     ivf_list *L = &ivf->lists[l];
+    int rc = ivf_list_own(ivf, L);
+    if (rc) return rc;
+    ivf_remove_at(ivf, l, ivf_pos_of(w));
     if (L->cap > 64 && L->n < L->cap / 2) {
         /* Keep headroom (n/4) so alternating add/remove does not reallocate every time. */
         size_t keep = L->n + L->n / 4 + 8; /* never 0: realloc(p, 0) may free p */
@@ -317,6 +352,7 @@ int vdb_ivf_retrain(vdb_ivf *ivf, size_t n_lists, uint64_t seed)
                                        "retrain asked for %zu lists", n, k);
         goto cleanup;
     }
+    if ((rc = vdb_ivf_verify(ivf))) goto cleanup; /* every vector is read, and moved */
     size_t m = n, cap, bytes;
     if (!ivf_mul(k, IVF_TRAIN_PER_LIST, &cap) && cap < n) m = cap;
     if (ivf_mul(m, d, &bytes) || ivf_mul(bytes, sizeof(float), &bytes) ||
@@ -391,7 +427,7 @@ int vdb_ivf_retrain(vdb_ivf *ivf, size_t n_lists, uint64_t seed)
             memcpy(N->vecs + N->n * d, O->vecs + i * d, d * sizeof(float));
             N->rows[N->n++] = O->rows[i];
         }
-        free(O->vecs);
+        if (!O->mapped) free(O->vecs);
         free(O->rows);
         free(O->codes);
         free(O->qerr);
@@ -487,6 +523,12 @@ int vdb_ivf_renumber(vdb_ivf *ivf, const int64_t *old_to_new, size_t n_old)
             nw[nr] = ivf_pack(l, pos++);
         }
     }
+    /* Lists that lose rows move their vectors: in memory first (their contents stay the same). */
+    for (size_t l = 0; l < ivf->n_lists; l++) {
+        ivf_list *L = &ivf->lists[l];
+        for (size_t i = 0; L->mapped && i < L->n; i++)
+            if (old_to_new[L->rows[i]] < 0 && (rc = ivf_list_own(ivf, L))) goto cleanup;
+    }
     /* Validated: apply (cannot fail). Stable compaction keeps list order. */
     int64_t total = 0;
     for (size_t l = 0; l < ivf->n_lists; l++) {
@@ -542,7 +584,7 @@ void vdb_ivf_stats_get(const vdb_ivf *ivf, vdb_ivf_stats *out)
         if (L->n < out->list_min) out->list_min = L->n;
         if (L->n > out->list_max) out->list_max = L->n;
         out->n_empty_lists += L->n == 0;
-        bytes += L->cap * (ivf->d * sizeof(float) + sizeof(int64_t));
+        bytes += L->cap * ((L->mapped ? 0 : ivf->d * sizeof(float)) + sizeof(int64_t));
         if (ivf->pq) /* codes, error and term per vector */
             bytes += (L->cap + VDB_PQ4_BLOCK - 1) / VDB_PQ4_BLOCK * vdb_pq4_block_bytes(ivf->pq) + 8 * L->cap;
     }

@@ -75,8 +75,15 @@ int vdb_ivf_add(vdb_ivf *ivf, const int64_t *rows, const float *x, size_t n);
 /* Removes a row: VDB_OK, or VDB_ENOTFOUND when it is not in the index. */
 int vdb_ivf_remove(vdb_ivf *ivf, int64_t row);
 int vdb_ivf_contains(const vdb_ivf *ivf, int64_t row);
-/* The row's vector (d floats) inside the index, or NULL when absent. */
+/* The row's vector (d floats) inside the index, or NULL when absent. It may lie in the mapped
+ * ivfvec.bin: call vdb_ivf_verify_row first (search, write, retrain and set_pq4 verify what they read). */
 const float *vdb_ivf_vector(const vdb_ivf *ivf, int64_t row);
+/* Verifies the mapped chunks holding the row's vector (every chunk: vdb_ivf_verify) not verified
+ * yet: VDB_ECORRUPT naming ivfvec.bin on damage. A no-op for vectors in memory. Thread-safe. */
+int vdb_ivf_verify_row(const vdb_ivf *ivf, int64_t row);
+int vdb_ivf_verify(const vdb_ivf *ivf);
+/* The error of the first damaged chunk found (VDB_ECORRUPT, message set again on this thread), or VDB_OK. */
+int vdb_ivf_error(const vdb_ivf *ivf);
 
 /* k nearest rows for each of nq queries. For each query the n_probe lists of nearest centroid
  * (clamped to [1, n_lists]; ties by list number) are scanned; when they hold fewer than k rows
@@ -117,24 +124,32 @@ size_t vdb_ivf_last_reranked(void);
 int vdb_ivf_renumber(vdb_ivf *ivf, const int64_t *old_to_new, size_t n_old);
 
 /* Persistence. write creates/truncates path, writes the index (format below), fdatasyncs and
- * closes it; *bytes_written (optional) = file size. The caller renames and syncs the directory.
+ * closes it, and writes the vectors in list order to ivfvec.bin (with ivfvec.crc) in the same
+ * directory (vdb_store.h's vectors file format); *bytes_written (optional) = both files' bytes.
+ * The caller syncs the directory. read maps ivfvec.bin (see vdb_store.h: chunks verified on first
+ * use) instead of reading the vectors: a list's vectors move to memory when the list first changes.
+ * remap, after a write to path (the index unchanged since), maps what was written, dropping the
+ * copies in memory.
  * Row numbers in a file must be below 2 * n_vectors + 1024 (write refuses others with
  * VDB_EINVAL: renumber first), so that a damaged row number cannot make read size its row map
  * beyond ~16 bytes per vector. read loads an index written by write; any damage (bad magic,
  * length, count, row, CRC) is VDB_ECORRUPT with a message naming path; an unknown newer format
  * version too.
  *
- * Format version 1, all integers little-endian, floats as IEEE-754 binary32 little-endian:
- *   0  magic "VDBIVF1\n" (8 bytes)     8  u32 format version (1)     12 u32 metric
+ * Format version 2, all integers little-endian, floats as IEEE-754 binary32 little-endian:
+ *   0  magic "VDBIVF1\n" (8 bytes)     8  u32 format version (2)     12 u32 metric
  *   16 u64 d          24 u64 n_lists    32 u64 n_vectors      40 u64 payload length (bytes)
  *   48 u64 trained (0/1)   56 u64 training points   64 u64 added since training   72 u64 seed
  *   80 u64 vectors at training (the growth counters above)
- *   88 payload: centroids (n_lists * d f32), then per list: u64 n, n x i64 row, n * d f32
- *   end: u32 CRC-32C of every byte before it.
+ *   88 payload: centroids (n_lists * d f32), then per list: u64 n, n x i64 row
+ *   end: u32 CRC-32C of every byte before it. ivfvec.bin holds the lists' vectors in list order.
+ * Version 1 (still read; the next checkpoint writes version 2) held each list's n * d f32 after
+ * its rows, and no ivfvec.bin.
  * The file length must be exactly 88 + payload length + 4. (Version 1 was extended by the field
  * at offset 80 before any release; no 80-byte-header file exists outside development.) */
 int vdb_ivf_write(const vdb_ivf *ivf, const char *path, uint64_t *bytes_written);
 int vdb_ivf_read(const char *path, vdb_ivf **out);
+int vdb_ivf_remap(vdb_ivf *ivf, const char *path);
 
 typedef struct {
     size_t d;

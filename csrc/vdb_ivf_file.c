@@ -1,7 +1,9 @@
-/* vdb_ivf_file — the IVF index's file, ivf.bin: written whole with a trailing CRC32C, read back
- * with every header field, length and row number validated before use. See vdb_ivf.h. */
+/* vdb_ivf_file — the IVF index's files: ivf.bin (centroids, list rows) written whole with a trailing
+ * CRC32C and read back with every header field, length and row number validated before use, and
+ * ivfvec.bin (the vectors in list order, mapped; vdb_store.h's vectors format). See vdb_ivf.h. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -16,7 +18,7 @@
 #define IVF_MAX_DIM ((uint64_t)1 << 24)        /* sanity bound for files */
 
 #define IVF_MAGIC "VDBIVF1\n"
-#define IVF_VERSION 1u
+#define IVF_VERSION 2u /* 1: the vectors inline after each list's rows (still read) */
 #define IVF_HEADER_LEN 88
 
 /* Largest row number a file may hold for n vectors (exclusive): the row map read allocates is
@@ -107,9 +109,78 @@ static int ivf_put_i64s(ivf_writer *w, const int64_t *v, size_t n)
 #endif
 }
 
+/* ivfvec.bin in the directory of path. */
+static void ivf_vec_path(const char *path, char *out, size_t cap)
+{
+    const char *slash = strrchr(path, '/');
+    int dl = slash ? (int)(slash - path) : 1;
+    int n = snprintf(out, cap, "%.*s/ivfvec.bin", dl, slash ? path : ".");
+    if (n < 0 || (size_t)n >= cap) out[0] = 0;
+}
+
+static int ivf_write_vectors(const vdb_ivf *ivf, const char *path, uint64_t *bytes)
+{
+    char vpath[4200];
+    ivf_vec_path(path, vpath, sizeof vpath);
+    const float **chunks = malloc((ivf->n_lists ? ivf->n_lists : 1) * sizeof *chunks);
+    uint64_t *rows = malloc((ivf->n_lists ? ivf->n_lists : 1) * sizeof *rows);
+    int rc = VDB_OK;
+    if (!chunks || !rows) {
+        rc = vdb_set_error(VDB_ENOMEM, "out of memory writing '%s'", vpath);
+    } else {
+        for (size_t l = 0; l < ivf->n_lists; l++) {
+            chunks[l] = ivf->lists[l].vecs;
+            rows[l] = ivf->lists[l].n;
+        }
+        rc = vdb_vectors_write(vpath, (uint32_t)ivf->metric, ivf->d, chunks, rows, ivf->n_lists);
+        *bytes = (uint64_t)ivf->n_vectors * ivf->d * sizeof(float);
+    }
+    free(chunks);
+    free(rows);
+    return rc;
+}
+
+/* Points every list into the mapped ivfvec.bin beside path (which holds exactly the lists' current
+ * contents, in order), freeing the copies in memory. */
+static int ivf_map_vectors(vdb_ivf *ivf, const char *path)
+{
+    char vpath[4200];
+    uint64_t n_rows;
+    float *data;
+    vdb_vecmap *m;
+    ivf_vec_path(path, vpath, sizeof vpath);
+    int rc = vdb_vecmap_open(vpath, (uint32_t)ivf->metric, ivf->d, &n_rows, &data, &m);
+    if (rc) return rc;
+    if (n_rows != (uint64_t)ivf->n_vectors) {
+        vdb_vecmap_close(m);
+        return vdb_set_error(VDB_ECORRUPT, "file '%s' holds %llu vectors but '%s' %lld", vpath,
+                             (unsigned long long)n_rows, path, (long long)ivf->n_vectors);
+    }
+    /* Scattered reads (re-ranking) and list scans alike: no read-ahead past what is asked. */
+    vdb_vecmap_advise_random(m);
+    size_t off = 0;
+    for (size_t l = 0; l < ivf->n_lists; l++) {
+        ivf_list *L = &ivf->lists[l];
+        if (!L->mapped) free(L->vecs);
+        L->vecs = L->n ? data + off * ivf->d : NULL;
+        L->mapped = L->n != 0;
+        L->cap = L->n; /* the rows array may be larger: harmless */
+        off += L->n;
+    }
+    vdb_vecmap_close(ivf->vmap);
+    ivf->vmap = m;
+    ivf->map_data = (const char *)data;
+    return VDB_OK;
+}
+
+int vdb_ivf_remap(vdb_ivf *ivf, const char *path) { return ivf_map_vectors(ivf, path); }
+
 int vdb_ivf_write(const vdb_ivf *ivf, const char *path, uint64_t *bytes_written)
 {
     int rc = VDB_OK;
+    uint64_t vec_bytes = 0;
+    /* Never copy damage into a new generation under fresh checksums. */
+    if ((rc = vdb_ivf_verify(ivf)) || (rc = ivf_write_vectors(ivf, path, &vec_bytes))) return rc;
     size_t end = ivf->where_len;
     while (end > 0 && ivf->where[end - 1] == IVF_ABSENT) end--;
     if ((uint64_t)end > ivf_file_row_limit((uint64_t)ivf->n_vectors))
@@ -129,7 +200,7 @@ int vdb_ivf_write(const vdb_ivf *ivf, const char *path, uint64_t *bytes_written)
     }
     const size_t d = ivf->d;
     uint64_t payload = (uint64_t)ivf->n_lists * d * 4;
-    for (size_t l = 0; l < ivf->n_lists; l++) payload += 8 + (uint64_t)ivf->lists[l].n * (8 + 4 * (uint64_t)d);
+    for (size_t l = 0; l < ivf->n_lists; l++) payload += 8 + (uint64_t)ivf->lists[l].n * 8;
     uint8_t h[IVF_HEADER_LEN];
     memcpy(h, IVF_MAGIC, 8);
     vdb_put_u32(h + 8, IVF_VERSION);
@@ -149,14 +220,13 @@ int vdb_ivf_write(const vdb_ivf *ivf, const char *path, uint64_t *bytes_written)
         const ivf_list *L = &ivf->lists[l];
         if ((rc = ivf_put_u64(w, L->n))) goto cleanup;
         if ((rc = ivf_put_i64s(w, L->rows, L->n))) goto cleanup;
-        if ((rc = ivf_put_f32s(w, L->vecs, L->n * d))) goto cleanup;
     }
     if ((rc = ivf_flush(w))) goto cleanup;
     uint8_t t[4];
     vdb_put_u32(t, w->crc);
     if ((rc = ivf_write_all(w, t, 4))) goto cleanup;
     if ((rc = vdb_fdatasync(w->fd, path))) goto cleanup;
-    if (bytes_written) *bytes_written = w->written;
+    if (bytes_written) *bytes_written = w->written + vec_bytes;
 cleanup:
     if (w->fd >= 0) {
         if (close(w->fd) != 0 && rc == VDB_OK)
@@ -239,7 +309,9 @@ int vdb_ivf_read(const char *path, vdb_ivf **out)
     if (version > IVF_VERSION)
         IVF_CORRUPT("IVF index file '%s' has format version %u; this build reads version %u (upgrade vectordb)",
                     path, version, IVF_VERSION);
-    if (version != IVF_VERSION) IVF_CORRUPT("IVF index file '%s' has invalid format version %u", path, version);
+    if (version != IVF_VERSION && version != 1)
+        IVF_CORRUPT("IVF index file '%s' has invalid format version %u", path, version);
+    const int inline_vecs = version == 1;
     if (!ivf_metric_ok((vdb_metric)metric) || d == 0 || d > IVF_MAX_DIM || n_lists == 0 ||
         n_lists >= IVF_MAX_LISTS || trained > 1 || n_vectors > (uint64_t)VDB_IVF_MAX_ROW ||
         (!trained && n_vectors != 0))
@@ -252,7 +324,7 @@ int vdb_ivf_read(const char *path, vdb_ivf **out)
         IVF_CORRUPT("IVF index file '%s' is %llu bytes but its header says %llu", path,
                     (unsigned long long)size, (unsigned long long)(payload + IVF_HEADER_LEN + 4));
     uint64_t fixed = n_lists * d * 4 + n_lists * 8;
-    uint64_t per_vec = 8 + 4 * d;
+    uint64_t per_vec = 8 + (inline_vecs ? 4 * d : 0);
     if (fixed > payload || n_vectors > (payload - fixed) / per_vec || fixed + n_vectors * per_vec != payload)
         IVF_CORRUPT("IVF index file '%s': payload of %llu bytes does not match %llu lists x %llu dims and %llu vectors",
                     path, (unsigned long long)payload, (unsigned long long)n_lists, (unsigned long long)d,
@@ -270,17 +342,17 @@ int vdb_ivf_read(const char *path, vdb_ivf **out)
                         (unsigned long long)n, (unsigned long long)(n_vectors - seen));
         ivf_list *L = &ivf->lists[l];
         if (n) {
-            L->vecs = malloc((size_t)n * (size_t)d * sizeof(float)); /* bounded by the file size */
+            if (inline_vecs) L->vecs = malloc((size_t)n * (size_t)d * sizeof(float)); /* bounded by the file size */
             L->rows = malloc((size_t)n * sizeof(int64_t));
-            if (!L->vecs || !L->rows) {
+            if ((inline_vecs && !L->vecs) || !L->rows) {
                 rc = vdb_set_error(VDB_ENOMEM, "out of memory reading IVF index file '%s'", path);
                 goto cleanup;
             }
             L->cap = (size_t)n;
             if ((rc = ivf_read_exact(&r, L->rows, (size_t)n * sizeof(int64_t)))) goto cleanup;
-            if ((rc = ivf_read_exact(&r, L->vecs, (size_t)(n * d) * sizeof(float)))) goto cleanup;
+            if (inline_vecs && (rc = ivf_read_exact(&r, L->vecs, (size_t)(n * d) * sizeof(float)))) goto cleanup;
             ivf_fix_i64s(L->rows, (size_t)n);
-            ivf_fix_f32s(L->vecs, (size_t)(n * d));
+            if (inline_vecs) ivf_fix_f32s(L->vecs, (size_t)(n * d));
             L->n = (size_t)n;
         }
         seen += n;
@@ -316,6 +388,7 @@ int vdb_ivf_read(const char *path, vdb_ivf **out)
         }
     }
     ivf->n_vectors = (int64_t)n_vectors;
+    if (!inline_vecs && (rc = ivf_map_vectors(ivf, path))) goto cleanup;
     ivf->trained = (int)trained;
     ivf->n_train_points = vdb_get_u64(h + 56);
     ivf->added_since_train = vdb_get_u64(h + 64);

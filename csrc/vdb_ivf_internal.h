@@ -11,13 +11,16 @@
 #include "vdb_ivf.h"
 #include "vdb_kmeans.h"
 #include "vdb_pq4.h"
+#include "vdb_store.h"
 
 #define IVF_ABSENT UINT64_MAX
 #define IVF_MAX_LISTS ((size_t)1 << 31)
 #define IVF_MAX_LIST_LEN ((size_t)UINT32_MAX) /* positions are packed in 32 bits */
 
 typedef struct {
-    float *vecs;   /* cap * d floats; the first n are in use */
+    float *vecs;   /* cap * d floats; the first n are in use. mapped: inside ivf->vmap (cap == n, not
+                    * ours to free or grow; its chunks verified on first use, ivf_verify_vecs) */
+    int mapped;
     int64_t *rows; /* cap row numbers */
     size_t n, cap;
     /* 4-bit PQ codes of the residuals (only with vdb_ivf_set_pq4), sized for at least cap vectors:
@@ -46,7 +49,18 @@ struct vdb_ivf {
     uint64_t pq_seed;
     float *pq_tmp;    /* d floats: residual scratch for appends (they hold the index exclusively) */
     uint8_t *pq_code; /* pq->m */
+    vdb_vecmap *vmap; /* the snapshot's list-ordered vectors (ivfvec.bin) that mapped lists point into */
+    const char *map_data; /* its first float */
 };
+
+/* Verifies the mapped bytes of count vectors of L from pos (a no-op for lists in memory, and for
+ * chunks verified before): VDB_ECORRUPT naming the file on damage. Before every read of them. */
+static inline int ivf_verify_vecs(const vdb_ivf *ivf, const ivf_list *L, size_t pos, size_t count)
+{
+    if (!L->mapped || count == 0) return 0;
+    uint64_t lo = (uint64_t)((const char *)L->vecs - ivf->map_data) + (uint64_t)pos * ivf->d * sizeof(float);
+    return vdb_vecmap_verify(ivf->vmap, lo, lo + (uint64_t)count * ivf->d * sizeof(float));
+}
 
 static inline int ivf_mul(size_t a, size_t b, size_t *out)
 {

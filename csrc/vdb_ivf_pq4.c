@@ -127,6 +127,7 @@ int vdb_ivf_set_pq4(vdb_ivf *ivf, size_t m, uint64_t seed)
     }
     if (!ivf->trained || n < 16)
         return vdb_set_error(VDB_EINVAL, "pq4 codes need a trained IVF index holding at least 16 vectors (it holds %zu)", n);
+    if ((rc = vdb_ivf_verify(ivf))) return rc; /* every vector is read */
     if ((rc = vdb_pq4_create(d, m, &pq))) return rc;
     size_t ns = n < IVF_PQ_TRAIN ? n : IVF_PQ_TRAIN, bytes;
     if (ivf_mul(ns, d * sizeof(float), &bytes)) goto nomem;

@@ -32,8 +32,14 @@ typedef struct {
     unsigned char *scratch;
     size_t scratch_per_worker;
     size_t n_slots; /* workers with a scratch slot */
-    _Atomic int failed;
+    _Atomic int failed; /* the first failure's code (VDB_ENOMEM, VDB_ECORRUPT: a mapped chunk) */
 } ivf_search_ctx;
+
+static void ivf_fail(const ivf_search_ctx *c, int rc)
+{
+    int none = 0;
+    atomic_compare_exchange_strong((_Atomic int *)&c->failed, &none, rc); /* ctx is never const */
+}
 
 typedef struct {
     float *coarse;   /* min(nq, IVF_QB) * n_lists */
@@ -111,6 +117,10 @@ static void ivf_scan_list(const ivf_search_ctx *c, ivf_scratch *s, const float *
     const size_t d = c->ivf->d;
     const vdb_metric m = c->ivf->metric;
     if (L->n == 0) return;
+    if (ivf_verify_vecs(c->ivf, L, 0, L->n)) {
+        ivf_fail(c, VDB_ECORRUPT);
+        return;
+    }
     if (!c->allow) {
         ivf_list_distances(m, q, L, next, d, s->ld);
         float thr = vdb_topk_threshold(R); /* most rows lose to the k kept: one compare each */
@@ -387,6 +397,10 @@ static int ivf_pq_search_one(const ivf_search_ctx *c, ivf_pq_scratch *ps, const 
             for (size_t a = i == 0 ? 1 : ahead; a <= ahead && a < w; a++)
                 ivf_prefetch_row(ivf->lists[sc[a].l].vecs + (size_t)sc[a].pos * d, d);
             const ivf_list *L = &ivf->lists[sc[i].l];
+            if (ivf_verify_vecs(ivf, L, sc[i].pos, 1)) {
+                ivf_fail(c, VDB_ECORRUPT);
+                break;
+            }
             vdb_topk_push(R, vdb_distance(metric, q, L->vecs + (size_t)sc[i].pos * d, d), L->rows[sc[i].pos]);
             done++;
         }
@@ -409,7 +423,7 @@ static void ivf_search_task(void *vctx, size_t task, size_t worker)
         /* The pool grew after the slots were sized (a concurrent vdb_threads_set_count). */
         base = own = malloc(c->scratch_per_worker);
         if (!base) {
-            c->failed = 1;
+            ivf_fail(c, VDB_ENOMEM);
             return;
         }
     }
@@ -417,7 +431,7 @@ static void ivf_search_task(void *vctx, size_t task, size_t worker)
     ivf_pq_scratch *ps = NULL;
     if (ivf->pq && !(ps = ivf_pq_scratch_new(ivf, c->k, c->n_probe, c->max_list))) {
         free(own);
-        c->failed = 1;
+        ivf_fail(c, VDB_ENOMEM);
         return;
     }
     vdb_distance_block(ivf_coarse_metric(ivf->metric), c->queries + q0 * d, nqb, ivf->centroids, nl, d,
@@ -490,7 +504,10 @@ int vdb_ivf_search(const vdb_ivf *ivf, const float *queries, size_t nq, size_t k
         ivf_search_task(&ctx, 0, 0); /* a small query stays on the calling thread */
     else
         vdb_parallel_for(n_tasks, ivf_search_task, &ctx);
-    if (ctx.failed) rc = vdb_set_error(VDB_ENOMEM, "out of memory for IVF search scratch");
+    if (ctx.failed == VDB_ECORRUPT)
+        rc = vdb_vecmap_error(ivf->vmap); /* the message again, on this thread */
+    else if (ctx.failed)
+        rc = vdb_set_error(VDB_ENOMEM, "out of memory for IVF search scratch");
 cleanup:
     free(scratch);
     return rc;

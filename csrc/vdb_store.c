@@ -347,10 +347,11 @@ int vdb_vectors_write(const char *path, uint32_t metric, uint64_t dim, const flo
                       const uint64_t *chunk_rows, size_t n_chunks)
 {
     uint8_t h[VECTORS_HEADER] = {0}, ch[VECTORS_CRC_HEADER] = {0};
-    uint64_t n_rows = 0, bytes[8];
+    uint64_t n_rows = 0;
     uint32_t crc = 0;
     char cpath[4200];
-    if (n_chunks > 8) return vdb_set_error(VDB_EINVAL, "too many vector chunks");
+    uint64_t *bytes = malloc((n_chunks ? n_chunks : 1) * sizeof *bytes);
+    if (!bytes) return vdb_set_error(VDB_ENOMEM, "out of memory writing '%s'", path);
     for (size_t i = 0; i < n_chunks; i++) {
         n_rows += chunk_rows[i];
         bytes[i] = chunk_rows[i] * dim * sizeof(float);
@@ -358,7 +359,10 @@ int vdb_vectors_write(const char *path, uint32_t metric, uint64_t dim, const flo
     /* One checksum per VDB_VECTORS_CHUNK bytes of data (vectors.crc), and the whole data's (header). */
     uint64_t total = n_rows * dim * sizeof(float), n_crc = (total + VDB_VECTORS_CHUNK - 1) / VDB_VECTORS_CHUNK;
     uint8_t *table = malloc(n_crc ? n_crc * 4 : 1);
-    if (!table) return vdb_set_error(VDB_ENOMEM, "out of memory for the checksums of '%s'", path);
+    if (!table) {
+        free(bytes);
+        return vdb_set_error(VDB_ENOMEM, "out of memory for the checksums of '%s'", path);
+    }
     uint64_t pos = 0, k = 0;
     uint32_t part = 0;
     for (size_t i = 0; i < n_chunks; i++) {
@@ -397,6 +401,7 @@ int vdb_vectors_write(const char *path, uint32_t metric, uint64_t dim, const flo
     int rc = write_new_file(path, h, sizeof h, chunks, bytes, n_chunks);
     if (rc == VDB_OK) rc = write_new_file(cpath, ch, sizeof ch, tc, tb, 1);
     free(table);
+    free(bytes);
     return rc;
 }
 

@@ -18,7 +18,10 @@
  *     records.bin   36-byte header "VDBRECS1" u32 version u64 n_rows u64 payload_len u32 crc32c(payload)
  *                   u32 crc32c(header bytes 0..31); payload: per row u32 id_len id,
  *                   u32 meta_len meta (UINT32_MAX = none), u32 doc_len doc (UINT32_MAX = none).
- *     Other files (e.g. ivf.bin) may be added by the index and are listed in no table: a
+ *     ivf.bin, ivfvec.bin, ivfvec.crc  a trained IVF index (then there is no vectors.bin): its
+ *                   centroids and list rows (vdb_ivf.h), and its vectors in list order in the format of
+ *                   vectors.bin / vectors.crc, mapped and verified the same way.
+ *     Other files (e.g. codes.bin) may be added by the index and are listed in no table: a
  *     generation directory is only ever used after MANIFEST names it, so it is complete.
  * Checkpoint: write gen-<G+1>/ (each file fsync'd, then the directory), switch MANIFEST, start
  * wal-<G+1>, then remove gen-<G>/ and wal-<G>. A crash at any point leaves G or G+1 whole; leftovers

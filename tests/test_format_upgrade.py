@@ -1,6 +1,8 @@
 """A database written before vectors.crc existed (tests/fixtures/format1.tar.gz, made by
 tests/fixtures/make_format1.py with that version) opens, answers as it did, verifies its vector data
-whole at open (it has no per-chunk checksums), and gains vectors.crc at its first checkpoint."""
+whole at open (it has no per-chunk checksums), and gains vectors.crc at its first checkpoint. An IVF
+index written before ivfvec.bin existed (ivf.bin version 1, each list's vectors inline) is read whole
+and written in the new layout at the next checkpoint."""
 from __future__ import annotations
 
 import glob
@@ -84,4 +86,61 @@ def test_previous_format_damage_is_found_at_open(tmp_path):
     client = vectordb.PersistentClient(path)
     with pytest.raises(CorruptionError, match="vectors.bin"):
         client.get_collection("flat", embedding_function=None).count()
+    client.close()
+
+
+def _ivf_v1(gen: str) -> None:
+    """Rewrites gen's ivf.bin + ivfvec.bin as the version-1 ivf.bin that held the vectors inline."""
+    from test_fuzz_files import crc32c  # noqa: PLC0415
+
+    with open(os.path.join(gen, "ivf.bin"), "rb") as f:
+        v2 = f.read()
+    with open(os.path.join(gen, "ivfvec.bin"), "rb") as f:
+        vecs = f.read()[64:]
+    d, n_lists = int.from_bytes(v2[16:24], "little"), int.from_bytes(v2[24:32], "little")
+    out = bytearray(v2[:88 + n_lists * d * 4])
+    pos, vpos = len(out), 0
+    for _ in range(n_lists):
+        n = int.from_bytes(v2[pos:pos + 8], "little")
+        out += v2[pos:pos + 8 + 8 * n] + vecs[vpos:vpos + 4 * d * n]
+        pos, vpos = pos + 8 + 8 * n, vpos + 4 * d * n
+    assert pos == len(v2) - 4 and vpos == len(vecs)
+    out[8:12] = (1).to_bytes(4, "little")
+    out[40:48] = (len(out) - 88).to_bytes(8, "little")
+    out += crc32c(bytes(out)).to_bytes(4, "little")
+    with open(os.path.join(gen, "ivf.bin"), "wb") as f:
+        f.write(out)
+    os.remove(os.path.join(gen, "ivfvec.bin"))
+    os.remove(os.path.join(gen, "ivfvec.crc"))
+
+
+@pytest.mark.parametrize("quantization", [None, "pq4"])
+def test_ivf_index_with_inline_vectors_opens_and_is_upgraded_at_checkpoint(tmp_path, quantization):
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((30, 12)) * 4)[rng.integers(0, 30, 3000)].astype(np.float32)
+    x += rng.standard_normal(x.shape).astype(np.float32)
+    ids = [f"r{i}" for i in range(len(x))]
+    client = vectordb.PersistentClient(str(tmp_path / "db"))
+    col = client.create_collection("ivfc", embedding_function=None, use_ivf=True, quantization=quantization)
+    col.add(ids=ids, embeddings=x)
+    col.checkpoint()
+    want = col.query(query_embeddings=x[:5], n_results=4, include=["distances"], n_probe=4)
+    cdir = str(tmp_path / "db" / "collections" / str(col.id))
+    client.close()
+    (gen,) = glob.glob(os.path.join(cdir, "gen-*"))
+    _ivf_v1(gen)
+    client = vectordb.PersistentClient(str(tmp_path / "db"))
+    col = client.get_collection("ivfc", embedding_function=None)
+    assert col.query(query_embeddings=x[:5], n_results=4, include=["distances"], n_probe=4) == want
+    got = col.get(ids=ids[::7], include=["embeddings"])
+    assert np.array_equal(np.asarray(got["embeddings"]), x[::7])
+    col.add(ids=["new"], embeddings=x[:1] + 1)
+    col.checkpoint()
+    client.close()
+    (gen,) = glob.glob(os.path.join(cdir, "gen-*"))
+    assert os.path.exists(os.path.join(gen, "ivfvec.crc"))
+    client = vectordb.PersistentClient(str(tmp_path / "db"))
+    col = client.get_collection("ivfc", embedding_function=None)
+    assert col.count() == len(x) + 1
+    assert col.query(query_embeddings=x[:5], n_results=4, include=["distances"], n_probe=4) == want
     client.close()

@@ -3,8 +3,8 @@ database wrote, and each damaged copy is opened in a separate worker process.
 
 Files: catalog.json, and of a flat collection and of an IVF collection (use_ivf=True, 8 lists,
 1200 vectors, checkpointed) MANIFEST, wal-<G>, gen-<G>/vectors.bin, gen-<G>/vectors.crc, gen-<G>/records.bin,
-gen-<G>/ivf.bin. Damage: multi-byte overwrites, insertions, truncations, appended garbage (1-3 of
-them per copy).
+gen-<G>/ivf.bin, gen-<G>/ivfvec.bin, gen-<G>/ivfvec.crc. Damage: multi-byte overwrites, insertions,
+truncations, appended garbage (1-3 of them per copy).
 
 What must happen (vdb_store.h): a damaged copy either raises vectordb.errors.CorruptionError whose
 message names the damaged file, or, only for damage the format declares harmless, opens with a
@@ -457,7 +457,7 @@ def expected_outcome(base: Base, key: str, data: bytes):
         # KNOWN BUG (test_catalog_checksum_line_accepts_changed_bytes): the checksum line is parsed
         # leniently, so some damage to it is accepted. The catalog itself is unchanged.
         return "ok-or-corrupt", final_k
-    if key.endswith("/vectors.bin") and len(data) == len(original) and \
+    if key.endswith(("/vectors.bin", "/ivfvec.bin")) and len(data) == len(original) and \
             all(x == y for i, (x, y) in enumerate(zip(original, data)) if not 40 <= i < 64):
         # KNOWN BUG (test_vectors_header_padding_is_not_checked): bytes 40..63 are not checksummed.
         return "ok-or-corrupt", final_k
@@ -495,7 +495,8 @@ def check_damaged_copy(base: Base, worker: Worker, scratch: str, key: str, data:
 
 
 KEYS = ["flat/MANIFEST", "flat/wal", "flat/vectors.bin", "flat/vectors.crc", "flat/records.bin",
-        "ivf/MANIFEST", "ivf/wal", "ivf/ivf.bin", "ivf/records.bin", "catalog.json"]
+        "ivf/MANIFEST", "ivf/wal", "ivf/ivf.bin", "ivf/ivfvec.bin", "ivf/ivfvec.crc", "ivf/records.bin",
+        "catalog.json"]
 
 
 def test_base_database_has_the_files_the_fuzzing_assumes(base, worker, scratch):
@@ -545,10 +546,10 @@ def fix_checksums(key: str, data: bytes, fix_lengths: bool, ivf_header: int = 0)
     b = bytearray(data)
     if key.endswith("MANIFEST") and len(b) >= 36:
         put_u32(b, 32, crc32c(bytes(b[:32])))
-    elif key.endswith("vectors.bin") and len(b) >= 64:
+    elif key.endswith(("vectors.bin", "ivfvec.bin")) and len(b) >= 64:
         put_u32(b, 32, crc32c(bytes(b[64:])))
         put_u32(b, 36, crc32c(bytes(b[:36])))
-    elif key.endswith("vectors.crc") and len(b) >= 32:
+    elif key.endswith(("vectors.crc", "ivfvec.crc")) and len(b) >= 32:
         put_u32(b, 24, crc32c(bytes(b[32:])))
         put_u32(b, 28, crc32c(bytes(b[:28])))
     elif key.endswith("records.bin") and len(b) >= 36:
@@ -643,7 +644,7 @@ def check_consistent_or_corrupt(base: Base, worker: Worker, scratch: str, key: s
 
 
 CHECKSUMMED = ["flat/MANIFEST", "flat/vectors.bin", "flat/vectors.crc", "flat/records.bin",
-               "ivf/MANIFEST", "ivf/ivf.bin", "ivf/records.bin"]
+               "ivf/MANIFEST", "ivf/ivf.bin", "ivf/ivfvec.bin", "ivf/ivfvec.crc", "ivf/records.bin"]
 
 
 @pytest.mark.parametrize("key", CHECKSUMMED)

@@ -412,3 +412,51 @@ def test_ivf_sq8_answers_like_ivf_flat_and_reports_recall(metric):
     print(f"ivf sq8 {metric}: recall@10 at the default n_probe = {hits / (10 * len(q)):.3f}")
     assert hits >= 0.9 * 10 * len(q)
     assert _ids_per_query(cols[1].query(q, 10, filt, 8, 40)) == truth
+
+
+@pytest.mark.parametrize("quantization", [None, "sq8", "pq4"])
+def test_ivf_vectors_are_mapped_and_a_damaged_chunk_is_found_on_first_use(tmp_path, quantization):
+    """An IVF collection's snapshot keeps its vectors in list order in ivfvec.bin, mapped at open and
+    checked per 64 KiB chunk on first use, as vectors.bin is: open reads no vector data, a search,
+    a read or a write touching the damaged chunk is an error naming the file, `verify` finds it."""
+    client, col = _public(tmp_path, "db", quantization=quantization, use_ivf=True)
+    d = 16
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((40, d)) * 4)[rng.integers(0, 40, 20000)].astype(np.float32)
+    x += rng.standard_normal(x.shape).astype(np.float32)
+    col.add(ids=[str(i) for i in range(len(x))], embeddings=x)
+    col.checkpoint()
+    cdir = tmp_path / "db" / "collections" / str(col.id)
+    client.close()
+    gen = next(p for p in os.listdir(cdir) if p.startswith("gen-"))
+    assert not os.path.exists(cdir / gen / "vectors.bin")
+    vec = cdir / gen / "ivfvec.bin"
+    pos = 64 + 7 * 65536 + 100  # the eighth chunk's data
+    with open(vec, "r+b") as f:
+        f.seek(pos - pos % (4 * d))
+        row = np.frombuffer(f.read(4 * d), dtype=np.float32)
+        f.seek(pos)
+        b = f.read(1)[0]
+        f.seek(pos)
+        f.write(bytes([b ^ 0x10]))
+    victim = int(np.flatnonzero((x == row).all(axis=1))[0])
+    client = vectordb.PersistentClient(str(tmp_path / "db"))
+    if quantization == "pq4":  # its codes are encoded again at open, from every vector
+        with pytest.raises(CorruptionError, match="ivfvec.bin"):
+            client.get_collection("quant").count()
+        client.close()
+        return
+    col = client.get_collection("quant")
+    assert col.count() == len(x)  # open read no vector data
+    with pytest.raises(CorruptionError, match="ivfvec.bin"):
+        col.query(query_embeddings=x[victim:victim + 1], n_results=3)
+    with pytest.raises(CorruptionError, match="ivfvec.bin"):
+        col.get(ids=[str(victim)], include=["embeddings"])
+    with pytest.raises(CorruptionError, match="ivfvec.bin"):
+        col.upsert(ids=[str(victim)], embeddings=x[:1])
+    assert col.get(ids=[str(victim)], include=["metadatas"])["ids"] == [str(victim)]
+    client.close()
+    engine = _core.Collection(str(cdir), "cosine", d, False, True, 0, 0, quantization)
+    with pytest.raises(CorruptionError, match="ivfvec.bin"):
+        engine.verify()
+    engine.close()

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "vdb_crc32c.h"
@@ -567,11 +568,18 @@ static void test_persistence(void)
     vdb_ivf *ivf = build(VDB_METRIC_IP, x, n, d, nl, 9);
     if (!ivf) return;
     for (size_t i = 0; i < n; i += 5) CHECK_OK(vdb_ivf_remove(ivf, (int64_t)i));
-    snprintf(tmp_path, sizeof tmp_path, "/tmp/test_ivf_%d.bin", (int)getpid());
-    uint64_t bytes = 0;
-    CHECK_OK(vdb_ivf_write(ivf, tmp_path, &bytes));
+    /* ivf.bin and its ivfvec.bin (the vectors in list order) in a directory of this process. */
+    char tmp_dir[200], vec_path[300], vcrc_path[300];
+    snprintf(tmp_dir, sizeof tmp_dir, "/tmp/test_ivf_%d", (int)getpid());
+    mkdir(tmp_dir, 0755);
+    snprintf(tmp_path, sizeof tmp_path, "%s/ivf.bin", tmp_dir);
+    snprintf(vec_path, sizeof vec_path, "%s/ivfvec.bin", tmp_dir);
+    snprintf(vcrc_path, sizeof vcrc_path, "%s/ivfvec.crc", tmp_dir);
+    uint64_t written = 0;
+    CHECK_OK(vdb_ivf_write(ivf, tmp_path, &written));
     uint64_t live = (uint64_t)vdb_ivf_count(ivf);
-    CHECK(bytes == 88 + nl * d * 4 + nl * 8 + live * (8 + d * 4) + 4, "file size %llu", (unsigned long long)bytes);
+    uint64_t bytes = 88 + nl * d * 4 + nl * 8 + live * 8 + 4; /* ivf.bin alone */
+    CHECK(written == bytes + live * d * 4, "bytes written %llu", (unsigned long long)written);
     vdb_ivf *back = NULL;
     CHECK_OK(vdb_ivf_read(tmp_path, &back));
     if (back) {
@@ -591,11 +599,45 @@ static void test_persistence(void)
         }
         CHECK(bad == 0, "%zu rows differ after read", bad);
         CHECK(file_roundtrip_equal(ivf, back, x, 20), "search differs after read");
-        /* The loaded index keeps working: add and remove. */
+        /* The loaded index keeps working: add and remove (its mapped lists move to memory). */
         int64_t r = 0;
         CHECK_OK(vdb_ivf_add(back, &r, x, 1));
         CHECK_OK(vdb_ivf_remove(back, 1));
+        CHECK_OK(vdb_ivf_retrain(back, nl - 3, 5));
+        CHECK(vdb_ivf_count(back) == (int64_t)live, "count after retrain");
         vdb_ivf_free(back);
+    }
+    /* Damaged vectors: the read maps them unverified; the search that reads the damaged chunk, a
+     * write that copies it and verify are VDB_ECORRUPT naming ivfvec.bin. */
+    {
+        FILE *vf = fopen(vec_path, "r+b");
+        fseek(vf, 64 + 70000, SEEK_SET); /* the second 64 KiB chunk of the data */
+        int ch = fgetc(vf);
+        fseek(vf, 64 + 70000, SEEK_SET);
+        fputc(ch ^ 0x04, vf);
+        fclose(vf);
+        vdb_ivf *dmg = NULL;
+        CHECK_OK(vdb_ivf_read(tmp_path, &dmg));
+        if (dmg) {
+            float *dd = malloc(20 * 10 * sizeof(float));
+            int64_t *rr = malloc(20 * 10 * sizeof(int64_t));
+            CHECK(vdb_ivf_search(dmg, x, 20, 10, nl, NULL, 0, dd, rr) == VDB_ECORRUPT &&
+                      strstr(vdb_last_error(), "ivfvec.bin"), "search over damage: %s", vdb_last_error());
+            CHECK(vdb_ivf_verify(dmg) == VDB_ECORRUPT && strstr(vdb_last_error(), "ivfvec.bin"), "verify");
+            CHECK(vdb_ivf_retrain(dmg, nl, 5) == VDB_ECORRUPT, "retrain copied damage");
+            CHECK(vdb_ivf_write(dmg, tmp_path, NULL) == VDB_ECORRUPT, "write copied damage");
+            free(dd);
+            free(rr);
+            vdb_ivf_free(dmg);
+        }
+        CHECK_OK(vdb_ivf_write(ivf, tmp_path, NULL));
+        vf = fopen(vcrc_path, "r+b");
+        fseek(vf, 40, SEEK_SET);
+        fputc(0x5a, vf);
+        fclose(vf);
+        CHECK(vdb_ivf_read(tmp_path, &dmg) == VDB_ECORRUPT && strstr(vdb_last_error(), "ivfvec.crc"),
+              "damaged checksum table: %s", vdb_last_error());
+        CHECK_OK(vdb_ivf_write(ivf, tmp_path, NULL));
     }
 
     /* Damage: every flipped byte position class and truncations are VDB_ECORRUPT naming the file. */
@@ -638,11 +680,11 @@ static void test_persistence(void)
     CHECK(vdb_ivf_read(bad_path, &r) == VDB_ECORRUPT, "appended byte accepted");
     vdb_ivf_free(r);
     /* A newer format version is refused with a clear message. */
-    buf[8] = 2;
+    buf[8] = 3;
     f = fopen(bad_path, "wb");
     fwrite(buf, 1, bytes, f);
     fclose(f);
-    CHECK(vdb_ivf_read(bad_path, &r) == VDB_ECORRUPT && strstr(vdb_last_error(), "version 2"),
+    CHECK(vdb_ivf_read(bad_path, &r) == VDB_ECORRUPT && strstr(vdb_last_error(), "version 3"),
           "newer version: %s", vdb_last_error());
     CHECK(vdb_ivf_read("/tmp/definitely/not/here.ivf", &r) == VDB_ENOTFOUND, "missing file");
     /* Row numbers far past the vector count: write refuses them, and a checksum-valid file holding
@@ -660,7 +702,7 @@ static void test_persistence(void)
         size_t len = fread(small, 1, sizeof small, f);
         fclose(f);
         size_t row1 = 88 + 3 * 4 + 8 + 8; /* header, centroid, list count, row 0 */
-        CHECK(len == 88 + 12 + 8 + 2 * 8 + 2 * 12 + 4 && small[row1] == 1, "sparse file layout (%zu bytes)", len);
+        CHECK(len == 88 + 12 + 8 + 2 * 8 + 4 && small[row1] == 1, "sparse file layout (%zu bytes)", len);
         small[row1 + 5] = 1; /* row 1 -> 2^40 + 1 */
         uint32_t crc = vdb_crc32c(0, small, len - 4);
         for (int i = 0; i < 4; i++) small[len - 4 + i] = (uint8_t)(crc >> (8 * i));
@@ -684,6 +726,9 @@ static void test_persistence(void)
     vdb_ivf_free(empty);
     unlink(bad_path);
     unlink(tmp_path);
+    unlink(vec_path);
+    unlink(vcrc_path);
+    rmdir(tmp_dir);
     free(buf);
     free(x);
     vdb_ivf_free(ivf);
