@@ -744,9 +744,11 @@ int vdb_collection_open(const char *dir, const vdb_collection_config *cfg, vdb_c
             }
             n_rows = (uint64_t)vdb_ivf_count(c->ivf);
             c->snapshot_bytes = (uint64_t)st.st_size;
-            if (c->cfg.quantization == VDB_QUANT_PQ4 && vdb_ivf_count(c->ivf) >= 16 &&
-                (rc = vdb_ivf_set_pq4(c->ivf, vdb_collection_pq4_m((size_t)c->dim), VDB_PQ4_SEED)))
-                goto fail;
+            /* The codes come with the index (ivfpq4.bin); a generation written without them (or a
+             * collection whose quantization differs) gets them made, or dropped, here. */
+            size_t want_m = c->cfg.quantization == VDB_QUANT_PQ4 && vdb_ivf_count(c->ivf) >= 16
+                                ? vdb_collection_pq4_m((size_t)c->dim) : 0;
+            if (vdb_ivf_pq4_m(c->ivf) != want_m && (rc = vdb_ivf_set_pq4(c->ivf, want_m, VDB_PQ4_SEED))) goto fail;
         } else if (c->dim > 0) {
             path_join(path, sizeof path, gdir, "vectors.bin", 0, 0);
             if ((rc = vdb_vecmap_open(path, m.metric, m.dim, &n_rows, &c->base, &c->vmap))) goto fail;

@@ -42,8 +42,8 @@ enum { VDB_QUANT_NONE = 0, VDB_QUANT_SQ8 = 1, VDB_QUANT_PQ4 = 2 };
 /* VDB_QUANT_PQ4 is for IVF collections: once the index is trained, its lists also hold 4-bit PQ
  * fast-scan codes (vdb_ivf_set_pq4, vdb_collection_pq4_m sub-quantizers) that a search scans before
  * re-ranking the promising rows in float32: distances are the float32 ones, the rows are IVF-Flat's
- * up to the codes' measured error estimate (recall is reported, not proven). The codes derive from
- * the IVF index's vectors: rebuilt when a generation is opened, never written. Below the training
+ * up to the codes' measured error estimate (recall is reported, not proven). The codes are written
+ * with the index at each checkpoint (ivfpq4.bin) and read back at open. Below the training
  * threshold (and for use_ivf = 0) search stays exact float32. */
 size_t vdb_collection_pq4_m(size_t d);
 

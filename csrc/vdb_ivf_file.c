@@ -3,6 +3,7 @@
  * ivfvec.bin (the vectors in list order, mapped; vdb_store.h's vectors format). See vdb_ivf.h. */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,12 +176,172 @@ static int ivf_map_vectors(vdb_ivf *ivf, const char *path)
 
 int vdb_ivf_remap(vdb_ivf *ivf, const char *path) { return ivf_map_vectors(ivf, path); }
 
+static void ivf_fix_f32s(float *v, size_t n);
+
+/* ivfpq4.bin in the directory of path. */
+static void ivf_pq_path(const char *path, char *out, size_t cap)
+{
+    const char *slash = strrchr(path, '/');
+    int dl = slash ? (int)(slash - path) : 1;
+    int n = snprintf(out, cap, "%.*s/ivfpq4.bin", dl, slash ? path : ".");
+    if (n < 0 || (size_t)n >= cap) out[0] = 0;
+}
+
+#define PQF_MAGIC "VDBIVPQ1"
+#define PQF_VERSION 1u
+#define PQF_HEADER_LEN 72
+
+static size_t pqf_list_code_bytes(size_t n, size_t block_bytes)
+{
+    return (n + VDB_PQ4_BLOCK - 1) / VDB_PQ4_BLOCK * block_bytes;
+}
+
+/* The codes as they are (see vdb_ivf.h, ivfpq4.bin): reopening needs no training or encoding. */
+static int ivf_write_pq4(const vdb_ivf *ivf, const char *path, uint64_t *bytes)
+{
+    char ppath[4200];
+    int rc = VDB_OK;
+    const vdb_pq4 *pq = ivf->pq;
+    const size_t bb = vdb_pq4_block_bytes(pq);
+    ivf_pq_path(path, ppath, sizeof ppath);
+    ivf_writer *w = malloc(sizeof *w);
+    if (!w) return vdb_set_error(VDB_ENOMEM, "out of memory writing '%s'", ppath);
+    *w = (ivf_writer){.fd = -1, .path = ppath};
+    w->fd = open(ppath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (w->fd < 0) {
+        rc = vdb_set_io_error(errno, "cannot create '%s': %s", ppath, strerror(errno));
+        goto cleanup;
+    }
+    uint64_t payload = 16 * (uint64_t)ivf->d * 4;
+    for (size_t l = 0; l < ivf->n_lists; l++)
+        payload += 16 + pqf_list_code_bytes(ivf->lists[l].n, bb) + 8 * (uint64_t)ivf->lists[l].n;
+    uint8_t h[PQF_HEADER_LEN] = {0}, t[8];
+    memcpy(h, PQF_MAGIC, 8);
+    vdb_put_u32(h + 8, PQF_VERSION);
+    vdb_put_u32(h + 12, (uint32_t)bb);
+    vdb_put_u64(h + 16, ivf->d);
+    vdb_put_u64(h + 24, pq->m);
+    vdb_put_u64(h + 32, ivf->n_lists);
+    vdb_put_u64(h + 40, (uint64_t)ivf->n_vectors);
+    vdb_put_u64(h + 48, ivf->pq_seed);
+    uint32_t eps;
+    memcpy(&eps, &pq->eps, 4);
+    vdb_put_u32(h + 56, eps);
+    vdb_put_u64(h + 64, payload);
+    if ((rc = ivf_put(w, h, sizeof h)) || (rc = ivf_put_f32s(w, pq->cent, 16 * ivf->d))) goto cleanup;
+    for (size_t l = 0; l < ivf->n_lists; l++) {
+        const ivf_list *L = &ivf->lists[l];
+        uint32_t qm;
+        memcpy(&qm, &L->qerr_max, 4);
+        vdb_put_u64(t, L->n);
+        if ((rc = ivf_put(w, t, 8))) goto cleanup;
+        vdb_put_u32(t, qm);
+        vdb_put_u32(t + 4, 0);
+        if ((rc = ivf_put(w, t, 8)) || (rc = ivf_put(w, L->codes, pqf_list_code_bytes(L->n, bb))) ||
+            (rc = ivf_put_f32s(w, L->qerr, L->n)) || (rc = ivf_put_f32s(w, L->qaux, L->n)))
+            goto cleanup;
+    }
+    if ((rc = ivf_flush(w))) goto cleanup;
+    vdb_put_u32(t, w->crc);
+    if ((rc = ivf_write_all(w, t, 4)) || (rc = vdb_fdatasync(w->fd, ppath))) goto cleanup;
+    *bytes = w->written;
+cleanup:
+    if (w->fd >= 0) {
+        if (close(w->fd) != 0 && rc == VDB_OK)
+            rc = vdb_set_io_error(errno, "closing '%s' failed: %s", ppath, strerror(errno));
+        if (rc != VDB_OK) unlink(ppath);
+    }
+    free(w);
+    return rc;
+}
+
+#define PQF_CORRUPT(...)                                 \
+    do {                                                 \
+        rc = vdb_set_error(VDB_ECORRUPT, __VA_ARGS__);   \
+        goto cleanup;                                    \
+    } while (0)
+
+/* Loads ivfpq4.bin beside path into ivf (its lists read already). VDB_ENOTFOUND: there is none (an
+ * index without codes, or written before the file existed). Damage is VDB_ECORRUPT naming it. */
+static int ivf_read_pq4(vdb_ivf *ivf, const char *path)
+{
+    char ppath[4200];
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    vdb_pq4 *pq = NULL;
+    int rc;
+    ivf_pq_path(path, ppath, sizeof ppath);
+    if (access(ppath, F_OK) != 0 && errno == ENOENT) return VDB_ENOTFOUND;
+    if ((rc = vdb_file_read_all(ppath, &buf, &len))) return rc;
+    if (len < PQF_HEADER_LEN + 4 || memcmp(buf, PQF_MAGIC, 8) != 0)
+        PQF_CORRUPT("file '%s' is not a pq4 code file (bad magic or truncated)", ppath);
+    if (vdb_get_u32(buf + len - 4) != vdb_crc32c(0, buf, len - 4)) PQF_CORRUPT("file '%s' failed its CRC-32C check", ppath);
+    if (vdb_get_u32(buf + 8) != PQF_VERSION)
+        PQF_CORRUPT("file '%s' has format version %u; this build reads version %u", ppath, vdb_get_u32(buf + 8), PQF_VERSION);
+    uint64_t d = vdb_get_u64(buf + 16), m = vdb_get_u64(buf + 24), nl = vdb_get_u64(buf + 32);
+    uint64_t nv = vdb_get_u64(buf + 40), payload = vdb_get_u64(buf + 64);
+    float eps;
+    uint32_t eu = vdb_get_u32(buf + 56);
+    memcpy(&eps, &eu, 4);
+    if (d != ivf->d || nl != ivf->n_lists || nv != (uint64_t)ivf->n_vectors || m == 0 || m > d ||
+        m > VDB_PQ4_MAX_M || payload != len - PQF_HEADER_LEN - 4 || !(eps >= 0) || !isfinite(eps))
+        PQF_CORRUPT("file '%s' does not match its IVF index (dimension, lists, vectors or length)", ppath);
+    if ((rc = vdb_pq4_create((size_t)d, (size_t)m, &pq))) goto cleanup;
+    const size_t bb = vdb_pq4_block_bytes(pq);
+    if (vdb_get_u32(buf + 12) != bb) PQF_CORRUPT("file '%s' has an invalid block size", ppath);
+    /* Sizes first, from the lists already read: nothing is allocated by a number of this file. */
+    uint64_t want = 16 * d * 4;
+    for (size_t l = 0; l < ivf->n_lists; l++)
+        want += 16 + pqf_list_code_bytes(ivf->lists[l].n, bb) + 8 * (uint64_t)ivf->lists[l].n;
+    if (want != payload) PQF_CORRUPT("file '%s' does not match the list sizes of its IVF index", ppath);
+    const uint8_t *p = buf + PQF_HEADER_LEN;
+    memcpy(pq->cent, p, 16 * (size_t)d * 4);
+    ivf_fix_f32s(pq->cent, 16 * (size_t)d);
+    pq->eps = eps;
+    p += 16 * d * 4;
+    for (size_t l = 0; l < ivf->n_lists; l++) {
+        ivf_list *L = &ivf->lists[l];
+        if (vdb_get_u64(p) != L->n) PQF_CORRUPT("file '%s': list %zu does not match its IVF index", ppath, l);
+        uint32_t qm = vdb_get_u32(p + 8);
+        p += 16;
+        size_t cb = pqf_list_code_bytes(L->n, bb);
+        if (vdb_ivf_pq_reserve(L, L->cap > L->n ? L->cap : L->n, bb)) {
+            rc = vdb_set_error(VDB_ENOMEM, "out of memory reading '%s'", ppath);
+            goto cleanup;
+        }
+        memcpy(&L->qerr_max, &qm, 4);
+        memcpy(L->codes, p, cb);
+        p += cb;
+        memcpy(L->qerr, p, L->n * 4);
+        ivf_fix_f32s(L->qerr, L->n);
+        p += L->n * 4;
+        memcpy(L->qaux, p, L->n * 4);
+        ivf_fix_f32s(L->qaux, L->n);
+        p += L->n * 4;
+    }
+    if (!(ivf->pq_tmp = malloc((size_t)d * sizeof(float))) || !(ivf->pq_code = malloc((size_t)m))) {
+        rc = vdb_set_error(VDB_ENOMEM, "out of memory reading '%s'", ppath);
+        goto cleanup;
+    }
+    ivf->pq = pq;
+    ivf->pq_seed = vdb_get_u64(buf + 48);
+    pq = NULL;
+cleanup:
+    if (rc && !ivf->pq) {
+        vdb_ivf_pq_drop(ivf); /* frees what the lists got */
+    }
+    vdb_pq4_free(pq);
+    free(buf);
+    return rc;
+}
+
 int vdb_ivf_write(const vdb_ivf *ivf, const char *path, uint64_t *bytes_written)
 {
     int rc = VDB_OK;
-    uint64_t vec_bytes = 0;
+    uint64_t vec_bytes = 0, pq_bytes = 0;
     /* Never copy damage into a new generation under fresh checksums. */
     if ((rc = vdb_ivf_verify(ivf)) || (rc = ivf_write_vectors(ivf, path, &vec_bytes))) return rc;
+    if (ivf->pq && (rc = ivf_write_pq4(ivf, path, &pq_bytes))) return rc;
     size_t end = ivf->where_len;
     while (end > 0 && ivf->where[end - 1] == IVF_ABSENT) end--;
     if ((uint64_t)end > ivf_file_row_limit((uint64_t)ivf->n_vectors))
@@ -226,7 +387,7 @@ int vdb_ivf_write(const vdb_ivf *ivf, const char *path, uint64_t *bytes_written)
     vdb_put_u32(t, w->crc);
     if ((rc = ivf_write_all(w, t, 4))) goto cleanup;
     if ((rc = vdb_fdatasync(w->fd, path))) goto cleanup;
-    if (bytes_written) *bytes_written = w->written + vec_bytes;
+    if (bytes_written) *bytes_written = w->written + vec_bytes + pq_bytes;
 cleanup:
     if (w->fd >= 0) {
         if (close(w->fd) != 0 && rc == VDB_OK)
@@ -389,6 +550,8 @@ int vdb_ivf_read(const char *path, vdb_ivf **out)
     }
     ivf->n_vectors = (int64_t)n_vectors;
     if (!inline_vecs && (rc = ivf_map_vectors(ivf, path))) goto cleanup;
+    if (!inline_vecs && (rc = ivf_read_pq4(ivf, path)) && rc != VDB_ENOTFOUND) goto cleanup;
+    rc = VDB_OK;
     ivf->trained = (int)trained;
     ivf->n_train_points = vdb_get_u64(h + 56);
     ivf->added_since_train = vdb_get_u64(h + 64);

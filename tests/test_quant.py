@@ -297,16 +297,20 @@ def _damage(path, offset_from_end=None):
         f.write(data)
 
 
+def _closed_snapshot_file(tmp_path, client, col, name):
+    """Closes client; the path of file name in col's current snapshot generation."""
+    cdir = tmp_path / "db" / "collections" / str(col.id)
+    client.close()
+    return cdir / next(p for p in os.listdir(cdir) if p.startswith("gen-")) / name
+
+
 @pytest.mark.parametrize("where", ["middle", "header", "truncated"])
 def test_damaged_code_file_is_an_error_naming_it(tmp_path, where):
     client, col = _public(tmp_path, "db", quantization="sq8")
     x = np.random.default_rng(1).standard_normal((500, 8)).astype(np.float32)
     col.add(ids=[str(i) for i in range(500)], embeddings=x)
     col.checkpoint()
-    cdir = tmp_path / "db" / "collections" / str(col.id)
-    client.close()
-    gen = next(p for p in os.listdir(cdir) if p.startswith("gen-"))
-    path = cdir / gen / "codes.bin"
+    path = _closed_snapshot_file(tmp_path, client, col, "codes.bin")
     if where == "middle":
         _damage(path)
     elif where == "header":
@@ -441,11 +445,6 @@ def test_ivf_vectors_are_mapped_and_a_damaged_chunk_is_found_on_first_use(tmp_pa
         f.write(bytes([b ^ 0x10]))
     victim = int(np.flatnonzero((x == row).all(axis=1))[0])
     client = vectordb.PersistentClient(str(tmp_path / "db"))
-    if quantization == "pq4":  # its codes are encoded again at open, from every vector
-        with pytest.raises(CorruptionError, match="ivfvec.bin"):
-            client.get_collection("quant").count()
-        client.close()
-        return
     col = client.get_collection("quant")
     assert col.count() == len(x)  # open read no vector data
     with pytest.raises(CorruptionError, match="ivfvec.bin"):
@@ -460,3 +459,38 @@ def test_ivf_vectors_are_mapped_and_a_damaged_chunk_is_found_on_first_use(tmp_pa
     with pytest.raises(CorruptionError, match="ivfvec.bin"):
         engine.verify()
     engine.close()
+
+
+@pytest.mark.parametrize("damage", ["none", "middle", "truncated", "missing"])
+def test_ivf_pq4_codes_are_written_with_the_index_and_read_back(tmp_path, damage):
+    """A checkpoint writes the pq4 codes as they are (ivfpq4.bin): reopening trains and encodes
+    nothing and answers the same; a damaged code file is an error naming it; a missing one (a
+    generation written before the file existed) has its codes made again from the vectors."""
+    client, col = _public(tmp_path, "db", quantization="pq4", use_ivf=True)
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal((30, 24)) * 4)[rng.integers(0, 30, 6000)].astype(np.float32)
+    x += rng.standard_normal(x.shape).astype(np.float32)
+    col.add(ids=[str(i) for i in range(len(x))], embeddings=x)
+    col.checkpoint()
+    col.add(ids=["late"], embeddings=x[:1] * 2)  # encoded on add, kept in the next file as is
+    col.checkpoint()
+    want = col.query(query_embeddings=x[:20], n_results=5, include=["distances"], n_probe=3)
+    path = _closed_snapshot_file(tmp_path, client, col, "ivfpq4.bin")
+    if damage == "middle":
+        _damage(path)
+    elif damage == "truncated":
+        os.truncate(path, os.path.getsize(path) - 3)
+    elif damage == "missing":
+        os.remove(path)
+    client = vectordb.PersistentClient(str(tmp_path / "db"))
+    if damage in ("middle", "truncated"):
+        with pytest.raises(CorruptionError, match="ivfpq4.bin"):
+            client.get_collection("quant").count()
+    else:
+        got = client.get_collection("quant").query(query_embeddings=x[:20], n_results=5, include=["distances"],
+                                                   n_probe=3)
+        if damage == "none":
+            assert got == want
+        else:  # codes trained again: the same float32 distances for the rows both found
+            assert got["ids"][0][0] == want["ids"][0][0]
+    client.close()
