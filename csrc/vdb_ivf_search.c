@@ -169,7 +169,7 @@ typedef struct {
     uint16_t *sums;
     uint32_t *surv;
     ivf_cand *cand, *sorted; /* as collected; grouped by bucket of lower bound */
-    uint32_t *bucket;        /* IVF_PQ_BUCKETS + 1 starts */
+    uint32_t *bucket;        /* IVF_PQ_BUCKETS + 2 starts */
     float *ub_d;
     int64_t *ub_i;
 } ivf_pq_scratch;
@@ -213,31 +213,36 @@ static inline void ivf_prefetch_row(const float *row, size_t d)
     for (size_t b = 0; b < d * sizeof(float); b += 64) __builtin_prefetch((const char *)row + b);
 }
 
-static inline size_t ivf_bucket_of(float lb, float lo, float scale, size_t nb)
+/* Bucket of a lower bound in [lo, hi] among nb (monotone in lb); nb (the discard bucket) above hi or
+ * NaN. */
+static inline size_t ivf_bucket_of(float lb, float lo, float hi, float scale, size_t nb)
 {
-    float t = (lb - lo) * scale; /* monotone in lb; NaN or below 0: bucket 0 */
-    return t >= 1.0f ? (t < (float)nb ? (size_t)t : nb - 1) : 0;
+    float t = (lb - lo) * scale;
+    return !(lb <= hi) ? nb : t >= 1.0f ? (t < (float)nb ? (size_t)t : nb - 1) : 0;
 }
 
-/* Groups cand[0, n) (lower bounds in [lo, hi]) into ps->sorted by bucket of lower bound, buckets in
- * ascending order (the map lb -> bucket is monotone); returns the bucket count. Only the buckets
- * the re-rank reaches are sorted (ivf_cand_sort), so ordering the many candidates it never
- * reaches costs one linear pass, where a heap paid a branchy sift for each. */
-static size_t ivf_cand_bucket(ivf_pq_scratch *ps, size_t n, float lo, float hi)
+/* Groups the candidates cand[0, n) with lower bound <= hi (and >= lo) into ps->sorted by bucket of
+ * lower bound, buckets in ascending order, dropping the others; sets *nb to the bucket count
+ * (ps->bucket[b] starts bucket b) and returns how many were kept. Only the buckets the re-rank
+ * reaches are sorted (ivf_cand_sort), so ordering the many candidates it never reaches costs two
+ * linear passes, where a heap paid a branchy sift for each. */
+static size_t ivf_cand_bucket(ivf_pq_scratch *ps, size_t n, float lo, float hi, size_t *nb_out)
 {
     size_t nb = 1;
     while (nb * 4 < n && nb < IVF_PQ_BUCKETS) nb *= 2;
     const float scale = hi > lo ? (float)nb / (hi - lo) : 0.0f;
     uint32_t *start = ps->bucket;
-    memset(start, 0, (nb + 1) * sizeof *start);
+    memset(start, 0, (nb + 2) * sizeof *start);
     /* the bucket is computed twice (count, then place): cheaper than storing it */
-    for (size_t i = 0; i < n; i++) start[ivf_bucket_of(ps->cand[i].lb, lo, scale, nb) + 1]++;
+    for (size_t i = 0; i < n; i++) start[ivf_bucket_of(ps->cand[i].lb, lo, hi, scale, nb) + 1]++;
     for (size_t b = 0; b < nb; b++) start[b + 1] += start[b];
-    for (size_t i = 0; i < n; i++) ps->sorted[start[ivf_bucket_of(ps->cand[i].lb, lo, scale, nb)]++] = ps->cand[i];
+    /* dropped candidates land after the kept ones (ps->sorted holds n): no branch */
+    for (size_t i = 0; i < n; i++) ps->sorted[start[ivf_bucket_of(ps->cand[i].lb, lo, hi, scale, nb)]++] = ps->cand[i];
     /* start[b] now ends bucket b: shift back to starts */
     for (size_t b = nb; b > 0; b--) start[b] = start[b - 1];
     start[0] = 0;
-    return nb;
+    *nb_out = nb;
+    return start[nb];
 }
 
 /* One scratch block per thread, kept between searches: the candidate array can pass the mmap
@@ -273,7 +278,7 @@ static ivf_pq_scratch *ivf_pq_scratch_new(const vdb_ivf *ivf, size_t k, size_t n
     size_t sz[9] = {sizeof(ivf_pq_scratch), m_pad * 16 * sizeof(float), m_pad * 16, nsum * sizeof(uint16_t),
                     (ncand ? ncand : 1) * sizeof(ivf_cand), k * (sizeof(float) + sizeof(int64_t)),
                     nsum * sizeof(uint32_t), (ncand ? ncand : 1) * sizeof(ivf_cand),
-                    (IVF_PQ_BUCKETS + 1) * sizeof(uint32_t)};
+                    (IVF_PQ_BUCKETS + 2) * sizeof(uint32_t)};
     for (int i = 0; i < 9; i++) total += ivf_align(sz[i]);
     unsigned char *p = ivf_pq_thread_block(total);
     if (!p) return NULL;
@@ -325,7 +330,7 @@ static int ivf_pq_search_one(const ivf_search_ctx *c, ivf_pq_scratch *ps, const 
     }
     vdb_topk U;
     vdb_topk_init(&U, c->k, ps->ub_d, ps->ub_i);
-    float ubk = INFINITY;
+    float ubk = INFINITY, lo = INFINITY; /* lo: the smallest lower bound kept */
     size_t nc = 0;
     for (size_t j = 0; j < np; j++) {
         const size_t l = (size_t)order[j];
@@ -365,24 +370,19 @@ static int ivf_pq_search_one(const ivf_search_ctx *c, ivf_pq_scratch *ps, const 
                 vdb_topk_push(&U, est + mg, (int64_t)nc);
                 ubk = vdb_topk_threshold(&U);
             }
+            lo = keep && est - mg < lo ? est - mg : lo;
             nc += keep;
         }
     }
-    size_t w = 0;
-    float lo = INFINITY, hi = -INFINITY;
-    for (size_t i = 0; i < nc; i++)
-        if (ps->cand[i].lb <= ubk) {
-            float lb = ps->cand[i].lb;
-            lo = lb < lo ? lb : lo;
-            hi = lb > hi ? lb : hi;
-            ps->cand[w++] = ps->cand[i];
-        }
-    size_t done = 0;
+    float hi = ubk;
+    if (!(hi < INFINITY)) /* fewer than k upper bounds: few candidates, all kept */
+        for (size_t i = 0; i < nc; i++) hi = i == 0 || ps->cand[i].lb > hi ? ps->cand[i].lb : hi;
+    size_t done = 0, nb;
+    const size_t w = nc ? ivf_cand_bucket(ps, nc, lo, hi, &nb) : 0;
     if (w > 0) {
         /* Re-rank in ascending lower bound until the next one cannot beat the k-th exact distance.
          * The order is known ahead, so the next rows are fetched while one is computed: they are
          * scattered over the probed lists, a few cache lines each that the hardware cannot predict. */
-        const size_t nb = ivf_cand_bucket(ps, w, lo, hi);
         const ivf_cand *sc = ps->sorted;
         ivf_cand_sort(ps->sorted, ps->bucket[1]); /* the first bucket, to fetch its first row now */
         size_t sorted_end = ps->bucket[1], bi = 1;
