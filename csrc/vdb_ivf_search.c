@@ -155,7 +155,8 @@ static void ivf_scan_list(const ivf_search_ctx *c, ivf_scratch *s, const float *
 /* Search through the pq4 codes: scan every probed list's codes (vdb_pq4_scan), estimate each
  * distance with a margin (the error estimate eps |q| |r - r^| of vdb_pq4.h plus the table's
  * rounding, at most m step / 2), keep the rows whose lower estimate is below the k-th smallest
- * upper estimate, and re-rank them with the float32 kernel in order of lower estimate until the
+ * upper estimate (and, once the k best upper estimates are re-ranked early, below their k-th
+ * exact distance), and re-rank them with the float32 kernel in order of lower estimate until the
  * next one cannot beat the k-th exact distance. So the rows re-ranked adapt to k and to each
  * vector's code error, and the distances returned are the float32 ones. */
 typedef struct {
@@ -330,8 +331,10 @@ static int ivf_pq_search_one(const ivf_search_ctx *c, ivf_pq_scratch *ps, const 
     }
     vdb_topk U;
     vdb_topk_init(&U, c->k, ps->ub_d, ps->ub_i);
-    float ubk = INFINITY, lo = INFINITY; /* lo: the smallest lower bound kept */
-    size_t nc = 0;
+    /* thr: the cut a lower bound must pass, min(ubk, the k-th exact distance once seeded) */
+    float ubk = INFINITY, thr = INFINITY, lo = INFINITY; /* lo: the smallest lower bound kept */
+    size_t nc = 0, done = 0;
+    int seeded = 0;
     for (size_t j = 0; j < np; j++) {
         const size_t l = (size_t)order[j];
         const ivf_list *L = &ivf->lists[l];
@@ -342,9 +345,9 @@ static int ivf_pq_search_one(const ivf_search_ctx *c, ivf_pq_scratch *ps, const 
         else if (metric == VDB_METRIC_IP) A = (float)(cd[l] - bias);
         else A = (float)(1.0 - (1.0 - cd[l] + bias) / qn); /* cd = 1 - <q, c> for unit centroids */
         const int l2 = metric == VDB_METRIC_L2;
-        /* Sums below smin cannot reach ubk whatever their error: one integer compare each. (L2's
+        /* Sums below smin cannot pass thr whatever their error: one integer compare each. (L2's
          * per-vector term varies: no list-wide cut there.) */
-        float cut = l2 ? -INFINITY : (A - D - C * L->qerr_max - ubk) / -B;
+        float cut = l2 ? -INFINITY : (A - D - C * L->qerr_max - thr) / -B;
         unsigned smin = !(cut > 0) ? 0 : cut >= 65536.0f ? 65536u : (unsigned)cut;
         /* survivors of the integer cut first (branch-free), then the float work on those only */
         size_t ns = 0;
@@ -362,22 +365,44 @@ static int ivf_pq_search_one(const ivf_search_ctx *c, ivf_pq_scratch *ps, const 
             }
             const float est = A + B * (float)ps->sums[i] + (l2 ? L->qaux[i] : 0.0f);
             const float mg = C * L->qerr[i] + D;
-            const int keep = est - mg <= ubk;
+            const int keep = est - mg <= thr;
             ps->cand[nc].lb = est - mg;
             ps->cand[nc].l = (uint32_t)l;
             ps->cand[nc].pos = (uint32_t)i;
             if (est + mg < ubk) {
                 vdb_topk_push(&U, est + mg, (int64_t)nc);
                 ubk = vdb_topk_threshold(&U);
+                thr = ubk < thr ? ubk : thr;
             }
             lo = keep && est - mg < lo ? est - mg : lo;
             nc += keep;
         }
+        if (!seeded && U.size == c->k) {
+            /* Seed the exact top k with the k best upper estimates so far (mostly from the nearest
+             * list): their k-th exact distance bounds every later lower bound that matters, far
+             * tighter than ubk, so most survivors of the later lists are cut at once. A candidate
+             * re-ranked here leaves the candidates (NaN lower bound: dropped by the bucketing). */
+            for (size_t e = 0; e < U.size; e++) {
+                ivf_cand *cc = &ps->cand[U.rows[e]];
+                const ivf_list *S = &ivf->lists[cc->l];
+                ivf_prefetch_row(S->vecs + (size_t)cc->pos * d, d);
+            }
+            for (size_t e = 0; e < U.size; e++) {
+                ivf_cand *cc = &ps->cand[U.rows[e]];
+                const ivf_list *S = &ivf->lists[cc->l];
+                vdb_topk_push(R, vdb_distance(metric, q, S->vecs + (size_t)cc->pos * d, d), S->rows[cc->pos]);
+                cc->lb = NAN;
+            }
+            done += U.size;
+            seeded = 1;
+            float rk = vdb_topk_threshold(R);
+            thr = rk < thr ? rk : thr;
+        }
     }
-    float hi = ubk;
+    float hi = thr;
     if (!(hi < INFINITY)) /* fewer than k upper bounds: few candidates, all kept */
         for (size_t i = 0; i < nc; i++) hi = i == 0 || ps->cand[i].lb > hi ? ps->cand[i].lb : hi;
-    size_t done = 0, nb;
+    size_t nb;
     const size_t w = nc ? ivf_cand_bucket(ps, nc, lo, hi, &nb) : 0;
     if (w > 0) {
         /* Re-rank in ascending lower bound until the next one cannot beat the k-th exact distance.
