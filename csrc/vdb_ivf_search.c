@@ -390,6 +390,11 @@ static int ivf_pq_search_one(const ivf_search_ctx *c, ivf_pq_scratch *ps, const 
             for (size_t e = 0; e < U.size; e++) {
                 ivf_cand *cc = &ps->cand[U.rows[e]];
                 const ivf_list *S = &ivf->lists[cc->l];
+                if (ivf_verify_vecs(ivf, S, cc->pos, 1)) {
+                    ivf_fail(c, VDB_ECORRUPT);
+                    ivf_reranked = done;
+                    return 1;
+                }
                 vdb_topk_push(R, vdb_distance(metric, q, S->vecs + (size_t)cc->pos * d, d), S->rows[cc->pos]);
                 cc->lb = NAN;
             }
