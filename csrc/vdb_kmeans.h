@@ -12,7 +12,12 @@
  *     most seed_points_per_centroid * k of them (16 per centroid: the candidates stay cache
  *     resident), because every seed costs one pass over its candidates and that pass cannot be
  *     blocked; the triangle inequality skips candidates that cannot get closer to a new seed.
- *   - Stops after n_iter iterations or as soon as an assignment step changes nothing.
+ *   - Warm start: all but the last 3 iterations run on a uniform quarter of the training set (when
+ *     that quarter still holds >= 32 points per centroid), the last 3 on all of it: early
+ *     iterations move the centroids most and a quarter places them about as well, at a quarter
+ *     of the cost (partition recall unchanged, objective within ~0.5% on the sets measured).
+ *   - Stops after n_iter iterations or as soon as an assignment step on the whole training set
+ *     changes nothing (a quiet step on the quarter moves on to the whole set).
  *   - Empty clusters are re-seeded by splitting the largest cluster: its centroid is copied and
  *     the two copies are pushed apart by a relative 1/1024 in alternating directions per
  *     coordinate (as faiss does). With too few distinct points a cluster may stay empty.
