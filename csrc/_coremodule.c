@@ -556,7 +556,7 @@ static PyObject *core_pq4_train(PyObject *module, PyObject *args)
     if (!rc) {
         const float *xp = PyArray_DATA(x);
         Py_BEGIN_ALLOW_THREADS
-        rc = vdb_pq4_train(pq, xp, n, NULL, 0, seed);
+        rc = vdb_pq4_train(pq, xp, n, NULL, seed, NULL, NULL);
         Py_END_ALLOW_THREADS
     }
     if (rc) {
@@ -566,7 +566,7 @@ static PyObject *core_pq4_train(PyObject *module, PyObject *args)
     npy_intp dims[1] = {(npy_intp)(16 * d)};
     if (!(cent = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_FLOAT32))) goto done;
     memcpy(PyArray_DATA(cent), pq->cent, 16 * d * sizeof(float));
-    res = Py_BuildValue("(Od)", cent, (double)pq->eps);
+    res = Py_BuildValue("(Odd)", cent, (double)pq->eps_hi, (double)pq->eps_lo);
 done:
     vdb_pq4_free(pq);
     Py_XDECREF(x);
@@ -1662,7 +1662,7 @@ static PyMethodDef core_methods[] = {
     {"flat_search", core_flat_search, METH_VARARGS, "flat_search(metric, data, queries, k, allow=None) -> (dist, rows)"},
     {"exact_search_isa", core_exact_search_isa, METH_VARARGS,
      "exact_search_isa(isa, metric, data, queries, k) -> (dist, rows): one variant of the exact batch kernel"},
-    {"pq4_train", core_pq4_train, METH_VARARGS, "pq4_train(x, m, seed) -> (centroids, eps)"},
+    {"pq4_train", core_pq4_train, METH_VARARGS, "pq4_train(x, m, seed) -> (centroids, eps_hi, eps_lo)"},
     {"pq4_encode", core_pq4_encode, METH_VARARGS, "pq4_encode(centroids, m, x, isa=None) -> (codes, err); isa: serial, avx2, avx512"},
     {"pq4_lut", core_pq4_lut, METH_VARARGS, "pq4_lut(centroids, m, q) -> float table"},
     {"pq4_lut_quantize", core_pq4_lut_quantize, METH_O, "pq4_lut_quantize(lut) -> (lut8, step, bias)"},

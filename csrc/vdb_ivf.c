@@ -182,6 +182,7 @@ void vdb_ivf_free(vdb_ivf *ivf)
     vdb_pq4_free(ivf->pq);
     free(ivf->pq_tmp);
     free(ivf->pq_code);
+    free(ivf->pq_eps);
     free(ivf->centroids);
     vdb_kmeans_prepared_free(&ivf->assigner);
     vdb_vecmap_close(ivf->vmap);

@@ -108,7 +108,9 @@ const int64_t *vdb_ivf_list_rows(const vdb_ivf *ivf, size_t l, size_t *n);
  * again (on failure there the codes are dropped). m = 0 drops the codes. With codes, a search
  * scans them and re-ranks the promising rows with the float32 kernel (see the search in the .c):
  * the distances returned are the float32 ones; a true neighbour is missed only when its code
- * error exceeds the estimate of vdb_pq4.h (recall is measured, not assumed). On failure the
+ * error exceeds the estimate of vdb_pq4.h, whose quantile follows n_probe: the codes may lose a
+ * share of the neighbours the probed lists hold that is half the share probing loses, measured on
+ * the training sample (recall is measured, not assumed). On failure the
  * index keeps no codes (IVF-Flat search). Deterministic for a seed. vdb_ivf_write writes the codes
  * as they are (ivfpq4.bin) and vdb_ivf_read loads them: reopening trains and encodes nothing. */
 int vdb_ivf_set_pq4(vdb_ivf *ivf, size_t m, uint64_t seed);
@@ -129,14 +131,16 @@ int vdb_ivf_renumber(vdb_ivf *ivf, const int64_t *old_to_new, size_t n_old);
  * The caller syncs the directory. read maps ivfvec.bin (see vdb_store.h: chunks verified on first
  * use) instead of reading the vectors: a list's vectors move to memory when the list first changes.
  * remap, after a write to path (the index unchanged since), maps what was written, dropping the
- * copies in memory. With pq4 codes, write also writes ivfpq4.bin (version 1, little-endian):
+ * copies in memory. With pq4 codes, write also writes ivfpq4.bin (version 2, little-endian):
  *   0 magic "VDBIVPQ1"  8 u32 version  12 u32 block bytes  16 u64 d  24 u64 m  32 u64 n_lists
- *   40 u64 n_vectors  48 u64 seed  56 f32 eps  60 u32 0  64 u64 payload length
- *   72 payload: the sub-quantizers' centroids (16 d f32, vdb_pq4.h), then per list: u64 n, f32 qerr_max,
+ *   40 u64 n_vectors  48 u64 seed  56 f32 eps_hi  60 f32 eps_lo  64 u64 payload length
+ *   72 payload: f32 eps_rand, n_lists f32: the eps_hi of a search probing 1..n_lists lists, the
+ *   sub-quantizers' centroids (16 d f32, vdb_pq4.h), then per list: u64 n, f32 qerr_max,
  *   u32 0, the packed code blocks (ceil(n / 32) x block bytes), n f32 qerr, n f32 qaux
  *   end: u32 CRC-32C of every byte before it.
  * read loads it when present (every size checked against the lists of ivf.bin first); without it
- * the index has no codes.
+ * the index has no codes. Version 1 (one f32 eps at 56, no eps_rand nor table) still reads: eps
+ * is then every bound.
  * Row numbers in a file must be below 2 * n_vectors + 1024 (write refuses others with
  * VDB_EINVAL: renumber first), so that a damaged row number cannot make read size its row map
  * beyond ~16 bytes per vector. read loads an index written by write; any damage (bad magic,

@@ -188,7 +188,7 @@ static void ivf_pq_path(const char *path, char *out, size_t cap)
 }
 
 #define PQF_MAGIC "VDBIVPQ1"
-#define PQF_VERSION 1u
+#define PQF_VERSION 2u /* 1: one eps, no table by n_probe (still read) */
 #define PQF_HEADER_LEN 72
 
 static size_t pqf_list_code_bytes(size_t n, size_t block_bytes)
@@ -212,7 +212,7 @@ static int ivf_write_pq4(const vdb_ivf *ivf, const char *path, uint64_t *bytes)
         rc = vdb_set_io_error(errno, "cannot create '%s': %s", ppath, strerror(errno));
         goto cleanup;
     }
-    uint64_t payload = 16 * (uint64_t)ivf->d * 4;
+    uint64_t payload = 4 + 4 * (uint64_t)ivf->n_lists + 16 * (uint64_t)ivf->d * 4;
     for (size_t l = 0; l < ivf->n_lists; l++)
         payload += 16 + pqf_list_code_bytes(ivf->lists[l].n, bb) + 8 * (uint64_t)ivf->lists[l].n;
     uint8_t h[PQF_HEADER_LEN] = {0}, t[8];
@@ -224,11 +224,16 @@ static int ivf_write_pq4(const vdb_ivf *ivf, const char *path, uint64_t *bytes)
     vdb_put_u64(h + 32, ivf->n_lists);
     vdb_put_u64(h + 40, (uint64_t)ivf->n_vectors);
     vdb_put_u64(h + 48, ivf->pq_seed);
-    uint32_t eps;
-    memcpy(&eps, &pq->eps, 4);
-    vdb_put_u32(h + 56, eps);
+    uint32_t eu;
+    memcpy(&eu, &pq->eps_hi, 4);
+    vdb_put_u32(h + 56, eu);
+    memcpy(&eu, &pq->eps_lo, 4);
+    vdb_put_u32(h + 60, eu);
     vdb_put_u64(h + 64, payload);
-    if ((rc = ivf_put(w, h, sizeof h)) || (rc = ivf_put_f32s(w, pq->cent, 16 * ivf->d))) goto cleanup;
+    if ((rc = ivf_put(w, h, sizeof h)) || (rc = ivf_put_f32s(w, &pq->eps_rand, 1))) goto cleanup;
+    for (size_t l = 0; l < ivf->n_lists; l++)
+        if ((rc = ivf_put_f32s(w, ivf->pq_eps ? ivf->pq_eps + l : &pq->eps_hi, 1))) goto cleanup;
+    if ((rc = ivf_put_f32s(w, pq->cent, 16 * ivf->d))) goto cleanup;
     for (size_t l = 0; l < ivf->n_lists; l++) {
         const ivf_list *L = &ivf->lists[l];
         uint32_t qm;
@@ -276,28 +281,48 @@ static int ivf_read_pq4(vdb_ivf *ivf, const char *path)
     if (len < PQF_HEADER_LEN + 4 || memcmp(buf, PQF_MAGIC, 8) != 0)
         PQF_CORRUPT("file '%s' is not a pq4 code file (bad magic or truncated)", ppath);
     if (vdb_get_u32(buf + len - 4) != vdb_crc32c(0, buf, len - 4)) PQF_CORRUPT("file '%s' failed its CRC-32C check", ppath);
-    if (vdb_get_u32(buf + 8) != PQF_VERSION)
-        PQF_CORRUPT("file '%s' has format version %u; this build reads version %u", ppath, vdb_get_u32(buf + 8), PQF_VERSION);
+    const uint32_t version = vdb_get_u32(buf + 8);
+    if (version != 1 && version != PQF_VERSION)
+        PQF_CORRUPT("file '%s' has format version %u; this build reads versions 1 to %u", ppath, version, PQF_VERSION);
     uint64_t d = vdb_get_u64(buf + 16), m = vdb_get_u64(buf + 24), nl = vdb_get_u64(buf + 32);
     uint64_t nv = vdb_get_u64(buf + 40), payload = vdb_get_u64(buf + 64);
-    float eps;
+    float eps, eps_lo;
     uint32_t eu = vdb_get_u32(buf + 56);
     memcpy(&eps, &eu, 4);
+    eu = version == 1 ? eu : vdb_get_u32(buf + 60);
+    memcpy(&eps_lo, &eu, 4);
+    const uint64_t table = version == 1 ? 0 : 4 + 4 * nl; /* eps_rand and eps by n_probe */
     if (d != ivf->d || nl != ivf->n_lists || nv != (uint64_t)ivf->n_vectors || m == 0 || m > d ||
-        m > VDB_PQ4_MAX_M || payload != len - PQF_HEADER_LEN - 4 || !(eps >= 0) || !isfinite(eps))
+        m > VDB_PQ4_MAX_M || payload != len - PQF_HEADER_LEN - 4 || !(eps >= 0) || !isfinite(eps) ||
+        !(eps_lo >= 0) || !isfinite(eps_lo))
         PQF_CORRUPT("file '%s' does not match its IVF index (dimension, lists, vectors or length)", ppath);
     if ((rc = vdb_pq4_create((size_t)d, (size_t)m, &pq))) goto cleanup;
     const size_t bb = vdb_pq4_block_bytes(pq);
     if (vdb_get_u32(buf + 12) != bb) PQF_CORRUPT("file '%s' has an invalid block size", ppath);
     /* Sizes first, from the lists already read: nothing is allocated by a number of this file. */
-    uint64_t want = 16 * d * 4;
+    uint64_t want = table + 16 * d * 4;
     for (size_t l = 0; l < ivf->n_lists; l++)
         want += 16 + pqf_list_code_bytes(ivf->lists[l].n, bb) + 8 * (uint64_t)ivf->lists[l].n;
     if (want != payload) PQF_CORRUPT("file '%s' does not match the list sizes of its IVF index", ppath);
     const uint8_t *p = buf + PQF_HEADER_LEN;
+    pq->eps_hi = pq->eps_rand = eps;
+    pq->eps_lo = eps_lo;
+    if (table) {
+        if (!(ivf->pq_eps = malloc((size_t)nl * sizeof(float)))) {
+            rc = vdb_set_error(VDB_ENOMEM, "out of memory reading '%s'", ppath);
+            goto cleanup;
+        }
+        memcpy(&pq->eps_rand, p, 4);
+        memcpy(ivf->pq_eps, p + 4, (size_t)nl * 4);
+        ivf_fix_f32s(&pq->eps_rand, 1);
+        ivf_fix_f32s(ivf->pq_eps, (size_t)nl);
+        for (size_t l = 0; l < nl; l++)
+            if (!(ivf->pq_eps[l] >= 0) || !isfinite(ivf->pq_eps[l])) PQF_CORRUPT("file '%s' has an invalid error bound", ppath);
+        if (!(pq->eps_rand >= 0) || !isfinite(pq->eps_rand)) PQF_CORRUPT("file '%s' has an invalid error bound", ppath);
+        p += table;
+    }
     memcpy(pq->cent, p, 16 * (size_t)d * 4);
     ivf_fix_f32s(pq->cent, 16 * (size_t)d);
-    pq->eps = eps;
     p += 16 * d * 4;
     for (size_t l = 0; l < ivf->n_lists; l++) {
         ivf_list *L = &ivf->lists[l];

@@ -51,6 +51,7 @@ struct vdb_ivf {
     uint8_t *pq_code; /* pq->m */
     vdb_vecmap *vmap; /* the snapshot's list-ordered vectors (ivfvec.bin) that mapped lists point into */
     const char *map_data; /* its first float */
+    float *pq_eps;    /* n_lists: the bound eps_hi a search probing n lists uses (vdb_ivf_pq4.c), NULL: pq->eps_hi */
 };
 
 /* Verifies the mapped bytes of count vectors of L from pos (a no-op for lists in memory, and for

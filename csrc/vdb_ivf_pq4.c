@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "vdb_distance.h"
 #include "vdb_error.h"
 #include "vdb_ivf_internal.h"
 #include "vdb_kmeans.h"
@@ -90,6 +91,7 @@ void vdb_ivf_pq_move(vdb_ivf *ivf, ivf_list *L, size_t from, size_t to)
     L->qaux[to] = L->qaux[from];
 }
 
+#define IVF_PQ_MISS_SHARE 0.5 /* see ivf_pq_eps_table */
 #define IVF_PQ_TRAIN 16384 /* residuals the sub-quantizers train on (they use 16 x 256 at most) */
 
 void vdb_ivf_pq_drop(vdb_ivf *ivf)
@@ -106,9 +108,68 @@ void vdb_ivf_pq_drop(vdb_ivf *ivf)
     vdb_pq4_free(ivf->pq);
     free(ivf->pq_tmp);
     free(ivf->pq_code);
+    free(ivf->pq_eps);
     ivf->pq = NULL;
     ivf->pq_tmp = NULL;
     ivf->pq_code = NULL;
+    ivf->pq_eps = NULL;
+}
+
+typedef struct {
+    uint32_t rank; /* of the neighbour's list in the probe's order */
+    float ratio;
+} ivf_pq_found;
+
+static int ivf_found_cmp(const void *a, const void *b)
+{
+    const ivf_pq_found *x = a, *y = b;
+    if (x->rank != y->rank) return x->rank < y->rank ? -1 : 1;
+    return (x->ratio > y->ratio) - (x->ratio < y->ratio);
+}
+
+/* The margin a search probing np lists needs. The codes should lose few of the neighbours that
+ * probing finds, relative to those that probing loses: a user asking for more lists asks for more
+ * recall. Over the calibration's near pairs (probe u, its neighbour x; vdb_pq4.h), with r the rank
+ * of x's list in u's probe order: probing np lists misses the share m(np) of pairs with r >= np,
+ * and eps[np - 1] is the (1 - IVF_PQ_MISS_SHARE m(np)) quantile of the error ratios of the pairs it
+ * finds (their maximum once it finds them all), never below eps[np - 2] nor the random pairs' bound. */
+static void ivf_pq_eps_table(const vdb_ivf *ivf, const float *probe, const uint32_t *list_of, const vdb_pq4_pair *pr,
+                             size_t npr, float *score, ivf_pq_found *f, float *sorted, float *eps)
+{
+    const size_t d = ivf->d, nl = ivf->n_lists;
+    const vdb_metric cm = ivf->metric == VDB_METRIC_L2 ? VDB_METRIC_L2 : VDB_METRIC_IP;
+    size_t last_u = SIZE_MAX;
+    for (size_t i = 0; i < npr; i++) {
+        if (pr[i].u != last_u) { /* the pairs of one probe are consecutive */
+            last_u = pr[i].u;
+            vdb_distance_block(cm, probe + (size_t)last_u * d, 1, ivf->centroids, nl, d, score);
+        }
+        float own = score[list_of[pr[i].x]];
+        uint32_t r = 0;
+        for (size_t l = 0; l < nl; l++) r += score[l] < own;
+        f[i].rank = r;
+        f[i].ratio = pr[i].ratio;
+    }
+    qsort(f, npr, sizeof *f, ivf_found_cmp);
+    size_t found = 0;
+    float prev = 0;
+    for (size_t np = 1; np <= nl; np++) {
+        for (; found < npr && f[found].rank < np; found++) {
+            size_t at = found; /* insertion keeps sorted[0, found] ascending */
+            while (at > 0 && sorted[at - 1] > f[found].ratio) {
+                sorted[at] = sorted[at - 1];
+                at--;
+            }
+            sorted[at] = f[found].ratio;
+        }
+        float e = ivf->pq->eps_hi;
+        if (found > 0) {
+            double miss = IVF_PQ_MISS_SHARE * (double)(npr - found) / (double)npr;
+            e = sorted[(size_t)ceil((1.0 - miss) * (double)(found - 1))];
+            if (e < ivf->pq->eps_rand) e = ivf->pq->eps_rand; /* pairs that are not near need it */
+        }
+        prev = eps[np - 1] = e > prev ? e : prev;
+    }
 }
 
 int vdb_ivf_set_pq4(vdb_ivf *ivf, size_t m, uint64_t seed)
@@ -117,8 +178,11 @@ int vdb_ivf_set_pq4(vdb_ivf *ivf, size_t m, uint64_t seed)
     const size_t d = ivf->d;
     size_t n = (size_t)ivf->n_vectors;
     vdb_pq4 *pq = NULL;
-    float *xs = NULL, *probe = NULL, *tmp = NULL;
-    size_t *idx = NULL;
+    float *xs = NULL, *probe = NULL, *tmp = NULL, *eps = NULL, *score = NULL, *sorted = NULL;
+    size_t *idx = NULL, npr = 0;
+    uint32_t *list_of = NULL;
+    ivf_pq_found *found = NULL;
+    vdb_pq4_pair *pairs = NULL;
     uint8_t *code = NULL, *chunk_codes = NULL;
     float *chunk = NULL;
     if (m == 0) {
@@ -138,7 +202,15 @@ int vdb_ivf_set_pq4(vdb_ivf *ivf, size_t m, uint64_t seed)
     code = malloc(m);
     chunk = malloc(PQ_CHUNK * d * sizeof *chunk); /* d <= 2^24 (vdb_pq4_create): no overflow */
     chunk_codes = malloc(PQ_CHUNK * m);
-    if (!xs || !probe || !idx || !tmp || !code || !chunk || !chunk_codes) goto nomem;
+    list_of = malloc(ns * sizeof *list_of);
+    pairs = malloc(VDB_PQ4_NEAR_PAIRS * sizeof *pairs);
+    found = malloc(VDB_PQ4_NEAR_PAIRS * sizeof *found);
+    sorted = malloc(VDB_PQ4_NEAR_PAIRS * sizeof *sorted);
+    eps = malloc(ivf->n_lists * sizeof *eps);
+    score = malloc(ivf->n_lists * sizeof *score);
+    if (!xs || !probe || !idx || !tmp || !code || !chunk || !chunk_codes || !list_of || !pairs || !found || !sorted ||
+        !eps || !score)
+        goto nomem;
     /* Residuals of a sample drawn by ordinal in row order (deterministic whatever the layout);
      * the sampled vectors themselves are the probe directions of the error estimate. */
     vdb_kmeans_sample(n, ns, seed, idx);
@@ -156,9 +228,13 @@ int vdb_ivf_set_pq4(vdb_ivf *ivf, size_t m, uint64_t seed)
             probe[taken * d + t] = v[t] * inv;
             xs[taken * d + t] = v[t] * inv - c[t];
         }
+        list_of[taken] = (uint32_t)l;
         taken++;
     }
-    if ((rc = vdb_pq4_train(pq, xs, taken, probe, taken, seed))) goto cleanup;
+    if ((rc = vdb_pq4_train(pq, xs, taken, probe, seed, pairs, &npr))) goto cleanup;
+    ivf->pq = pq; /* read by the table; set for good below */
+    ivf_pq_eps_table(ivf, probe, list_of, pairs, npr, score, found, sorted, eps);
+    ivf->pq = NULL;
     /* Old codes go first (their block size may differ): a failure below leaves an IVF-Flat index. */
     vdb_ivf_pq_drop(ivf);
     for (size_t l = 0; l < ivf->n_lists; l++)
@@ -167,9 +243,11 @@ int vdb_ivf_set_pq4(vdb_ivf *ivf, size_t m, uint64_t seed)
     ivf->pq_tmp = tmp;
     ivf->pq_code = code;
     ivf->pq_seed = seed;
+    ivf->pq_eps = eps;
     pq = NULL;
     tmp = NULL;
     code = NULL;
+    eps = NULL;
     for (size_t l = 0; l < ivf->n_lists; l++) pq_encode_list(ivf, l, chunk, chunk_codes);
     goto cleanup;
 nomem:
@@ -183,6 +261,12 @@ cleanup:
     free(code);
     free(chunk);
     free(chunk_codes);
+    free(list_of);
+    free(pairs);
+    free(found);
+    free(sorted);
+    free(eps);
+    free(score);
     return rc;
 }
 

@@ -153,9 +153,9 @@ static void ivf_scan_list(const ivf_search_ctx *c, ivf_scratch *s, const float *
 }
 
 /* Search through the pq4 codes: scan every probed list's codes (vdb_pq4_scan), estimate each
- * distance with a margin (the error estimate eps |q| |r - r^| of vdb_pq4.h plus the table's
- * rounding, at most m step / 2), keep the rows whose lower estimate is below the k-th smallest
- * upper estimate (and, once the k best upper estimates are re-ranked early, below their k-th
+ * distance with margins (the error estimates eps_hi / eps_lo |q| |r - r^| of vdb_pq4.h plus the
+ * table's rounding, at most m step / 2), keep the rows whose lower estimate is below the k-th
+ * smallest upper estimate (and, once the k best upper estimates are re-ranked early, below their k-th
  * exact distance), and re-rank them with the float32 kernel in order of lower estimate until the
  * next one cannot beat the k-th exact distance. So the rows re-ranked adapt to k and to each
  * vector's code error, and the distances returned are the float32 ones. */
@@ -319,15 +319,17 @@ static int ivf_pq_search_one(const ivf_search_ctx *c, ivf_pq_scratch *ps, const 
     vdb_pq4_lut(pq, q, ps->lut);
     double step, bias;
     vdb_pq4_lut_quantize(ps->lut, pq->m_pad, ps->lut8, &step, &bias);
-    /* <q, r^> ~= bias + step * sum; each estimate is A + B * sum (+ aux for L2), margin C err + D */
+    /* <q, r^> ~= bias + step * sum; each estimate is A + B * sum (+ aux for L2). The distance falls
+     * as <q, e> grows: lower estimate est - (C err + D), upper est + (Cu err + D) (vdb_pq4.h). */
     const float lm = (float)(pq->m * step / 2) * 1.0001f + 1e-6f * (float)fabs(bias);
-    float B, C, D;
+    const float eh = ivf->pq_eps ? ivf->pq_eps[np - 1] : pq->eps_hi; /* np >= 1 */
+    float B, C, Cu, D;
     if (metric == VDB_METRIC_L2) {
-        B = (float)(-2 * step), C = 2 * pq->eps * qn, D = 2 * lm;
+        B = (float)(-2 * step), C = 2 * eh * qn, Cu = 2 * pq->eps_lo * qn, D = 2 * lm;
     } else if (metric == VDB_METRIC_IP) {
-        B = (float)-step, C = pq->eps * qn, D = lm;
+        B = (float)-step, C = eh * qn, Cu = pq->eps_lo * qn, D = lm;
     } else {
-        B = (float)(-step / qn), C = pq->eps, D = lm / qn;
+        B = (float)(-step / qn), C = eh, Cu = pq->eps_lo, D = lm / qn;
     }
     vdb_topk U;
     vdb_topk_init(&U, c->k, ps->ub_d, ps->ub_i);
@@ -364,13 +366,13 @@ static int ivf_pq_search_one(const ivf_search_ctx *c, ivf_pq_scratch *ps, const 
                 if (!(r < c->allow_len && (c->allow[r >> 6] >> (r & 63) & 1))) continue;
             }
             const float est = A + B * (float)ps->sums[i] + (l2 ? L->qaux[i] : 0.0f);
-            const float mg = C * L->qerr[i] + D;
+            const float mg = C * L->qerr[i] + D, ub = est + (Cu * L->qerr[i] + D);
             const int keep = est - mg <= thr;
             ps->cand[nc].lb = est - mg;
             ps->cand[nc].l = (uint32_t)l;
             ps->cand[nc].pos = (uint32_t)i;
-            if (est + mg < ubk) {
-                vdb_topk_push(&U, est + mg, (int64_t)nc);
+            if (ub < ubk) {
+                vdb_topk_push(&U, ub, (int64_t)nc);
                 ubk = vdb_topk_threshold(&U);
                 thr = ubk < thr ? ubk : thr;
             }

@@ -6,9 +6,13 @@
  * so a vector's code is m 4-bit indices; x^ = the concatenation of the chosen centroids. encode
  * also returns err = |x - x^| (the residual norm, float64 then rounded to float).
  *
- * Error estimate: train measures, on a sample, the ratio |<u, x - x^>| / (|u| |x - x^|) for probe
- * directions u (the caller's vectors, e.g. queries-like data) and keeps its VDB_PQ4_CONFIDENCE
- * quantile as eps: a search then treats |<q, x - x^>| <= eps |q| err as holding (it does for that
+ * Error estimate: the search estimates <q, x> by <q, x^> and needs bounds on <q, e>, e = x - x^.
+ * train measures the ratio <u, e> / (|u| |e|) on a sample, for random pairs (probe u, error e of
+ * another vector) and for near pairs (u, errors of the vectors whose probes are nearest to u: the
+ * pairs a search must get right, where the ratio is biased upward since <x, e> = <x^, e> + |e|^2),
+ * keeps the VDB_PQ4_CONFIDENCE quantile of |ratio| over random pairs as eps_rand, and as eps_hi,
+ * eps_lo the larger of eps_rand and the near pairs' quantile of the ratio, of its negation:
+ * a search then treats -eps_lo |q| err <= <q, e> <= eps_hi |q| err as holding (it does for that
  * share of pairs on data like the sample). This is an estimate, not a proof: the caller reports
  * recall against exact search.
  *
@@ -38,23 +42,35 @@
 
 #define VDB_PQ4_MAX_M 256
 #define VDB_PQ4_BLOCK 32
-#define VDB_PQ4_CONFIDENCE 0.999 /* quantile of the error ratio kept as eps (see above) */
+#define VDB_PQ4_CONFIDENCE 0.999 /* quantile of the error ratio kept as eps_hi / eps_lo (see above) */
 
 typedef struct {
     size_t d, m, m_pad;
     uint32_t *off; /* m + 1 offsets: sub-space j is dimensions [off[j], off[j+1]) */
     float *cent;   /* 16 * d: sub-space j at cent + 16 * off[j], stored transposed (dimension-major:
                     * cent[16 * off[j] + t * 16 + c] = dimension t of centroid c) */
-    float eps;     /* error-ratio quantile, see above; 0 before training */
+    float eps_hi, eps_lo; /* error-ratio quantiles, see above; 0 before training */
+    float eps_rand;       /* the random pairs' quantile of |ratio| (both bounds are at least that) */
 } vdb_pq4;
 
 /* Allocates an untrained quantizer (centroids 0). d >= 1, 1 <= m <= min(d, VDB_PQ4_MAX_M). */
 int vdb_pq4_create(size_t d, size_t m, vdb_pq4 **out);
 void vdb_pq4_free(vdb_pq4 *pq);
 
-/* Trains the 16 centroids of every sub-space on x (n >= 16 vectors of d floats) and measures eps
- * with up to 256 probe vectors (probe NULL: x itself). Deterministic for a seed. */
-int vdb_pq4_train(vdb_pq4 *pq, const float *x, size_t n, const float *probe, size_t n_probe, uint64_t seed);
+/* A near pair of the calibration: probe u, the error of vector x (indices into train's arrays). */
+typedef struct {
+    uint32_t u, x;
+    float ratio; /* <probe u, e_x> / (|probe u| |e_x|) */
+} vdb_pq4_pair;
+#define VDB_PQ4_NEAR_PAIRS 2048 /* at most this many near pairs are measured */
+
+/* Trains the 16 centroids of every sub-space on x (n >= 16 vectors of d floats) and measures
+ * eps_hi / eps_lo with probe directions: probe holds n vectors, probe i the one x[i] stands for (for
+ * IVF residuals x[i] = v - c, probe i = v), or is NULL (x itself). near (optional, room for
+ * VDB_PQ4_NEAR_PAIRS) receives the near pairs measured, *n_near their count, so a caller can
+ * choose its own quantile per situation. Deterministic for a seed. */
+int vdb_pq4_train(vdb_pq4 *pq, const float *x, size_t n, const float *probe, uint64_t seed, vdb_pq4_pair *near,
+                  size_t *n_near);
 
 /* codes: n * m bytes (one index 0..15 per byte); err (optional): n floats = |x - x^|. Every variant
  * (serial, AVX2, AVX-512) returns the same codes and err bits. */
