@@ -719,6 +719,45 @@ done:
     return (PyObject *)out;
 }
 
+static PyObject *core_pq4_scan_cut(PyObject *module, PyObject *args)
+{
+    (void)module;
+    const char *isa;
+    PyObject *p_o, *l_o, *res = NULL;
+    Py_ssize_t n;
+    unsigned long smin;
+    if (!PyArg_ParseTuple(args, "sOOnk", &isa, &p_o, &l_o, &n, &smin)) return NULL;
+    PyArrayObject *packed = as_u8(p_o, 1, "packed"), *lut8 = packed ? as_u8(l_o, 1, "lut8") : NULL, *out = NULL,
+                  *surv = NULL;
+    if (!lut8) goto done;
+    size_t m_pad = (size_t)PyArray_DIM(lut8, 0) / 16, plen = (size_t)PyArray_DIM(packed, 0);
+    if (m_pad == 0 || m_pad % 4 || m_pad > VDB_PQ4_MAX_M || (size_t)PyArray_DIM(lut8, 0) != m_pad * 16 ||
+        plen % (m_pad * 16) || n < 0 || (size_t)n > plen / (m_pad * 16) * VDB_PQ4_BLOCK) {
+        PyErr_SetString(PyExc_ValueError, "lut8 must hold m_pad * 16 bytes, packed whole blocks of m_pad * 16, "
+                                          "and n at most the vectors those blocks hold");
+        goto done;
+    }
+    npy_intp dims[1] = {(npy_intp)(((size_t)n + VDB_PQ4_BLOCK - 1) / VDB_PQ4_BLOCK * VDB_PQ4_BLOCK)};
+    npy_intp sdims[1] = {(npy_intp)n};
+    if (!(out = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_UINT16)) ||
+        !(surv = (PyArrayObject *)PyArray_SimpleNew(1, sdims, NPY_UINT32)))
+        goto done;
+    size_t ns;
+    if (vdb_pq4_scan_cut_isa(isa, PyArray_DATA(packed), (size_t)n, m_pad, PyArray_DATA(lut8),
+                             smin > 0x10000 ? 0x10000u : (unsigned)smin, PyArray_DATA(out), PyArray_DATA(surv), &ns)) {
+        PyErr_Format(PyExc_ValueError, "kernel variant '%s' is not available on this CPU or build", isa);
+        goto done;
+    }
+    PyObject *head = PySequence_GetSlice((PyObject *)surv, 0, (Py_ssize_t)ns);
+    if (head) res = Py_BuildValue("(ON)", out, head);
+done:
+    Py_XDECREF(packed);
+    Py_XDECREF(lut8);
+    Py_XDECREF(out);
+    Py_XDECREF(surv);
+    return res;
+}
+
 /* ---- a bare IVF index (tests, benchmarks): a capsule owning a vdb_ivf, no lock (one thread) ---- */
 
 #define IVF_CAPSULE "vectordb._core.ivf"
@@ -1669,6 +1708,8 @@ static PyMethodDef core_methods[] = {
     {"pq4_pack", core_pq4_pack, METH_O, "pq4_pack(codes) -> packed blocks"},
     {"pq4_unpack", core_pq4_unpack, METH_VARARGS, "pq4_unpack(packed, m, n) -> codes"},
     {"pq4_scan", core_pq4_scan, METH_VARARGS, "pq4_scan(isa, packed, lut8) -> uint16 sums"},
+    {"pq4_scan_cut", core_pq4_scan_cut, METH_VARARGS,
+     "pq4_scan_cut(isa, packed, lut8, n, smin) -> (uint16 sums, uint32 positions < n with sum >= smin)"},
     {"ivf_new", core_ivf_new, METH_VARARGS, "ivf_new(d, metric, n_lists) -> handle (tests, benchmarks; one thread)"},
     {"ivf_train", core_ivf_train, METH_VARARGS, "ivf_train(h, x, seed)"},
     {"ivf_add", core_ivf_add, METH_VARARGS, "ivf_add(h, rows, x)"},

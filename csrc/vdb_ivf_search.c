@@ -341,22 +341,18 @@ static int ivf_pq_search_one(const ivf_search_ctx *c, ivf_pq_scratch *ps, const 
         const size_t l = (size_t)order[j];
         const ivf_list *L = &ivf->lists[l];
         if (L->n == 0) continue;
-        vdb_pq4_scan(L->codes, (L->n + VDB_PQ4_BLOCK - 1) / VDB_PQ4_BLOCK, pq->m_pad, ps->lut8, ps->sums);
         float A;
         if (metric == VDB_METRIC_L2) A = (float)(cd[l] - 2 * bias);
         else if (metric == VDB_METRIC_IP) A = (float)(cd[l] - bias);
         else A = (float)(1.0 - (1.0 - cd[l] + bias) / qn); /* cd = 1 - <q, c> for unit centroids */
         const int l2 = metric == VDB_METRIC_L2;
-        /* Sums below smin cannot pass thr whatever their error: one integer compare each. (L2's
-         * per-vector term varies: no list-wide cut there.) */
+        /* Sums below smin cannot pass thr whatever their error: the scan kernel compares them in its
+         * registers and hands back only the survivors. (L2's per-vector term varies: no list-wide
+         * cut there.) */
         float cut = l2 ? -INFINITY : (A - D - C * L->qerr_max - thr) / -B;
         unsigned smin = !(cut > 0) ? 0 : cut >= 65536.0f ? 65536u : (unsigned)cut;
-        /* survivors of the integer cut first (branch-free), then the float work on those only */
-        size_t ns = 0;
-        for (size_t i = 0; i < L->n; i++) {
-            ps->surv[ns] = (uint32_t)i;
-            ns += ps->sums[i] >= smin;
-        }
+        if (smin > 0xFFFF) continue; /* the whole list is out */
+        const size_t ns = vdb_pq4_scan_cut(L->codes, L->n, pq->m_pad, ps->lut8, smin, ps->sums, ps->surv);
         /* Branch-free but for the rare new upper bound: whether a survivor becomes a candidate is
          * a coin toss that the branch predictor loses. */
         for (size_t si = 0; si < ns; si++) {

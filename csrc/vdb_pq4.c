@@ -395,12 +395,15 @@ void vdb_pq4_lut_quantize(const float *lut, size_t m_pad, uint8_t *lut8, double 
 /* ------------------------------------------------------------------------------------------ */
 /* Scan kernels */
 
-typedef void (*pq4_scan_fn)(const uint8_t *packed, size_t n_blocks, size_t m_pad, const uint8_t *lut8,
-                            uint16_t *out);
+/* A scan kernel: sums of the ceil(n / 32) blocks into out; with surv, also the positions i < n
+ * whose sum is >= smin (<= 0xFFFF), ascending, returning their count (0 without surv). */
+typedef size_t (*pq4_scan_fn)(const uint8_t *packed, size_t n, size_t m_pad, const uint8_t *lut8, unsigned smin,
+                              uint16_t *out, uint32_t *surv);
 
-static void pq4_scan_serial(const uint8_t *packed, size_t n_blocks, size_t m_pad, const uint8_t *lut8,
-                            uint16_t *out)
+static size_t pq4_scan_serial(const uint8_t *packed, size_t n, size_t m_pad, const uint8_t *lut8, unsigned smin,
+                              uint16_t *out, uint32_t *surv)
 {
+    size_t ns = 0, n_blocks = (n + VDB_PQ4_BLOCK - 1) / VDB_PQ4_BLOCK;
     for (size_t b = 0; b < n_blocks; b++) {
         const uint8_t *blk = packed + b * m_pad * 16;
         for (size_t t = 0; t < VDB_PQ4_BLOCK; t++) {
@@ -409,9 +412,25 @@ static void pq4_scan_serial(const uint8_t *packed, size_t n_blocks, size_t m_pad
                 uint8_t byte = blk[j * 16 + (t & 15)];
                 s += lut8[j * 16 + (t < 16 ? (byte & 15) : (byte >> 4))];
             }
-            out[b * VDB_PQ4_BLOCK + t] = (uint16_t)s;
+            size_t i = b * VDB_PQ4_BLOCK + t;
+            out[i] = (uint16_t)s;
+            if (surv && i < n && s >= smin) surv[ns++] = (uint32_t)i;
         }
     }
+    return ns;
+}
+
+/* The survivors of one block from its 32-bit mask (bit t: vector 32b + t passed), the padding
+ * vectors past n masked off. */
+static inline size_t pq4_emit(uint32_t mask, size_t b, size_t n, uint32_t *surv, size_t ns)
+{
+    size_t base = b * VDB_PQ4_BLOCK;
+    if (n - base < VDB_PQ4_BLOCK) mask &= (1u << (n - base)) - 1;
+    while (mask) {
+        surv[ns++] = (uint32_t)(base + (size_t)__builtin_ctz(mask));
+        mask &= mask - 1;
+    }
+    return ns;
 }
 
 #if defined(PQ4_HAVE_X86)
@@ -422,17 +441,23 @@ static void pq4_scan_serial(const uint8_t *packed, size_t n_blocks, size_t m_pad
  * modulo 2^16; a second accumulator adds the odd bytes alone (word >> 8). The even sums are then
  * acc - (odd << 8), exact because every true sum is below 2^16. Even bytes are vectors 0, 2, ...
  * of a lane, odd bytes vectors 1, 3, ...; lanes hold different sub-spaces and are added last. */
-PQ4_AVX2 static void pq4_finish_128(__m128i even_w, __m128i odd, uint16_t *out)
+/* Stores 16 sums in vector order and returns the 16-bit mask of those >= vmin (unsigned). */
+PQ4_AVX2 static unsigned pq4_finish_128(__m128i even_w, __m128i odd, uint16_t *out, __m128i vmin)
 {
     __m128i even = _mm_sub_epi16(even_w, _mm_slli_epi16(odd, 8));
-    _mm_storeu_si128((__m128i *)out, _mm_unpacklo_epi16(even, odd));
-    _mm_storeu_si128((__m128i *)(out + 8), _mm_unpackhi_epi16(even, odd));
+    __m128i a = _mm_unpacklo_epi16(even, odd), b = _mm_unpackhi_epi16(even, odd);
+    _mm_storeu_si128((__m128i *)out, a);
+    _mm_storeu_si128((__m128i *)(out + 8), b);
+    __m128i ga = _mm_cmpeq_epi16(_mm_max_epu16(a, vmin), a), gb = _mm_cmpeq_epi16(_mm_max_epu16(b, vmin), b);
+    return (unsigned)_mm_movemask_epi8(_mm_packs_epi16(ga, gb));
 }
 
-PQ4_AVX2 static void pq4_scan_avx2(const uint8_t *packed, size_t n_blocks, size_t m_pad, const uint8_t *lut8,
-                                   uint16_t *out)
+PQ4_AVX2 static size_t pq4_scan_avx2(const uint8_t *packed, size_t n, size_t m_pad, const uint8_t *lut8, unsigned smin,
+                                     uint16_t *out, uint32_t *surv)
 {
     const __m256i nib = _mm256_set1_epi8(0x0f);
+    const __m128i vmin = _mm_set1_epi16((short)(uint16_t)smin);
+    size_t ns = 0, n_blocks = (n + VDB_PQ4_BLOCK - 1) / VDB_PQ4_BLOCK;
     for (size_t b = 0; b < n_blocks; b++) {
         const uint8_t *blk = packed + b * m_pad * 16;
         __m256i lo_w = _mm256_setzero_si256(), lo_o = lo_w, hi_w = lo_w, hi_o = lo_w;
@@ -447,11 +472,15 @@ PQ4_AVX2 static void pq4_scan_avx2(const uint8_t *packed, size_t n_blocks, size_
             hi_o = _mm256_add_epi16(hi_o, _mm256_srli_epi16(rh, 8));
         }
         uint16_t *o = out + b * VDB_PQ4_BLOCK;
-        pq4_finish_128(_mm_add_epi16(_mm256_castsi256_si128(lo_w), _mm256_extracti128_si256(lo_w, 1)),
-                       _mm_add_epi16(_mm256_castsi256_si128(lo_o), _mm256_extracti128_si256(lo_o, 1)), o);
-        pq4_finish_128(_mm_add_epi16(_mm256_castsi256_si128(hi_w), _mm256_extracti128_si256(hi_w, 1)),
-                       _mm_add_epi16(_mm256_castsi256_si128(hi_o), _mm256_extracti128_si256(hi_o, 1)), o + 16);
+        uint32_t mask = pq4_finish_128(_mm_add_epi16(_mm256_castsi256_si128(lo_w), _mm256_extracti128_si256(lo_w, 1)),
+                                       _mm_add_epi16(_mm256_castsi256_si128(lo_o), _mm256_extracti128_si256(lo_o, 1)),
+                                       o, vmin);
+        mask |= pq4_finish_128(_mm_add_epi16(_mm256_castsi256_si128(hi_w), _mm256_extracti128_si256(hi_w, 1)),
+                               _mm_add_epi16(_mm256_castsi256_si128(hi_o), _mm256_extracti128_si256(hi_o, 1)),
+                               o + 16, vmin) << 16;
+        if (surv) ns = pq4_emit(mask, b, n, surv, ns);
     }
+    return ns;
 }
 
 PQ4_AVX512 static __m128i pq4_sum_lanes_512(__m512i v)
@@ -460,10 +489,12 @@ PQ4_AVX512 static __m128i pq4_sum_lanes_512(__m512i v)
     return _mm_add_epi16(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
 }
 
-PQ4_AVX512 static void pq4_scan_avx512(const uint8_t *packed, size_t n_blocks, size_t m_pad, const uint8_t *lut8,
-                                       uint16_t *out)
+PQ4_AVX512 static size_t pq4_scan_avx512(const uint8_t *packed, size_t n, size_t m_pad, const uint8_t *lut8,
+                                         unsigned smin, uint16_t *out, uint32_t *surv)
 {
     const __m512i nib = _mm512_set1_epi8(0x0f);
+    const __m128i vmin = _mm_set1_epi16((short)(uint16_t)smin);
+    size_t ns = 0, n_blocks = (n + VDB_PQ4_BLOCK - 1) / VDB_PQ4_BLOCK;
     for (size_t b = 0; b < n_blocks; b++) {
         const uint8_t *blk = packed + b * m_pad * 16;
         __m512i lo_w = _mm512_setzero_si512(), lo_o = lo_w, hi_w = lo_w, hi_o = lo_w;
@@ -478,9 +509,11 @@ PQ4_AVX512 static void pq4_scan_avx512(const uint8_t *packed, size_t n_blocks, s
             hi_o = _mm512_add_epi16(hi_o, _mm512_srli_epi16(rh, 8));
         }
         uint16_t *o = out + b * VDB_PQ4_BLOCK;
-        pq4_finish_128(pq4_sum_lanes_512(lo_w), pq4_sum_lanes_512(lo_o), o);
-        pq4_finish_128(pq4_sum_lanes_512(hi_w), pq4_sum_lanes_512(hi_o), o + 16);
+        uint32_t mask = pq4_finish_128(pq4_sum_lanes_512(lo_w), pq4_sum_lanes_512(lo_o), o, vmin);
+        mask |= pq4_finish_128(pq4_sum_lanes_512(hi_w), pq4_sum_lanes_512(hi_o), o + 16, vmin) << 16;
+        if (surv) ns = pq4_emit(mask, b, n, surv, ns);
     }
+    return ns;
 }
 #endif
 
@@ -525,14 +558,25 @@ static const pq4_kernel *pq4_kernel_named(const char *isa)
     return NULL;
 }
 
-void vdb_pq4_scan(const uint8_t *packed, size_t n_blocks, size_t m_pad, const uint8_t *lut8, uint16_t *out)
+static pq4_scan_fn pq4_scan_current(void)
 {
     pq4_scan_fn f = atomic_load_explicit(&pq4_current, memory_order_acquire);
     if (!f) {
         vdb_cpu_enabled(); /* first use: detection selects the kernels */
         f = atomic_load_explicit(&pq4_current, memory_order_acquire);
     }
-    f(packed, n_blocks, m_pad, lut8, out);
+    return f;
+}
+
+void vdb_pq4_scan(const uint8_t *packed, size_t n_blocks, size_t m_pad, const uint8_t *lut8, uint16_t *out)
+{
+    pq4_scan_current()(packed, n_blocks * VDB_PQ4_BLOCK, m_pad, lut8, 0, out, NULL);
+}
+
+size_t vdb_pq4_scan_cut(const uint8_t *packed, size_t n, size_t m_pad, const uint8_t *lut8, unsigned smin,
+                        uint16_t *out, uint32_t *surv)
+{
+    return pq4_scan_current()(packed, n, m_pad, lut8, smin, out, smin > 0xFFFF ? NULL : surv);
 }
 
 int vdb_pq4_scan_isa(const char *isa, const uint8_t *packed, size_t n_blocks, size_t m_pad, const uint8_t *lut8,
@@ -540,7 +584,16 @@ int vdb_pq4_scan_isa(const char *isa, const uint8_t *packed, size_t n_blocks, si
 {
     const pq4_kernel *k = pq4_kernel_named(isa);
     if (!k) return -1;
-    k->scan(packed, n_blocks, m_pad, lut8, out);
+    k->scan(packed, n_blocks * VDB_PQ4_BLOCK, m_pad, lut8, 0, out, NULL);
+    return 0;
+}
+
+int vdb_pq4_scan_cut_isa(const char *isa, const uint8_t *packed, size_t n, size_t m_pad, const uint8_t *lut8,
+                         unsigned smin, uint16_t *out, uint32_t *surv, size_t *n_surv)
+{
+    const pq4_kernel *k = pq4_kernel_named(isa);
+    if (!k) return -1;
+    *n_surv = k->scan(packed, n, m_pad, lut8, smin, out, smin > 0xFFFF ? NULL : surv);
     return 0;
 }
 

@@ -94,7 +94,15 @@ void vdb_pq4_lut_quantize(const float *lut, size_t m_pad, uint8_t *lut8, double 
 
 /* out[32 b + t] = sum_j lut8[j * 16 + index_j(vector 32b+t)] for n_blocks blocks. */
 void vdb_pq4_scan(const uint8_t *packed, size_t n_blocks, size_t m_pad, const uint8_t *lut8, uint16_t *out);
+/* vdb_pq4_scan of the ceil(n / 32) blocks holding n vectors, fused with the caller's cut: also writes
+ * to surv (n entries) the positions i < n with out[i] >= smin, ascending, and returns their count
+ * (0 when smin > 0xFFFF). The compare runs in the SIMD registers that hold the sums (a mask per
+ * block), so only the survivors cost scalar work. */
+size_t vdb_pq4_scan_cut(const uint8_t *packed, size_t n, size_t m_pad, const uint8_t *lut8, unsigned smin,
+                        uint16_t *out, uint32_t *surv);
 /* Variant access for tests: isa "serial", "avx2", "avx512"; -1 when not available. */
+int vdb_pq4_scan_cut_isa(const char *isa, const uint8_t *packed, size_t n, size_t m_pad, const uint8_t *lut8,
+                         unsigned smin, uint16_t *out, uint32_t *surv, size_t *n_surv);
 int vdb_pq4_scan_isa(const char *isa, const uint8_t *packed, size_t n_blocks, size_t m_pad, const uint8_t *lut8,
                      uint16_t *out);
 

@@ -42,17 +42,24 @@ def ref_scan(codes, lut8, m):
     return tab[np.arange(m)[None, :], codes.astype(np.int64)].sum(1)
 
 
+def random_codes_and_table(m, n, seed):
+    """n random codes of m indices and a random uint8 table (padding sub-spaces 0); with m = 256 every
+    entry is 255, the largest sum (256 * 255, the top of the uint16 range) that must not wrap."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 16, size=(n, m), dtype=np.uint8)
+    lut8 = np.zeros(m_pad(m) * 16, dtype=np.uint8)
+    lut8[: m * 16] = rng.integers(0, 256, size=m * 16, dtype=np.uint8)
+    if m == 256:
+        lut8[:] = 255
+    return codes, lut8
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("m,n", [(1, 1), (3, 31), (5, 33), (17, 95), (96, 200), (255, 64), (256, 77)])
 def test_scan_matches_integer_reference(isa, m, n):
     if not variant_available(isa):
         pytest.skip(f"{isa} not on this CPU")
-    rng = np.random.default_rng(m * 1000 + n)
-    codes = rng.integers(0, 16, size=(n, m), dtype=np.uint8)
-    lut8 = np.zeros(m_pad(m) * 16, dtype=np.uint8)
-    lut8[: m * 16] = rng.integers(0, 256, size=m * 16, dtype=np.uint8)
-    if m == 256:
-        lut8[:] = 255  # the largest sum: 256 * 255 must not wrap
+    codes, lut8 = random_codes_and_table(m, n, m * 1000 + n)
     packed = _core.pq4_pack(codes)
     got = _core.pq4_scan(isa, packed, lut8)
     assert got.dtype == np.uint16 and len(got) == (n + 31) // 32 * 32
@@ -60,6 +67,25 @@ def test_scan_matches_integer_reference(isa, m, n):
     # the padding vectors of the last block hold index 0 everywhere
     pad = np.zeros((len(got) - n, m), dtype=np.uint8)
     np.testing.assert_array_equal(got[n:].astype(np.int64), ref_scan(pad, lut8, m))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m,n", [(1, 1), (3, 31), (5, 33), (96, 200), (256, 77)])
+def test_scan_cut_returns_the_survivors_of_the_reference(isa, m, n):
+    """The fused cut: sums as the plain scan, plus exactly the positions < n (the padding of the last
+    block never) whose sum is >= smin, ascending, for cuts from none to all."""
+    if not variant_available(isa):
+        pytest.skip(f"{isa} not on this CPU")
+    codes, lut8 = random_codes_and_table(m, n, m * 7 + n)
+    packed = _core.pq4_pack(codes)
+    want = ref_scan(codes, lut8, m)
+    for smin in sorted({0, 1, int(np.median(want)), int(want.max()), int(want.max()) + 1, 65535, 65536, 70000}):
+        sums, surv = _core.pq4_scan_cut(isa, packed, lut8, n, smin)
+        np.testing.assert_array_equal(sums[:n].astype(np.int64), want)
+        np.testing.assert_array_equal(surv, np.flatnonzero(want >= smin))
+    # n short of the packed blocks: only the blocks holding n vectors, only positions < n
+    sums, surv = _core.pq4_scan_cut(isa, packed, lut8, n // 2, 0)
+    assert len(sums) == (n // 2 + 31) // 32 * 32 and list(surv) == list(range(n // 2))
 
 
 @pytest.mark.parametrize("m,n", [(1, 5), (3, 40), (96, 65), (130, 97)])
