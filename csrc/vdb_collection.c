@@ -494,6 +494,7 @@ int vdb_coll_checkpoint_locked(vdb_collection *c)
     path_join(old_wal, sizeof old_wal, c->dir, "wal-", c->generation, 1);
     path_join(old_gen, sizeof old_gen, c->dir, "gen-", c->generation, 1);
     c->generation = gen;
+    c->batch_unlogged = 0;
     c->snapshot_bytes = rec.len + vector_bytes;
     vdb_remove_tree(old_wal);
     vdb_remove_tree(old_gen);
@@ -510,6 +511,7 @@ cleanup:
 
 int vdb_coll_maybe_checkpoint(vdb_collection *c)
 {
+    if (c->batch_unlogged) return VDB_OK; /* half a batch on disk would survive a crash: wait for its end */
     int many_dead = c->n_rows - c->n_live > 1024 && (c->n_rows - c->n_live) * 2 > c->n_rows;
     int long_log = c->dir && c->wal_end > CHECKPOINT_WAL_BYTES && c->wal_end > c->snapshot_bytes / 2;
     return many_dead || long_log ? vdb_coll_checkpoint_locked(c) : VDB_OK;
@@ -785,7 +787,9 @@ int vdb_collection_close(vdb_collection *c)
 {
     int rc = VDB_OK;
     if (!c) return VDB_OK;
-    if (c->dir && !c->failed && c->wal_end >= CLOSE_CHECKPOINT_WAL_BYTES) rc = vdb_coll_checkpoint_locked(c);
+    /* A batch left open commits: its writes were acknowledged to be kept when it ends. */
+    if (c->dir && !c->failed && (c->batch_unlogged || c->wal_end >= CLOSE_CHECKPOINT_WAL_BYTES))
+        rc = vdb_coll_checkpoint_locked(c);
     collection_free(c);
     return rc;
 }
@@ -833,12 +837,15 @@ static int write_locked(vdb_collection *c, int op, const vdb_batch *b, uint8_t *
     int rc;
     if (c->failed) return vdb_coll_refuse_writes(c);
     if ((rc = plan_write(c, op, b, &p))) return rc;
-    if (c->dir && (rc = log_write(c, op, b, &payload, &logged))) {
+    /* Batch mode logs nothing: the batch's end writes its rows once, in the next generation. */
+    int unlogged = c->dir && c->batch_depth > 0;
+    if (unlogged) c->batch_unlogged = 1;
+    if (c->dir && !unlogged && (rc = log_write(c, op, b, &payload, &logged))) {
         plan_free(&p, b->n);
         vdb_buf_free(&payload);
         return rc;
     }
-    rc = apply_write(c, op, c->dir ? &logged : b, &p, status);
+    rc = apply_write(c, op, c->dir && !unlogged ? &logged : b, &p, status);
     plan_free(&p, b->n);
     vdb_buf_free(&payload);
     if (rc == VDB_OK) vdb_coll_after_write(c);

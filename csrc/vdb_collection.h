@@ -62,7 +62,12 @@ size_t vdb_collection_pq4_m(size_t d);
  *   persisted with the index, so the rule continues across reopens). A collection that deletes
  *   down below its list count does not retrain until rebuild().
  * - Batch mode (vdb_collection_batch(c, 1) .. (c, 0), nestable): nothing trains inside; leaving
- *   the outermost level applies the rules above once.
+ *   the outermost level applies the rules above once. A batch is one durable unit: its writes are
+ *   applied (and visible) at once but not logged; leaving the outermost level writes them with a
+ *   checkpoint (each vector written once, not to the log and again to the snapshot), closing the
+ *   collection does the same, and so does an explicit checkpoint inside. A crash before that leaves
+ *   the collection as it was before the batch. If that checkpoint fails, vdb_collection_batch
+ *   returns its error and the collection refuses writes until reopened (which drops the batch).
  * - Training is followed by a checkpoint, so a reopened collection never retrains. A crash
  *   between a write and its training loses nothing: the reopened collection has every logged
  *   write, trains at its next write.

@@ -58,6 +58,9 @@ struct vdb_collection {
 
     vdb_ivf *ivf; /* once trained, the owner of every live row's vector (base/tail are empty) */
     int batch_depth;
+    /* Writes applied in batch mode without a log record: the checkpoint that ends the batch (or an
+     * explicit one) writes them, once. Until then nothing of them is on disk. */
+    int batch_unlogged;
     vdb_codes *codes; /* quantized collections: a code per row, searched first (vdb_codes.h) */
 };
 

@@ -1,6 +1,6 @@
 """Crash safety: a writer process is killed with SIGKILL at random moments (during adds, upserts,
-deletes and checkpoints); after each kill the database reopens, every acknowledged write is there,
-and the write in flight is either whole or absent.
+deletes, batches and checkpoints); after each kill the database reopens, every acknowledged write
+is there, and the write (or batch) in flight is either whole or absent.
 
 VECTORDB_CRASH_TRIALS sets the number of trials (default 50; a long run uses thousands)."""
 import os
@@ -37,6 +37,12 @@ WRITER = textwrap.dedent(
             col.upsert(ids=ids, embeddings=vecs, metadatas=[{"batch": i, "up": True}] * len(ids))
         elif op == 9:
             col.checkpoint()
+        elif op == 6:  # one batch of a few adds: durable together at its end, or not at all
+            with col.batch():
+                for s in range(0, len(ids), 13):
+                    part = ids[s:s + 13]
+                    col.add(ids=part, embeddings=vecs[s:s + 13], metadatas=[{"batch": i}] * len(part),
+                            documents=[f"doc {i}"] * len(part))
         else:
             col.add(ids=ids, embeddings=vecs, metadatas=[{"batch": i}] * len(ids), documents=[f"doc {i}"] * len(ids))
         print(f"ack {op} {i}", flush=True)
@@ -113,3 +119,62 @@ def test_kill9_loses_no_acknowledged_write(tmp_path, quantization):
         if in_flight is not None:
             next_batch = in_flight[1] + 1
     assert next_batch > TRIALS  # the writers made progress: the kills landed mid-stream
+
+
+BATCH_WRITER = textwrap.dedent(
+    """
+    import sys, time, numpy as np, vectordb
+    client = vectordb.PersistentClient(sys.argv[1])
+    col = client.get_or_create_collection("crash", use_ivf=sys.argv[2] == "ivf")
+    rng = np.random.default_rng(0)
+    col.add(ids=[f"a{j}" for j in range(1500)], embeddings=rng.standard_normal((1500, 8)).astype(np.float32))
+    col.begin_batch()
+    for s in range(0, 3000, 500):
+        col.add(ids=[f"b{j}" for j in range(s, s + 500)], embeddings=rng.standard_normal((500, 8)).astype(np.float32))
+    col.delete(ids=["a0"])
+    print("in batch", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def _run_until_in_batch_then_kill(script, path, kind):
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", script, path, kind], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "in batch"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    return vectordb.PersistentClient(path)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_kill9_inside_a_batch_leaves_the_state_before_it(tmp_path, kind):
+    """A batch is written once, at its end: killed before, the collection is as it was before the batch
+    (writes before it kept, none of the batch's), and it takes writes again."""
+    client = _run_until_in_batch_then_kill(BATCH_WRITER, str(tmp_path / "db"), kind)
+    try:
+        col = client.get_collection("crash")
+        assert col.count() == 1500
+        assert col.get(ids=["a0", "b0"])["ids"] == ["a0"]
+        col.add(ids=["c"], embeddings=[[1.0] * 8])
+        assert col.count() == 1501
+    finally:
+        client.close()
+
+
+def test_batch_end_makes_its_writes_durable(tmp_path):
+    """Leaving the batch is the acknowledgement: after it, a kill -9 loses nothing of the batch."""
+    script = BATCH_WRITER.replace('print("in batch", flush=True)', 'col.end_batch()\nprint("in batch", flush=True)')
+    client = _run_until_in_batch_then_kill(script, str(tmp_path / "db"), "ivf")
+    try:
+        col = client.get_collection("crash")
+        assert col.count() == 4499
+        assert col.get(ids=["a0", "b0", "b2999"])["ids"] == ["b0", "b2999"]
+        assert col.stats()["index"] == "ivf"
+    finally:
+        client.close()

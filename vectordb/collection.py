@@ -300,16 +300,20 @@ class Collection:
         self._client.collection_action(self._id, "checkpoint")
 
     def begin_batch(self) -> None:
-        """Enters bulk-import mode: the IVF index does not retrain until the matching end_batch()."""
+        """Enters bulk-import mode: the IVF index does not retrain until the matching end_batch(), and
+        the writes until then become durable together at end_batch() (written once, in a checkpoint;
+        a crash before it leaves the collection as it was before begin_batch())."""
         self._client.collection_action(self._id, "begin_batch")
 
     def end_batch(self) -> None:
-        """Leaves bulk-import mode; the index trains or retrains once if the collection grew enough."""
+        """Leaves bulk-import mode: the index trains or retrains once if the collection grew enough,
+        and the batch's writes are made durable."""
         self._client.collection_action(self._id, "end_batch")
 
     @contextlib.contextmanager
     def batch(self) -> Iterator["Collection"]:
-        """Bulk import: `with col.batch(): col.add(...)` trains the index once, at the end."""
+        """Bulk import: `with col.batch(): col.add(...)` trains the index once, at the end, where the
+        batch's writes become durable together (each vector written to disk once)."""
         self.begin_batch()
         try:
             yield self
