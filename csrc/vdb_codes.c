@@ -249,38 +249,50 @@ cleanup:
 
 int vdb_codes_read(const char *path, vdb_metric m, size_t d, size_t n_rows, vdb_codes **out)
 {
-    uint8_t *buf = NULL;
-    size_t len = 0;
+    uint8_t h[CODES_HEADER], *ranges = NULL;
     vdb_codes *t = NULL;
     float *lo = NULL, *step = NULL;
-    int rc = vdb_file_read_all(path, &buf, &len);
+    struct stat st;
+    int rc = VDB_OK, fd = open(path, O_RDONLY | O_CLOEXEC);
     *out = NULL;
-    if (rc) return rc;
+    if (fd < 0)
+        return errno == ENOENT ? vdb_set_error(VDB_ECORRUPT, "file '%s' is missing", path)
+                               : vdb_set_io_error(errno, "cannot open '%s': %s", path, strerror(errno));
 #define CORRUPT(...) do { rc = vdb_set_error(VDB_ECORRUPT, __VA_ARGS__); goto cleanup; } while (0)
-    if (len < CODES_HEADER || memcmp(buf, CODES_MAGIC, 8) || vdb_get_u32(buf + 44) != vdb_crc32c(0, buf, 44))
+    if (fstat(fd, &st) != 0) {
+        rc = vdb_set_io_error(errno, "cannot stat '%s': %s", path, strerror(errno));
+        goto cleanup;
+    }
+    size_t len = (size_t)st.st_size;
+    if (len < CODES_HEADER || vdb_read_all(fd, h, CODES_HEADER, path) || memcmp(h, CODES_MAGIC, 8) ||
+        vdb_get_u32(h + 44) != vdb_crc32c(0, h, 44))
         CORRUPT("file '%s' is corrupt (bad magic or header checksum)", path);
-    if (vdb_get_u32(buf + 8) != CODES_VERSION)
-        CORRUPT("file '%s' has format version %u; this vectordb reads version %u", path, vdb_get_u32(buf + 8),
+    if (vdb_get_u32(h + 8) != CODES_VERSION)
+        CORRUPT("file '%s' has format version %u; this vectordb reads version %u", path, vdb_get_u32(h + 8),
                 CODES_VERSION);
-    if (vdb_get_u32(buf + 12) != (uint32_t)m || vdb_get_u64(buf + 16) != d || vdb_get_u64(buf + 24) != n_rows || d == 0)
+    if (vdb_get_u32(h + 12) != (uint32_t)m || vdb_get_u64(h + 16) != d || vdb_get_u64(h + 24) != n_rows || d == 0)
         CORRUPT("file '%s' does not match its collection (metric, dimension or row count)", path);
     if (n_rows > (SIZE_MAX - CODES_HEADER - 8 * d) / (d + 4) || len != CODES_HEADER + 8 * d + n_rows * (d + 4))
         CORRUPT("file '%s' is corrupt (its length does not match its header)", path);
-    if (vdb_crc32c(0, buf + CODES_HEADER, len - CODES_HEADER) != vdb_get_u32(buf + 40))
-        CORRUPT("file '%s' is corrupt (checksum mismatch)", path);
-    if (!(lo = malloc(d * sizeof *lo)) || !(step = malloc(d * sizeof *step))) {
+    if (!(lo = malloc(d * sizeof *lo)) || !(step = malloc(d * sizeof *step)) || !(ranges = malloc(8 * d))) {
         rc = vdb_set_error(VDB_ENOMEM, "out of memory reading '%s'", path);
         goto cleanup;
     }
-    codes_get_f32s(lo, buf + CODES_HEADER, d);
-    codes_get_f32s(step, buf + CODES_HEADER + 4 * d, d);
+    if ((rc = vdb_read_all(fd, ranges, 8 * d, path))) goto cleanup;
+    codes_get_f32s(lo, ranges, d);
+    codes_get_f32s(step, ranges + 4 * d, d);
     if ((rc = vdb_codes_create(m, &t))) goto cleanup;
     if (vdb_sq8_from_ranges(m, d, lo, step, &t->q)) CORRUPT("file '%s' is corrupt (invalid ranges)", path);
     t->d = d;
-    t->rows_at_train = vdb_get_u64(buf + 32);
+    t->rows_at_train = vdb_get_u64(h + 32);
+    /* The payload goes straight into the table (no second copy of it in memory), checked as read. */
     if ((rc = codes_reserve(t, n_rows ? n_rows : 1))) goto cleanup;
-    memcpy(t->codes, buf + CODES_HEADER + 8 * d, n_rows * d);
-    codes_get_f32s(t->err, buf + CODES_HEADER + 8 * d + n_rows * d, n_rows);
+    if ((rc = vdb_read_all(fd, t->codes, n_rows * d, path)) ||
+        (rc = vdb_read_all(fd, t->err, n_rows * sizeof(float), path)))
+        goto cleanup;
+    uint32_t crc = vdb_crc32c(vdb_crc32c(vdb_crc32c(0, ranges, 8 * d), t->codes, n_rows * d), t->err, n_rows * 4);
+    if (crc != vdb_get_u32(h + 40)) CORRUPT("file '%s' is corrupt (checksum mismatch)", path);
+    codes_get_f32s(t->err, (const uint8_t *)t->err, n_rows); /* little-endian in place */
     for (size_t r = 0; r < n_rows; r++) {
         if (!(t->err[r] >= 0)) CORRUPT("file '%s' is corrupt (error bound of row %zu)", path, r);
         if (t->err[r] > t->err_max) t->err_max = t->err[r];
@@ -289,8 +301,9 @@ int vdb_codes_read(const char *path, vdb_metric m, size_t d, size_t n_rows, vdb_
     *out = t;
     t = NULL;
 cleanup:
+    close(fd);
     vdb_codes_free(t);
-    free(buf);
+    free(ranges);
     free(lo);
     free(step);
     return rc;

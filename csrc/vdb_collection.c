@@ -460,7 +460,8 @@ int vdb_coll_checkpoint_locked(vdb_collection *c)
         if ((rc = vdb_coll_verify_all(c))) goto cleanup;
         uint64_t rows[2] = {c->n_base, c->n_rows - c->n_base};
         path_join(path, sizeof path, gdir, "vectors.bin", 0, 0);
-        if ((rc = vdb_vectors_write(path, c->cfg.metric, (uint64_t)c->dim, chunks, rows, 2))) goto cleanup;
+        if ((rc = vdb_vectors_write(path, c->cfg.metric, (uint64_t)c->dim, chunks, rows, 2, VDB_VECTORS_CHUNK)))
+            goto cleanup;
         vector_bytes = rows[0] + rows[1];
         vector_bytes *= (uint64_t)c->dim * sizeof(float);
     }

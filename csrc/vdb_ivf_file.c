@@ -133,7 +133,8 @@ static int ivf_write_vectors(const vdb_ivf *ivf, const char *path, uint64_t *byt
             chunks[l] = ivf->lists[l].vecs;
             rows[l] = ivf->lists[l].n;
         }
-        rc = vdb_vectors_write(vpath, (uint32_t)ivf->metric, ivf->d, chunks, rows, ivf->n_lists);
+        /* Re-ranking reads single rows: a checksum per page verifies (and pages in) no more. */
+        rc = vdb_vectors_write(vpath, (uint32_t)ivf->metric, ivf->d, chunks, rows, ivf->n_lists, VDB_VECTORS_SMALL_CHUNK);
         *bytes = (uint64_t)ivf->n_vectors * ivf->d * sizeof(float);
     }
     free(chunks);

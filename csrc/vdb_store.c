@@ -344,7 +344,7 @@ static void crc_path_of(const char *path, char *out, size_t cap)
 }
 
 int vdb_vectors_write(const char *path, uint32_t metric, uint64_t dim, const float *const *chunks,
-                      const uint64_t *chunk_rows, size_t n_chunks)
+                      const uint64_t *chunk_rows, size_t n_chunks, uint32_t crc_bytes)
 {
     uint8_t h[VECTORS_HEADER] = {0}, ch[VECTORS_CRC_HEADER] = {0};
     uint64_t n_rows = 0;
@@ -356,8 +356,8 @@ int vdb_vectors_write(const char *path, uint32_t metric, uint64_t dim, const flo
         n_rows += chunk_rows[i];
         bytes[i] = chunk_rows[i] * dim * sizeof(float);
     }
-    /* One checksum per VDB_VECTORS_CHUNK bytes of data (vectors.crc), and the whole data's (header). */
-    uint64_t total = n_rows * dim * sizeof(float), n_crc = (total + VDB_VECTORS_CHUNK - 1) / VDB_VECTORS_CHUNK;
+    /* One checksum per crc_bytes of data (vectors.crc), and the whole data's (header). */
+    uint64_t total = n_rows * dim * sizeof(float), n_crc = (total + crc_bytes - 1) / crc_bytes;
     uint8_t *table = malloc(n_crc ? n_crc * 4 : 1);
     if (!table) {
         free(bytes);
@@ -370,13 +370,13 @@ int vdb_vectors_write(const char *path, uint32_t metric, uint64_t dim, const flo
         uint64_t left = bytes[i];
         crc = vdb_crc32c(crc, p, left);
         while (left) {
-            uint64_t take = VDB_VECTORS_CHUNK - pos % VDB_VECTORS_CHUNK;
+            uint64_t take = crc_bytes - pos % crc_bytes;
             if (take > left) take = left;
             part = vdb_crc32c(part, p, take);
             p += take;
             left -= take;
             pos += take;
-            if (pos % VDB_VECTORS_CHUNK == 0 || pos == total) {
+            if (pos % crc_bytes == 0 || pos == total) {
                 vdb_put_u32(table + 4 * k++, part);
                 part = 0;
             }
@@ -391,7 +391,7 @@ int vdb_vectors_write(const char *path, uint32_t metric, uint64_t dim, const flo
     vdb_put_u32(h + 36, vdb_crc32c(0, h, 36));
     memcpy(ch, "VDBVCRC1", 8);
     vdb_put_u32(ch + 8, VDB_FORMAT_VERSION);
-    vdb_put_u32(ch + 12, VDB_VECTORS_CHUNK);
+    vdb_put_u32(ch + 12, crc_bytes);
     vdb_put_u64(ch + 16, n_crc);
     vdb_put_u32(ch + 24, vdb_crc32c(0, table, n_crc * 4));
     vdb_put_u32(ch + 28, vdb_crc32c(0, ch, 28));
@@ -412,11 +412,17 @@ struct vdb_vecmap {
     uint64_t data_len;
     uint32_t *crc;                /* per chunk; NULL when the whole file was verified at open */
     size_t n_chunks;
+    uint32_t chunk;               /* bytes a checksum covers (vectors.crc's header) */
     _Atomic unsigned char *ok;    /* chunk verified */
     _Atomic int all;              /* every chunk verified */
     _Atomic int64_t bad;          /* first damaged chunk found, -1 none */
     char *path;
 };
+
+static int chunk_ok(uint32_t c)
+{
+    return c >= VDB_VECTORS_SMALL_CHUNK && c <= VDB_VECTORS_CHUNK && (c & (c - 1)) == 0;
+}
 
 static int vecmap_crc_table(vdb_vecmap *m, const char *path)
 {
@@ -427,14 +433,15 @@ static int vecmap_crc_table(vdb_vecmap *m, const char *path)
     if (access(cpath, F_OK) != 0 && errno == ENOENT) return VDB_ENOTFOUND; /* written before vectors.crc */
     int rc = vdb_file_read_all(cpath, &buf, &len);
     if (rc) return rc;
-    uint64_t want = (m->data_len + VDB_VECTORS_CHUNK - 1) / VDB_VECTORS_CHUNK;
+    uint32_t chunk = len >= VECTORS_CRC_HEADER ? vdb_get_u32(buf + 12) : 0;
+    uint64_t want = chunk_ok(chunk) ? (m->data_len + chunk - 1) / chunk : 0;
     if (len < VECTORS_CRC_HEADER || memcmp(buf, "VDBVCRC1", 8) != 0 ||
         vdb_get_u32(buf + 28) != vdb_crc32c(0, buf, 28)) {
         rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt (bad magic or header checksum)", cpath);
-    } else if (vdb_get_u32(buf + 8) != VDB_FORMAT_VERSION || vdb_get_u32(buf + 12) != VDB_VECTORS_CHUNK) {
+    } else if (vdb_get_u32(buf + 8) != VDB_FORMAT_VERSION || !chunk_ok(chunk)) {
         rc = vdb_set_error(VDB_ECORRUPT, "file '%s' has format version %u, chunk %u; this vectordb reads version %u, "
-                           "chunk %u", cpath, vdb_get_u32(buf + 8), vdb_get_u32(buf + 12), VDB_FORMAT_VERSION,
-                           VDB_VECTORS_CHUNK);
+                           "chunks of %u to %u bytes (powers of two)", cpath, vdb_get_u32(buf + 8), chunk,
+                           VDB_FORMAT_VERSION, VDB_VECTORS_SMALL_CHUNK, VDB_VECTORS_CHUNK);
     } else if (vdb_get_u64(buf + 16) != want || len != VECTORS_CRC_HEADER + want * 4 ||
                vdb_get_u32(buf + 24) != vdb_crc32c(0, buf + VECTORS_CRC_HEADER, want * 4)) {
         rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt (its checksum table does not match vectors.bin)",
@@ -443,6 +450,7 @@ static int vecmap_crc_table(vdb_vecmap *m, const char *path)
         rc = vdb_set_error(VDB_ENOMEM, "out of memory reading '%s'", cpath);
     } else {
         m->n_chunks = (size_t)want;
+        m->chunk = chunk;
         for (size_t i = 0; i < m->n_chunks; i++) m->crc[i] = vdb_get_u32(buf + VECTORS_CRC_HEADER + 4 * i);
     }
     free(buf);
@@ -528,9 +536,10 @@ int vdb_vecmap_verify(vdb_vecmap *m, uint64_t lo, uint64_t hi)
 {
     if (!m || atomic_load_explicit(&m->all, memory_order_acquire) || lo >= hi) return VDB_OK;
     if (hi > m->data_len) hi = m->data_len;
-    for (uint64_t c = lo / VDB_VECTORS_CHUNK; c * VDB_VECTORS_CHUNK < hi; c++) {
+    const uint64_t cb = m->chunk;
+    for (uint64_t c = lo / cb; c * cb < hi; c++) {
         if (atomic_load_explicit(&m->ok[c], memory_order_acquire)) continue;
-        uint64_t a = c * VDB_VECTORS_CHUNK, b = a + VDB_VECTORS_CHUNK < m->data_len ? a + VDB_VECTORS_CHUNK : m->data_len;
+        uint64_t a = c * cb, b = a + cb < m->data_len ? a + cb : m->data_len;
         if (vdb_crc32c(0, m->data + a, b - a) != m->crc[c]) {
             int64_t none = -1;
             atomic_compare_exchange_strong(&m->bad, &none, (int64_t)c);
@@ -553,10 +562,10 @@ int vdb_vecmap_error(const vdb_vecmap *m)
 {
     int64_t c = m ? atomic_load(&m->bad) : -1;
     if (c < 0) return VDB_OK;
-    uint64_t a = (uint64_t)c * VDB_VECTORS_CHUNK;
+    uint64_t a = (uint64_t)c * m->chunk;
     return vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt (vector data checksum mismatch in bytes %llu..%llu of its "
                          "data)", m->path, (unsigned long long)a,
-                         (unsigned long long)(a + VDB_VECTORS_CHUNK < m->data_len ? a + VDB_VECTORS_CHUNK : m->data_len));
+                         (unsigned long long)(a + m->chunk < m->data_len ? a + m->chunk : m->data_len));
 }
 
 size_t vdb_vecmap_len(const vdb_vecmap *m) { return m ? m->map_len : 0; }

@@ -10,9 +10,11 @@
  *   gen-<G>/        snapshot generation G (absent for G = 0, the empty collection):
  *     vectors.bin   64-byte header "VDBVECT1" u32 version u32 metric u64 n_rows u64 dim
  *                   u32 crc32c(data) u32 crc32c(header bytes 0..35), zero padding; then n_rows*dim f32.
- *     vectors.crc   32-byte header "VDBVCRC1" u32 version u32 chunk_bytes (65536) u64 n_chunks
+ *     vectors.crc   32-byte header "VDBVCRC1" u32 version u32 chunk_bytes u64 n_chunks
  *                   u32 crc32c(table) u32 crc32c(header bytes 0..27); then the table: u32 crc32c of
  *                   each chunk_bytes-long piece of vectors.bin's data (the last one shorter).
+ *                   chunk_bytes is a power of two from 4096 to 65536: 65536 for vectors.bin, 4096
+ *                   for ivfvec.bin (its rows are read one by one to re-rank: a page each, not 64 KiB).
  *                   Generations written before vectors.crc existed lack it: their data checksum is
  *                   verified whole at open, as it always was.
  *     records.bin   36-byte header "VDBRECS1" u32 version u64 n_rows u64 payload_len u32 crc32c(payload)
@@ -30,7 +32,7 @@
  * Open: MANIFEST, every header and every checksum of the other files are validated before use; the
  * vectors are mapped with mmap (MAP_PRIVATE: in-place updates stay in memory until the next
  * checkpoint) and not read: open time and resident memory do not grow with them. What is verified
- * when: vectors.bin's header and the whole of vectors.crc at open; each 64 KiB chunk of vector data
+ * when: vectors.bin's header and the whole of vectors.crc at open; each chunk of vector data
  * on its first use (a search reading it, a re-rank of one of its rows, a get of its embeddings, an
  * in-place update), and every chunk before anything copies them (checkpoint, compaction, training)
  * and in `vectordb check`. A damaged chunk is VDB_ECORRUPT naming vectors.bin, never a wrong result. A torn last
@@ -88,8 +90,11 @@ int vdb_fdatasync(int fd, const char *path);
 /* Snapshot vectors file: written from row ranges (with its vectors.crc beside it), read back as a
  * mapping whose data chunks are verified on first use. */
 #define VDB_VECTORS_CHUNK 65536u
+#define VDB_VECTORS_SMALL_CHUNK 4096u
+/* crc_bytes: the data covered by one checksum of the .crc file (a power of two from
+ * VDB_VECTORS_SMALL_CHUNK to VDB_VECTORS_CHUNK). */
 int vdb_vectors_write(const char *path, uint32_t metric, uint64_t dim, const float *const *chunks,
-                      const uint64_t *chunk_rows, size_t n_chunks);
+                      const uint64_t *chunk_rows, size_t n_chunks, uint32_t crc_bytes);
 typedef struct vdb_vecmap vdb_vecmap;
 /* Validates the header (and vectors.crc) and maps the file; *data points at n_rows*dim floats
  * (NULL when n_rows is 0). Without vectors.crc (files written before it) the whole data checksum
