@@ -76,10 +76,10 @@ size_t vdb_collection_pq4_m(size_t d);
  *   (count * n_probe / n_lists) is answered by exact search over the matching rows instead. */
 #define VDB_IVF_MIN_TRAIN 1000
 #define VDB_IVF_POINTS_PER_LIST 39
-/* The n_probe of a collection created without one: max(16, ceil(3 sqrt(n_lists))), at most
- * n_lists (recall@10 about 0.98 on real 384-d text embeddings, more on synthetic clusters; see
- * the .c for the numbers). */
-int64_t vdb_collection_default_n_probe(int64_t n_lists);
+/* The n_probe of a collection created without one: max(16, ceil(3 sqrt(n_lists))), twice that
+ * with quantization VDB_QUANT_PQ4, at most n_lists (recall@10 about 0.97 / 0.99 on real 384-d
+ * text embeddings, more on synthetic clusters; see the .c for the numbers). */
+int64_t vdb_collection_default_n_probe(int64_t n_lists, int quantization);
 int vdb_collection_batch(vdb_collection *c, int begin);
 /* Retrains (or first trains) the index now, whatever its size, when k-means can: with fewer
  * vectors than lists (an empty collection too) it changes nothing, as the automatic rule, returns
