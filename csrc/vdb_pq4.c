@@ -371,11 +371,19 @@ void vdb_pq4_lut_quantize(const float *lut, size_t m_pad, uint8_t *lut8, double 
     double span = 0, b = 0;
     float mins[VDB_PQ4_MAX_M];
     for (size_t j = 0; j < m_pad; j++) {
-        float lo = lut[j * 16], hi = lut[j * 16];
-        for (int c = 1; c < 16; c++) {
-            float v = lut[j * 16 + c];
-            lo = v < lo ? v : lo;
-            hi = v > hi ? v : hi;
+        /* four lanes, then across them: min / max of 4-wide vectors, not a 15-step dependent chain */
+        float lo4[4], hi4[4];
+        for (int t = 0; t < 4; t++) lo4[t] = hi4[t] = lut[j * 16 + t];
+        for (int c = 4; c < 16; c += 4)
+            for (int t = 0; t < 4; t++) {
+                float v = lut[j * 16 + c + t];
+                lo4[t] = v < lo4[t] ? v : lo4[t];
+                hi4[t] = v > hi4[t] ? v : hi4[t];
+            }
+        float lo = lo4[0], hi = hi4[0];
+        for (int t = 1; t < 4; t++) {
+            lo = lo4[t] < lo ? lo4[t] : lo;
+            hi = hi4[t] > hi ? hi4[t] : hi;
         }
         mins[j] = lo;
         b += lo;
@@ -386,7 +394,9 @@ void vdb_pq4_lut_quantize(const float *lut, size_t m_pad, uint8_t *lut8, double 
         for (int c = 0; c < 16; c++) {
             /* >= 0, so truncating x + 0.5 rounds to nearest; clamped against float rounding */
             float u = (lut[j * 16 + c] - mins[j]) * a + 0.5f;
-            lut8[j * 16 + c] = (uint8_t)(u >= 255.0f ? 255 : u <= 0.0f ? 0 : (int)u);
+            u = u < 255.0f ? u : 255.0f; /* min / max / truncate: the compiler vectorizes these */
+            u = u > 0.0f ? u : 0.0f;
+            lut8[j * 16 + c] = (uint8_t)(int)u;
         }
     *step = span > 0 ? span / 255.0 : 0.0;
     *bias = b;
