@@ -1,11 +1,11 @@
 """Open time and resident memory of a stored collection: flat float32, flat sq8, IVF float32, IVF sq8
 and IVF pq4, measured in a fresh process each (open = PersistentClient + get_collection + count; then
-the first query, then 20 more). RSS is split into anonymous memory (what the process owns) and mapped
-file pages (the snapshot's vectors: page cache, reclaimable); "resident / raw" is both together after
-the queries over the raw float32 size (n x d x 4). Each collection is opened twice: first with its
-files dropped from the page cache (cold: open reads what it reads from disk, and a query pages in only
-what it touches, so the mapped pages are the process's real footprint; memory is from this run), then
-again (warm: what the first run read is cached).
+the first query, then 20 more; queries are drawn like the data). RSS is split into anonymous memory
+(what the process owns) and mapped file pages (the snapshot's vectors: page cache, reclaimable);
+"resident / raw" is both together after the queries over the raw float32 size (n x d x 4). Each
+collection is opened twice: first with its files dropped from the page cache (cold: open reads what
+it reads from disk, and a query pages in only what it touches, so the mapped pages are the process's
+real footprint; memory is from this run), then again (warm: what the first run read is cached).
 
     python -m benchmarks.bench_open --quick            # 200k x 128 (a few minutes)
     python -m benchmarks.bench_open --sizes 1000000x128 200000x384
@@ -47,7 +47,11 @@ def mem():
     return {"anon": status("RssAnon"), "file": status("RssFile")}
 import vectordb
 from vectordb import _core
-q = np.random.default_rng(1).standard_normal((21, int(sys.argv[2]))).astype(np.float32) * 3
+d = int(sys.argv[2])
+# Queries drawn like the data (the build's centres, another draw of points): what a user asks.
+centres = np.random.default_rng(0).standard_normal((1000, d)).astype(np.float32) * 3
+rq = np.random.default_rng(1)
+q = centres[rq.integers(0, len(centres), 21)] + rq.standard_normal((21, d), dtype=np.float32)
 m0 = mem()
 t = time.perf_counter()
 client = vectordb.PersistentClient(sys.argv[1])
