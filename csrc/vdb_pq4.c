@@ -183,6 +183,19 @@ static double pq4_dot(const float *a, const float *b, size_t d)
     return s;
 }
 
+/* e = xs - its decoded code (d floats; code: m bytes of scratch); returns |e|. */
+static double pq4_error(const vdb_pq4 *pq, const float *xs, uint8_t *code, float *e)
+{
+    vdb_pq4_encode(pq, xs, 1, code, NULL);
+    vdb_pq4_decode(pq, code, e);
+    double ee = 0;
+    for (size_t t = 0; t < pq->d; t++) {
+        e[t] = xs[t] - e[t];
+        ee += (double)e[t] * e[t];
+    }
+    return sqrt(ee);
+}
+
 static int pq4_cmp_float(const void *a, const void *b)
 {
     float x = *(const float *)a, y = *(const float *)b;
@@ -218,8 +231,8 @@ static int pq4_calibrate(vdb_pq4 *pq, const float *x, size_t n, const float *pro
     const size_t nnp = npool < PQ4_CALIB_NEAR_PROBES ? npool : PQ4_CALIB_NEAR_PROBES;
     const size_t nb = PQ4_CALIB_NEAR_BLOCK;
     size_t *si = malloc(npool * sizeof *si);
-    float *e = malloc(npool * d * sizeof *e), *u = malloc(npool * d * sizeof *u);
-    double *en = malloc(npool * sizeof *en), *un = malloc(npool * sizeof *un);
+    float *e = malloc((nrs + 1) * d * sizeof *e), *u = malloc(npool * d * sizeof *u);
+    double *en = malloc((nrs + 1) * sizeof *en), *un = malloc(npool * sizeof *un);
     float *far = malloc((nrp * nrs + 1) * sizeof *far), *near = malloc(nnp * PQ4_CALIB_NEAR * sizeof *near + 1);
     float *dist = malloc(nb * npool * sizeof *dist), nd[PQ4_CALIB_NEAR];
     int64_t ni[PQ4_CALIB_NEAR];
@@ -230,19 +243,12 @@ static int pq4_calibrate(vdb_pq4 *pq, const float *x, size_t n, const float *pro
     }
     vdb_kmeans_sample(n, npool, seed ^ 0x9e3779b97f4a7c15ull, si);
     for (size_t s = 0; s < npool; s++) {
-        const float *xs = x + si[s] * d;
-        vdb_pq4_encode(pq, xs, 1, code, NULL);
-        vdb_pq4_decode(pq, code, e + s * d);
         memcpy(u + s * d, probe + si[s] * d, d * sizeof *u);
-        double ee = 0, uu = 0;
-        for (size_t t = 0; t < d; t++) {
-            e[s * d + t] = xs[t] - e[s * d + t];
-            ee += (double)e[s * d + t] * e[s * d + t];
-            uu += (double)u[s * d + t] * u[s * d + t];
-        }
-        en[s] = sqrt(ee);
-        un[s] = sqrt(uu);
+        un[s] = sqrt(pq4_dot(u + s * d, u + s * d, d));
     }
+    /* errors of the random partners (the pool's first nrs) now, of near partners when chosen */
+    for (size_t s = 0; s < nrs; s++) en[s] = pq4_error(pq, x + si[s] * d, code, e + s * d);
+    float *ne = e + nrs * d; /* one near partner's error */
     size_t nf = 0, nn = 0;
     /* the pool is a random sample: its first vectors are random probes and random partners */
     for (size_t p = 0; p < nrp; p++)
@@ -260,10 +266,12 @@ static int pq4_calibrate(vdb_pq4 *pq, const float *x, size_t n, const float *pro
             vdb_topk H;
             vdb_topk_init(&H, PQ4_CALIB_NEAR, nd, ni);
             for (size_t s = 0; s < npool; s++)
-                if (s != p && en[s] > 0) vdb_topk_push(&H, dist[b * npool + s], (int64_t)s);
+                if (s != p) vdb_topk_push(&H, dist[b * npool + s], (int64_t)s);
             for (size_t h = 0; h < H.size; h++) {
                 size_t s = (size_t)ni[h];
-                double r = pq4_dot(u + p * d, e + s * d, d) / (un[p] * en[s]);
+                double es = pq4_error(pq, x + si[s] * d, code, ne);
+                if (!(es > 0)) continue;
+                double r = pq4_dot(u + p * d, ne, d) / (un[p] * es);
                 if (pairs) pairs[nn] = (vdb_pq4_pair){(uint32_t)si[p], (uint32_t)si[s], (float)r};
                 near[nn++] = (float)r;
             }
