@@ -2,7 +2,8 @@
 tests/fixtures/make_format1.py with that version) opens, answers as it did, verifies its vector data
 whole at open (it has no per-chunk checksums), and gains vectors.crc at its first checkpoint. An IVF
 index written before ivfvec.bin existed (ivf.bin version 1, each list's vectors inline) is read whole
-and written in the new layout at the next checkpoint."""
+and written in the new layout at the next checkpoint; pq4 codes written with one error bound
+(ivfpq4.bin version 1) open and are written as version 2 at the next checkpoint."""
 from __future__ import annotations
 
 import glob
@@ -143,4 +144,59 @@ def test_ivf_index_with_inline_vectors_opens_and_is_upgraded_at_checkpoint(tmp_p
     col = client.get_collection("ivfc", embedding_function=None)
     assert col.count() == len(x) + 1
     assert col.query(query_embeddings=x[:5], n_results=4, include=["distances"], n_probe=4) == want
+    client.close()
+
+
+def _pq4_v1(gen: str) -> float:
+    """Rewrites gen's ivfpq4.bin as version 1 (one eps, no bounds by n_probe); returns its eps."""
+    from test_fuzz_files import crc32c  # noqa: PLC0415
+
+    path = os.path.join(gen, "ivfpq4.bin")
+    with open(path, "rb") as f:
+        v2 = f.read()
+    assert int.from_bytes(v2[8:12], "little") == 2
+    n_lists = int.from_bytes(v2[32:40], "little")
+    table = 4 + 4 * n_lists
+    out = bytearray(v2[:72] + v2[72 + table:-4])
+    out[8:12] = (1).to_bytes(4, "little")
+    out[60:64] = bytes(4)
+    out[64:72] = (int.from_bytes(v2[64:72], "little") - table).to_bytes(8, "little")
+    out += crc32c(bytes(out)).to_bytes(4, "little")
+    with open(path, "wb") as f:
+        f.write(out)
+    return float(np.frombuffer(v2[56:60], dtype="<f4")[0])
+
+
+def test_pq4_codes_of_version_1_open_with_one_bound_and_are_upgraded_at_checkpoint(tmp_path):
+    """ivfpq4.bin version 1 kept one error bound (eps): it opens, searches with eps as every bound
+    (returned distances exact float32), and the next checkpoint writes version 2."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((40, 16)) * 3)[rng.integers(0, 40, 3000)].astype(np.float32)
+    x += rng.standard_normal(x.shape).astype(np.float32)
+    ids = [f"r{i}" for i in range(len(x))]
+    client = vectordb.PersistentClient(str(tmp_path / "db"))
+    col = client.create_collection("pqc", embedding_function=None, use_ivf=True, quantization="pq4")
+    col.add(ids=ids, embeddings=x)
+    col.checkpoint()
+    cdir = str(tmp_path / "db" / "collections" / str(col.id))
+    client.close()
+    (gen,) = glob.glob(os.path.join(cdir, "gen-*"))
+    assert _pq4_v1(gen) > 0
+    client = vectordb.PersistentClient(str(tmp_path / "db"))
+    col = client.get_collection("pqc", embedding_function=None)
+    res = col.query(query_embeddings=x[:20], n_results=5, include=["distances"], n_probe=55)
+    index = {s: i for i, s in enumerate(ids)}
+    for qi in range(20):
+        rows = x[[index[s] for s in res["ids"][qi]]].astype(np.float64)
+        want = ((rows - x[qi].astype(np.float64)) ** 2).sum(1)
+        np.testing.assert_allclose(res["distances"][qi], want, rtol=1e-4, atol=1e-4)
+        assert res["ids"][qi][0] == ids[qi] or res["distances"][qi][0] == 0.0
+    col.add(ids=["new"], embeddings=x[:1] + 1)
+    col.checkpoint()
+    client.close()
+    (gen,) = glob.glob(os.path.join(cdir, "gen-*"))
+    with open(os.path.join(gen, "ivfpq4.bin"), "rb") as f:
+        assert int.from_bytes(f.read(12)[8:12], "little") == 2
+    client = vectordb.PersistentClient(str(tmp_path / "db"))
+    assert client.get_collection("pqc", embedding_function=None).count() == len(x) + 1
     client.close()
