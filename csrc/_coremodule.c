@@ -287,7 +287,7 @@ static PyObject *core_last_reranked(PyObject *module, PyObject *unused)
 {
     (void)module;
     (void)unused;
-    return PyLong_FromSize_t(vdb_codes_last_reranked());
+    return PyLong_FromSize_t(vdb_collection_last_reranked());
 }
 
 /* nearest_centroids(isa, points, centroids, bias) -> (index uint32[n], value float32[n]): the
@@ -1697,7 +1697,7 @@ static PyMethodDef core_methods[] = {
     {"sq8_probe", core_sq8_probe, METH_VARARGS,
      "sq8_probe(isa, metric, train, x, queries) -> (lo, step, codes, err, scan, lower_bound, ready)"},
     {"last_reranked", core_last_reranked, METH_NOARGS,
-     "last_reranked() -> int: rows the calling thread's last quantized search re-ranked"},
+     "last_reranked() -> int: rows the calling thread's last query of a quantized collection re-ranked (sq8 or pq4)"},
     {"flat_search", core_flat_search, METH_VARARGS, "flat_search(metric, data, queries, k, allow=None) -> (dist, rows)"},
     {"exact_search_isa", core_exact_search_isa, METH_VARARGS,
      "exact_search_isa(isa, metric, data, queries, k) -> (dist, rows): one variant of the exact batch kernel"},

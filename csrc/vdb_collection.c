@@ -1087,6 +1087,10 @@ static int codes_worth_it(const vdb_collection *c, const uint64_t *bm)
     return allowed * 4 >= c->n_rows;
 }
 
+static _Thread_local size_t last_reranked;
+
+size_t vdb_collection_last_reranked(void) { return last_reranked; }
+
 int vdb_collection_query(vdb_collection *c, const vdb_query_request *req, vdb_result **out)
 {
     uint64_t *bm = NULL;
@@ -1134,13 +1138,16 @@ int vdb_collection_query(vdb_collection *c, const vdb_query_request *req, vdb_re
             rc = vdb_codes_search_ivf(c->codes, c->ivf, req->queries, nq, k, (size_t)n_probe, bm, c->n_rows, dist, rows);
         else
             rc = vdb_ivf_search(c->ivf, req->queries, nq, k, (size_t)n_probe, bm, c->n_rows, dist, rows);
+        last_reranked = c->codes ? vdb_codes_last_reranked() : vdb_ivf_pq4_m(c->ivf) ? vdb_ivf_last_reranked() : 0;
         /* A damaged chunk found on a worker thread: its message, set again on this one. */
         if (rc == VDB_ECORRUPT && vdb_ivf_error(c->ivf)) rc = VDB_ECORRUPT;
         if (rc) goto done;
     } else if (k > 0) {
         vdb_vec_range ranges[2] = {{c->base, 0, c->n_base}, {c->tail, (int64_t)c->n_base, c->n_rows - c->n_base}};
+        last_reranked = 0;
         if (codes_worth_it(c, bm)) {
             rc = vdb_codes_search_flat(c->codes, ranges, 2, bm, req->queries, nq, k, dist, rows, check_row, c);
+            last_reranked = vdb_codes_last_reranked();
             /* A damaged chunk found on a worker thread: its message, set again on this one. */
             if (rc == VDB_ECORRUPT && c->vmap && vdb_vecmap_error(c->vmap)) rc = VDB_ECORRUPT;
         } else if ((rc = vdb_coll_verify_all(c)) == VDB_OK) {

@@ -178,6 +178,9 @@ typedef struct {
 } vdb_query_request;
 
 int vdb_collection_query(vdb_collection *c, const vdb_query_request *req, vdb_result **out);
+/* Rows the calling thread's last query re-ranked through codes (sq8 or IVF pq4; 0 without codes):
+ * for tests and benchmarks. */
+size_t vdb_collection_last_reranked(void);
 
 typedef struct {
     int64_t count;

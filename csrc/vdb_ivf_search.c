@@ -503,6 +503,7 @@ int vdb_ivf_search(const vdb_ivf *ivf, const float *queries, size_t nq, size_t k
 {
     int rc = VDB_OK;
     unsigned char *scratch = NULL;
+    ivf_reranked = 0; /* a search without codes re-ranks nothing */
     if (nq == 0 || k == 0) goto cleanup;
     if (!ivf->trained) {
         rc = vdb_set_error(VDB_EINVAL, "IVF search needs a trained index");
