@@ -503,7 +503,8 @@ int vdb_coll_checkpoint_locked(vdb_collection *c)
      * effort: on failure they merely stay in memory). */
     if (c->ivf) {
         path_join(path, sizeof path, gdir, "ivf.bin", 0, 0);
-        (void)vdb_ivf_remap(c->ivf, path);
+        if (vdb_ivf_remap(c->ivf, path) == VDB_OK && c->cfg.quantization != VDB_QUANT_NONE)
+            vdb_ivf_advise_random(c->ivf);
     }
 cleanup:
     vdb_buf_free(&rec);
@@ -752,6 +753,8 @@ int vdb_collection_open(const char *dir, const vdb_collection_config *cfg, vdb_c
             size_t want_m = c->cfg.quantization == VDB_QUANT_PQ4 && vdb_ivf_count(c->ivf) >= 16
                                 ? vdb_collection_pq4_m((size_t)c->dim) : 0;
             if (vdb_ivf_pq4_m(c->ivf) != want_m && (rc = vdb_ivf_set_pq4(c->ivf, want_m, VDB_PQ4_SEED))) goto fail;
+            /* Codes answer first: the float32 rows are read only to re-rank a few candidates. */
+            if (c->cfg.quantization != VDB_QUANT_NONE) vdb_ivf_advise_random(c->ivf);
         } else if (c->dim > 0) {
             path_join(path, sizeof path, gdir, "vectors.bin", 0, 0);
             if ((rc = vdb_vecmap_open(path, m.metric, m.dim, &n_rows, &c->base, &c->vmap))) goto fail;

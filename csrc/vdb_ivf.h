@@ -161,6 +161,9 @@ int vdb_ivf_renumber(vdb_ivf *ivf, const int64_t *old_to_new, size_t n_old);
 int vdb_ivf_write(const vdb_ivf *ivf, const char *path, uint64_t *bytes_written);
 int vdb_ivf_read(const char *path, vdb_ivf **out);
 int vdb_ivf_remap(vdb_ivf *ivf, const char *path);
+/* The mapped vectors will be read row by row (re-ranking through codes): no read-ahead around each
+ * page fault. Without it the kernel reads ahead, which a float32 list scan wants. Until the next remap. */
+void vdb_ivf_advise_random(vdb_ivf *ivf);
 
 typedef struct {
     size_t d;

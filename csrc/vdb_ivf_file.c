@@ -158,8 +158,6 @@ static int ivf_map_vectors(vdb_ivf *ivf, const char *path)
         return vdb_set_error(VDB_ECORRUPT, "file '%s' holds %llu vectors but '%s' %lld", vpath,
                              (unsigned long long)n_rows, path, (long long)ivf->n_vectors);
     }
-    /* Scattered reads (re-ranking) and list scans alike: no read-ahead past what is asked. */
-    vdb_vecmap_advise_random(m);
     size_t off = 0;
     for (size_t l = 0; l < ivf->n_lists; l++) {
         ivf_list *L = &ivf->lists[l];
@@ -176,6 +174,8 @@ static int ivf_map_vectors(vdb_ivf *ivf, const char *path)
 }
 
 int vdb_ivf_remap(vdb_ivf *ivf, const char *path) { return ivf_map_vectors(ivf, path); }
+
+void vdb_ivf_advise_random(vdb_ivf *ivf) { vdb_vecmap_advise_random(ivf->vmap); }
 
 static void ivf_fix_f32s(float *v, size_t n);
 
