@@ -25,6 +25,15 @@
 #include "vdb_topk.h"
 
 #define WAL_WRITE 1 /* log record type: one vdb_collection_write batch */
+/* Log record type: a batch's writes, applied whole or not at all (the record's one checksum covers
+ * them; a torn group is a torn last record). Payload: per write u32 len + a WAL_WRITE payload. */
+#define WAL_GROUP 2
+/* A batch is logged as one group when its records stay within a quarter of what a checkpoint would
+ * write (the snapshot and the log): such a checkpoint would cost >= 4x the append. A batch that
+ * grows past that is written by a checkpoint, once. The floor keeps small collections on the cheap
+ * path (one fdatasync, not a new generation); the cap bounds the memory the buffer holds. */
+#define BATCH_LOG_FLOOR (1u << 20)
+#define BATCH_LOG_CAP ((size_t)1 << 30)
 /* Checkpoint when the log outgrows this and half the snapshot, so replay stays short. */
 #define CHECKPOINT_WAL_BYTES (64u << 20)
 #define CLOSE_CHECKPOINT_WAL_BYTES (4u << 20)
@@ -496,6 +505,8 @@ int vdb_coll_checkpoint_locked(vdb_collection *c)
     path_join(old_gen, sizeof old_gen, c->dir, "gen-", c->generation, 1);
     c->generation = gen;
     c->batch_unlogged = 0;
+    c->batch_log.len = 0; /* what it held is in the new generation; later writes buffer again */
+    c->batch_buffering = c->batch_depth > 0;
     c->snapshot_bytes = rec.len + vector_bytes;
     vdb_remove_tree(old_wal);
     vdb_remove_tree(old_gen);
@@ -552,9 +563,8 @@ int vdb_coll_codes_maybe_retrain(vdb_collection *c)
 
 /* ---- open / close ---- */
 
-static int replay_record(void *ctx, uint8_t type, const uint8_t *payload, size_t len)
+static int replay_write(vdb_collection *c, uint8_t type, const uint8_t *payload, size_t len)
 {
-    vdb_collection *c = ctx;
     vdb_logrec w;
     write_plan p;
     int rc;
@@ -574,6 +584,24 @@ static int replay_record(void *ctx, uint8_t type, const uint8_t *payload, size_t
     plan_free(&p, w.b.n);
     vdb_logrec_free(&w);
     return rc;
+}
+
+static int replay_record(void *ctx, uint8_t type, const uint8_t *payload, size_t len)
+{
+    vdb_collection *c = ctx;
+    if (type != WAL_GROUP) return replay_write(c, type, payload, len);
+    /* The group's checksum matched: it is whole, so a bad length inside is damage, not a tear. */
+    size_t pos = 0;
+    while (pos < len) {
+        if (len - pos < 4 || vdb_get_u32(payload + pos) > len - pos - 4)
+            return vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt: a batch record's length runs past its end",
+                                 c->wal_path);
+        uint32_t n = vdb_get_u32(payload + pos);
+        int rc = replay_write(c, WAL_WRITE, payload + pos + 4, n);
+        if (rc) return rc;
+        pos += 4 + (size_t)n;
+    }
+    return VDB_OK;
 }
 
 static int load_records(vdb_collection *c, const char *path, uint64_t n_rows_expected)
@@ -674,6 +702,7 @@ static void collection_free(vdb_collection *c)
     vdb_meta_free(c->meta);
     vdb_ivf_free(c->ivf);
     vdb_codes_free(c->codes);
+    vdb_buf_free(&c->batch_log);
     pthread_rwlock_destroy(&c->lock);
     free(c->dir);
     free(c);
@@ -792,7 +821,8 @@ int vdb_collection_close(vdb_collection *c)
     int rc = VDB_OK;
     if (!c) return VDB_OK;
     /* A batch left open commits: its writes were acknowledged to be kept when it ends. */
-    if (c->dir && !c->failed && (c->batch_unlogged || c->wal_end >= CLOSE_CHECKPOINT_WAL_BYTES))
+    if (c->dir && !c->failed && c->batch_unlogged) rc = vdb_coll_batch_commit(c);
+    if (rc == VDB_OK && c->dir && !c->failed && c->wal_end >= CLOSE_CHECKPOINT_WAL_BYTES)
         rc = vdb_coll_checkpoint_locked(c);
     collection_free(c);
     return rc;
@@ -832,6 +862,53 @@ static int log_write(vdb_collection *c, int op, const vdb_batch *b, vdb_buf *pay
     return rc;
 }
 
+static int batch_log_small(const vdb_collection *c)
+{
+    uint64_t quarter = (c->snapshot_bytes + c->wal_end) / 4;
+    return c->batch_log.len <= BATCH_LOG_CAP && (c->batch_log.len <= BATCH_LOG_FLOOR || c->batch_log.len <= quarter);
+}
+
+/* Batch mode: b's record goes to the batch's buffer (not to disk), *applied as in log_write. When
+ * the buffer outgrows batch_log_small it is dropped: the batch's end will checkpoint instead. */
+static int buffer_write(vdb_collection *c, int op, const vdb_batch *b, vdb_batch *applied)
+{
+    size_t start = c->batch_log.len, vec_off = 0;
+    *applied = *b;
+    if (!c->batch_buffering) {
+        c->batch_unlogged = 1;
+        return VDB_OK;
+    }
+    int rc = vdb_buf_u32(&c->batch_log, 0) ? vdb_set_error(VDB_ENOMEM, "out of memory buffering a batch")
+                                            : vdb_logrec_encode(op, b, &c->batch_log, &vec_off);
+    if (rc) {
+        c->batch_log.len = start;
+        return rc;
+    }
+    c->batch_unlogged = 1;
+    size_t n = c->batch_log.len - start - 4;
+    if (n > UINT32_MAX - 1 || !batch_log_small(c)) {
+        vdb_buf_free(&c->batch_log);
+        c->batch_buffering = 0;
+        return VDB_OK;
+    }
+    vdb_put_u32(c->batch_log.data + start, (uint32_t)n);
+    if (b->vectors && op != VDB_OP_DELETE) applied->vectors = (const float *)(c->batch_log.data + vec_off);
+    return VDB_OK;
+}
+
+int vdb_coll_batch_commit(vdb_collection *c)
+{
+    if (!c->batch_unlogged) return VDB_OK;
+    if (!c->batch_buffering || !batch_log_small(c)) return vdb_coll_checkpoint_locked(c);
+    int rc = vdb_wal_append(c->wal_fd, c->wal_path, &c->wal_end, WAL_GROUP, c->batch_log.data, c->batch_log.len,
+                            c->cfg.durable);
+    if (rc) return rc;
+    c->batch_unlogged = 0;
+    c->batch_log.len = 0;
+    c->batch_buffering = c->batch_depth > 0;
+    return vdb_coll_maybe_checkpoint(c);
+}
+
 /* One write under the write lock: plan (validate, reserve), log, apply, then maintenance. */
 static int write_locked(vdb_collection *c, int op, const vdb_batch *b, uint8_t *status)
 {
@@ -841,15 +918,18 @@ static int write_locked(vdb_collection *c, int op, const vdb_batch *b, uint8_t *
     int rc;
     if (c->failed) return vdb_coll_refuse_writes(c);
     if ((rc = plan_write(c, op, b, &p))) return rc;
-    /* Batch mode logs nothing: the batch's end writes its rows once, in the next generation. */
-    int unlogged = c->dir && c->batch_depth > 0;
-    if (unlogged) c->batch_unlogged = 1;
-    if (c->dir && !unlogged && (rc = log_write(c, op, b, &payload, &logged))) {
+    /* Batch mode logs nothing yet: the batch's end writes its records as one group, or its rows
+     * once, in the next generation. */
+    if (c->dir && c->batch_depth > 0)
+        rc = buffer_write(c, op, b, &logged);
+    else if (c->dir)
+        rc = log_write(c, op, b, &payload, &logged);
+    if (rc) {
         plan_free(&p, b->n);
         vdb_buf_free(&payload);
         return rc;
     }
-    rc = apply_write(c, op, c->dir && !unlogged ? &logged : b, &p, status);
+    rc = apply_write(c, op, c->dir ? &logged : b, &p, status);
     plan_free(&p, b->n);
     vdb_buf_free(&payload);
     if (rc == VDB_OK) vdb_coll_after_write(c);

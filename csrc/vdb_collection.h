@@ -63,11 +63,16 @@ size_t vdb_collection_pq4_m(size_t d);
  *   down below its list count does not retrain until rebuild().
  * - Batch mode (vdb_collection_batch(c, 1) .. (c, 0), nestable): nothing trains inside; leaving
  *   the outermost level applies the rules above once. A batch is one durable unit: its writes are
- *   applied (and visible) at once but not logged; leaving the outermost level writes them with a
- *   checkpoint (each vector written once, not to the log and again to the snapshot), closing the
- *   collection does the same, and so does an explicit checkpoint inside. A crash before that leaves
- *   the collection as it was before the batch. If that checkpoint fails, vdb_collection_batch
- *   returns its error and the collection refuses writes until reopened (which drops the batch).
+ *   applied (and visible) at once but nothing of them reaches the disk until the outermost level
+ *   is left (or the collection closed, or an explicit checkpoint made inside). Their log records
+ *   are kept in memory meanwhile; if they stay within a quarter of the collection's bytes on disk
+ *   (snapshot + log; 1 MiB at least) leaving appends them to the log as one group record, with one
+ *   sync (a small batch on a large collection costs its own bytes); a larger batch drops them as
+ *   soon as it passes that and leaving writes its rows with a checkpoint (a bulk load writes each
+ *   vector once, not to the log and again to the snapshot). A crash before leaving, or one that
+ *   tears the group, leaves the collection as it was before the batch. If that append or
+ *   checkpoint fails, vdb_collection_batch returns its error and the collection refuses writes
+ *   until reopened (which drops the batch).
  * - Training is followed by a checkpoint, so a reopened collection never retrains. A crash
  *   between a write and its training loses nothing: the reopened collection has every logged
  *   write, trains at its next write.

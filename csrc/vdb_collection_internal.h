@@ -58,9 +58,13 @@ struct vdb_collection {
 
     vdb_ivf *ivf; /* once trained, the owner of every live row's vector (base/tail are empty) */
     int batch_depth;
-    /* Writes applied in batch mode without a log record: the checkpoint that ends the batch (or an
-     * explicit one) writes them, once. Until then nothing of them is on disk. */
+    /* Writes applied in batch mode that are not on disk yet (nothing of them is until the batch
+     * ends). While batch_buffering, batch_log holds their log records, each u32 len + payload: the
+     * payload of one WAL_GROUP record, appended at the batch's end when it stayed small (see
+     * vdb_coll_batch_commit); once it outgrows that it is dropped and the end checkpoints. */
     int batch_unlogged;
+    int batch_buffering;
+    vdb_buf batch_log;
     vdb_codes *codes; /* quantized collections: a code per row, searched first (vdb_codes.h) */
 };
 
@@ -95,6 +99,9 @@ int vdb_coll_refuse_writes(const vdb_collection *c);
 int vdb_coll_compact(vdb_collection *c);
 int vdb_coll_checkpoint_locked(vdb_collection *c);
 int vdb_coll_maybe_checkpoint(vdb_collection *c);
+/* Makes the writes of a batch durable: one WAL_GROUP append when its buffer stayed small, else a
+ * checkpoint. Called at the outermost end of a batch and at close. */
+int vdb_coll_batch_commit(vdb_collection *c);
 /* Quantized collections: re-derives the codes' ranges once the collection has doubled since. */
 int vdb_coll_codes_maybe_retrain(vdb_collection *c);
 

@@ -184,14 +184,14 @@ int vdb_collection_batch(vdb_collection *c, int begin)
     int rc = VDB_OK;
     pthread_rwlock_wrlock(&c->lock);
     if (begin) {
-        c->batch_depth++;
+        if (c->batch_depth++ == 0 && !c->batch_unlogged) c->batch_buffering = 1;
     } else if (c->batch_depth == 0) {
         rc = vdb_set_error(VDB_EINVAL, "end of batch mode without a matching begin");
     } else if (--c->batch_depth == 0 && !c->failed) {
         vdb_coll_after_write(c); /* trains (and checkpoints) when the rules say so */
         /* The batch's writes become durable here, all at once: a crash before leaves none of them.
          * If that fails, memory holds writes the disk does not: refuse writes until reopened. */
-        if (c->batch_unlogged && (rc = vdb_coll_checkpoint_locked(c)) && !c->failed) c->failed = 1;
+        if ((rc = vdb_coll_batch_commit(c)) && !c->failed) c->failed = 1;
     }
     pthread_rwlock_unlock(&c->lock);
     return rc;

@@ -6,7 +6,9 @@
  *   wal-<G>         the log of writes made since snapshot generation G: records of
  *                   u32 payload_len, u32 ~payload_len, u32 crc32c(type byte + payload), u8 type, payload,
  *                   "VDBE" end marker. A record is appended with one write() and fdatasync'd before the
- *                   call returns.
+ *                   call returns. Types (vdb_collection.c): 1 one write (vdb_logrec.h), 2 a batch's
+ *                   writes as one group (per write u32 len + a type-1 payload; whole or absent).
+ *                   Logs written before type 2 existed hold type 1 only and read as they always did.
  *   gen-<G>/        snapshot generation G (absent for G = 0, the empty collection):
  *     vectors.bin   64-byte header "VDBVECT1" u32 version u32 metric u64 n_rows u64 dim
  *                   u32 crc32c(data) u32 crc32c(header bytes 0..35), zero padding; then n_rows*dim f32.

@@ -121,12 +121,18 @@ def test_kill9_loses_no_acknowledged_write(tmp_path, quantization):
     assert next_batch > TRIALS  # the writers made progress: the kills landed mid-stream
 
 
-BATCH_WRITER = textwrap.dedent(
+# The start of the batch writers: argv[1] the database, argv[2] "flat" or "ivf".
+WRITER_HEAD = textwrap.dedent(
     """
     import sys, time, numpy as np, vectordb
     client = vectordb.PersistentClient(sys.argv[1])
     col = client.get_or_create_collection("crash", use_ivf=sys.argv[2] == "ivf")
     rng = np.random.default_rng(0)
+    """
+)
+
+BATCH_WRITER = WRITER_HEAD + textwrap.dedent(
+    """
     col.add(ids=[f"a{j}" for j in range(1500)], embeddings=rng.standard_normal((1500, 8)).astype(np.float32))
     col.begin_batch()
     for s in range(0, 3000, 500):
@@ -176,5 +182,55 @@ def test_batch_end_makes_its_writes_durable(tmp_path):
         assert col.count() == 4499
         assert col.get(ids=["a0", "b0", "b2999"])["ids"] == ["b0", "b2999"]
         assert col.stats()["index"] == "ivf"
+    finally:
+        client.close()
+
+
+SMALL_BATCH_WRITER = WRITER_HEAD + textwrap.dedent(
+    """
+    col.add(ids=[f"a{j}" for j in range(3000)], embeddings=rng.standard_normal((3000, 8)).astype(np.float32))
+    col.checkpoint()
+    col.begin_batch()
+    col.add(ids=[f"b{j}" for j in range(10)], embeddings=rng.standard_normal((10, 8)).astype(np.float32))
+    col.delete(ids=["a0"])
+    col.upsert(ids=["a1"], embeddings=np.zeros((1, 8), np.float32), metadatas=[{"in": "batch"}])
+    print("in batch", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_kill9_inside_a_small_batch_leaves_the_state_before_it(tmp_path, kind):
+    """A small batch is buffered in memory until its end: killed before, none of it is on disk."""
+    client = _run_until_in_batch_then_kill(SMALL_BATCH_WRITER, str(tmp_path / "db"), kind)
+    try:
+        col = client.get_collection("crash")
+        assert col.count() == 3000
+        assert col.get(ids=["a0", "a1", "b0"])["ids"] == ["a0", "a1"]
+        assert col.get(ids=["a1"])["metadatas"] == [None]
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_small_batch_end_makes_its_writes_durable(tmp_path, kind):
+    """end_batch of a small batch returns after its one log append is synced: a kill -9 then loses
+    nothing of it, and the snapshot was not rewritten for it."""
+    path = str(tmp_path / "db")
+    script = SMALL_BATCH_WRITER.replace(
+        'print("in batch", flush=True)',
+        'import glob, os\n'
+        'gens = sorted(glob.glob(os.path.join(sys.argv[1], "collections", "*", "gen-*")))\n'
+        'col.end_batch()\n'
+        'assert sorted(glob.glob(os.path.join(sys.argv[1], "collections", "*", "gen-*"))) == gens, gens\n'
+        'print("in batch", flush=True)')
+    client = _run_until_in_batch_then_kill(script, path, kind)
+    try:
+        col = client.get_collection("crash")
+        assert col.count() == 3009
+        assert col.get(ids=["a0", "a1", "b0", "b9"])["ids"] == ["a1", "b0", "b9"]
+        assert col.get(ids=["a1"])["metadatas"] == [{"in": "batch"}]
+        assert col.stats()["index"] == kind
     finally:
         client.close()

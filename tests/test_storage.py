@@ -274,3 +274,117 @@ def test_writer_lock_across_processes_released_when_holder_dies(tmp_path):
     client = vectordb.PersistentClient(str(tmp_path))
     assert client.get_collection("held").get()["ids"] == ["x"]
     client.close()
+
+
+def snapshot_files(path):
+    """Each file of the current generation (and MANIFEST) with its mtime: a checkpoint changes them."""
+    d = collection_dir(path)
+    files = [os.path.join(d, "MANIFEST")] + glob.glob(os.path.join(d, "gen-*", "*"))
+    return {os.path.relpath(f, d): os.stat(f).st_mtime_ns for f in files}
+
+
+def test_small_batch_on_a_large_collection_is_one_log_append(tmp_path):
+    """A few writes in a batch on a large collection are appended to the log as one group (the
+    snapshot is not rewritten); they are all there after reopening."""
+    path = str(tmp_path)
+    expected, _, vecs = make_db(path, n=30000, extra_after_checkpoint=5)
+    client, col = open_things(path)
+    col.checkpoint()
+    before, wal_before = snapshot_files(path), os.path.getsize(wal_file(path))
+    with col.batch():
+        col.add(ids=[f"new{i}" for i in range(10)], embeddings=vecs[:10] + 1)
+        col.update(ids=["id10"], metadatas=[{"in": "batch"}])
+        col.delete(ids=["id11"])
+    assert snapshot_files(path) == before
+    assert os.path.getsize(wal_file(path)) > wal_before + 10 * 16 * 4
+    got = col.get(include=["embeddings", "metadatas"])
+    client.close()
+    assert snapshot_files(path) == before
+    client, col = open_things(path)
+    again = col.get(include=["embeddings", "metadatas"])
+    assert again["ids"] == got["ids"] and len(got["ids"]) == len(expected["ids"]) + 9
+    np.testing.assert_array_equal(again["embeddings"], got["embeddings"])
+    assert again["metadatas"] == got["metadatas"]
+    assert col.get(ids=["id10"])["metadatas"][0]["in"] == "batch"
+    client.close()
+
+
+def test_bulk_batch_is_written_once_by_a_checkpoint(tmp_path):
+    """A batch larger than what it is added to goes to a new snapshot, not to the log too."""
+    path = str(tmp_path)
+    make_db(path, n=100, extra_after_checkpoint=5)
+    client, col = open_things(path)
+    before = snapshot_files(path)
+    rng = np.random.default_rng(1)
+    with col.batch():
+        for s in range(0, 40000, 10000):
+            col.add(ids=[f"bulk{i}" for i in range(s, s + 10000)], embeddings=rng.standard_normal((10000, 16)))
+    assert snapshot_files(path).keys() != before.keys()  # a new generation
+    assert os.path.getsize(wal_file(path)) == 0
+    client.close()
+    client, col = open_things(path)
+    assert col.count() == 103 + 40000
+    client.close()
+
+
+def _db_with_a_batch_group(path, then_add=False):
+    """make_db, then a batch of a few writes logged as one group (and, then_add: one write after it).
+    Returns the expected ids before the batch and the group's byte range in the log."""
+    expected, _, _ = make_db(path)
+    w = wal_file(path)
+    start = os.path.getsize(w)
+    client, col = open_things(path)
+    with col.batch():
+        col.add(ids=["g1", "g2"], embeddings=np.ones((2, 16), np.float32))
+        col.delete(ids=["id0"])
+        col.add(ids=["g3"], embeddings=np.full((1, 16), 2, np.float32))
+    end = os.path.getsize(w)
+    if then_add:
+        col.add(ids=["after"], embeddings=np.ones((1, 16), np.float32))
+    client.close()
+    return expected["ids"], start, end
+
+
+def test_torn_batch_group_at_the_log_tail_is_dropped_whole(tmp_path):
+    """A crash while a batch's group is appended leaves part of it: reopened, none of the batch is
+    there (not its first writes either), and the collection takes writes."""
+    base = str(tmp_path / "base")
+    ids_before, start, end = _db_with_a_batch_group(base)
+    assert end - start > 100
+    cuts = sorted({start + 1, start + 12, start + 13, start + (end - start) // 2, end - 5, end - 1})
+    for cut in cuts + ["zeros"]:
+        work = str(tmp_path / f"cut{cut}")
+        shutil.copytree(base, work)
+        if cut == "zeros":  # a zero-filled end: the last pages of the append never landed
+            with open(wal_file(work), "r+b") as f:
+                f.seek(end - 40)
+                f.write(bytes(40))
+        else:
+            os.truncate(wal_file(work), cut)
+        client, col = open_things(work)
+        assert col.get()["ids"] == ids_before, cut
+        col.add(ids=["next"], embeddings=np.ones((1, 16), np.float32))
+        client.close()
+        client, col = open_things(work)
+        assert col.get()["ids"] == ids_before + ["next"]
+        client.close()
+        shutil.rmtree(work)
+
+
+@pytest.mark.parametrize("then_add", [False, True])
+def test_damaged_batch_group_is_an_error_naming_the_log(tmp_path, then_add):
+    """A flipped byte inside a batch's group (last in the log or followed by more) is damage, not a
+    crash: an error naming the log file."""
+    base = str(tmp_path / "base")
+    _, start, end = _db_with_a_batch_group(base, then_add=then_add)
+    for pos in sorted({start, start + 8, start + 13, start + 20, (start + end) // 2, end - 6}):
+        work = str(tmp_path / f"flip{pos}")
+        shutil.copytree(base, work)
+        with open(wal_file(work), "r+b") as f:
+            f.seek(pos)
+            b = f.read(1)[0]
+            f.seek(pos)
+            f.write(bytes([b ^ 0x10]))
+        err = open_damaged(work)
+        assert os.path.basename(wal_file(work)) in str(err), str(err)
+        shutil.rmtree(work)

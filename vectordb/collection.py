@@ -301,8 +301,9 @@ class Collection:
 
     def begin_batch(self) -> None:
         """Enters bulk-import mode: the IVF index does not retrain until the matching end_batch(), and
-        the writes until then become durable together at end_batch() (written once, in a checkpoint;
-        a crash before it leaves the collection as it was before begin_batch())."""
+        the writes until then become durable together at end_batch() (a crash before it leaves the
+        collection as it was before begin_batch()): a small batch as one log record, a large one
+        written once, in a checkpoint."""
         self._client.collection_action(self._id, "begin_batch")
 
     def end_batch(self) -> None:
@@ -313,7 +314,9 @@ class Collection:
     @contextlib.contextmanager
     def batch(self) -> Iterator["Collection"]:
         """Bulk import: `with col.batch(): col.add(...)` trains the index once, at the end, where the
-        batch's writes become durable together (each vector written to disk once)."""
+        batch's writes become durable together, whole or not at all: appended to the log as one
+        record when the batch is small beside the collection (up to a quarter of its bytes on disk, or
+        1 MiB), else written once, by a checkpoint (a bulk load does not write each vector twice)."""
         self.begin_batch()
         try:
             yield self
