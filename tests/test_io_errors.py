@@ -195,8 +195,18 @@ def _vecs(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
 
 
+def _small_batch(col):
+    """A few writes in a batch: kept in memory, then appended to the log as one group at its end."""
+    with col.batch():
+        col.add(ids=["b1", "b2"], embeddings=_vecs(2, 6), metadatas=[{"b": 1}, {"b": 2}])
+        col.delete(ids=["f90"])
+        col.update(ids=["f91"], metadatas=[{"in": "batch"}])
+
+
 # Each operation: (kind, function of the client). "log" operations append to the write-ahead log
-# only; "snapshot" ones write a new generation; "catalog" ones replace catalog.json.
+# only; "snapshot" ones write a new generation; "catalog" ones replace catalog.json; "batch" ones
+# write in batch mode, whose end appends one log record (memory keeps the batch's writes when
+# that fails: the collection refuses writes, and reopening drops them).
 OPS = {
     "add": ("log", lambda c: c.get_collection("flat").add(
         ids=[f"new{i}" for i in range(5)], embeddings=_vecs(5, 1), metadatas=[{"new": i} for i in range(5)],
@@ -207,6 +217,7 @@ OPS = {
     "delete": ("log", lambda c: c.get_collection("flat").delete(ids=["f80", "f81", "nope"])),
     "delete_where": ("log", lambda c: c.get_collection("flat").delete(where={"even": True})),
     "add_ivf": ("log", lambda c: c.get_collection("ivf").add(ids=["vnew"], embeddings=_vecs(1, 3))),
+    "small_batch": ("batch", lambda c: _small_batch(c.get_collection("flat"))),
     "checkpoint": ("snapshot", lambda c: c.get_collection("flat").checkpoint()),
     "checkpoint_ivf": ("snapshot", lambda c: c.get_collection("ivf").checkpoint()),
     "add_that_trains": ("log", lambda c: c.get_collection("pre").add(
@@ -379,12 +390,12 @@ def check_trial(op: str, fault: str, t: dict, after: dict) -> None:
         assert not fc["ok"] and fc["type"] == "ReadOnlyError", f"{where}: a later catalog change gave {fc}"
         return
     assert t["in_process"]["ok"], f"{where}: reading after the error raised {t['in_process']}"
-    assert t["in_process"]["value"]["collections"] == t["before"]["collections"], \
+    assert kind == "batch" or t["in_process"]["value"]["collections"] == t["before"]["collections"], \
         f"{where}: raised {err['type']}: {err['message']}, but the data in memory changed"
     assert reopened["collections"] == t["before"]["collections"], \
         f"{where}: raised {err['type']}: {err['message']}, but after reopen the data is not as before"
     fu = t["follow_up"]
-    if kind == "log":
+    if kind in ("log", "batch"):
         assert not fu["ok"] and fu["type"] == "ReadOnlyError", \
             f"{where}: after a failed log {fault.split('-')[0]}, the next write gave {fu} (expected ReadOnlyError)"
     elif fu["ok"]:

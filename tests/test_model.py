@@ -89,6 +89,7 @@ class CollectionMachine(RuleBasedStateMachine):
         self.space = "l2"
         self.model: "OrderedDict[str, tuple]" = OrderedDict()  # id -> (vector f32, metadata, document)
         self.dim_fixed = False
+        self.batch_depth = 0  # batch mode levels entered and not left
 
     def _open(self):
         if self.persistent:
@@ -202,7 +203,8 @@ class CollectionMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.persistent)
     @rule()
     def reopen(self):
-        self.client.close()
+        self.client.close()  # closing makes an open batch's writes durable, as leaving it would
+        self.batch_depth = 0
         self.client = self._open()
         self.col = self.client.get_collection("model", embedding_function=None)
 
@@ -210,6 +212,20 @@ class CollectionMachine(RuleBasedStateMachine):
     @rule()
     def checkpoint(self):
         self.col.checkpoint()
+
+    # Batch mode changes when writes reach the disk (a group in the log, or a checkpoint), never what
+    # is read: the model ignores it.
+    @precondition(lambda self: self.col is not None and self.batch_depth < 2)
+    @rule()
+    def begin_batch(self):
+        self.col.begin_batch()
+        self.batch_depth += 1
+
+    @precondition(lambda self: self.batch_depth > 0)
+    @rule()
+    def end_batch(self):
+        self.col.end_batch()
+        self.batch_depth -= 1
 
     # ---- reads --------------------------------------------------------------------------------
     def _observed(self):
