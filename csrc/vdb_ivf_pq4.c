@@ -232,9 +232,11 @@ int vdb_ivf_set_pq4(vdb_ivf *ivf, size_t m, uint64_t seed)
         taken++;
     }
     if ((rc = vdb_pq4_train(pq, xs, taken, probe, seed, pairs, &npr))) goto cleanup;
-    ivf->pq = pq; /* read by the table; set for good below */
+    vdb_pq4 *old = ivf->pq; /* the table reads ivf->pq: lend it the new one, then put the old back so
+                             * vdb_ivf_pq_drop below frees it */
+    ivf->pq = pq;
     ivf_pq_eps_table(ivf, probe, list_of, pairs, npr, score, found, sorted, eps);
-    ivf->pq = NULL;
+    ivf->pq = old;
     /* Old codes go first (their block size may differ): a failure below leaves an IVF-Flat index. */
     vdb_ivf_pq_drop(ivf);
     for (size_t l = 0; l < ivf->n_lists; l++)

@@ -68,7 +68,8 @@ typedef struct {
  * eps_hi / eps_lo with probe directions: probe holds n vectors, probe i the one x[i] stands for (for
  * IVF residuals x[i] = v - c, probe i = v), or is NULL (x itself). near (optional, room for
  * VDB_PQ4_NEAR_PAIRS) receives the near pairs measured, *n_near their count, so a caller can
- * choose its own quantile per situation. Deterministic for a seed. */
+ * choose its own quantile per situation. Deterministic for a seed and kernel family (vdb_cpu): the near pairs are
+ * ranked with the family's distance kernels, whose rounding differs between ISAs. */
 int vdb_pq4_train(vdb_pq4 *pq, const float *x, size_t n, const float *probe, uint64_t seed, vdb_pq4_pair *near,
                   size_t *n_near);
 
