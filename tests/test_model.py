@@ -227,6 +227,16 @@ class CollectionMachine(RuleBasedStateMachine):
         self.col.end_batch()
         self.batch_depth -= 1
 
+    @precondition(lambda self: self.persistent)
+    @rule(ids=id_batch, more=id_batch, data=st.data())
+    def batch_then_reopen(self, ids, more, data):
+        """Several writes in one batch, read back from what its end wrote."""
+        self.begin_batch()
+        self.add(ids, data)
+        self.upsert(more, data)
+        self.end_batch()
+        self.reopen()
+
     # ---- reads --------------------------------------------------------------------------------
     def _observed(self):
         r = self.col.get(include=["embeddings", "metadatas", "documents"])
