@@ -1576,9 +1576,13 @@ static PyObject *Collection_stats(CollectionObject *self, PyObject *unused)
 
 static PyObject *Collection_batch(CollectionObject *self, PyObject *arg)
 {
-    int begin = PyObject_IsTrue(arg), rc;
-    if (begin < 0) return NULL;
-    WITH_COLLECTION(self, rc, vdb_collection_batch(self->col, begin));
+    /* True / False: begin / end a bulk batch; 2 / 3: begin / end a logged one (vdb_collection.h) */
+    long mode = PyLong_AsLong(arg);
+    int rc;
+    if (mode == -1 && PyErr_Occurred()) return NULL;
+    if (mode < VDB_BATCH_END || mode > VDB_BATCH_END_LOGGED)
+        return PyErr_Format(PyExc_ValueError, "batch mode must be 0-3, got %ld", mode);
+    WITH_COLLECTION(self, rc, vdb_collection_batch(self->col, (int)mode));
     if (rc) return engine_result(self, rc);
     Py_RETURN_NONE;
 }
@@ -1643,7 +1647,7 @@ static PyMethodDef collection_methods[] = {
     {"verify", (PyCFunction)Collection_verify, METH_NOARGS,
      "verify(): checks every vector chunk not checked yet (CorruptionError naming the file)"},
     {"stats", (PyCFunction)Collection_stats, METH_NOARGS, "stats() -> dict"},
-    {"batch", (PyCFunction)Collection_batch, METH_O, "batch(begin: bool): enter / leave bulk-import mode"},
+    {"batch", (PyCFunction)Collection_batch, METH_O, "batch(mode: int): 1 / 0 (True / False) begin / end a bulk batch, 2 / 3 a logged one"},
     {"rebuild", (PyCFunction)Collection_rebuild, METH_NOARGS, "rebuild(): (re)train the IVF index now"},
     {"set_n_probe", (PyCFunction)Collection_set_n_probe, METH_O,
      "set_n_probe(n_probe): lists a query scans when it gives no n_probe (0: the default rule)"},

@@ -920,7 +920,7 @@ static int write_locked(vdb_collection *c, int op, const vdb_batch *b, uint8_t *
     if ((rc = plan_write(c, op, b, &p))) return rc;
     /* Batch mode logs nothing yet: the batch's end writes its records as one group, or its rows
      * once, in the next generation. */
-    if (c->dir && c->batch_depth > 0)
+    if (c->dir && c->batch_depth > 0 && c->batch_logged_depth == 0)
         rc = buffer_write(c, op, b, &logged);
     else if (c->dir)
         rc = log_write(c, op, b, &payload, &logged);

@@ -61,7 +61,8 @@ size_t vdb_collection_pq4_m(size_t d);
  *   vectors written as there were". Stats: count_at_training, added_since_training (both
  *   persisted with the index, so the rule continues across reopens). A collection that deletes
  *   down below its list count does not retrain until rebuild().
- * - Batch mode (vdb_collection_batch(c, 1) .. (c, 0), nestable): nothing trains inside; leaving
+ * - Batch mode (vdb_collection_batch(c, VDB_BATCH_BEGIN) .. (c, VDB_BATCH_END), nestable): nothing
+ *   trains inside; leaving
  *   the outermost level applies the rules above once. A batch is one durable unit: its writes are
  *   applied (and visible) at once but nothing of them reaches the disk until the outermost level
  *   is left (or the collection closed, or an explicit checkpoint made inside). Their log records
@@ -72,7 +73,10 @@ size_t vdb_collection_pq4_m(size_t d);
  *   vector once, not to the log and again to the snapshot). A crash before leaving, or one that
  *   tears the group, leaves the collection as it was before the batch. If that append or
  *   checkpoint fails, vdb_collection_batch returns its error and the collection refuses writes
- *   until reopened (which drops the batch).
+ *   until reopened (which drops the batch). A batch spans every write to the collection, whoever
+ *   makes it: a process whose writers do not all belong to the batch (a server) uses
+ *   VDB_BATCH_BEGIN_LOGGED .. VDB_BATCH_END_LOGGED instead, which defers training the same way but
+ *   logs each write as it returns (what bulk levels had buffered is committed first).
  * - Training is followed by a checkpoint, so a reopened collection never retrains. A crash
  *   between a write and its training loses nothing: the reopened collection has every logged
  *   write, trains at its next write.
@@ -85,7 +89,11 @@ size_t vdb_collection_pq4_m(size_t d);
  * with quantization VDB_QUANT_PQ4, at most n_lists (recall@10 about 0.97 / 0.99 on real 384-d
  * text embeddings, more on synthetic clusters; see the .c for the numbers). */
 int64_t vdb_collection_default_n_probe(int64_t n_lists, int quantization);
-int vdb_collection_batch(vdb_collection *c, int begin);
+#define VDB_BATCH_END 0
+#define VDB_BATCH_BEGIN 1
+#define VDB_BATCH_BEGIN_LOGGED 2
+#define VDB_BATCH_END_LOGGED 3
+int vdb_collection_batch(vdb_collection *c, int mode);
 /* Retrains (or first trains) the index now, whatever its size, when k-means can: with fewer
  * vectors than lists (an empty collection too) it changes nothing, as the automatic rule, returns
  * VDB_OK and leaves a message saying so for vdb_collection_take_warning. VDB_EINVAL when the

@@ -58,6 +58,7 @@ struct vdb_collection {
 
     vdb_ivf *ivf; /* once trained, the owner of every live row's vector (base/tail are empty) */
     int batch_depth;
+    int batch_logged_depth; /* levels begun with VDB_BATCH_BEGIN_LOGGED: while > 0 writes are logged */
     /* Writes applied in batch mode that are not on disk yet (nothing of them is until the batch
      * ends). While batch_buffering, batch_log holds their log records, each u32 len + payload: the
      * payload of one WAL_GROUP record, appended at the batch's end when it stayed small (see

@@ -178,20 +178,39 @@ int vdb_collection_take_warning(char *buf, size_t cap)
     return had;
 }
 
-int vdb_collection_batch(vdb_collection *c, int begin)
+int vdb_collection_batch(vdb_collection *c, int mode)
 {
     vdb_coll_clear_warning();
+    if (mode < VDB_BATCH_END || mode > VDB_BATCH_END_LOGGED)
+        return vdb_set_error(VDB_EINVAL, "batch mode %d: expected VDB_BATCH_BEGIN/END(_LOGGED)", mode);
+    const int begin = mode == VDB_BATCH_BEGIN || mode == VDB_BATCH_BEGIN_LOGGED;
+    const int logged = mode == VDB_BATCH_BEGIN_LOGGED || mode == VDB_BATCH_END_LOGGED;
     int rc = VDB_OK;
     pthread_rwlock_wrlock(&c->lock);
-    if (begin) {
+    if (begin && logged) {
+        /* From here every write is logged as it returns: what bulk levels buffered goes to disk first,
+         * so the log never holds a write without the ones applied before it. */
+        if (c->failed) {
+            rc = vdb_coll_refuse_writes(c);
+        } else if ((rc = vdb_coll_batch_commit(c))) {
+            c->failed = 1;
+        } else {
+            c->batch_logged_depth++;
+            c->batch_depth++;
+        }
+    } else if (begin) {
         if (c->batch_depth++ == 0 && !c->batch_unlogged) c->batch_buffering = 1;
-    } else if (c->batch_depth == 0) {
+    } else if (c->batch_depth == 0 || (logged && c->batch_logged_depth == 0)) {
         rc = vdb_set_error(VDB_EINVAL, "end of batch mode without a matching begin");
-    } else if (--c->batch_depth == 0 && !c->failed) {
-        vdb_coll_after_write(c); /* trains (and checkpoints) when the rules say so */
-        /* The batch's writes become durable here, all at once: a crash before leaves none of them.
-         * If that fails, memory holds writes the disk does not: refuse writes until reopened. */
-        if ((rc = vdb_coll_batch_commit(c)) && !c->failed) c->failed = 1;
+    } else {
+        if (logged) c->batch_logged_depth--;
+        if (--c->batch_depth == 0 && !c->failed) {
+            vdb_coll_after_write(c); /* trains (and checkpoints) when the rules say so */
+            /* The batch's writes become durable here, all at once: a crash before leaves none of
+             * them. If that fails, memory holds writes the disk does not: refuse writes until
+             * reopened. */
+            if ((rc = vdb_coll_batch_commit(c)) && !c->failed) c->failed = 1;
+        }
     }
     pthread_rwlock_unlock(&c->lock);
     return rc;

@@ -245,3 +245,46 @@ def test_small_batch_end_makes_its_writes_durable(tmp_path, kind):
         assert col.stats()["index"] == kind
     finally:
         client.close()
+
+
+LOGGED_BATCH_WRITER = WRITER_HEAD + textwrap.dedent(
+    """
+    col.add(ids=[f"a{j}" for j in range(1500)], embeddings=rng.standard_normal((1500, 8)).astype(np.float32))
+    col.begin_batch()  # a bulk level first: what it buffered is committed when the logged level begins
+    col.add(ids=["bulk"], embeddings=rng.standard_normal((1, 8)).astype(np.float32))
+    col.begin_batch(log_each_write=True)
+    for s in range(0, 1000, 250):
+        col.add(ids=[f"b{j}" for j in range(s, s + 250)], embeddings=rng.standard_normal((250, 8)).astype(np.float32))
+    col.delete(ids=["a0"])
+    print("in batch", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_kill9_inside_a_logged_batch_loses_no_acknowledged_write(tmp_path, kind):
+    """The server's batches (begin_batch(log_each_write=True)) span every client's writes, so each
+    write is durable when it returns: a kill -9 inside one loses none of them, nor what an enclosing
+    bulk level had applied before it began."""
+    client = _run_until_in_batch_then_kill(LOGGED_BATCH_WRITER, str(tmp_path / "db"), kind)
+    try:
+        col = client.get_collection("crash")
+        assert col.count() == 1500 + 1 + 1000 - 1
+        assert col.get(ids=["a0", "bulk", "b0", "b999"])["ids"] == ["bulk", "b0", "b999"]
+        col.add(ids=["c"], embeddings=[[1.0] * 8])
+        assert col.count() == 2501
+    finally:
+        client.close()
+
+
+def test_logged_batch_end_without_its_begin_is_refused(tmp_path):
+    client = vectordb.PersistentClient(str(tmp_path / "db"))
+    try:
+        col = client.create_collection("crash")
+        col.begin_batch()
+        with pytest.raises(vectordb.errors.InvalidArgumentError, match="without a matching begin"):
+            col.end_batch(log_each_write=True)
+        col.end_batch()
+    finally:
+        client.close()

@@ -18,6 +18,7 @@ GET_INCLUDE_DEFAULT = ["metadatas", "documents"]
 QUERY_INCLUDE_DEFAULT = ["metadatas", "documents", "distances"]
 # The maintenance actions Collection.begin_batch/end_batch/rebuild/checkpoint map to.
 ACTIONS = ("begin_batch", "end_batch", "rebuild", "checkpoint")
+# The embedded clients also take begin_logged_batch / end_logged_batch (the server's batches).
 
 
 @runtime_checkable

@@ -299,17 +299,19 @@ class Collection:
         """Writes a new snapshot now and truncates the log (also happens automatically)."""
         self._client.collection_action(self._id, "checkpoint")
 
-    def begin_batch(self) -> None:
+    def begin_batch(self, *, log_each_write: bool = False) -> None:
         """Enters bulk-import mode: the IVF index does not retrain until the matching end_batch(), and
         the writes until then become durable together at end_batch() (a crash before it leaves the
         collection as it was before begin_batch()): a small batch as one log record, a large one
-        written once, in a checkpoint."""
-        self._client.collection_action(self._id, "begin_batch")
+        written once, in a checkpoint. The batch holds every write to the collection, from any
+        thread, until it ends. log_each_write=True (embedded clients; the server's batches use it)
+        only defers training: each write stays durable as it returns."""
+        self._client.collection_action(self._id, "begin_logged_batch" if log_each_write else "begin_batch")
 
-    def end_batch(self) -> None:
+    def end_batch(self, *, log_each_write: bool = False) -> None:
         """Leaves bulk-import mode: the index trains or retrains once if the collection grew enough,
-        and the batch's writes are made durable."""
-        self._client.collection_action(self._id, "end_batch")
+        and the batch's writes are made durable. log_each_write ends a batch begun with it."""
+        self._client.collection_action(self._id, "end_logged_batch" if log_each_write else "end_batch")
 
     @contextlib.contextmanager
     def batch(self) -> Iterator["Collection"]:

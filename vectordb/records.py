@@ -27,6 +27,10 @@ from .validation import (
 
 log = logging.getLogger("vectordb")
 
+# vdb_collection_batch's modes: a bulk batch buffers every write until its end (durable together); a
+# logged one (the server's: its writers are not all the batch's) only defers index training.
+_BATCH_END, _BATCH_BEGIN, _BATCH_BEGIN_LOGGED, _BATCH_END_LOGGED = 0, 1, 2, 3
+
 _INCLUDE_BITS = {"embeddings": _core.INC_VECTORS, "metadatas": _core.INC_METAS, "documents": _core.INC_DOCS,
                  "distances": _core.INC_DISTANCES}
 
@@ -196,17 +200,17 @@ class LocalRecords:
         return s
 
     def collection_action(self, cid: str, action: str) -> Any:
-        if action == "begin_batch":
+        if action in ("begin_batch", "begin_logged_batch"):
             # Pinned: a collection in batch mode is never evicted (the mode lives in the handle).
             self._pin(cid, +1)
             try:
-                self._engine_call(cid, "batch", True)
+                self._engine_call(cid, "batch", _BATCH_BEGIN if action == "begin_batch" else _BATCH_BEGIN_LOGGED)
             except BaseException:
                 self._pin(cid, -1)
                 raise
-        elif action == "end_batch":
+        elif action in ("end_batch", "end_logged_batch"):
             try:
-                self._write_call(cid, "batch", False)
+                self._write_call(cid, "batch", _BATCH_END if action == "end_batch" else _BATCH_END_LOGGED)
             finally:
                 self._pin(cid, -1)
         elif action == "rebuild":

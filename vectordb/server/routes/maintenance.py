@@ -11,9 +11,12 @@ from vectordb.server.service import Service
 def maintenance_router(svc: Service) -> APIRouter:
     router = APIRouter()
     for action, endpoint, handler, response, summary in (
-        ("batch/begin", "begin_batch", lambda n, _: answer(svc.collection(n).begin_batch()), m.OkResponse,
-         "Defer index maintenance until batch/end (bulk loading)"),
-        ("batch/end", "end_batch", lambda n, _: answer(svc.collection(n).end_batch()), m.OkResponse, None),
+        # Logged batches: a server batch spans every client's writes, so each stays durable as it is
+        # acknowledged; only index training waits for batch/end.
+        ("batch/begin", "begin_batch", lambda n, _: answer(svc.collection(n).begin_batch(log_each_write=True)),
+         m.OkResponse, "Defer index maintenance until batch/end (bulk loading)"),
+        ("batch/end", "end_batch", lambda n, _: answer(svc.collection(n).end_batch(log_each_write=True)),
+         m.OkResponse, None),
         ("rebuild", "rebuild", lambda n, _: answer({"ok": True, **svc.collection(n).rebuild()}), m.RebuildResponse,
          "Retrain the IVF index on the current data"),
         ("checkpoint", "checkpoint", lambda n, _: answer(svc.collection(n).checkpoint()), m.OkResponse,
