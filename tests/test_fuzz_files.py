@@ -2,8 +2,9 @@
 database wrote, and each damaged copy is opened in a separate worker process.
 
 Files: catalog.json, and of a flat collection and of an IVF collection (use_ivf=True, 8 lists,
-1200 vectors, checkpointed) MANIFEST, wal-<G>, gen-<G>/vectors.bin, gen-<G>/vectors.crc, gen-<G>/records.bin,
-gen-<G>/ivf.bin, gen-<G>/ivfvec.bin, gen-<G>/ivfvec.crc. Damage: multi-byte overwrites, insertions,
+quantization="pq4", 1200 vectors, checkpointed) MANIFEST, wal-<G>, gen-<G>/vectors.bin,
+gen-<G>/vectors.crc, gen-<G>/records.bin, gen-<G>/ivf.bin, gen-<G>/ivfvec.bin, gen-<G>/ivfvec.crc,
+gen-<G>/ivfpq4.bin. Damage: multi-byte overwrites, insertions,
 truncations, appended garbage (1-3 of them per copy).
 
 What must happen (vdb_store.h): a damaged copy either raises vectordb.errors.CorruptionError whose
@@ -268,7 +269,7 @@ class Base:
         flat.checkpoint()
         self.states["flat"] = self._writes(flat, rng, "f")
         ivf = client.create_collection("ivf", metadata={"hnsw:space": "cosine"}, use_ivf=True, n_clusters=8,
-                                       embedding_function=None)
+                                       quantization="pq4", embedding_function=None)
         n = 1200
         ivf.add(ids=[f"v{i}" for i in range(n)], embeddings=rng.standard_normal((n, DIM)).astype(np.float32),
                 metadatas=[{"i": i} for i in range(n)])
@@ -495,8 +496,8 @@ def check_damaged_copy(base: Base, worker: Worker, scratch: str, key: str, data:
 
 
 KEYS = ["flat/MANIFEST", "flat/wal", "flat/vectors.bin", "flat/vectors.crc", "flat/records.bin",
-        "ivf/MANIFEST", "ivf/wal", "ivf/ivf.bin", "ivf/ivfvec.bin", "ivf/ivfvec.crc", "ivf/records.bin",
-        "catalog.json"]
+        "ivf/MANIFEST", "ivf/wal", "ivf/ivf.bin", "ivf/ivfvec.bin", "ivf/ivfvec.crc", "ivf/ivfpq4.bin",
+        "ivf/records.bin", "catalog.json"]
 
 
 def test_base_database_has_the_files_the_fuzzing_assumes(base, worker, scratch):
@@ -644,7 +645,8 @@ def check_consistent_or_corrupt(base: Base, worker: Worker, scratch: str, key: s
 
 
 CHECKSUMMED = ["flat/MANIFEST", "flat/vectors.bin", "flat/vectors.crc", "flat/records.bin",
-               "ivf/MANIFEST", "ivf/ivf.bin", "ivf/ivfvec.bin", "ivf/ivfvec.crc", "ivf/records.bin"]
+               "ivf/MANIFEST", "ivf/ivf.bin", "ivf/ivfvec.bin", "ivf/ivfvec.crc", "ivf/ivfpq4.bin",
+               "ivf/records.bin"]
 
 
 @pytest.mark.parametrize("key", CHECKSUMMED)
