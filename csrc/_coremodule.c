@@ -1576,12 +1576,11 @@ static PyObject *Collection_stats(CollectionObject *self, PyObject *unused)
 
 static PyObject *Collection_batch(CollectionObject *self, PyObject *arg)
 {
-    /* True / False: begin / end a bulk batch; 2 / 3: begin / end a logged one (vdb_collection.h) */
+    /* BATCH_* (True / False: begin / end a bulk batch); vdb_collection_batch checks the mode */
     long mode = PyLong_AsLong(arg);
     int rc;
     if (mode == -1 && PyErr_Occurred()) return NULL;
-    if (mode < VDB_BATCH_END || mode > VDB_BATCH_END_LOGGED)
-        return PyErr_Format(PyExc_ValueError, "batch mode must be 0-3, got %ld", mode);
+    if (mode != (int)mode) return PyErr_Format(PyExc_ValueError, "batch mode out of range: %ld", mode);
     WITH_COLLECTION(self, rc, vdb_collection_batch(self->col, (int)mode));
     if (rc) return engine_result(self, rc);
     Py_RETURN_NONE;
@@ -1736,7 +1735,9 @@ static const struct {
     long value;
 } core_constants[] = {
     CORE_CONSTANT(VDB_, OP_ADD), CORE_CONSTANT(VDB_, OP_UPSERT), CORE_CONSTANT(VDB_, OP_UPDATE),
-    CORE_CONSTANT(VDB_, OP_DELETE), CORE_CONSTANT(VDB_, INC_VECTORS), CORE_CONSTANT(VDB_, INC_METAS),
+    CORE_CONSTANT(VDB_, OP_DELETE), CORE_CONSTANT(VDB_, BATCH_END), CORE_CONSTANT(VDB_, BATCH_BEGIN),
+    CORE_CONSTANT(VDB_, BATCH_BEGIN_LOGGED), CORE_CONSTANT(VDB_, BATCH_END_LOGGED),
+    CORE_CONSTANT(VDB_, INC_VECTORS), CORE_CONSTANT(VDB_, INC_METAS),
     CORE_CONSTANT(VDB_, INC_DOCS), CORE_CONSTANT(VDB_, INC_DISTANCES), CORE_CONSTANT(VDB_, FILTER_VERSION),
     CORE_CONSTANT(VDB_, FILTER_MAX_DEPTH), CORE_CONSTANT(VDB_, FK_AND), CORE_CONSTANT(VDB_, FK_OR),
     CORE_CONSTANT(VDB_, FK_NOT), CORE_CONSTANT(VDB_, FK_EQ), CORE_CONSTANT(VDB_, FK_LT), CORE_CONSTANT(VDB_, FK_LTE),

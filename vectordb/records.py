@@ -27,10 +27,6 @@ from .validation import (
 
 log = logging.getLogger("vectordb")
 
-# vdb_collection_batch's modes: a bulk batch buffers every write until its end (durable together); a
-# logged one (the server's: its writers are not all the batch's) only defers index training.
-_BATCH_END, _BATCH_BEGIN, _BATCH_BEGIN_LOGGED, _BATCH_END_LOGGED = 0, 1, 2, 3
-
 _INCLUDE_BITS = {"embeddings": _core.INC_VECTORS, "metadatas": _core.INC_METAS, "documents": _core.INC_DOCS,
                  "distances": _core.INC_DISTANCES}
 
@@ -204,13 +200,15 @@ class LocalRecords:
             # Pinned: a collection in batch mode is never evicted (the mode lives in the handle).
             self._pin(cid, +1)
             try:
-                self._engine_call(cid, "batch", _BATCH_BEGIN if action == "begin_batch" else _BATCH_BEGIN_LOGGED)
+                # a logged batch (the server's: its writers are not all the batch's) only defers training
+                self._engine_call(cid, "batch",
+                                  _core.BATCH_BEGIN if action == "begin_batch" else _core.BATCH_BEGIN_LOGGED)
             except BaseException:
                 self._pin(cid, -1)
                 raise
         elif action in ("end_batch", "end_logged_batch"):
             try:
-                self._write_call(cid, "batch", _BATCH_END if action == "end_batch" else _BATCH_END_LOGGED)
+                self._write_call(cid, "batch", _core.BATCH_END if action == "end_batch" else _core.BATCH_END_LOGGED)
             finally:
                 self._pin(cid, -1)
         elif action == "rebuild":
