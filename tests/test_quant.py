@@ -346,7 +346,7 @@ def test_damaged_vector_chunk_is_found_on_first_use_naming_the_file(tmp_path, qu
         f.write(bytes([b ^ 0x10]))
     client = vectordb.PersistentClient(str(tmp_path / "db"))
     col = client.get_collection("quant")
-    assert col.count() == len(x)  # open read no vector data
+    assert col.count() == len(x)  # open checks no vector page, so the damage is not found yet
     if quantization:
         # Far from the damage: answered exactly, the damaged chunk never read.
         got = col.query(query_embeddings=x[:1], n_results=3, include=["distances"])
@@ -446,7 +446,7 @@ def test_ivf_vectors_are_mapped_and_a_damaged_chunk_is_found_on_first_use(tmp_pa
     victim = int(np.flatnonzero((x == row).all(axis=1))[0])
     client = vectordb.PersistentClient(str(tmp_path / "db"))
     col = client.get_collection("quant")
-    assert col.count() == len(x)  # open read no vector data
+    assert col.count() == len(x)  # open checks no vector page, so the damage is not found yet
     with pytest.raises(CorruptionError, match="ivfvec.bin"):
         col.query(query_embeddings=x[victim:victim + 1], n_results=3)
     with pytest.raises(CorruptionError, match="ivfvec.bin"):
@@ -461,11 +461,44 @@ def test_ivf_vectors_are_mapped_and_a_damaged_chunk_is_found_on_first_use(tmp_pa
     engine.close()
 
 
+@pytest.mark.parametrize("codes", ["kept", "missing"])
+def test_ivf_pq4_reopen_reads_codes_not_vectors(tmp_path, codes):
+    """Reopening a pq4 collection takes its codes from ivfpq4.bin and touches no vector page, so a
+    damaged ivfvec.bin is only found by what reads vectors (a re-rank); without the code file the codes
+    are made again from every vector at open, which finds the damage there."""
+    client, col = _public(tmp_path, "db", quantization="pq4", use_ivf=True)
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal((30, 24)) * 4)[rng.integers(0, 30, 6000)].astype(np.float32)
+    col.add(ids=[str(i) for i in range(len(x))], embeddings=x)
+    col.checkpoint()
+    vec = _closed_snapshot_file(tmp_path, client, col, "ivfvec.bin")
+    if codes == "missing":
+        os.remove(vec.parent / "ivfpq4.bin")
+    with open(vec, "r+b") as f:  # one flipped byte in every 4 KiB page of vector data
+        for pos in range(64 + 100, os.path.getsize(vec), 4096):
+            f.seek(pos)
+            b = f.read(1)[0]
+            f.seek(pos)
+            f.write(bytes([b ^ 0x10]))
+    client = vectordb.PersistentClient(str(tmp_path / "db"))
+    if codes == "missing":
+        with pytest.raises(CorruptionError, match="ivfvec.bin"):
+            client.get_collection("quant").count()
+    else:
+        col = client.get_collection("quant")
+        assert col.count() == len(x) and col.stats()["trained"]
+        assert col.get(ids=["7"], include=["metadatas"])["ids"] == ["7"]
+        with pytest.raises(CorruptionError, match="ivfvec.bin"):
+            col.query(query_embeddings=x[:1], n_results=3)
+    client.close()
+
+
 @pytest.mark.parametrize("damage", ["none", "middle", "truncated", "missing"])
 def test_ivf_pq4_codes_are_written_with_the_index_and_read_back(tmp_path, damage):
-    """A checkpoint writes the pq4 codes as they are (ivfpq4.bin): reopening trains and encodes
-    nothing and answers the same; a damaged code file is an error naming it; a missing one (a
-    generation written before the file existed) has its codes made again from the vectors."""
+    """A checkpoint writes the pq4 codes as they are (ivfpq4.bin): reopening answers the same (that it
+    reads them rather than encoding again is the test above); a damaged code file is an error naming
+    it; a missing one (a generation written before the file existed) has its codes made again from
+    the vectors."""
     client, col = _public(tmp_path, "db", quantization="pq4", use_ivf=True)
     rng = np.random.default_rng(6)
     x = (rng.standard_normal((30, 24)) * 4)[rng.integers(0, 30, 6000)].astype(np.float32)
