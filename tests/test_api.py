@@ -1371,6 +1371,28 @@ def test_lru_of_open_collections(persistent_path, reopen):
         assert np.allclose(col.get(include=["embeddings"])["embeddings"], np.array(model[n][1]))
 
 
+def test_unmatched_end_batch_keeps_the_open_batch_cached(persistent_path, reopen):
+    """An end_batch without a matching begin is refused and ends nothing, so the batch still open
+    below it keeps its collection in the cache: using other collections does not close it, and its
+    own end_batch later commits its writes."""
+    c = reopen(max_cached=1)
+    a = c.create_collection("batched")
+    b = c.create_collection("other")
+    a.begin_batch()
+    a.begin_batch(log_each_write=True)
+    a.add(ids=["x"], embeddings=[[1.0, 2.0]])
+    a.end_batch(log_each_write=True)
+    with pytest.raises(vectordb.InvalidArgumentError, match="without a matching begin"):
+        a.end_batch(log_each_write=True)  # the logged level is gone; the plain one stays
+    a.add(ids=["y"], embeddings=[[3.0, 4.0]])
+    b.add(ids=["z"], embeddings=[[5.0, 6.0]])  # with max_cached=1 this would evict an unpinned a
+    assert a.stats()["batch_depth"] == 1
+    a.end_batch()
+    assert a.stats()["batch_depth"] == 0
+    c = reopen(c)
+    assert c.get_collection("batched").get()["ids"] == ["x", "y"]
+
+
 @pytest.mark.parametrize("bad", [0, -1, "2", 1.5])
 def test_max_cached_must_be_positive(persistent_path, bad):
     with pytest.raises(ValueError):

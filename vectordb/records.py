@@ -209,8 +209,12 @@ class LocalRecords:
         elif action in ("end_batch", "end_logged_batch"):
             try:
                 self._write_call(cid, "batch", _core.BATCH_END if action == "end_batch" else _core.BATCH_END_LOGGED)
-            finally:
-                self._pin(cid, -1)
+            except InvalidArgumentError:
+                raise  # no matching begin: no level ended, so the batches below stay pinned
+            except BaseException:
+                self._pin(cid, -1)  # the level ended; only what followed failed
+                raise
+            self._pin(cid, -1)
         elif action == "rebuild":
             self._engine_call(cid, "rebuild")
             note = self._engine_call(cid, "take_warning")
