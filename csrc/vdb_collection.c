@@ -469,7 +469,10 @@ int vdb_coll_checkpoint_locked(vdb_collection *c)
         if ((rc = vdb_coll_verify_all(c))) goto cleanup;
         uint64_t rows[2] = {c->n_base, c->n_rows - c->n_base};
         path_join(path, sizeof path, gdir, "vectors.bin", 0, 0);
-        if ((rc = vdb_vectors_write(path, c->cfg.metric, (uint64_t)c->dim, chunks, rows, 2, VDB_VECTORS_CHUNK)))
+        /* With codes, the float32 rows are read one by one to re-rank: a 4 KiB page verified (and
+         * resident) per row, not a 64 KiB chunk. Without, searches scan whole chunks. */
+        uint32_t crc_bytes = c->codes ? VDB_VECTORS_SMALL_CHUNK : VDB_VECTORS_CHUNK;
+        if ((rc = vdb_vectors_write(path, c->cfg.metric, (uint64_t)c->dim, chunks, rows, 2, crc_bytes)))
             goto cleanup;
         vector_bytes = rows[0] + rows[1];
         vector_bytes *= (uint64_t)c->dim * sizeof(float);

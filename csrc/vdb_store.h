@@ -16,7 +16,8 @@
  *                   u32 crc32c(table) u32 crc32c(header bytes 0..27); then the table: u32 crc32c of
  *                   each chunk_bytes-long piece of vectors.bin's data (the last one shorter).
  *                   chunk_bytes is a power of two from 4096 to 65536: 65536 for vectors.bin, 4096
- *                   for ivfvec.bin (its rows are read one by one to re-rank: a page each, not 64 KiB).
+ *                   for ivfvec.bin and for a quantized collection's vectors.bin (their rows are read
+ *                   one by one to re-rank: a page each, not 64 KiB).
  *                   Generations written before vectors.crc existed lack it: their data checksum is
  *                   verified whole at open, as it always was.
  *     records.bin   36-byte header "VDBRECS1" u32 version u64 n_rows u64 payload_len u32 crc32c(payload)

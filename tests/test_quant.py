@@ -5,6 +5,7 @@ persistence of the codes (codes.bin) and its damage."""
 from __future__ import annotations
 
 import os
+import struct
 
 import numpy as np
 import pytest
@@ -338,7 +339,10 @@ def test_damaged_vector_chunk_is_found_on_first_use_naming_the_file(tmp_path, qu
     cdir = tmp_path / "db" / "collections" / str(col.id)
     client.close()
     gen = next(p for p in os.listdir(cdir) if p.startswith("gen-"))
-    victim = 15000  # its chunk holds rows 14336..15359
+    # With codes, rows are read one by one to re-rank: a 4 KiB page checked (and paged in) per row.
+    with open(cdir / gen / "vectors.crc", "rb") as f:
+        assert struct.unpack_from("<I", f.read(16), 12)[0] == (4096 if quantization else 65536)
+    victim = 15000  # its chunk holds rows 14336..15359 (64 KiB) or 14976..15039 (4 KiB)
     with open(cdir / gen / "vectors.bin", "r+b") as f:
         f.seek(64 + victim * d * 4 + 3)
         b = f.read(1)[0]
