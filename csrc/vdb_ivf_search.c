@@ -55,23 +55,27 @@ typedef struct {
     float *ld;       /* max_list */
     uint32_t *lpos;  /* max_list */
     unsigned char *scanned; /* n_lists */
+    float *pad;      /* 4 * d: ivf_coarse's tail queries */
+    float *pad_out;  /* 4 * n_lists: their distances */
 } ivf_scratch;
 
 static size_t ivf_align(size_t x) { return (x + 63) & ~(size_t)63; }
 
-static int ivf_scratch_size(size_t qb, size_t n_lists, size_t max_list, size_t *out)
+static int ivf_scratch_size(size_t qb, size_t n_lists, size_t max_list, size_t d, size_t *out)
 {
-    size_t a, b, c, e, f, g;
+    size_t a, b, c, e, f, g, h, i;
     if (ivf_mul(qb * sizeof(float), n_lists, &a) || ivf_mul(n_lists, sizeof(float), &b) ||
         ivf_mul(n_lists, sizeof(int64_t), &c) || ivf_mul(max_list, sizeof(float), &e) ||
-        ivf_mul(max_list, sizeof(uint32_t), &f))
+        ivf_mul(max_list, sizeof(uint32_t), &f) || ivf_mul(4 * sizeof(float), d, &h) ||
+        ivf_mul(4 * sizeof(float), n_lists, &i))
         return -1;
     g = n_lists;
-    *out = ivf_align(a) + ivf_align(b) + ivf_align(c) + ivf_align(e) + ivf_align(f) + ivf_align(g);
+    *out = ivf_align(a) + ivf_align(b) + ivf_align(c) + ivf_align(e) + ivf_align(f) + ivf_align(g) + ivf_align(h) +
+           ivf_align(i);
     return 0;
 }
 
-static ivf_scratch ivf_scratch_at(unsigned char *base, size_t qb, size_t n_lists, size_t max_list)
+static ivf_scratch ivf_scratch_at(unsigned char *base, size_t qb, size_t n_lists, size_t max_list, size_t d)
 {
     ivf_scratch s;
     unsigned char *p = base;
@@ -86,6 +90,10 @@ static ivf_scratch ivf_scratch_at(unsigned char *base, size_t qb, size_t n_lists
     s.lpos = (uint32_t *)p;
     p += ivf_align(max_list * sizeof(uint32_t));
     s.scanned = p;
+    p += ivf_align(n_lists);
+    s.pad = (float *)p;
+    p += ivf_align(4 * sizeof(float) * d);
+    s.pad_out = (float *)p;
     return s;
 }
 
@@ -444,33 +452,50 @@ static int ivf_pq_search_one(const ivf_search_ctx *c, ivf_pq_scratch *ps, const 
     return 1;
 }
 
+/* Centroid distances of nq queries into out (nq x n_lists), every query through the block
+ * kernel's tiles of 4 queries, a remainder of 1-3 padded with copies of its last query (pad: 4 d
+ * floats, pad_out: 4 n_lists). A tile computes each query's distances alone (its tile mates change
+ * no bit) and the lone-query kernel rounds differently: so a query probes the same lists and
+ * estimates the same bounds alone as in any batch, near-ties included. */
+static void ivf_coarse(const vdb_ivf *ivf, const float *qs, size_t nq, float *out, float *pad, float *pad_out)
+{
+    const size_t d = ivf->d, nl = ivf->n_lists, full = nq & ~(size_t)3, rest = nq - full;
+    const vdb_metric cm = ivf_coarse_metric(ivf->metric);
+    if (full) vdb_distance_block(cm, qs, full, ivf->centroids, nl, d, out);
+    if (!rest) return;
+    for (size_t j = 0; j < 4; j++) memcpy(pad + j * d, qs + (full + (j < rest ? j : rest - 1)) * d, d * sizeof(float));
+    vdb_distance_block(cm, pad, 4, ivf->centroids, nl, d, pad_out);
+    memcpy(out + full * nl, pad_out, rest * nl * sizeof(float));
+}
+
+/* The worker's scratch slot, or (*own) a new block when the pool grew after the slots were sized
+ * (a concurrent vdb_threads_set_count); NULL when out of memory. */
+static unsigned char *ivf_task_scratch(const ivf_search_ctx *c, size_t worker, unsigned char **own)
+{
+    *own = NULL;
+    if (worker < c->n_slots) return c->scratch + worker * c->scratch_per_worker;
+    return *own = malloc(c->scratch_per_worker);
+}
+
 static void ivf_search_task(void *vctx, size_t task, size_t worker)
 {
     ivf_search_ctx *c = vctx;
     const vdb_ivf *ivf = c->ivf;
     const size_t d = ivf->d, nl = ivf->n_lists;
     const size_t t0 = task * IVF_QB, nqb = c->nq - t0 < IVF_QB ? c->nq - t0 : IVF_QB;
-    unsigned char *own = NULL, *base;
-    if (worker < c->n_slots) {
-        base = c->scratch + worker * c->scratch_per_worker;
-    } else {
-        /* The pool grew after the slots were sized (a concurrent vdb_threads_set_count). */
-        base = own = malloc(c->scratch_per_worker);
-        if (!base) {
-            ivf_fail(c, VDB_ENOMEM);
-            return;
-        }
+    unsigned char *own, *base = ivf_task_scratch(c, worker, &own);
+    if (!base) {
+        ivf_fail(c, VDB_ENOMEM);
+        return;
     }
-    ivf_scratch s = ivf_scratch_at(base, c->qb, nl, c->max_list);
+    ivf_scratch s = ivf_scratch_at(base, c->qb, nl, c->max_list, d);
     ivf_pq_scratch *ps = NULL;
     if (ivf->pq && !(ps = ivf_pq_scratch_new(ivf, c->k, c->n_probe, c->max_list))) {
         free(own);
         ivf_fail(c, VDB_ENOMEM);
         return;
     }
-    if (!c->coarse)
-        vdb_distance_block(ivf_coarse_metric(ivf->metric), c->queries + (c->q0 + t0) * d, nqb, ivf->centroids, nl,
-                           d, s.coarse);
+    if (!c->coarse) ivf_coarse(ivf, c->queries + (c->q0 + t0) * d, nqb, s.coarse, s.pad, s.pad_out);
     for (size_t qi = 0; qi < nqb; qi++) {
         const size_t local = c->perm ? c->perm[t0 + qi] : t0 + qi, at = c->q0 + local;
         const float *q = c->queries + at * d;
@@ -507,16 +532,21 @@ static void ivf_search_task(void *vctx, size_t task, size_t worker)
 }
 
 /* A batch's first pass: the centroid distances of a block of queries (the block kernel: each
- * centroid loaded serves several queries) and each one's nearest list. */
+ * centroid loaded serves 4 queries) and each one's nearest list. */
 static void ivf_coarse_task(void *vctx, size_t task, size_t worker)
 {
-    (void)worker;
     ivf_search_ctx *c = vctx;
     const vdb_ivf *ivf = c->ivf;
     const size_t nl = ivf->n_lists, t0 = task * IVF_QB, nqb = c->nq - t0 < IVF_QB ? c->nq - t0 : IVF_QB;
+    unsigned char *own, *base = ivf_task_scratch(c, worker, &own);
+    if (!base) {
+        ivf_fail(c, VDB_ENOMEM);
+        return;
+    }
+    ivf_scratch s = ivf_scratch_at(base, c->qb, nl, c->max_list, ivf->d);
     float *cd = c->coarse + t0 * nl;
-    vdb_distance_block(ivf_coarse_metric(ivf->metric), c->queries + (c->q0 + t0) * ivf->d, nqb, ivf->centroids, nl,
-                       ivf->d, cd);
+    ivf_coarse(ivf, c->queries + (c->q0 + t0) * ivf->d, nqb, cd, s.pad, s.pad_out);
+    free(own);
     for (size_t qi = 0; qi < nqb; qi++, cd += nl) {
         size_t best = 0;
         for (size_t l = 1; l < nl; l++) best = cd[l] < cd[best] ? l : best;
@@ -553,7 +583,7 @@ int vdb_ivf_search(const vdb_ivf *ivf, const float *queries, size_t nq, size_t k
     size_t n_tasks = (nq + IVF_QB - 1) / IVF_QB;
     size_t workers = vdb_threads_count();
     if (workers > n_tasks) workers = n_tasks;
-    if (ivf_scratch_size(nq < IVF_QB ? nq : IVF_QB, ivf->n_lists, max_list, &per) || ivf_mul(per, workers, &total)) {
+    if (ivf_scratch_size(nq < IVF_QB ? nq : IVF_QB, ivf->n_lists, max_list, ivf->d, &per) || ivf_mul(per, workers, &total)) {
         rc = vdb_set_error(VDB_ENOMEM, "IVF search scratch size overflows");
         goto cleanup;
     }

@@ -112,3 +112,24 @@ def test_collection_batch_equals_each_query_alone_with_filters(tmp_path, metric,
             assert np.array_equal(np.asarray(alone["distances"][0], np.float32).view(np.uint32),
                                   np.asarray(batch["distances"][i], np.float32).view(np.uint32))
     client.close()
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("d", [33, 384])
+def test_queries_on_a_tie_between_two_lists_probe_the_same_list_in_a_batch(metric, d):
+    """A query halfway between two centroids (one list per vector here) ties them up to rounding:
+    which list it probes must not depend on whether it came alone or in a batch (the centroid
+    distances of a batch are computed in blocks of queries)."""
+    rng = np.random.default_rng(d)
+    n = 64
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    if metric != "l2":
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+    h = _core.ivf_new(d, metric, n)
+    _core.ivf_train(h, x, 1)
+    _core.ivf_add(h, np.arange(n), x)
+    i = rng.integers(0, n, 600)
+    j = (i + 1 + rng.integers(0, n - 1, 600)) % n
+    queries = ((x[i] + x[j]) / 2).astype(np.float32)
+    for nq in (5, 18, 600):  # one task (a tail of 1 after 4), two tasks, many
+        assert_same(_core.ivf_search(h, queries[:nq], 1, 1), one_by_one(h, queries[:nq], 1, 1))
