@@ -350,7 +350,7 @@ static int ivf_pq_search_one(const ivf_search_ctx *c, ivf_pq_scratch *ps, const 
     vdb_topk_init(&U, c->k, ps->ub_d, ps->ub_i);
     /* thr: the cut a lower bound must pass, min(ubk, the k-th exact distance once seeded) */
     float ubk = INFINITY, thr = INFINITY, lo = INFINITY; /* lo: the smallest lower bound kept */
-    size_t nc = 0, done = 0;
+    size_t nc = 0, done = 0, next_seed = 0;
     int seeded = 0;
     for (size_t j = 0; j < np; j++) {
         const size_t l = (size_t)order[j];
@@ -370,38 +370,47 @@ static int ivf_pq_search_one(const ivf_search_ctx *c, ivf_pq_scratch *ps, const 
         const size_t ns = vdb_pq4_scan_cut(L->codes, L->n, pq->m_pad, ps->lut8, smin, ps->sums, ps->surv);
         /* Branch-free but for the rare new upper bound: whether a survivor becomes a candidate is
          * a coin toss that the branch predictor loses. */
+        const uint16_t *sums = ps->sums;
+        const uint32_t *surv = ps->surv;
+        const float *qe = L->qerr, *qa = L->qaux;
+        ivf_cand *cand = ps->cand;
         for (size_t si = 0; si < ns; si++) {
-            const size_t i = ps->surv[si];
+            const uint32_t i = surv[si];
             if (c->allow) {
                 uint64_t r = (uint64_t)L->rows[i];
                 if (!(r < c->allow_len && (c->allow[r >> 6] >> (r & 63) & 1))) continue;
             }
-            const float est = A + B * (float)ps->sums[i] + (l2 ? L->qaux[i] : 0.0f);
-            const float mg = C * L->qerr[i] + D, ub = est + (Cu * L->qerr[i] + D);
+            const float est = A + B * (float)sums[i] + (l2 ? qa[i] : 0.0f);
+            const float mg = C * qe[i] + D, ub = est + (Cu * qe[i] + D);
             const int keep = est - mg <= thr;
-            ps->cand[nc].lb = est - mg;
-            ps->cand[nc].l = (uint32_t)l;
-            ps->cand[nc].pos = (uint32_t)i;
+            cand[nc].lb = est - mg;
+            cand[nc].l = (uint32_t)l;
+            cand[nc].pos = i;
             if (ub < ubk) {
                 vdb_topk_push(&U, ub, (int64_t)nc);
                 ubk = vdb_topk_threshold(&U);
                 thr = ubk < thr ? ubk : thr;
             }
-            lo = keep && est - mg < lo ? est - mg : lo;
             nc += keep;
         }
-        if (!seeded && U.size == c->k) {
+        if (U.size == c->k && (!seeded || j + 1 == next_seed)) {
             /* Seed the exact top k with the k best upper estimates so far (mostly from the nearest
              * list): their k-th exact distance bounds every later lower bound that matters, far
-             * tighter than ubk, so most survivors of the later lists are cut at once. A candidate
-             * re-ranked here leaves the candidates (NaN lower bound: dropped by the bucketing). */
+             * tighter than ubk, so most survivors of the later lists are cut at once. Seeding
+             * again after 2, 4, 8, ... lists brings that cut down as the probed lists find nearer
+             * vectors, at k rows at most each time (rows the final re-rank mostly reaches anyway).
+             * A candidate re-ranked here leaves the candidates (NaN lower bound: skipped by later
+             * seeds, dropped by the bucketing). U's entries index ps->cand; one not kept may have
+             * been overwritten since by another candidate: re-ranking that one is merely early. */
+            size_t fresh = 0;
             for (size_t e = 0; e < U.size; e++) {
                 ivf_cand *cc = &ps->cand[U.rows[e]];
-                const ivf_list *S = &ivf->lists[cc->l];
-                ivf_prefetch_row(S->vecs + (size_t)cc->pos * d, d);
+                if (isnan(cc->lb)) continue;
+                ivf_prefetch_row(ivf->lists[cc->l].vecs + (size_t)cc->pos * d, d);
             }
             for (size_t e = 0; e < U.size; e++) {
                 ivf_cand *cc = &ps->cand[U.rows[e]];
+                if (isnan(cc->lb)) continue;
                 const ivf_list *S = &ivf->lists[cc->l];
                 if (ivf_verify_vecs(ivf, S, cc->pos, 1)) {
                     ivf_fail(c, VDB_ECORRUPT);
@@ -410,13 +419,18 @@ static int ivf_pq_search_one(const ivf_search_ctx *c, ivf_pq_scratch *ps, const 
                 }
                 vdb_topk_push(R, vdb_distance(metric, q, S->vecs + (size_t)cc->pos * d, d), S->rows[cc->pos]);
                 cc->lb = NAN;
+                fresh++;
             }
-            done += U.size;
+            done += fresh;
             seeded = 1;
+            next_seed = 2 * (j + 1);
             float rk = vdb_topk_threshold(R);
             thr = rk < thr ? rk : thr;
         }
     }
+    /* lo: the smallest lower bound kept (a seeded candidate's NaN compares false), found here: in
+     * the loop above it was a dependency chain through memory, per survivor */
+    for (size_t i = 0; i < nc; i++) lo = ps->cand[i].lb < lo ? ps->cand[i].lb : lo;
     float hi = thr;
     if (!(hi < INFINITY)) /* fewer than k upper bounds: few candidates, all kept */
         for (size_t i = 0; i < nc; i++) hi = i == 0 || ps->cand[i].lb > hi ? ps->cand[i].lb : hi;
