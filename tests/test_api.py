@@ -1538,6 +1538,37 @@ def test_float64_beyond_float32_range_message(client):
     assert snapshot(col) == before
 
 
+def test_query_float32_array_finiteness(client):
+    """A float32 array query (the hot path, checked by one sum): NaN or an infinity anywhere in any
+    query is rejected; finite values whose sum overflows float32 are still a valid
+    query (a sum alone would call them infinite)."""
+    col = populated(client)
+    for bad in (np.nan, np.inf, -np.inf):
+        for row in (0, 1):
+            q = np.ones((2, 3), dtype=np.float32)
+            q[row, 2] = bad
+            with pytest.raises(InvalidArgumentError, match="query_embedding"):
+                col.query(query_embeddings=q, n_results=1)
+    huge = np.full((1, 3), 3e38, dtype=np.float32)
+    assert not np.isfinite(huge.sum())
+    assert col.query(query_embeddings=huge, n_results=3, include=[])["ids"][0] == \
+        col.query(query_embeddings=[[3e38, 3e38, 3e38]], n_results=3, include=[])["ids"][0]
+
+
+def test_single_query_result_shape(client):
+    """One query's result has the shape a batch's first query has, whatever include asks for."""
+    col = populated(client)
+    q = np.array([[1.0, 2.0, 2.5]], dtype=np.float32)
+    for include in ([], ["distances"], ["documents"], ["metadatas", "distances"], ["embeddings"],
+                    ["uris", "distances"]):
+        one = col.query(query_embeddings=q, n_results=2, include=include)
+        two = col.query(query_embeddings=np.vstack([q, q + 1]), n_results=2, include=include)
+        assert one.keys() == two.keys()
+        for key, value in one.items():  # repr: embeddings are arrays
+            expected = two[key][:1] if isinstance(value, list) and key != "included" else two[key]
+            assert repr(value) == repr(expected), (include, key)
+
+
 def test_reopen_across_close_checkpoint_and_compaction(reopen):
     """Enough data that close() checkpoints (the log passes a few MB), with deleted rows to compact,
     then more writes replayed from the log on top of the new snapshot: nothing lost or reordered."""

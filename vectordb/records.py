@@ -233,6 +233,12 @@ class LocalRecords:
 
 def _shape_query(rids: list, vecs: Any, metas: Any, uris: Any, docs: Any, dists: Any, counts: list,
                  include: list) -> dict:
+    if len(counts) == 1 and vecs is None and metas is None and docs is None and dists is not None:
+        # One query for ids and distances (a search's hot loop): what the loop below returns, unsliced.
+        return {"ids": [rids], "embeddings": [] if "embeddings" in include else None,
+                "documents": [] if "documents" in include else None, "uris": [] if "uris" in include else None,
+                "data": None, "metadatas": [] if "metadatas" in include else None,
+                "distances": [dists.tolist()] if "distances" in include else None, "included": include}
     out_ids, out_v, out_m, out_u, out_d, out_dist = [], [], [], [], [], []
     pos = 0
     for c in counts:
