@@ -165,6 +165,7 @@ static int plan_write(vdb_collection *c, int op, const vdb_batch *b, write_plan 
     memset(p, 0, sizeof *p);
     if (op < VDB_OP_ADD || op > VDB_OP_DELETE) return vdb_set_error(VDB_EINVAL, "unknown write operation %d", op);
     if (n == 0) return VDB_OK;
+    if ((rc = vdb_coll_meta_load(c))) return rc;
     /* The log and snapshot readers' limits (see vdb_logrec_decode, load_records): refused here, before
      * anything is written, so no record is ever logged that reopening would call damage. */
     if (n >= VDB_NONE32) return vdb_set_error(VDB_EINVAL, "a write of %zu records is too large (at most %u)", n, VDB_NONE32 - 1);
@@ -351,6 +352,7 @@ int vdb_coll_compact(vdb_collection *c)
     size_t n = c->n_live, d = (size_t)c->dim, k = 0;
     if (c->n_live == c->n_rows) return VDB_OK;
     int rc = c->ivf ? VDB_OK : vdb_coll_verify_all(c); /* rows are copied: never copy damage */
+    if (rc == VDB_OK) rc = vdb_coll_meta_load(c);
     if (rc) return rc;
     float *vec = NULL;
     int64_t *old_to_new = NULL;
@@ -453,7 +455,7 @@ int vdb_coll_checkpoint_locked(vdb_collection *c)
     vdb_buf rec = {0};
     int rc, fd = -1;
     if (c->failed) return vdb_coll_refuse_writes(c);
-    if ((rc = vdb_coll_compact(c))) return rc;
+    if ((rc = vdb_coll_meta_load(c)) || (rc = vdb_coll_compact(c))) return rc;
     if (!c->dir) return VDB_OK;
     uint64_t gen = c->generation + 1;
     path_join(gdir, sizeof gdir, c->dir, "gen-", gen, 1);
@@ -480,6 +482,8 @@ int vdb_coll_checkpoint_locked(vdb_collection *c)
     if ((rc = encode_records(c, &rec))) goto cleanup;
     path_join(path, sizeof path, gdir, "records.bin", 0, 0);
     if ((rc = vdb_records_write(path, c->n_rows, rec.data, rec.len))) goto cleanup;
+    path_join(path, sizeof path, gdir, "ids.bin", 0, 0);
+    if ((rc = vdb_idmap_write(c, path))) goto cleanup;
     if (c->codes && vdb_codes_trained(c->codes) && c->n_rows) {
         uint64_t code_bytes;
         path_join(path, sizeof path, gdir, "codes.bin", 0, 0);
@@ -577,8 +581,10 @@ static int replay_write(vdb_collection *c, uint8_t type, const uint8_t *payload,
         return vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt: it holds a record this version cannot read (type %u)",
                              c->wal_path, type);
     }
-    if ((rc = plan_write(c, w.op, &w.b, &p))) {
+    /* The snapshot's metadata first: its damage is records.bin's, not this log's. */
+    if ((rc = vdb_coll_meta_load(c)) || (rc = plan_write(c, w.op, &w.b, &p))) {
         vdb_logrec_free(&w);
+        if (rc == VDB_ECORRUPT && atomic_load(&c->meta_pending)) return rc;
         if (rc == VDB_ENOMEM) return rc;
         snprintf(why, sizeof why, "%s", vdb_last_error()); /* the message buffer is about to be rewritten */
         return vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt: it holds an invalid write (%s)", c->wal_path, why);
@@ -607,7 +613,10 @@ static int replay_record(void *ctx, uint8_t type, const uint8_t *payload, size_t
     return VDB_OK;
 }
 
-static int load_records(vdb_collection *c, const char *path, uint64_t n_rows_expected)
+/* Reads records.bin. With ids_known 0 (no ids.bin) it gives the collection its ids, id table and
+ * live rows, and meta its metadata and documents; with ids_known 1 (the ids came from ids.bin) it
+ * fills meta only, and checks each record's id against its row's. */
+static int load_records(vdb_collection *c, const char *path, uint64_t n_rows_expected, int ids_known, vdb_meta *meta)
 {
     uint8_t *payload = NULL;
     size_t len = 0;
@@ -623,19 +632,28 @@ static int load_records(vdb_collection *c, const char *path, uint64_t n_rows_exp
         rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt (record count)", path);
         goto cleanup;
     }
-    if ((rc = reserve(c, n_rows, len, len, 0))) goto cleanup;
+    if ((rc = ids_known ? vdb_meta_reserve(meta, n_rows, len) : reserve(c, n_rows, len, len, 0))) goto cleanup;
     vdb_reader r = {payload, len};
     for (uint64_t i = 0; i < n_rows; i++) {
         const char *s[3];
         uint32_t l[3];
-        if (vdb_logrec_take_strings(&r, 1, &s[0], &l[0], 0, 1) || l[0] == 0 || vdb_logrec_take_strings(&r, 1, &s[1], &l[1], 1, 0) ||
-            vdb_logrec_take_strings(&r, 1, &s[2], &l[2], 1, 1)) {
+        if (vdb_logrec_take_strings(&r, 1, &s[0], &l[0], 0, !ids_known) || l[0] == 0 ||
+            vdb_logrec_take_strings(&r, 1, &s[1], &l[1], 1, 0) || vdb_logrec_take_strings(&r, 1, &s[2], &l[2], 1, 1)) {
             rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt (record %llu)", path, (unsigned long long)i);
             goto cleanup;
         }
         if (s[1] && vdb_meta_blob_check((const uint8_t *)s[1], l[1], 0)) {
             rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt (metadata of record %llu)", path, (unsigned long long)i);
             goto cleanup;
+        }
+        if (ids_known) {
+            if (l[0] != c->id_len[i] || memcmp(s[0], c->ids.data + c->id_off[i], l[0])) {
+                rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt (record %llu has another id than ids.bin's row)",
+                                   path, (unsigned long long)i);
+                goto cleanup;
+            }
+            vdb_meta_set(meta, (size_t)i, 1, (const uint8_t *)s[1], l[1], 1, s[2], l[2]);
+            continue;
         }
         uint64_t h = vdb_idmap_hash(s[0], l[0]);
         if (vdb_idmap_lookup(c, s[0], l[0], h) >= 0) {
@@ -647,7 +665,7 @@ static int load_records(vdb_collection *c, const char *path, uint64_t n_rows_exp
         c->id_len[row] = l[0];
         c->id_hash[row] = h;
         vdb_buf_append(&c->ids, s[0], l[0]);
-        vdb_meta_set(c->meta, row, 1, (const uint8_t *)s[1], l[1], 1, s[2], l[2]);
+        vdb_meta_set(meta, row, 1, (const uint8_t *)s[1], l[1], 1, s[2], l[2]);
         set_live(c, row, 1);
         c->n_live++;
         vdb_idmap_insert(c, (int64_t)row);
@@ -655,6 +673,30 @@ static int load_records(vdb_collection *c, const char *path, uint64_t n_rows_exp
     if (r.left) rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt (trailing bytes)", path);
 cleanup:
     free(payload);
+    return rc;
+}
+
+int vdb_coll_meta_load(const vdb_collection *cc)
+{
+    vdb_collection *c = (vdb_collection *)cc; /* the load fills what open deferred; callers see no change */
+    if (!atomic_load_explicit(&c->meta_pending, memory_order_acquire)) return VDB_OK;
+    char path[4096], gdir[4096];
+    vdb_meta *meta = NULL;
+    int rc = VDB_OK;
+    pthread_mutex_lock(&c->meta_mu);
+    if (atomic_load_explicit(&c->meta_pending, memory_order_relaxed)) {
+        /* Pending only until the first write or checkpoint: rows are still the snapshot's. */
+        path_join(gdir, sizeof gdir, c->dir, "gen-", c->generation, 1);
+        path_join(path, sizeof path, gdir, "records.bin", 0, 0);
+        if ((rc = vdb_meta_create(&meta)) == VDB_OK && (rc = load_records(c, path, c->n_rows, 1, meta)) == VDB_OK) {
+            vdb_meta_free(c->meta);
+            c->meta = meta;
+            meta = NULL;
+            atomic_store_explicit(&c->meta_pending, 0, memory_order_release);
+        }
+    }
+    pthread_mutex_unlock(&c->meta_mu);
+    vdb_meta_free(meta);
     return rc;
 }
 
@@ -707,6 +749,7 @@ static void collection_free(vdb_collection *c)
     vdb_codes_free(c->codes);
     vdb_buf_free(&c->batch_log);
     pthread_rwlock_destroy(&c->lock);
+    pthread_mutex_destroy(&c->meta_mu);
     free(c->dir);
     free(c);
 }
@@ -735,6 +778,7 @@ int vdb_collection_open(const char *dir, const vdb_collection_config *cfg, vdb_c
 #endif
     pthread_rwlock_init(&c->lock, &attr);
     pthread_rwlockattr_destroy(&attr);
+    pthread_mutex_init(&c->meta_mu, NULL);
     if ((rc = vdb_meta_create(&c->meta))) goto fail;
     if ((rc = vdb_idmap_rebuild(c, 0))) goto fail;
     if (!dir) {
@@ -795,8 +839,20 @@ int vdb_collection_open(const char *dir, const vdb_collection_config *cfg, vdb_c
             /* Codes answer first: the float32 rows are read only to re-rank a few candidates. */
             if (c->cfg.quantization == VDB_QUANT_SQ8) vdb_vecmap_advise_random(c->vmap);
         }
-        path_join(path, sizeof path, gdir, "records.bin", 0, 0);
-        if ((rc = load_records(c, path, n_rows))) goto fail;
+        path_join(path, sizeof path, gdir, "ids.bin", 0, 0);
+        rc = vdb_idmap_read(c, path, n_rows);
+        if (rc == VDB_OK) {
+            /* The ids are known: metadata and documents wait in records.bin until first needed
+             * (its header is checked now, so a damaged one fails the open). */
+            path_join(path, sizeof path, gdir, "records.bin", 0, 0);
+            if ((rc = vdb_records_check_header(path, n_rows))) goto fail;
+            atomic_store(&c->meta_pending, 1);
+        } else if (rc == VDB_ENOTFOUND) { /* written before ids.bin existed: parse records.bin */
+            path_join(path, sizeof path, gdir, "records.bin", 0, 0);
+            if ((rc = load_records(c, path, n_rows, 0, c->meta))) goto fail;
+        } else {
+            goto fail;
+        }
         /* A snapshot's index holds exactly rows 0..n-1: anything else is damage. */
         for (uint64_t r = 0; c->ivf && r < n_rows; r++)
             if (!vdb_ivf_contains(c->ivf, (int64_t)r)) {
@@ -835,6 +891,7 @@ int vdb_collection_verify(vdb_collection *c)
 {
     pthread_rwlock_rdlock(&c->lock);
     int rc = vdb_coll_verify_all(c);
+    if (rc == VDB_OK) rc = vdb_coll_meta_load(c); /* records.bin, if open left it unread */
     pthread_rwlock_unlock(&c->lock);
     return rc;
 }
@@ -958,7 +1015,8 @@ static int allowed_rows(const vdb_collection *c, const vdb_filter *f, uint64_t *
     uint64_t *bm = calloc(words ? words : 1, sizeof *bm);
     if (!bm) return vdb_set_error(VDB_ENOMEM, "out of memory evaluating a filter");
     if (f) {
-        int rc = vdb_filter_eval(f, c->meta, c->n_rows, bm);
+        int rc = vdb_coll_meta_load(c);
+        if (rc == VDB_OK) rc = vdb_filter_eval(f, c->meta, c->n_rows, bm);
         if (rc) {
             free(bm);
             return rc;
@@ -1274,8 +1332,11 @@ int vdb_collection_stats_get(vdb_collection *c, vdb_collection_stats *out)
     out->wal_bytes = (int64_t)c->wal_end;
     out->generation = (int64_t)c->generation;
     out->bytes_on_disk = c->dir ? (int64_t)(c->snapshot_bytes + c->wal_end) : 0;
+    pthread_mutex_lock(&c->meta_mu); /* a reader may be loading it */
+    size_t meta_bytes = vdb_meta_bytes(c->meta);
+    pthread_mutex_unlock(&c->meta_mu);
     out->bytes_in_memory = (int64_t)(c->tail_cap * (size_t)(c->dim > 0 ? c->dim : 0) * sizeof(float) + vdb_vecmap_len(c->vmap) +
-                                     c->ids.cap + vdb_meta_bytes(c->meta) +
+                                     c->ids.cap + meta_bytes +
                                      c->cap_rows * (sizeof(uint64_t) * 2 + sizeof(uint32_t)) +
                                      c->n_slots * sizeof(int64_t));
     out->ivf_trained = c->ivf != NULL;

@@ -10,6 +10,7 @@
 #define VDB_COLLECTION_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "vdb_bytes.h"
@@ -54,6 +55,11 @@ struct vdb_collection {
     size_t n_slots;
 
     vdb_meta *meta;
+    /* Opened from ids.bin, the metadata and documents are read from records.bin only when first
+     * needed (vdb_coll_meta_load): until then meta_pending is 1 and meta is empty. meta_mu orders
+     * that load between readers holding the shared lock. */
+    atomic_int meta_pending;
+    pthread_mutex_t meta_mu;
 
 
     vdb_ivf *ivf; /* once trained, the owner of every live row's vector (base/tail are empty) */
@@ -96,6 +102,9 @@ static inline int vdb_coll_verify_all(const vdb_collection *c)
     return rc ? rc : vdb_vecmap_verify_all(c->vmap);
 }
 int vdb_coll_refuse_writes(const vdb_collection *c);
+/* Reads the snapshot's metadata and documents into c->meta if open left them on disk (a no-op
+ * after the first call): call before reading c->meta or changing it. Safe under the shared lock. */
+int vdb_coll_meta_load(const vdb_collection *c);
 /* Drops dead rows: rows keep their order; vectors move to one heap array. */
 int vdb_coll_compact(vdb_collection *c);
 int vdb_coll_checkpoint_locked(vdb_collection *c);
@@ -117,6 +126,13 @@ int vdb_idmap_alloc(size_t want_rows, int64_t **slots, size_t *n_slots);
 /* Replaces the id table with slots (from vdb_idmap_alloc) and inserts every live row: cannot fail. */
 void vdb_idmap_install(vdb_collection *c, int64_t *slots, size_t n_slots);
 int vdb_idmap_rebuild(vdb_collection *c, size_t want_rows);
+/* ids.bin (a checkpoint's copy of the ids and of this table, so open reads them instead of parsing
+ * records.bin and rehashing): written from a compacted collection (every row live). */
+int vdb_idmap_write(const vdb_collection *c, const char *path);
+/* Fills an empty collection's ids, id table and live rows (all live) from path, after checking its
+ * header, checksum and structure: VDB_ENOTFOUND when there is no such file (written before ids.bin
+ * existed), VDB_ECORRUPT naming it on damage or when it holds other than n_rows_expected ids. */
+int vdb_idmap_read(vdb_collection *c, const char *path, uint64_t n_rows_expected);
 
 /* ---- vdb_result.c ---- */
 /* Copies rows[0..n) (all live) into a new result. dists may be NULL. */

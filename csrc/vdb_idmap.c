@@ -1,9 +1,14 @@
 /* vdb_idmap — the collection's id -> row table: FNV-1a hashes, open addressing with linear probing,
- * deletes by backward shift. See vdb_collection_internal.h. */
+ * deletes by backward shift; and ids.bin, the table as a checkpoint saves it. See vdb_collection_internal.h. */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "vdb_collection_internal.h"
+#include "vdb_crc32c.h"
 #include "vdb_error.h"
 
 uint64_t vdb_idmap_hash(const char *p, size_t n)
@@ -80,5 +85,189 @@ int vdb_idmap_rebuild(vdb_collection *c, size_t want_rows)
     size_t n = 0;
     int rc = vdb_idmap_alloc(want_rows, &slots, &n);
     if (rc == VDB_OK) vdb_idmap_install(c, slots, n);
+    return rc;
+}
+
+/* ---- ids.bin: the id table as a checkpoint writes it, so open reads it instead of rebuilding it ----
+ * 64-byte header: "VDBIDTB1" u32 version u32 0 u64 n_rows u64 n_slots u64 id_bytes u32 crc32c(payload)
+ * zero padding to byte 60, u32 crc32c(header bytes 0..59); payload: u64 id_off[n_rows],
+ * u32 id_len[n_rows], u64 id_hash[n_rows], i64 slots[n_slots], id bytes[id_bytes] (little-endian). */
+#define IDS_HEADER 64
+#define IDS_VERSION 1u
+
+static int host_is_le(void)
+{
+    const uint16_t one = 1;
+    return *(const uint8_t *)&one == 1;
+}
+
+/* Arrays go to disk as they are in memory on little-endian hosts; others convert a copy. */
+static void *le_copy(const void *src, size_t n, size_t elem)
+{
+    uint8_t *out = malloc(n ? n * elem : 1);
+    if (!out) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (elem == 8) vdb_put_u64(out + 8 * i, ((const uint64_t *)src)[i]);
+        else vdb_put_u32(out + 4 * i, ((const uint32_t *)src)[i]);
+    }
+    return out;
+}
+
+static void le_fix(void *p, size_t n, size_t elem)
+{
+    if (host_is_le()) return;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *b = (uint8_t *)p + elem * i;
+        if (elem == 8) ((uint64_t *)p)[i] = vdb_get_u64(b);
+        else ((uint32_t *)p)[i] = vdb_get_u32(b);
+    }
+}
+
+int vdb_idmap_write(const vdb_collection *c, const char *path)
+{
+    size_t n = c->n_rows;
+    const void *chunks[5] = {c->id_off, c->id_len, c->id_hash, c->slots, c->ids.data};
+    uint64_t bytes[5] = {n * 8, n * 4, n * 8, c->n_slots * 8, c->ids.len};
+    void *conv[4] = {0};
+    int rc = VDB_OK;
+    if (!host_is_le()) {
+        size_t counts[4] = {n, n, n, c->n_slots}, elems[4] = {8, 4, 8, 8};
+        for (int i = 0; i < 4; i++)
+            if (!(conv[i] = le_copy(chunks[i], counts[i], elems[i]))) {
+                rc = vdb_set_error(VDB_ENOMEM, "out of memory writing '%s'", path);
+                goto cleanup;
+            }
+        for (int i = 0; i < 4; i++) chunks[i] = conv[i];
+    }
+    uint32_t crc = 0;
+    for (int i = 0; i < 5; i++) crc = vdb_crc32c(crc, chunks[i], bytes[i]);
+    uint8_t h[IDS_HEADER] = {0};
+    memcpy(h, "VDBIDTB1", 8);
+    vdb_put_u32(h + 8, IDS_VERSION);
+    vdb_put_u64(h + 16, n);
+    vdb_put_u64(h + 24, c->n_slots);
+    vdb_put_u64(h + 32, c->ids.len);
+    vdb_put_u32(h + 40, crc);
+    vdb_put_u32(h + 60, vdb_crc32c(0, h, 60));
+    rc = vdb_file_write_new(path, h, sizeof h, chunks, bytes, 5);
+cleanup:
+    for (int i = 0; i < 4; i++) free(conv[i]);
+    return rc;
+}
+
+static int ids_corrupt(const char *path, const char *why)
+{
+    return vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt (%s)", path, why);
+}
+
+/* Checks what the checksum cannot vouch for (a file whose checksum was made to match): every id
+ * inside the id bytes and hashed as stored, every row in the table exactly once and reachable from
+ * its home slot. O(rows + slots); the table is never walked from untrusted bytes before this. */
+static int ids_check(const vdb_collection *c, const char *path)
+{
+    size_t n = c->n_rows, mask = c->n_slots - 1;
+    for (size_t r = 0; r < n; r++) {
+        if (c->id_len[r] == 0 || c->id_off[r] > c->ids.len || c->id_len[r] > c->ids.len - c->id_off[r])
+            return ids_corrupt(path, "an id lies outside the id bytes");
+        if (c->id_hash[r] != vdb_idmap_hash((const char *)c->ids.data + c->id_off[r], c->id_len[r]))
+            return ids_corrupt(path, "an id's hash does not match it");
+    }
+    uint64_t *seen = calloc((n + 63) / 64 + 1, sizeof *seen);
+    if (!seen) return vdb_set_error(VDB_ENOMEM, "out of memory checking '%s'", path);
+    size_t empty = 0, found = 0;
+    while (empty < c->n_slots && c->slots[empty] >= 0) empty++;
+    int rc = empty == c->n_slots ? ids_corrupt(path, "the id table has no empty slot") : VDB_OK;
+    /* Walk the slots once from an empty one: a row's home must lie in the run it sits in. */
+    size_t run_start = (empty + 1) & mask;
+    for (size_t i = 1; rc == VDB_OK && i <= c->n_slots; i++) {
+        size_t s = (empty + i) & mask;
+        int64_t r = c->slots[s];
+        if (r == -1) {
+            run_start = (s + 1) & mask;
+            continue;
+        }
+        if (r < 0 || (uint64_t)r >= n || (seen[r >> 6] >> (r & 63)) & 1) {
+            rc = ids_corrupt(path, "the id table names a row that does not exist or names it twice");
+            break;
+        }
+        seen[r >> 6] |= 1ull << (r & 63);
+        found++;
+        if (((s - (c->id_hash[r] & mask)) & mask) > ((s - run_start) & mask))
+            rc = ids_corrupt(path, "the id table holds a row out of its place");
+    }
+    if (rc == VDB_OK && found != n) rc = ids_corrupt(path, "the id table lacks rows");
+    free(seen);
+    return rc;
+}
+
+int vdb_idmap_read(vdb_collection *c, const char *path, uint64_t n_rows_expected)
+{
+    uint8_t h[IDS_HEADER];
+    struct stat st;
+    int rc = VDB_OK;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno == ENOENT ? VDB_ENOTFOUND : vdb_set_io_error(errno, "cannot open '%s': %s", path, strerror(errno));
+    if (fstat(fd, &st) != 0) {
+        rc = vdb_set_io_error(errno, "cannot stat '%s': %s", path, strerror(errno));
+        goto cleanup;
+    }
+    if ((size_t)st.st_size < IDS_HEADER || (rc = vdb_read_all(fd, h, sizeof h, path)) || memcmp(h, "VDBIDTB1", 8) ||
+        vdb_get_u32(h + 60) != vdb_crc32c(0, h, 60)) {
+        rc = ids_corrupt(path, "bad header");
+        goto cleanup;
+    }
+    if (vdb_get_u32(h + 8) != IDS_VERSION) {
+        rc = vdb_set_error(VDB_ECORRUPT, "file '%s' has format version %u; this vectordb reads version %u", path,
+                           vdb_get_u32(h + 8), IDS_VERSION);
+        goto cleanup;
+    }
+    uint64_t n = vdb_get_u64(h + 16), n_slots = vdb_get_u64(h + 24), id_bytes = vdb_get_u64(h + 32);
+    uint64_t size = (uint64_t)st.st_size - IDS_HEADER;
+    /* Sizes are bounded by the file's before anything is allocated from them. */
+    if (n != n_rows_expected || n >= UINT32_MAX || n_slots < 16 || (n_slots & (n_slots - 1)) || n_slots / 2 < n ||
+        n_slots > size / 8 || n > size / 20 || id_bytes != size - 20 * n - 8 * n_slots) {
+        rc = n != n_rows_expected && n < UINT32_MAX
+                 ? vdb_set_error(VDB_ECORRUPT, "file '%s' holds %llu ids but the vectors file %llu rows", path,
+                                 (unsigned long long)n, (unsigned long long)n_rows_expected)
+                 : ids_corrupt(path, "sizes do not match the file");
+        goto cleanup;
+    }
+    size_t cap = n ? (size_t)n : 1;
+    if (!(c->id_off = malloc(cap * 8)) || !(c->id_len = malloc(cap * 4)) || !(c->id_hash = malloc(cap * 8)) ||
+        !(c->live = calloc((cap + 63) / 64, 8)) || vdb_buf_reserve(&c->ids, (size_t)id_bytes + 1)) {
+        rc = vdb_set_error(VDB_ENOMEM, "out of memory reading '%s'", path);
+        goto cleanup;
+    }
+    free(c->slots);
+    c->n_slots = 0;
+    if (!(c->slots = malloc((size_t)n_slots * 8))) {
+        rc = vdb_set_error(VDB_ENOMEM, "out of memory reading '%s'", path);
+        goto cleanup;
+    }
+    c->n_slots = (size_t)n_slots;
+    c->cap_rows = cap;
+    void *dst[5] = {c->id_off, c->id_len, c->id_hash, c->slots, c->ids.data};
+    uint64_t bytes[5] = {n * 8, n * 4, n * 8, n_slots * 8, id_bytes};
+    uint32_t crc = 0;
+    for (int i = 0; i < 5; i++) {
+        if ((rc = vdb_read_all(fd, dst[i], (size_t)bytes[i], path))) goto cleanup;
+        crc = vdb_crc32c(crc, dst[i], (size_t)bytes[i]);
+    }
+    if (crc != vdb_get_u32(h + 40)) {
+        rc = ids_corrupt(path, "checksum mismatch");
+        goto cleanup;
+    }
+    le_fix(c->id_off, n, 8);
+    le_fix(c->id_len, n, 4);
+    le_fix(c->id_hash, n, 8);
+    le_fix(c->slots, n_slots, 8);
+    c->ids.len = (size_t)id_bytes;
+    c->n_rows = (size_t)n;
+    if ((rc = ids_check(c, path))) goto cleanup;
+    /* A snapshot holds live rows only (a checkpoint compacts first). */
+    for (size_t r = 0; r < n; r++) c->live[r >> 6] |= 1ull << (r & 63);
+    c->n_live = (size_t)n;
+cleanup:
+    close(fd);
     return rc;
 }

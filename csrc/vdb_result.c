@@ -27,6 +27,11 @@ int vdb_result_build(const vdb_collection *c, const int64_t *rows, size_t n, con
                      vdb_result **out)
 {
     size_t d = (size_t)c->dim, bytes = 0;
+    int with_meta = (include & (VDB_INC_METAS | VDB_INC_DOCS)) != 0;
+    if (with_meta) {
+        int rc = vdb_coll_meta_load(c);
+        if (rc) return rc;
+    }
     if (include & VDB_INC_VECTORS)
         for (size_t i = 0; i < n; i++) {
             int rc = vdb_coll_verify_rows(c, (size_t)rows[i], (size_t)rows[i] + 1);
@@ -45,10 +50,10 @@ int vdb_result_build(const vdb_collection *c, const int64_t *rows, size_t n, con
     r->doc_len = malloc(cnt * sizeof(uint32_t));
     if (!r->id_off || !r->meta_off || !r->doc_off || !r->id_len || !r->meta_len || !r->doc_len) goto nomem;
     for (size_t i = 0; i < n; i++) {
-        const uint8_t *mb;
-        const char *doc;
-        size_t ml, dl;
-        vdb_meta_get(c->meta, (size_t)rows[i], &mb, &ml, &doc, &dl);
+        const uint8_t *mb = NULL;
+        const char *doc = NULL;
+        size_t ml = 0, dl = 0;
+        if (with_meta) vdb_meta_get(c->meta, (size_t)rows[i], &mb, &ml, &doc, &dl);
         bytes += c->id_len[rows[i]];
         if (include & VDB_INC_METAS) bytes += ml;
         if (include & VDB_INC_DOCS) bytes += dl;
@@ -59,10 +64,10 @@ int vdb_result_build(const vdb_collection *c, const int64_t *rows, size_t n, con
     size_t pos = 0;
     for (size_t i = 0; i < n; i++) {
         size_t row = (size_t)rows[i];
-        const uint8_t *mb;
-        const char *doc;
-        size_t ml, dl;
-        vdb_meta_get(c->meta, row, &mb, &ml, &doc, &dl);
+        const uint8_t *mb = NULL;
+        const char *doc = NULL;
+        size_t ml = 0, dl = 0;
+        if (with_meta) vdb_meta_get(c->meta, row, &mb, &ml, &doc, &dl);
         r->id_off[i] = pos;
         r->id_len[i] = c->id_len[row];
         memcpy(r->arena + pos, c->ids.data + c->id_off[row], c->id_len[row]);

@@ -599,6 +599,27 @@ int vdb_records_write(const char *path, uint64_t n_rows, const uint8_t *payload,
     return write_new_file(path, h, sizeof h, &chunk, &bytes, len ? 1 : 0);
 }
 
+int vdb_records_check_header(const char *path, uint64_t n_rows)
+{
+    uint8_t h[RECORDS_HEADER];
+    int rc, fd;
+    struct stat st;
+    if ((rc = open_snapshot_file(path, &fd, &st))) return rc;
+    if ((size_t)st.st_size < RECORDS_HEADER || vdb_read_all(fd, h, sizeof h, path) ||
+        memcmp(h, "VDBRECS1", 8) != 0 || vdb_get_u32(h + 32) != vdb_crc32c(0, h, 32))
+        rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt (bad header)", path);
+    else if (vdb_get_u32(h + 8) != VDB_FORMAT_VERSION)
+        rc = vdb_set_error(VDB_ECORRUPT, "file '%s' has format version %u; this vectordb reads version %u", path,
+                           vdb_get_u32(h + 8), VDB_FORMAT_VERSION);
+    else if (vdb_get_u64(h + 20) != (uint64_t)st.st_size - RECORDS_HEADER)
+        rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is truncated or has trailing bytes", path);
+    else if (vdb_get_u64(h + 12) != n_rows)
+        rc = vdb_set_error(VDB_ECORRUPT, "file '%s' holds %llu records but the vectors file %llu", path,
+                           (unsigned long long)vdb_get_u64(h + 12), (unsigned long long)n_rows);
+    close(fd);
+    return rc;
+}
+
 int vdb_records_read(const char *path, uint64_t *n_rows, uint8_t **payload, size_t *len)
 {
     uint8_t h[RECORDS_HEADER];

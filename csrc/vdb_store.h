@@ -23,6 +23,13 @@
  *     records.bin   36-byte header "VDBRECS1" u32 version u64 n_rows u64 payload_len u32 crc32c(payload)
  *                   u32 crc32c(header bytes 0..31); payload: per row u32 id_len id,
  *                   u32 meta_len meta (UINT32_MAX = none), u32 doc_len doc (UINT32_MAX = none).
+ *     ids.bin       the ids and their hash table, so that open reads them instead of parsing
+ *                   records.bin and rehashing every id (format in vdb_idmap.c; checksummed, and its
+ *                   structure checked at open). With it, records.bin's header is checked at open and
+ *                   its payload read (and checked) only when metadata or documents are first needed:
+ *                   a read that returns them, a filter, a write, a checkpoint, `vectordb check`.
+ *                   Generations written before ids.bin existed parse records.bin at open, as before,
+ *                   and gain ids.bin at their next checkpoint.
  *     ivf.bin, ivfvec.bin, ivfvec.crc  a trained IVF index (then there is no vectors.bin): its
  *                   centroids and list rows (vdb_ivf.h), and its vectors in list order in the format of
  *                   vectors.bin / vectors.crc, mapped and verified the same way; ivfpq4.bin: its
@@ -119,6 +126,7 @@ void vdb_vecmap_close(vdb_vecmap *m);
 /* Snapshot records file: payload as described above, built by the caller. */
 int vdb_records_write(const char *path, uint64_t n_rows, const uint8_t *payload, size_t len);
 /* Reads and checks the file; *payload is malloc'd. */
+int vdb_records_check_header(const char *path, uint64_t n_rows);
 int vdb_records_read(const char *path, uint64_t *n_rows, uint8_t **payload, size_t *len);
 
 /* Other snapshot files (e.g. an index's): creates path from a header and chunks, fsyncs, closes. */

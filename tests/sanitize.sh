@@ -132,7 +132,7 @@ client = vectordb.PersistentClient(path)
 for c in client.list_collections():
     c.count()
 client.close()
-for name in ("records.bin", "vectors.bin", "ivf.bin", "MANIFEST"):
+for name in ("records.bin", "ids.bin", "vectors.bin", "ivf.bin", "MANIFEST"):
     for target in glob.glob(os.path.join(path, "collections", "*", "gen-*", name)) + \
                   glob.glob(os.path.join(path, "collections", "*", name)):
         copy = path + "-damaged"

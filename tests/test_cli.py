@@ -130,6 +130,7 @@ DAMAGE = [
     ("flat", "gen-*/vectors.bin", 100),  # vector data: caught by the data checksum
     ("flat", "gen-*/vectors.bin", 3),  # header magic
     ("flat", "gen-*/records.bin", 40),
+    ("flat", "gen-*/ids.bin", 100),
     ("ivf", "gen-*/ivf.bin", -5),
     ("ivf", "gen-*/records.bin", -1),
 ]

@@ -3,8 +3,8 @@ database wrote, and each damaged copy is opened in a separate worker process.
 
 Files: catalog.json, and of a flat collection and of an IVF collection (use_ivf=True, 8 lists,
 quantization="pq4", 1200 vectors, checkpointed) MANIFEST, wal-<G>, gen-<G>/vectors.bin,
-gen-<G>/vectors.crc, gen-<G>/records.bin, gen-<G>/ivf.bin, gen-<G>/ivfvec.bin, gen-<G>/ivfvec.crc,
-gen-<G>/ivfpq4.bin. Damage: multi-byte overwrites, insertions,
+gen-<G>/vectors.crc, gen-<G>/records.bin, gen-<G>/ids.bin, gen-<G>/ivf.bin, gen-<G>/ivfvec.bin,
+gen-<G>/ivfvec.crc, gen-<G>/ivfpq4.bin. Damage: multi-byte overwrites, insertions,
 truncations, appended garbage (1-3 of them per copy).
 
 What must happen (vdb_store.h): a damaged copy either raises vectordb.errors.CorruptionError whose
@@ -495,9 +495,9 @@ def check_damaged_copy(base: Base, worker: Worker, scratch: str, key: str, data:
         f"{what}: a write after the open did not survive a reopen"
 
 
-KEYS = ["flat/MANIFEST", "flat/wal", "flat/vectors.bin", "flat/vectors.crc", "flat/records.bin",
+KEYS = ["flat/MANIFEST", "flat/wal", "flat/vectors.bin", "flat/vectors.crc", "flat/records.bin", "flat/ids.bin",
         "ivf/MANIFEST", "ivf/wal", "ivf/ivf.bin", "ivf/ivfvec.bin", "ivf/ivfvec.crc", "ivf/ivfpq4.bin",
-        "ivf/records.bin", "catalog.json"]
+        "ivf/records.bin", "ivf/ids.bin", "catalog.json"]
 
 
 def test_base_database_has_the_files_the_fuzzing_assumes(base, worker, scratch):
@@ -558,6 +558,9 @@ def fix_checksums(key: str, data: bytes, fix_lengths: bool, ivf_header: int = 0)
             b[20:28] = (len(b) - 36).to_bytes(8, "little")
         put_u32(b, 28, crc32c(bytes(b[36:])))
         put_u32(b, 32, crc32c(bytes(b[:32])))
+    elif key.endswith("ids.bin") and len(b) >= 64:
+        put_u32(b, 40, crc32c(bytes(b[64:])))
+        put_u32(b, 60, crc32c(bytes(b[:60])))
     elif key.endswith("ivf.bin") and len(b) >= ivf_header + 4:
         if fix_lengths:
             b[40:48] = (len(b) - ivf_header - 4).to_bytes(8, "little")
@@ -644,9 +647,9 @@ def check_consistent_or_corrupt(base: Base, worker: Worker, scratch: str, key: s
     assert resp["status"] == "ok", f"{what}: expected CorruptionError or a consistent database, got {resp}"
 
 
-CHECKSUMMED = ["flat/MANIFEST", "flat/vectors.bin", "flat/vectors.crc", "flat/records.bin",
+CHECKSUMMED = ["flat/MANIFEST", "flat/vectors.bin", "flat/vectors.crc", "flat/records.bin", "flat/ids.bin",
                "ivf/MANIFEST", "ivf/ivf.bin", "ivf/ivfvec.bin", "ivf/ivfvec.crc", "ivf/ivfpq4.bin",
-               "ivf/records.bin"]
+               "ivf/records.bin", "ivf/ids.bin"]
 
 
 @pytest.mark.parametrize("key", CHECKSUMMED)

@@ -147,6 +147,7 @@ FILES = {
     "vectors": lambda d: glob.glob(os.path.join(d, "gen-*", "vectors.bin"))[0],
     "vectors_crc": lambda d: glob.glob(os.path.join(d, "gen-*", "vectors.crc"))[0],
     "records": lambda d: glob.glob(os.path.join(d, "gen-*", "records.bin"))[0],
+    "ids": lambda d: glob.glob(os.path.join(d, "gen-*", "ids.bin"))[0],
     "wal": lambda d: glob.glob(os.path.join(d, "wal-*"))[0],
 }
 
@@ -172,7 +173,7 @@ def test_bit_flip_anywhere_gives_an_error_naming_the_file(tmp_path, kind):
             shutil.rmtree(work)
 
 
-@pytest.mark.parametrize("kind", ["MANIFEST", "vectors", "vectors_crc", "records"])
+@pytest.mark.parametrize("kind", ["MANIFEST", "vectors", "vectors_crc", "records", "ids"])
 def test_truncated_snapshot_file_gives_an_error_naming_it(tmp_path, kind):
     base = tmp_path / "base"
     make_db(str(base))
@@ -388,3 +389,98 @@ def test_damaged_batch_group_is_an_error_naming_the_log(tmp_path, then_add):
         err = open_damaged(work)
         assert os.path.basename(wal_file(work)) in str(err), str(err)
         shutil.rmtree(work)
+
+
+def _big_collection(path, n=6000, dim=8, use_ivf=False):
+    """A checkpointed collection of n records with metadata and documents, nothing in its log."""
+    rng = np.random.default_rng(5)
+    client = vectordb.PersistentClient(path)
+    kw = {"use_ivf": True, "n_clusters": 16} if use_ivf else {}
+    col = client.create_collection("big", embedding_function=None, **kw)
+    vecs = rng.standard_normal((n, dim)).astype(np.float32)
+    ids = [f"rec-{i:05d}-{'x' * (i % 5)}" for i in range(n)]
+    col.add(ids=ids, embeddings=vecs, metadatas=[{"k": i % 9, "s": f"v{i % 4}"} for i in range(n)],
+            documents=[f"doc {i}" if i % 2 else None for i in range(n)])
+    col.delete(ids=ids[100:200])  # the checkpoint compacts: rows move
+    col.checkpoint()
+    client.close()
+    return vecs, ids
+
+
+def _answers(col, vecs, ids):
+    full = col.get(include=["embeddings", "metadatas", "documents"])
+    return {
+        "all": (full["ids"], full["metadatas"], full["documents"], np.asarray(full["embeddings"]).tobytes()),
+        "by_id": col.get(ids=[ids[7], ids[150], ids[-1], "missing"], include=["metadatas", "documents"]),
+        "where": col.get(where={"k": 3}, where_document={"$contains": "doc 1"}, include=["metadatas"]),
+        "query": col.query(query_embeddings=vecs[:4], n_results=7, where={"s": {"$in": ["v1", "v2"]}}),
+        "query_ids": col.query(query_embeddings=vecs[4:6], n_results=5, include=["distances"]),
+        "count": col.count(),
+    }
+
+
+@pytest.mark.parametrize("use_ivf", [False, True])
+def test_open_reads_ids_from_ids_bin_and_metadata_when_first_needed(tmp_path, use_ivf):
+    """A checkpoint writes ids.bin (the ids and their hash table): open reads it instead of parsing
+    records.bin, whose metadata and documents are read when a read, filter or write first needs them.
+    Answers are the same as before the reopen, and as when records.bin is parsed at open (a
+    generation written before ids.bin existed: it gains ids.bin at its next checkpoint)."""
+    path = str(tmp_path / "db")
+    vecs, ids = _big_collection(path, use_ivf=use_ivf)
+    client = vectordb.PersistentClient(path)
+    col = client.get_collection("big", embedding_function=None)
+    before = _answers(col, vecs, ids)
+    client.close()
+    cdir = collection_dir(path)
+    (gen,) = glob.glob(os.path.join(cdir, "gen-*"))
+    assert os.path.exists(os.path.join(gen, "ids.bin"))
+
+    # Open never reads records.bin's payload: damage there shows only when metadata is needed.
+    work = str(tmp_path / "damaged")
+    shutil.copytree(path, work)
+    rec = glob.glob(os.path.join(collection_dir(work), "gen-*", "records.bin"))[0]
+    with open(rec, "r+b") as f:
+        f.seek(os.path.getsize(rec) // 2)
+        b = f.read(1)[0]
+        f.seek(os.path.getsize(rec) // 2)
+        f.write(bytes([b ^ 0x04]))
+    client = vectordb.PersistentClient(work)
+    col = client.get_collection("big", embedding_function=None)
+    assert col.count() == before["count"]
+    assert col.query(query_embeddings=vecs[4:6], n_results=5, include=["distances"]) == before["query_ids"]
+    assert col.get(ids=[ids[7], "missing"], include=[])["ids"] == [ids[7]]
+    for call in (lambda: col.get(include=["metadatas"]), lambda: col.get(where={"k": 1}, include=[]),
+                 lambda: col.add(ids=["new"], embeddings=vecs[:1])):
+        with pytest.raises(CorruptionError, match="records.bin"):
+            call()
+    client.close()
+
+    # The same answers after a reopen from ids.bin, after writes replayed on top of it, and from a
+    # generation without ids.bin.
+    client = vectordb.PersistentClient(path)
+    col = client.get_collection("big", embedding_function=None)
+    assert _answers(col, vecs, ids) == before
+    client.close()
+    os.remove(os.path.join(gen, "ids.bin"))
+    client = vectordb.PersistentClient(path)
+    col = client.get_collection("big", embedding_function=None)
+    assert _answers(col, vecs, ids) == before
+    col.upsert(ids=[ids[7], "new"], embeddings=vecs[:2], metadatas=[{"k": 3}, {"k": 3}], documents=["doc 1a", "doc 1b"])
+    col.delete(ids=[ids[8]])
+    after = _answers(col, vecs, ids)
+    client.close()
+    client = vectordb.PersistentClient(path)
+    col = client.get_collection("big", embedding_function=None)
+    assert _answers(col, vecs, ids) == after  # the log replayed over the parsed records.bin
+    col.checkpoint()
+    client.close()
+    assert len(glob.glob(os.path.join(cdir, "gen-*", "ids.bin"))) == 1
+    client = vectordb.PersistentClient(path)
+    col = client.get_collection("big", embedding_function=None)
+    assert _answers(col, vecs, ids) == after
+    col.delete(ids=[ids[9]])  # a write first: it reads the metadata, then the log replays over ids.bin
+    after = _answers(col, vecs, ids)
+    client.close()
+    client = vectordb.PersistentClient(path)
+    assert _answers(client.get_collection("big", embedding_function=None), vecs, ids) == after
+    client.close()
