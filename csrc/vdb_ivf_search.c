@@ -515,9 +515,7 @@ static void ivf_search_task(void *vctx, size_t task, size_t worker)
         const float *q = c->queries + at * d;
         const float *cd = c->coarse ? c->coarse + local * nl : s.coarse + qi * nl;
         vdb_topk H, R;
-        vdb_topk_init(&H, c->n_probe, s.order_d, s.order_i);
-        for (size_t l = 0; l < nl; l++) vdb_topk_push(&H, cd[l], (int64_t)l);
-        size_t np = vdb_topk_sort(&H);
+        size_t np = vdb_topk_smallest(cd, nl, c->n_probe, s.order_d, s.order_i);
         vdb_topk_init(&R, c->k, c->out_dist + at * c->k, c->out_rows + at * c->k);
         if (!ps || !ivf_pq_search_one(c, ps, q, cd, s.order_i, np, &R))
             for (size_t j = 0; j < np; j++)

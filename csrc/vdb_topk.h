@@ -43,5 +43,11 @@ static inline void vdb_topk_push(vdb_topk *h, float dist, int64_t row)
 /* Sorts the kept pairs ascending by (distance, row) in place; returns the count kept. Afterwards
  * the buffers are a sorted list, no longer a heap: push only after vdb_topk_init again. */
 size_t vdb_topk_sort(vdb_topk *h);
+/* The min(k, n) smallest pairs (dist[i], i) of an array, ascending by (distance, index), into
+ * out_dist / out_rows (room for n each: they are also the scratch); returns their count. Exactly
+ * what pushing every pair in index order into a k-heap and sorting gives, NaN included, faster for
+ * small k: a selection of the k-th value, one pass, then a sort of the k (the heap sifted for most
+ * of the early pushes). */
+size_t vdb_topk_smallest(const float *dist, size_t n, size_t k, float *out_dist, int64_t *out_rows);
 
 #endif

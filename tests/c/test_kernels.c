@@ -220,7 +220,7 @@ static int pair_cmp(const void *a, const void *b)
 static void test_topk(void)
 {
     for (int trial = 0; trial < 200; trial++) {
-        size_t n = rng_next() % 300, k = rng_next() % 40;
+        size_t n = rng_next() % 300, k = rng_next() % (trial % 2 ? 80 : 40);
         pair_t *all = malloc((n + 1) * sizeof *all);
         float *hd = alloc_floats(k + 1);
         int64_t *hr = malloc((k + 1) * sizeof *hr);
@@ -233,6 +233,26 @@ static void test_topk(void)
             CHECK(vdb_topk_threshold(&h) == (h.size < k ? INFINITY : hd[0]), "threshold");
         }
         size_t cnt = vdb_topk_sort(&h);
+        /* vdb_topk_smallest: the same k pairs as pushing (value, index) one by one and sorting */
+        float *vals = alloc_floats(n + 1), *sd = alloc_floats(n + 1), *hd2 = alloc_floats(k + 1);
+        int64_t *sr = malloc((n + 1) * sizeof *sr), *hr2 = malloc((k + 1) * sizeof *hr2);
+        for (size_t i = 0; i < n; i++) vals[i] = all[i].d;
+        if (trial % 5 == 1 && n > 0) vals[rng_next() % n] = NAN; /* the heap's NaN rules too */
+        if (trial % 5 == 2 && n > 0) vals[rng_next() % n] = -0.0f;
+        vdb_topk h2;
+        vdb_topk_init(&h2, k, hd2, hr2);
+        for (size_t i = 0; i < n; i++) vdb_topk_push(&h2, vals[i], (int64_t)i);
+        size_t c2 = vdb_topk_sort(&h2), cs = vdb_topk_smallest(vals, n, k, sd, sr);
+        CHECK(cs == c2, "topk_smallest count %zu want %zu", cs, c2);
+        for (size_t i = 0; i < cs && i < c2; i++)
+            CHECK(memcmp(&sd[i], &hd2[i], sizeof(float)) == 0 && sr[i] == hr2[i],
+                  "topk_smallest trial %d pos %zu: (%g,%lld) want (%g,%lld)", trial, i, sd[i], (long long)sr[i],
+                  hd2[i], (long long)hr2[i]);
+        free(vals);
+        free(sd);
+        free(hd2);
+        free(sr);
+        free(hr2);
         qsort(all, n, sizeof *all, pair_cmp);
         size_t want = n < k ? n : k;
         CHECK(cnt == want, "topk count %zu want %zu", cnt, want);
