@@ -17,6 +17,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -36,7 +37,9 @@ struct vdb_codes {
     vdb_metric metric;
     size_t d;       /* 0 until trained */
     vdb_sq8 *q;
-    uint8_t *codes; /* cap * d */
+    uint8_t *codes; /* cap * d: malloc'd, or inside map (codes.bin mapped at open) */
+    void *map;      /* codes.bin, MAP_PRIVATE: changed pages stay in memory; NULL once codes are owned */
+    size_t map_len;
     float *err;     /* cap */
     size_t cap;
     float err_max;  /* >= every err set since the last training */
@@ -55,18 +58,27 @@ int vdb_codes_create(vdb_metric m, vdb_codes **out)
     return VDB_OK;
 }
 
+/* Frees or unmaps the codes array. */
+static void codes_drop(vdb_codes *t)
+{
+    if (t->map) munmap(t->map, t->map_len);
+    else free(t->codes);
+    t->map = NULL;
+    t->codes = NULL;
+}
+
 void vdb_codes_free(vdb_codes *t)
 {
     if (!t) return;
     vdb_sq8_free(t->q);
-    free(t->codes);
+    codes_drop(t);
     free(t->err);
     free(t);
 }
 
 int vdb_codes_trained(const vdb_codes *t) { return t && t->q != NULL; }
 
-size_t vdb_codes_bytes(const vdb_codes *t) { return t ? t->cap * (t->d + sizeof(float)) : 0; }
+size_t vdb_codes_bytes(const vdb_codes *t) { return t ? t->cap * ((t->map ? 0 : t->d) + sizeof(float)) : 0; }
 
 static int codes_reserve(vdb_codes *t, size_t rows)
 {
@@ -74,8 +86,12 @@ static int codes_reserve(vdb_codes *t, size_t rows)
     size_t cap = t->cap ? t->cap : 256;
     while (cap < rows) cap *= 2;
     if (cap > SIZE_MAX / (t->d + 1)) return vdb_set_error(VDB_ENOMEM, "code table size overflows (%zu rows)", rows);
-    uint8_t *c = realloc(t->codes, cap * t->d);
+    uint8_t *c = t->map ? malloc(cap * t->d) : realloc(t->codes, cap * t->d);
     if (!c) return vdb_set_error(VDB_ENOMEM, "out of memory growing the code table to %zu rows", rows);
+    if (t->map) { /* the mapped codes move to owned memory */
+        memcpy(c, t->codes, t->cap * t->d);
+        codes_drop(t);
+    }
     t->codes = c;
     float *e = realloc(t->err, cap * sizeof(float));
     if (!e) return vdb_set_error(VDB_ENOMEM, "out of memory growing the code table to %zu rows", rows);
@@ -170,7 +186,7 @@ int vdb_codes_retrain(vdb_codes *t, size_t d, size_t n_rows, const uint64_t *liv
         if (((live[r >> 6] >> (r & 63)) & 1) && !(err[r] <= err_max)) err_max = err[r];
     }
     vdb_sq8_free(t->q);
-    free(t->codes);
+    codes_drop(t);
     free(t->err);
     t->q = q;
     t->codes = codes;
@@ -285,14 +301,31 @@ int vdb_codes_read(const char *path, vdb_metric m, size_t d, size_t n_rows, vdb_
     if (vdb_sq8_from_ranges(m, d, lo, step, &t->q)) CORRUPT("file '%s' is corrupt (invalid ranges)", path);
     t->d = d;
     t->rows_at_train = vdb_get_u64(h + 32);
-    /* The payload goes straight into the table (no second copy of it in memory), checked as read. */
-    if ((rc = codes_reserve(t, n_rows ? n_rows : 1))) goto cleanup;
-    if ((rc = vdb_read_all(fd, t->codes, n_rows * d, path)) ||
-        (rc = vdb_read_all(fd, t->err, n_rows * sizeof(float), path)))
-        goto cleanup;
-    uint32_t crc = vdb_crc32c(vdb_crc32c(vdb_crc32c(0, ranges, 8 * d), t->codes, n_rows * d), t->err, n_rows * 4);
-    if (crc != vdb_get_u32(h + 40)) CORRUPT("file '%s' is corrupt (checksum mismatch)", path);
-    codes_get_f32s(t->err, (const uint8_t *)t->err, n_rows); /* little-endian in place */
+    /* The codes are mapped, not read (MAP_PRIVATE: a write changes memory, never the file); the
+     * error bounds (4 bytes a row) are copied out. Everything is checked before use. */
+    if (!n_rows) {
+        if ((rc = codes_reserve(t, 1))) goto cleanup;
+    } else {
+        void *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+        if (map == MAP_FAILED) {
+            rc = vdb_set_io_error(errno, "cannot map '%s': %s", path, strerror(errno));
+            goto cleanup;
+        }
+        t->map = map;
+        t->map_len = len;
+        t->codes = (uint8_t *)map + CODES_HEADER + 8 * d;
+        t->cap = n_rows;
+        if (!(t->err = malloc(n_rows * sizeof(float)))) {
+            rc = vdb_set_error(VDB_ENOMEM, "out of memory reading '%s'", path);
+            goto cleanup;
+        }
+        const uint8_t *errs = t->codes + n_rows * d;
+        uint32_t crc = vdb_crc32c(vdb_crc32c(vdb_crc32c(0, ranges, 8 * d), t->codes, n_rows * d), errs, n_rows * 4);
+        if (crc != vdb_get_u32(h + 40)) CORRUPT("file '%s' is corrupt (checksum mismatch)", path);
+        codes_get_f32s(t->err, errs, n_rows);
+        /* Checked and unchanged: searches page in what they scan, open keeps none of it resident. */
+        madvise(map, len, MADV_DONTNEED);
+    }
     for (size_t r = 0; r < n_rows; r++) {
         if (!(t->err[r] >= 0)) CORRUPT("file '%s' is corrupt (error bound of row %zu)", path, r);
         if (t->err[r] > t->err_max) t->err_max = t->err[r];

@@ -16,6 +16,8 @@
  *   training  40 u32 CRC-32C of the payload  44 u32 CRC-32C of bytes 0..43;
  *   48 payload: lo (d f32), step (d f32), codes (n_rows * d u8), err (n_rows f32).
  * The file length is exactly 48 + 8 d + n_rows (d + 4); any damage is VDB_ECORRUPT naming it.
+ * Open maps the file (checked whole, then left to the page cache: searches page in the codes they
+ * scan) and copies only the error bounds; a write that grows the table moves the codes to memory.
  *
  * Concurrency: searches are const and may run in parallel; everything else needs the
  * collection's write lock. Ownership: the table owns its arrays; inputs are borrowed.

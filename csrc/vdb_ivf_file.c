@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -179,6 +180,34 @@ void vdb_ivf_advise_random(vdb_ivf *ivf) { vdb_vecmap_advise_random(ivf->vmap); 
 
 static void ivf_fix_f32s(float *v, size_t n);
 
+/* Maps a whole file read-only (*len 0: an empty file, *buf then malloc'd); errors name it. */
+static int ivf_map_file(const char *path, uint8_t **buf, size_t *len)
+{
+    struct stat st;
+    int rc = VDB_OK, fd = open(path, O_RDONLY | O_CLOEXEC);
+    *buf = NULL;
+    *len = 0;
+    if (fd < 0)
+        return errno == ENOENT ? vdb_set_error(VDB_ECORRUPT, "file '%s' is missing", path)
+                               : vdb_set_io_error(errno, "cannot open '%s': %s", path, strerror(errno));
+    if (fstat(fd, &st) != 0) {
+        rc = vdb_set_io_error(errno, "cannot stat '%s': %s", path, strerror(errno));
+    } else if (st.st_size == 0) {
+        if (!(*buf = malloc(1))) rc = vdb_set_error(VDB_ENOMEM, "out of memory reading '%s'", path);
+    } else {
+        void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m == MAP_FAILED) {
+            rc = vdb_set_io_error(errno, "cannot map '%s': %s", path, strerror(errno));
+        } else {
+            madvise(m, (size_t)st.st_size, MADV_SEQUENTIAL);
+            *buf = m;
+            *len = (size_t)st.st_size;
+        }
+    }
+    close(fd);
+    return rc;
+}
+
 /* ivfpq4.bin in the directory of path. */
 static void ivf_pq_path(const char *path, char *out, size_t cap)
 {
@@ -278,7 +307,8 @@ static int ivf_read_pq4(vdb_ivf *ivf, const char *path)
     int rc;
     ivf_pq_path(path, ppath, sizeof ppath);
     if (access(ppath, F_OK) != 0 && errno == ENOENT) return VDB_ENOTFOUND;
-    if ((rc = vdb_file_read_all(ppath, &buf, &len))) return rc;
+    /* Mapped, not read: the codes are copied once, from the page cache into their lists. */
+    if ((rc = ivf_map_file(ppath, &buf, &len))) return rc;
     if (len < PQF_HEADER_LEN + 4 || memcmp(buf, PQF_MAGIC, 8) != 0)
         PQF_CORRUPT("file '%s' is not a pq4 code file (bad magic or truncated)", ppath);
     if (vdb_get_u32(buf + len - 4) != vdb_crc32c(0, buf, len - 4)) PQF_CORRUPT("file '%s' failed its CRC-32C check", ppath);
@@ -357,7 +387,8 @@ cleanup:
         vdb_ivf_pq_drop(ivf); /* frees what the lists got */
     }
     vdb_pq4_free(pq);
-    free(buf);
+    if (len) munmap(buf, len);
+    else free(buf);
     return rc;
 }
 

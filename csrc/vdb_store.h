@@ -33,7 +33,7 @@
  *     ivf.bin, ivfvec.bin, ivfvec.crc  a trained IVF index (then there is no vectors.bin): its
  *                   centroids and list rows (vdb_ivf.h), and its vectors in list order in the format of
  *                   vectors.bin / vectors.crc, mapped and verified the same way; ivfpq4.bin: its
- *                   4-bit PQ codes, when it has them (read whole at open).
+ *                   4-bit PQ codes, when it has them (mapped at open and copied into the lists).
  *     Other files (e.g. codes.bin) may be added by the index and are listed in no table: a
  *     generation directory is only ever used after MANIFEST names it, so it is complete.
  * Checkpoint: write gen-<G+1>/ (each file fsync'd, then the directory), switch MANIFEST, start

@@ -531,3 +531,55 @@ def test_ivf_pq4_codes_are_written_with_the_index_and_read_back(tmp_path, damage
         else:  # codes trained again: the same float32 distances for the rows both found
             assert got["ids"][0][0] == want["ids"][0][0]
     client.close()
+
+
+@pytest.mark.parametrize("use_ivf", [False, True])
+def test_mapped_codes_take_writes_and_never_change_the_file(tmp_path, use_ivf):
+    """Open maps codes.bin (checked whole, copy-on-write): in-place updates, deletes, appends that grow
+    the table and the compaction of a checkpoint work on the mapped codes, answers stay exactly the
+    float32 ones, and the file itself never changes (only a checkpoint writes a new one)."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((4000, 20)).astype(np.float32)
+    ids = [str(i) for i in range(len(x))]
+    kw = {"use_ivf": True, "n_clusters": 8} if use_ivf else {}
+    c1, plain = _public(tmp_path, "plain", **kw)
+    c2, quant = _public(tmp_path, "db", quantization="sq8", **kw)
+    for col in (plain, quant):
+        col.add(ids=ids, embeddings=x)
+        col.checkpoint()
+    c1.close()
+    path = _closed_snapshot_file(tmp_path, c2, quant, "codes.bin")
+    before = path.read_bytes()
+    cols = []
+    for name in ("plain", "db"):
+        client = vectordb.PersistentClient(str(tmp_path / name))
+        cols.append((client, client.get_collection("quant")))
+    q = rng.standard_normal((5, 20)).astype(np.float32)
+    new = rng.standard_normal((700, 20)).astype(np.float32)
+
+    def same():  # one query at a time (a float32 batch's blocked kernel may differ in the last bit)
+        for v in q:
+            a, b = (col.query(query_embeddings=v[None], n_results=10, include=["distances"]) for _, col in cols)
+            assert a["ids"] == b["ids"]
+            np.testing.assert_array_equal(a["distances"], b["distances"])
+
+    same()
+    for _, col in cols:
+        col.update(ids=ids[:50], embeddings=x[:50] * -1)  # in place, on mapped pages
+        col.delete(ids=ids[100:300])
+    same()
+    assert path.read_bytes() == before
+    for _, col in cols:
+        col.add(ids=[f"n{i}" for i in range(len(new))], embeddings=new)  # grows the table
+    same()
+    assert path.read_bytes() == before
+    for client, col in cols:
+        col.checkpoint()
+        client.close()
+    client = vectordb.PersistentClient(str(tmp_path / "db"))
+    cols[1] = (client, client.get_collection("quant"))
+    client = vectordb.PersistentClient(str(tmp_path / "plain"))
+    cols[0] = (client, client.get_collection("quant"))
+    same()
+    for client, _ in cols:
+        client.close()
