@@ -86,9 +86,13 @@ static int train_from_flat(vdb_collection *c, size_t n_lists)
         goto cleanup;
     }
     vdb_kmeans_sample(n, m, IVF_SEED, idx);
-    for (size_t i = 0; i < m; i++) memcpy(sample + i * d, row_vector(c, idx[i]), d * sizeof(float));
+    /* the sample is a copy: cosine normalizes it here, so k-means need not copy it again */
+    for (size_t i = 0; i < m; i++) {
+        memcpy(sample + i * d, row_vector(c, idx[i]), d * sizeof(float));
+        if (c->cfg.metric == VDB_METRIC_COSINE) vdb_kmeans_normalize(sample + i * d, d);
+    }
     for (size_t r = 0; r < n; r++) rows[r] = (int64_t)r;
-    if ((rc = vdb_ivf_create(d, c->cfg.metric, n_lists, &ivf)) || (rc = vdb_ivf_train(ivf, sample, m, IVF_SEED)))
+    if ((rc = vdb_ivf_create(d, c->cfg.metric, n_lists, &ivf)) || (rc = vdb_ivf_train_normalized(ivf, sample, m, IVF_SEED)))
         goto cleanup;
     if (c->n_base && (rc = vdb_ivf_add(ivf, rows, c->base, c->n_base))) goto cleanup;
     if (n > c->n_base && (rc = vdb_ivf_add(ivf, rows + c->n_base, c->tail, n - c->n_base))) goto cleanup;

@@ -190,7 +190,7 @@ void vdb_ivf_free(vdb_ivf *ivf)
     free(ivf);
 }
 
-int vdb_ivf_train(vdb_ivf *ivf, const float *x, size_t n, uint64_t seed)
+static int ivf_train(vdb_ivf *ivf, const float *x, size_t n, uint64_t seed, int unit_points)
 {
     int rc = VDB_OK;
     float *c = NULL;
@@ -208,6 +208,7 @@ int vdb_ivf_train(vdb_ivf *ivf, const float *x, size_t n, uint64_t seed)
     vdb_kmeans_params_default(&p);
     p.seed = seed;
     p.max_points_per_centroid = IVF_TRAIN_PER_LIST;
+    p.unit_points = unit_points;
     rc = vdb_kmeans_train(ivf->metric, x, n, ivf->d, ivf->n_lists, &p, c, NULL);
     if (rc) goto cleanup;
     memcpy(ivf->centroids, c, ivf->n_lists * ivf->d * sizeof(float));
@@ -220,6 +221,13 @@ int vdb_ivf_train(vdb_ivf *ivf, const float *x, size_t n, uint64_t seed)
 cleanup:
     free(c);
     return rc;
+}
+
+int vdb_ivf_train(vdb_ivf *ivf, const float *x, size_t n, uint64_t seed) { return ivf_train(ivf, x, n, seed, 0); }
+
+int vdb_ivf_train_normalized(vdb_ivf *ivf, const float *x, size_t n, uint64_t seed)
+{
+    return ivf_train(ivf, x, n, seed, 1);
 }
 
 static int ivf_check_row(int64_t row)
@@ -373,6 +381,7 @@ int vdb_ivf_retrain(vdb_ivf *ivf, size_t n_lists, uint64_t seed)
         if (w == IVF_ABSENT) continue;
         if (ord++ == idx[taken]) {
             memcpy(xs + taken * d, ivf->lists[ivf_list_of(w)].vecs + ivf_pos_of(w) * d, d * sizeof(float));
+            if (ivf->metric == VDB_METRIC_COSINE) vdb_kmeans_normalize(xs + taken * d, d); /* no second copy */
             taken++;
         }
     }
@@ -382,6 +391,7 @@ int vdb_ivf_retrain(vdb_ivf *ivf, size_t n_lists, uint64_t seed)
     vdb_kmeans_params_default(&p);
     p.seed = seed;
     p.max_points_per_centroid = IVF_TRAIN_PER_LIST;
+    p.unit_points = 1;
     rc = vdb_kmeans_train(ivf->metric, xs, m, d, k, &p, newc, NULL);
     if (rc) goto cleanup;
     free(xs);

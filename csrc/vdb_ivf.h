@@ -53,6 +53,10 @@ void vdb_ivf_free(vdb_ivf *ivf);
  * are replaced). n < n_lists -> VDB_EINVAL "fewer points than clusters" (no clamping: the caller
  * picks n_lists). Deterministic for a given seed. Resets the growth counters (see below). */
 int vdb_ivf_train(vdb_ivf *ivf, const float *x, size_t n, uint64_t seed);
+/* vdb_ivf_train for a caller that normalized x already when the metric is COSINE (every row
+ * scaled by vdb_kmeans_normalize): k-means then trains on x in place instead of on a normalized
+ * copy. Other metrics: the same as vdb_ivf_train. */
+int vdb_ivf_train_normalized(vdb_ivf *ivf, const float *x, size_t n, uint64_t seed);
 
 /* Growth counters, for a caller's retraining rule: vectors_at_train = vectors held at the last
  * training, added_since_train = vectors added (a replaced row counts) since. retrain sets them to

@@ -56,10 +56,15 @@ static void km_select(size_t n, size_t m, uint64_t *rng, size_t *idx)
     }
 }
 
-static void km_normalize(float *v, size_t d)
+void vdb_kmeans_normalize(float *v, size_t d)
 {
-    double s = 0;
-    for (size_t j = 0; j < d; j++) s += (double)v[j] * v[j];
+    /* four partial sums in a fixed order: not one chain of d dependent additions */
+    double s4[4] = {0, 0, 0, 0};
+    size_t j = 0;
+    for (; j + 4 <= d; j += 4)
+        for (int l = 0; l < 4; l++) s4[l] += (double)v[j + l] * v[j + l];
+    double s = (s4[0] + s4[1]) + (s4[2] + s4[3]);
+    for (; j < d; j++) s += (double)v[j] * v[j];
     if (s > 0) {
         float inv = (float)(1.0 / sqrt(s));
         for (size_t j = 0; j < d; j++) v[j] *= inv;
@@ -328,8 +333,8 @@ static void km_update(const float *xt, size_t m, size_t d, size_t k, int spheric
             src[j] = src[j] * (1.0f - e);
         }
         if (spherical) {
-            km_normalize(dst, d);
-            km_normalize(src, d);
+            vdb_kmeans_normalize(dst, d);
+            vdb_kmeans_normalize(src, d);
         }
         counts[ci] = counts[big] / 2;
         counts[big] -= counts[ci];
@@ -351,6 +356,7 @@ void vdb_kmeans_params_default(vdb_kmeans_params *p)
     p->max_points_per_centroid = 256;
     p->seed_points_per_centroid = 16;
     p->seed = 0;
+    p->unit_points = 0;
 }
 
 int vdb_kmeans_train(vdb_metric m, const float *x, size_t n, size_t d, size_t k,
@@ -370,6 +376,7 @@ int vdb_kmeans_train(vdb_metric m, const float *x, size_t n, size_t d, size_t k,
         if (params->max_points_per_centroid) p.max_points_per_centroid = params->max_points_per_centroid;
         if (params->seed_points_per_centroid) p.seed_points_per_centroid = params->seed_points_per_centroid;
         p.seed = params->seed;
+        p.unit_points = params->unit_points;
     }
     if (m != VDB_METRIC_L2 && m != VDB_METRIC_IP && m != VDB_METRIC_COSINE) {
         rc = vdb_set_error(VDB_EINVAL, "k-means: unknown metric %d", (int)m);
@@ -396,7 +403,8 @@ int vdb_kmeans_train(vdb_metric m, const float *x, size_t n, size_t d, size_t k,
     size_t mt = n;
     if (!km_mul_overflows(p.max_points_per_centroid, k, &cap) && n > cap) mt = cap;
     const float *xt = x;
-    if (mt < n || m == VDB_METRIC_COSINE) {
+    const int normalize = m == VDB_METRIC_COSINE && !p.unit_points;
+    if (mt < n || normalize) {
         if (km_mul_overflows(mt, d, &bytes) || km_mul_overflows(bytes, sizeof(float), &bytes)) {
             rc = vdb_set_error(VDB_ENOMEM, "k-means training set size overflows (%zu x %zu)", mt, d);
             goto cleanup;
@@ -411,7 +419,7 @@ int vdb_kmeans_train(vdb_metric m, const float *x, size_t n, size_t d, size_t k,
         for (size_t i = 0; i < mt; i++) {
             size_t src = idx ? idx[i] : i;
             memcpy(xt_own + i * d, x + src * d, d * sizeof(float));
-            if (m == VDB_METRIC_COSINE) km_normalize(xt_own + i * d, d);
+            if (normalize) vdb_kmeans_normalize(xt_own + i * d, d);
         }
         xt = xt_own;
     }
@@ -437,7 +445,7 @@ int vdb_kmeans_train(vdb_metric m, const float *x, size_t n, size_t d, size_t k,
     free(xs_own);
     xs_own = NULL;
     if (spherical)
-        for (size_t ci = 0; ci < k; ci++) km_normalize(centroids + ci * d, d);
+        for (size_t ci = 0; ci < k; ci++) vdb_kmeans_normalize(centroids + ci * d, d);
 
     /* Lloyd iterations. */
     assign = malloc(mt * sizeof *assign);

@@ -4,8 +4,8 @@
  *   - Metric: VDB_METRIC_L2 runs Euclidean k-means. VDB_METRIC_IP and VDB_METRIC_COSINE run
  *     spherical k-means: centroids are rescaled to unit length after every update and points
  *     are assigned to the centroid of largest dot product. For COSINE the training points are
- *     normalized first (an all-zero point stays zero: it ties with every centroid and joins the
- *     lowest-numbered one). Seeding always samples by squared L2 distance (non-negative for
+ *     normalized first, into a copy unless the caller did it (unit_points); an all-zero point
+ *     stays zero: it ties with every centroid and joins the lowest-numbered one. Seeding always samples by squared L2 distance (non-negative for
  *     every metric).
  *   - Large inputs: when n > max_points_per_centroid * k, Lloyd runs on a uniform random sample
  *     of that many points (faiss's rule, 256 per centroid); k-means++ seeding samples from at
@@ -49,6 +49,9 @@ typedef struct {
     size_t max_points_per_centroid;  /* training sample cap per centroid; 0 = 256 */
     size_t seed_points_per_centroid; /* k-means++ candidate cap per centroid; 0 = 16 */
     uint64_t seed;                   /* PRNG seed (splitmix64) */
+    int unit_points;                 /* COSINE: the caller normalized the points already (each has unit
+                                      * length as vdb_kmeans_normalize leaves it, or is zero), so no
+                                      * normalized copy is made; other metrics ignore it */
 } vdb_kmeans_params;
 
 enum { VDB_KMEANS_DEFAULT_ITER = 10 };
@@ -62,7 +65,7 @@ typedef struct {
     double objective;  /* sum of the last assignment's distances (L2: squared; IP/cosine: 1-dot) */
 } vdb_kmeans_stats;
 
-/* Fills p with the defaults (seed 0). */
+/* Fills p with the defaults (seed 0, unit_points 0). */
 void vdb_kmeans_params_default(vdb_kmeans_params *p);
 
 /* Clusters x (n points of d floats, row-major) into k centroids written to centroids (k * d).
@@ -97,6 +100,9 @@ void vdb_kmeans_prepared_free(vdb_kmeans_prepared *p);
 /* vdb_kmeans_assign against prepared centroids. */
 int vdb_kmeans_assign_prepared(const vdb_kmeans_prepared *p, const float *x, size_t n, uint32_t *assign,
                                float *dist);
+
+/* Scales v (d floats) to unit length, as k-means does with COSINE points; a zero v stays zero. */
+void vdb_kmeans_normalize(float *v, size_t d);
 
 /* Uniform random sample of m of the n indices [0, n), written ascending to idx (m <= n);
  * deterministic for a seed. Used to draw training samples. */
