@@ -171,6 +171,7 @@ static PyObject *core_set_num_threads(PyObject *module, PyObject *arg)
     return PyLong_FromSize_t(vdb_threads_set_count((size_t)n));
 }
 
+/* block: 0 batch (one query), 1 block, 2 block_one (one query, as the block gives it) */
 static PyObject *distance_common(PyObject *args, int block)
 {
     const char *isa, *metric_s;
@@ -185,19 +186,21 @@ static PyObject *distance_common(PyObject *args, int block)
         PyErr_SetString(PyExc_ValueError, "queries and rows must have the same dimension");
         goto done;
     }
-    if (!block && nq != 1) {
-        PyErr_SetString(PyExc_ValueError, "distance_batch takes one query vector");
+    if (block != 1 && nq != 1) {
+        PyErr_SetString(PyExc_ValueError, "distance_batch and distance_block_one take one query vector");
         goto done;
     }
     npy_intp dims[2] = {(npy_intp)nq, (npy_intp)n};
-    out = block ? (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32)
+    out = block == 1 ? (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32)
                 : (PyArrayObject *)PyArray_SimpleNew(1, dims + 1, NPY_FLOAT32);
     if (!out) goto done;
     int rc;
     const float *qp = PyArray_DATA(q), *rp = PyArray_DATA(r);
     float *op = PyArray_DATA(out);
     Py_BEGIN_ALLOW_THREADS
-    rc = block ? vdb_distance_block_isa(isa, m, qp, nq, rp, n, d, op) : vdb_distance_batch_isa(isa, m, qp, rp, n, d, op);
+    rc = block == 1 ? vdb_distance_block_isa(isa, m, qp, nq, rp, n, d, op)
+         : block == 2 ? vdb_distance_block_one_isa(isa, m, qp, rp, n, d, op)
+                      : vdb_distance_batch_isa(isa, m, qp, rp, n, d, op);
     Py_END_ALLOW_THREADS
     if (rc != 0) {
         Py_CLEAR(out);
@@ -211,6 +214,7 @@ done:
 
 static PyObject *core_distance_batch(PyObject *m, PyObject *args) { (void)m; return distance_common(args, 0); }
 static PyObject *core_distance_block(PyObject *m, PyObject *args) { (void)m; return distance_common(args, 1); }
+static PyObject *core_distance_block_one(PyObject *m, PyObject *args) { (void)m; return distance_common(args, 2); }
 
 /* sq8_probe(isa, metric, train, x, queries) -> (lo, step, codes uint8[n, d], err float32[n], scan float32[nq, n],
  * lower_bound float64[nq, n], ready bool[nq]): the sq8 quantizer trained on train, x encoded, and
@@ -1695,6 +1699,8 @@ static PyMethodDef core_methods[] = {
     {"set_num_threads", core_set_num_threads, METH_O, "set_num_threads(n) -> int"},
     {"distance_batch", core_distance_batch, METH_VARARGS, "distance_batch(isa, metric, q, rows) -> ndarray"},
     {"distance_block", core_distance_block, METH_VARARGS, "distance_block(isa, metric, queries, rows) -> ndarray"},
+    {"distance_block_one", core_distance_block_one, METH_VARARGS,
+     "distance_block_one(isa, metric, query, rows) -> ndarray: one query's distance_block row"},
     {"nearest_centroids", core_nearest_centroids, METH_VARARGS,
      "nearest_centroids(isa, points, centroids, bias) -> (index, value): argmin_j bias[j] - 2 x.c_j"},
     {"sq8_probe", core_sq8_probe, METH_VARARGS,

@@ -38,6 +38,7 @@ typedef struct {
     vdb_pair_fn pair[3];
     vdb_batch_fn batch[3];
     vdb_block_fn block[3];
+    vdb_batch_fn block_one[3]; /* NULL: this variant has none (vdb_distance_block_one returns -1) */
 } vdb_kernel_set;
 
 /* Scalar epilogue (serial kernels, SIMD tails). The cosine denominator is formed in double:
@@ -69,6 +70,7 @@ static size_t vdb_block_chunk_rows(size_t d)
 typedef struct {
     size_t nr;
     void (*tile)(const float *q, size_t d, const float *qn, const float *rows, float *out, size_t n);
+    void (*tile1)(const float *q, size_t d, const float *qn, const float *rows, float *out, size_t n);
     float (*sumsq)(const float *a, size_t d);
     vdb_pair_fn pair;
     vdb_batch_fn batch;
@@ -101,6 +103,26 @@ VDB_INLINE void vdb_block_drive(const vdb_block_parts *p, int m, const float *qs
     }
     for (size_t qi = nq & ~(size_t)3; qi < nq; qi++)
         p->batch(qs + qi * d, rows, n, d, out + qi * n);
+}
+
+/* vdb_block_drive for one query as the first of a tile: the same chunks, tiles (tile1: the tile's
+ * arithmetic for its first query alone) and leftover pairs, so every distance is the block's bit
+ * for bit, at a quarter of the tile's work. */
+VDB_INLINE void vdb_block_drive_one(const vdb_block_parts *p, int m, const float *q, const float *rows, size_t n,
+                                    size_t d, float *out)
+{
+    size_t chunk = vdb_block_chunk_rows(d);
+    float qn[4] = {0, 0, 0, 0};
+    if (m == VDB_METRIC_COSINE)
+        qn[0] = qn[1] = qn[2] = qn[3] = sqrtf(p->sumsq(q, d));
+    for (size_t c0 = 0; c0 < n; c0 += chunk) {
+        size_t c1 = n - c0 < chunk ? n : c0 + chunk;
+        size_t i = c0;
+        for (; i + p->nr <= c1; i += p->nr)
+            p->tile1(q, d, qn, rows + i * d, out + i, n);
+        for (; i < c1; i++)
+            out[i] = p->pair(q, rows + i * d, d);
+    }
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -181,6 +203,7 @@ static const vdb_kernel_set vdb_kernels_serial = {
     {vdb_l2sq_f32_serial, vdb_ip_f32_serial, vdb_cosine_f32_serial},
     {vdb_l2sq_batch_serial, vdb_ip_batch_serial, vdb_cosine_batch_serial},
     {vdb_l2sq_block_serial, vdb_ip_block_serial, vdb_cosine_block_serial},
+    {vdb_l2sq_batch_serial, vdb_ip_batch_serial, vdb_cosine_batch_serial}, /* the serial block, per query */
 };
 
 #if defined(VDB_HAVE_X86)
@@ -309,12 +332,16 @@ VDB_INLINE VDB_AVX2 void vdb_batch_avx2(int m, const float *q, const float *rows
 }
 
 /* Tile of 4 queries x 2 rows: 8 accumulators (+2 row norms for cosine) + 4 query registers fit
- * the 16 YMM registers; each step does 6 loads for 8 FMAs. */
-VDB_INLINE VDB_AVX2 void vdb_tile4x2_avx2(int m, const float *q, size_t d, const float *r, __m256 *sums, __m256 *rnorm)
+ * the 16 YMM registers; each step does 6 loads for 8 FMAs. nql: the live queries, 4 or 1 (the
+ * others' sums stay 0; each output sums its own accumulator, so query 0's bits do not change). */
+VDB_INLINE VDB_AVX2 void vdb_tile4x2_avx2(int m, int nql, const float *q, size_t d, const float *r, __m256 *sums,
+                                          __m256 *rnorm)
 {
     __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00,
            a31 = a00, n0 = a00, n1 = a00;
-    const float *q0 = q, *q1 = q + d, *q2 = q + 2 * d, *q3 = q + 3 * d, *r0 = r, *r1 = r + d;
+    /* one live query: q1..q3 alias it (loaded, never used) */
+    const size_t qs = nql == 4 ? d : 0;
+    const float *q0 = q, *q1 = q + qs, *q2 = q + 2 * qs, *q3 = q + 3 * qs, *r0 = r, *r1 = r + d;
     size_t i = 0;
     __m256 dummy = a00;
     for (; i + 8 <= d; i += 8) {
@@ -324,16 +351,20 @@ VDB_INLINE VDB_AVX2 void vdb_tile4x2_avx2(int m, const float *q, size_t d, const
         if (m == VDB_METRIC_COSINE)
             n0 = _mm256_fmadd_ps(y, y, n0);
         vdb_step_avx2(m, x0, y, &a00, &dummy);
-        vdb_step_avx2(m, x1, y, &a10, &dummy);
-        vdb_step_avx2(m, x2, y, &a20, &dummy);
-        vdb_step_avx2(m, x3, y, &a30, &dummy);
+        if (nql == 4) {
+            vdb_step_avx2(m, x1, y, &a10, &dummy);
+            vdb_step_avx2(m, x2, y, &a20, &dummy);
+            vdb_step_avx2(m, x3, y, &a30, &dummy);
+        }
         y = _mm256_loadu_ps(r1 + i);
         if (m == VDB_METRIC_COSINE)
             n1 = _mm256_fmadd_ps(y, y, n1);
         vdb_step_avx2(m, x0, y, &a01, &dummy);
-        vdb_step_avx2(m, x1, y, &a11, &dummy);
-        vdb_step_avx2(m, x2, y, &a21, &dummy);
-        vdb_step_avx2(m, x3, y, &a31, &dummy);
+        if (nql == 4) {
+            vdb_step_avx2(m, x1, y, &a11, &dummy);
+            vdb_step_avx2(m, x2, y, &a21, &dummy);
+            vdb_step_avx2(m, x3, y, &a31, &dummy);
+        }
     }
     if (i < d) {
         __m256i mk = vdb_avx2_mask(d - i);
@@ -343,16 +374,20 @@ VDB_INLINE VDB_AVX2 void vdb_tile4x2_avx2(int m, const float *q, size_t d, const
         if (m == VDB_METRIC_COSINE)
             n0 = _mm256_fmadd_ps(y, y, n0);
         vdb_step_avx2(m, x0, y, &a00, &dummy);
-        vdb_step_avx2(m, x1, y, &a10, &dummy);
-        vdb_step_avx2(m, x2, y, &a20, &dummy);
-        vdb_step_avx2(m, x3, y, &a30, &dummy);
+        if (nql == 4) {
+            vdb_step_avx2(m, x1, y, &a10, &dummy);
+            vdb_step_avx2(m, x2, y, &a20, &dummy);
+            vdb_step_avx2(m, x3, y, &a30, &dummy);
+        }
         y = _mm256_maskload_ps(r1 + i, mk);
         if (m == VDB_METRIC_COSINE)
             n1 = _mm256_fmadd_ps(y, y, n1);
         vdb_step_avx2(m, x0, y, &a01, &dummy);
-        vdb_step_avx2(m, x1, y, &a11, &dummy);
-        vdb_step_avx2(m, x2, y, &a21, &dummy);
-        vdb_step_avx2(m, x3, y, &a31, &dummy);
+        if (nql == 4) {
+            vdb_step_avx2(m, x1, y, &a11, &dummy);
+            vdb_step_avx2(m, x2, y, &a21, &dummy);
+            vdb_step_avx2(m, x3, y, &a31, &dummy);
+        }
     }
     /* *sums = [q0r0, q0r1, q1r0, q1r1, q2r0, q2r1, q3r0, q3r1] */
     *sums = _mm256_set_m128(vdb_hsum4_avx2(a20, a21, a30, a31), vdb_hsum4_avx2(a00, a01, a10, a11));
@@ -365,11 +400,11 @@ VDB_INLINE VDB_AVX2 void vdb_tile4x2_avx2(int m, const float *q, size_t d, const
 }
 
 /* Tile of the block driver: 4 queries x 2 rows, finished and stored. */
-VDB_INLINE VDB_AVX2 void vdb_tile_avx2(int m, const float *q, size_t d, const float *qn, const float *rows,
+VDB_INLINE VDB_AVX2 void vdb_tile_avx2(int m, int nql, const float *q, size_t d, const float *qn, const float *rows,
                                        float *out, size_t n)
 {
     __m256 sv, rn = _mm256_setzero_ps();
-    vdb_tile4x2_avx2(m, q, d, rows, &sv, &rn);
+    vdb_tile4x2_avx2(m, nql, q, d, rows, &sv, &rn);
     if (m == VDB_METRIC_IP)
         sv = _mm256_sub_ps(_mm256_set1_ps(1.0f), sv);
     else if (m == VDB_METRIC_COSINE)
@@ -377,7 +412,7 @@ VDB_INLINE VDB_AVX2 void vdb_tile_avx2(int m, const float *q, size_t d, const fl
             sv, _mm256_mul_ps(_mm256_set_ps(qn[3], qn[3], qn[2], qn[2], qn[1], qn[1], qn[0], qn[0]), rn));
     float res[8];
     _mm256_storeu_ps(res, sv);
-    for (size_t j = 0; j < 4; j++) {
+    for (size_t j = 0; j < (size_t)nql; j++) {
         out[j * n] = res[2 * j];
         out[j * n + 1] = res[2 * j + 1];
     }
@@ -405,23 +440,30 @@ static VDB_AVX2 void vdb_l2sq_batch_avx2(const float *q, const float *r, size_t 
 static VDB_AVX2 void vdb_ip_batch_avx2(const float *q, const float *r, size_t n, size_t d, float *o) { vdb_batch_avx2(VDB_METRIC_IP, q, r, n, d, o); }
 static VDB_AVX2 void vdb_cosine_batch_avx2(const float *q, const float *r, size_t n, size_t d, float *o) { vdb_batch_avx2(VDB_METRIC_COSINE, q, r, n, d, o); }
 static VDB_AVX2 float vdb_sumsq_fn_avx2(const float *a, size_t d) { return vdb_sumsq_avx2(a, d); }
-VDB_INLINE VDB_AVX2 void vdb_l2sq_tile_avx2(const float *q, size_t d, const float *qn, const float *r, float *o, size_t n) { vdb_tile_avx2(VDB_METRIC_L2, q, d, qn, r, o, n); }
-VDB_INLINE VDB_AVX2 void vdb_ip_tile_avx2(const float *q, size_t d, const float *qn, const float *r, float *o, size_t n) { vdb_tile_avx2(VDB_METRIC_IP, q, d, qn, r, o, n); }
-VDB_INLINE VDB_AVX2 void vdb_cosine_tile_avx2(const float *q, size_t d, const float *qn, const float *r, float *o, size_t n) { vdb_tile_avx2(VDB_METRIC_COSINE, q, d, qn, r, o, n); }
+VDB_INLINE VDB_AVX2 void vdb_l2sq_tile_avx2(const float *q, size_t d, const float *qn, const float *r, float *o, size_t n) { vdb_tile_avx2(VDB_METRIC_L2, 4, q, d, qn, r, o, n); }
+VDB_INLINE VDB_AVX2 void vdb_l2sq_tile1_avx2(const float *q, size_t d, const float *qn, const float *r, float *o, size_t n) { vdb_tile_avx2(VDB_METRIC_L2, 1, q, d, qn, r, o, n); }
+VDB_INLINE VDB_AVX2 void vdb_ip_tile_avx2(const float *q, size_t d, const float *qn, const float *r, float *o, size_t n) { vdb_tile_avx2(VDB_METRIC_IP, 4, q, d, qn, r, o, n); }
+VDB_INLINE VDB_AVX2 void vdb_ip_tile1_avx2(const float *q, size_t d, const float *qn, const float *r, float *o, size_t n) { vdb_tile_avx2(VDB_METRIC_IP, 1, q, d, qn, r, o, n); }
+VDB_INLINE VDB_AVX2 void vdb_cosine_tile_avx2(const float *q, size_t d, const float *qn, const float *r, float *o, size_t n) { vdb_tile_avx2(VDB_METRIC_COSINE, 4, q, d, qn, r, o, n); }
+VDB_INLINE VDB_AVX2 void vdb_cosine_tile1_avx2(const float *q, size_t d, const float *qn, const float *r, float *o, size_t n) { vdb_tile_avx2(VDB_METRIC_COSINE, 1, q, d, qn, r, o, n); }
 static const vdb_block_parts vdb_block_parts_avx2[3] = {
-    {2, vdb_l2sq_tile_avx2, vdb_sumsq_fn_avx2, vdb_l2sq_f32_avx2, vdb_l2sq_batch_avx2},
-    {2, vdb_ip_tile_avx2, vdb_sumsq_fn_avx2, vdb_ip_f32_avx2, vdb_ip_batch_avx2},
-    {2, vdb_cosine_tile_avx2, vdb_sumsq_fn_avx2, vdb_cosine_f32_avx2, vdb_cosine_batch_avx2},
+    {2, vdb_l2sq_tile_avx2, vdb_l2sq_tile1_avx2, vdb_sumsq_fn_avx2, vdb_l2sq_f32_avx2, vdb_l2sq_batch_avx2},
+    {2, vdb_ip_tile_avx2, vdb_ip_tile1_avx2, vdb_sumsq_fn_avx2, vdb_ip_f32_avx2, vdb_ip_batch_avx2},
+    {2, vdb_cosine_tile_avx2, vdb_cosine_tile1_avx2, vdb_sumsq_fn_avx2, vdb_cosine_f32_avx2, vdb_cosine_batch_avx2},
 };
 static VDB_AVX2 void vdb_l2sq_block_avx2(const float *q, size_t nq, const float *r, size_t n, size_t d, float *o) { vdb_block_drive(&vdb_block_parts_avx2[VDB_METRIC_L2], VDB_METRIC_L2, q, nq, r, n, d, o); }
+static VDB_AVX2 void vdb_l2sq_block_one_avx2(const float *q, const float *r, size_t n, size_t d, float *o) { vdb_block_drive_one(&vdb_block_parts_avx2[VDB_METRIC_L2], VDB_METRIC_L2, q, r, n, d, o); }
 static VDB_AVX2 void vdb_ip_block_avx2(const float *q, size_t nq, const float *r, size_t n, size_t d, float *o) { vdb_block_drive(&vdb_block_parts_avx2[VDB_METRIC_IP], VDB_METRIC_IP, q, nq, r, n, d, o); }
+static VDB_AVX2 void vdb_ip_block_one_avx2(const float *q, const float *r, size_t n, size_t d, float *o) { vdb_block_drive_one(&vdb_block_parts_avx2[VDB_METRIC_IP], VDB_METRIC_IP, q, r, n, d, o); }
 static VDB_AVX2 void vdb_cosine_block_avx2(const float *q, size_t nq, const float *r, size_t n, size_t d, float *o) { vdb_block_drive(&vdb_block_parts_avx2[VDB_METRIC_COSINE], VDB_METRIC_COSINE, q, nq, r, n, d, o); }
+static VDB_AVX2 void vdb_cosine_block_one_avx2(const float *q, const float *r, size_t n, size_t d, float *o) { vdb_block_drive_one(&vdb_block_parts_avx2[VDB_METRIC_COSINE], VDB_METRIC_COSINE, q, r, n, d, o); }
 
 static const vdb_kernel_set vdb_kernels_avx2 = {
     "avx2", VDB_CPU_AVX2,
     {vdb_l2sq_f32_avx2, vdb_ip_f32_avx2, vdb_cosine_f32_avx2},
     {vdb_l2sq_batch_avx2, vdb_ip_batch_avx2, vdb_cosine_batch_avx2},
     {vdb_l2sq_block_avx2, vdb_ip_block_avx2, vdb_cosine_block_avx2},
+    {vdb_l2sq_block_one_avx2, vdb_ip_block_one_avx2, vdb_cosine_block_one_avx2},
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -550,8 +592,9 @@ VDB_INLINE VDB_AVX512 void vdb_batch_avx512(int m, const float *q, const float *
     }
 }
 
-/* Tile of 4 queries x 4 rows: 16 accumulators (+4 row norms for cosine), 8 loads per 16 FMAs. */
-VDB_INLINE VDB_AVX512 void vdb_tile4x4_avx512(int m, const float *q, size_t d, const float *r, __m512 *sums,
+/* Tile of 4 queries x 4 rows: 16 accumulators (+4 row norms for cosine), 8 loads per 16 FMAs.
+ * nql: the live queries, 4 or 1 (the others' accumulators stay 0: vdb_hsum16 sums each on its own). */
+VDB_INLINE VDB_AVX512 void vdb_tile4x4_avx512(int m, int nql, const float *q, size_t d, const float *r, __m512 *sums,
                                               __m128 *rr)
 {
     __m512 acc[16], nrm[4], dummy = _mm512_setzero_ps();
@@ -562,26 +605,26 @@ VDB_INLINE VDB_AVX512 void vdb_tile4x4_avx512(int m, const float *q, size_t d, c
     size_t i = 0;
     for (; i + 16 <= d; i += 16) {
         __m512 x[4];
-        for (int a = 0; a < 4; a++)
+        for (int a = 0; a < nql; a++)
             x[a] = _mm512_loadu_ps(q + a * d + i);
         for (int b = 0; b < 4; b++) {
             __m512 y = _mm512_loadu_ps(r + b * d + i);
             if (m == VDB_METRIC_COSINE)
                 nrm[b] = _mm512_fmadd_ps(y, y, nrm[b]);
-            for (int a = 0; a < 4; a++) /* acc[4*row + query]: the order vdb_hsum16 transposes */
+            for (int a = 0; a < nql; a++) /* acc[4*row + query]: the order vdb_hsum16 transposes */
                 vdb_step_avx512(m, x[a], y, &acc[4 * b + a], &dummy);
         }
     }
     if (i < d) {
         __mmask16 mk = vdb_mask16(d - i);
         __m512 x[4];
-        for (int a = 0; a < 4; a++)
+        for (int a = 0; a < nql; a++)
             x[a] = _mm512_maskz_loadu_ps(mk, q + a * d + i);
         for (int b = 0; b < 4; b++) {
             __m512 y = _mm512_maskz_loadu_ps(mk, r + b * d + i);
             if (m == VDB_METRIC_COSINE)
                 nrm[b] = _mm512_fmadd_ps(y, y, nrm[b]);
-            for (int a = 0; a < 4; a++)
+            for (int a = 0; a < nql; a++)
                 vdb_step_avx512(m, x[a], y, &acc[4 * b + a], &dummy);
         }
     }
@@ -592,12 +635,12 @@ VDB_INLINE VDB_AVX512 void vdb_tile4x4_avx512(int m, const float *q, size_t d, c
 }
 
 /* Tile of the block driver: 4 queries x 4 rows, finished and stored. */
-VDB_INLINE VDB_AVX512 void vdb_tile_avx512(int m, const float *q, size_t d, const float *qn, const float *rows,
+VDB_INLINE VDB_AVX512 void vdb_tile_avx512(int m, int nql, const float *q, size_t d, const float *qn, const float *rows,
                                            float *out, size_t n)
 {
     __m512 v;
     __m128 rr = _mm_setzero_ps();
-    vdb_tile4x4_avx512(m, q, d, rows, &v, &rr);
+    vdb_tile4x4_avx512(m, nql, q, d, rows, &v, &rr);
     if (m == VDB_METRIC_IP) {
         v = _mm512_sub_ps(_mm512_set1_ps(1.0f), v);
     } else if (m == VDB_METRIC_COSINE) {
@@ -607,6 +650,8 @@ VDB_INLINE VDB_AVX512 void vdb_tile_avx512(int m, const float *q, size_t d, cons
         v = vdb_cos_finish_avx512(v, _mm512_mul_ps(qnv, _mm512_broadcast_f32x4(_mm_sqrt_ps(rr))));
     }
     _mm_storeu_ps(out, _mm512_castps512_ps128(v));
+    if (nql == 1)
+        return;
     _mm_storeu_ps(out + n, _mm512_extractf32x4_ps(v, 1));
     _mm_storeu_ps(out + 2 * n, _mm512_extractf32x4_ps(v, 2));
     _mm_storeu_ps(out + 3 * n, _mm512_extractf32x4_ps(v, 3));
@@ -634,23 +679,30 @@ static VDB_AVX512 void vdb_l2sq_batch_avx512(const float *q, const float *r, siz
 static VDB_AVX512 void vdb_ip_batch_avx512(const float *q, const float *r, size_t n, size_t d, float *o) { vdb_batch_avx512(VDB_METRIC_IP, q, r, n, d, o); }
 static VDB_AVX512 void vdb_cosine_batch_avx512(const float *q, const float *r, size_t n, size_t d, float *o) { vdb_batch_avx512(VDB_METRIC_COSINE, q, r, n, d, o); }
 static VDB_AVX512 float vdb_sumsq_fn_avx512(const float *a, size_t d) { return vdb_sumsq_avx512(a, d); }
-VDB_INLINE VDB_AVX512 void vdb_l2sq_tile_avx512(const float *q, size_t d, const float *qn, const float *r, float *o, size_t n) { vdb_tile_avx512(VDB_METRIC_L2, q, d, qn, r, o, n); }
-VDB_INLINE VDB_AVX512 void vdb_ip_tile_avx512(const float *q, size_t d, const float *qn, const float *r, float *o, size_t n) { vdb_tile_avx512(VDB_METRIC_IP, q, d, qn, r, o, n); }
-VDB_INLINE VDB_AVX512 void vdb_cosine_tile_avx512(const float *q, size_t d, const float *qn, const float *r, float *o, size_t n) { vdb_tile_avx512(VDB_METRIC_COSINE, q, d, qn, r, o, n); }
+VDB_INLINE VDB_AVX512 void vdb_l2sq_tile_avx512(const float *q, size_t d, const float *qn, const float *r, float *o, size_t n) { vdb_tile_avx512(VDB_METRIC_L2, 4, q, d, qn, r, o, n); }
+VDB_INLINE VDB_AVX512 void vdb_l2sq_tile1_avx512(const float *q, size_t d, const float *qn, const float *r, float *o, size_t n) { vdb_tile_avx512(VDB_METRIC_L2, 1, q, d, qn, r, o, n); }
+VDB_INLINE VDB_AVX512 void vdb_ip_tile_avx512(const float *q, size_t d, const float *qn, const float *r, float *o, size_t n) { vdb_tile_avx512(VDB_METRIC_IP, 4, q, d, qn, r, o, n); }
+VDB_INLINE VDB_AVX512 void vdb_ip_tile1_avx512(const float *q, size_t d, const float *qn, const float *r, float *o, size_t n) { vdb_tile_avx512(VDB_METRIC_IP, 1, q, d, qn, r, o, n); }
+VDB_INLINE VDB_AVX512 void vdb_cosine_tile_avx512(const float *q, size_t d, const float *qn, const float *r, float *o, size_t n) { vdb_tile_avx512(VDB_METRIC_COSINE, 4, q, d, qn, r, o, n); }
+VDB_INLINE VDB_AVX512 void vdb_cosine_tile1_avx512(const float *q, size_t d, const float *qn, const float *r, float *o, size_t n) { vdb_tile_avx512(VDB_METRIC_COSINE, 1, q, d, qn, r, o, n); }
 static const vdb_block_parts vdb_block_parts_avx512[3] = {
-    {4, vdb_l2sq_tile_avx512, vdb_sumsq_fn_avx512, vdb_l2sq_f32_avx512, vdb_l2sq_batch_avx512},
-    {4, vdb_ip_tile_avx512, vdb_sumsq_fn_avx512, vdb_ip_f32_avx512, vdb_ip_batch_avx512},
-    {4, vdb_cosine_tile_avx512, vdb_sumsq_fn_avx512, vdb_cosine_f32_avx512, vdb_cosine_batch_avx512},
+    {4, vdb_l2sq_tile_avx512, vdb_l2sq_tile1_avx512, vdb_sumsq_fn_avx512, vdb_l2sq_f32_avx512, vdb_l2sq_batch_avx512},
+    {4, vdb_ip_tile_avx512, vdb_ip_tile1_avx512, vdb_sumsq_fn_avx512, vdb_ip_f32_avx512, vdb_ip_batch_avx512},
+    {4, vdb_cosine_tile_avx512, vdb_cosine_tile1_avx512, vdb_sumsq_fn_avx512, vdb_cosine_f32_avx512, vdb_cosine_batch_avx512},
 };
 static VDB_AVX512 void vdb_l2sq_block_avx512(const float *q, size_t nq, const float *r, size_t n, size_t d, float *o) { vdb_block_drive(&vdb_block_parts_avx512[VDB_METRIC_L2], VDB_METRIC_L2, q, nq, r, n, d, o); }
+static VDB_AVX512 void vdb_l2sq_block_one_avx512(const float *q, const float *r, size_t n, size_t d, float *o) { vdb_block_drive_one(&vdb_block_parts_avx512[VDB_METRIC_L2], VDB_METRIC_L2, q, r, n, d, o); }
 static VDB_AVX512 void vdb_ip_block_avx512(const float *q, size_t nq, const float *r, size_t n, size_t d, float *o) { vdb_block_drive(&vdb_block_parts_avx512[VDB_METRIC_IP], VDB_METRIC_IP, q, nq, r, n, d, o); }
+static VDB_AVX512 void vdb_ip_block_one_avx512(const float *q, const float *r, size_t n, size_t d, float *o) { vdb_block_drive_one(&vdb_block_parts_avx512[VDB_METRIC_IP], VDB_METRIC_IP, q, r, n, d, o); }
 static VDB_AVX512 void vdb_cosine_block_avx512(const float *q, size_t nq, const float *r, size_t n, size_t d, float *o) { vdb_block_drive(&vdb_block_parts_avx512[VDB_METRIC_COSINE], VDB_METRIC_COSINE, q, nq, r, n, d, o); }
+static VDB_AVX512 void vdb_cosine_block_one_avx512(const float *q, const float *r, size_t n, size_t d, float *o) { vdb_block_drive_one(&vdb_block_parts_avx512[VDB_METRIC_COSINE], VDB_METRIC_COSINE, q, r, n, d, o); }
 
 static const vdb_kernel_set vdb_kernels_avx512 = {
     "avx512", VDB_CPU_AVX512,
     {vdb_l2sq_f32_avx512, vdb_ip_f32_avx512, vdb_cosine_f32_avx512},
     {vdb_l2sq_batch_avx512, vdb_ip_batch_avx512, vdb_cosine_batch_avx512},
     {vdb_l2sq_block_avx512, vdb_ip_block_avx512, vdb_cosine_block_avx512},
+    {vdb_l2sq_block_one_avx512, vdb_ip_block_one_avx512, vdb_cosine_block_one_avx512},
 };
 #endif /* VDB_HAVE_X86 */
 
@@ -757,6 +809,7 @@ static const vdb_kernel_set vdb_kernels_neon = {
     {vdb_l2sq_f32_neon, vdb_ip_f32_neon, vdb_cosine_f32_neon},
     {vdb_l2sq_batch_neon, vdb_ip_batch_neon, vdb_cosine_batch_neon},
     {vdb_l2sq_block_neon, vdb_ip_block_neon, vdb_cosine_block_neon},
+    {NULL, NULL, NULL}, /* no one-query tile yet: callers pad a tile */
 };
 #endif /* __aarch64__ */
 
@@ -841,6 +894,27 @@ int vdb_distance_batch_isa(const char *isa, vdb_metric m, const float *q, const 
         return -1;
     if (n > 0)
         k->batch[m](q, rows, n, d, out);
+    return 0;
+}
+
+int vdb_distance_block_one(vdb_metric m, const float *q, const float *rows, size_t n, size_t d, float *out)
+{
+    const vdb_kernel_set *k = vdb_kernels();
+    if (!vdb_metric_ok(m) || !k->block_one[m])
+        return -1;
+    if (n > 0)
+        k->block_one[m](q, rows, n, d, out);
+    return 0;
+}
+
+int vdb_distance_block_one_isa(const char *isa, vdb_metric m, const float *q, const float *rows, size_t n, size_t d,
+                               float *out)
+{
+    const vdb_kernel_set *k = vdb_kernels_by_name(isa);
+    if (!k || !vdb_metric_ok(m) || !k->block_one[m])
+        return -1;
+    if (n > 0)
+        k->block_one[m](q, rows, n, d, out);
     return 0;
 }
 

@@ -28,12 +28,19 @@ void vdb_distance_batch(vdb_metric m, const float *q, const float *rows, size_t 
 void vdb_distance_block(vdb_metric m, const float *queries, size_t nq, const float *rows, size_t n,
                         size_t d, float *out);
 
+/* One query's vdb_distance_block distances, bit for bit those the block gives it in any batch, at
+ * about a quarter of a 4-query tile's work: 0, or -1 when the current variant has no such kernel
+ * (NEON: the caller pads a tile with copies of the query). */
+int vdb_distance_block_one(vdb_metric m, const float *q, const float *rows, size_t n, size_t d, float *out);
+
 /* Variant access for tests: isa is "serial", "avx2", "avx512" or "neon". Returns 0 on success,
  * -1 when that variant is not compiled in or not supported by this CPU. */
 int vdb_distance_batch_isa(const char *isa, vdb_metric m, const float *q, const float *rows, size_t n,
                            size_t d, float *out);
 int vdb_distance_block_isa(const char *isa, vdb_metric m, const float *queries, size_t nq,
                            const float *rows, size_t n, size_t d, float *out);
+int vdb_distance_block_one_isa(const char *isa, vdb_metric m, const float *q, const float *rows, size_t n, size_t d,
+                               float *out);
 
 /* Called by vdb_cpu when the enabled feature set changes. */
 void vdb_distance_select(unsigned enabled_features);

@@ -467,9 +467,10 @@ static int ivf_pq_search_one(const ivf_search_ctx *c, ivf_pq_scratch *ps, const 
 }
 
 /* Centroid distances of nq queries into out (nq x n_lists), every query through the block
- * kernel's tiles of 4 queries, a remainder of 1-3 padded with copies of its last query (pad: 4 d
- * floats, pad_out: 4 n_lists). A tile computes each query's distances alone (its tile mates change
- * no bit) and the lone-query kernel rounds differently: so a query probes the same lists and
+ * kernel's tiles of 4 queries, a remainder of 1-3 through vdb_distance_block_one (the tile's
+ * arithmetic for one query) or, without it, padded with copies of its last query (pad: 4 d floats,
+ * pad_out: 4 n_lists). A tile computes each query's distances alone (its tile mates change no bit)
+ * and the lone-query batch kernel rounds differently: so a query probes the same lists and
  * estimates the same bounds alone as in any batch, near-ties included. */
 static void ivf_coarse(const vdb_ivf *ivf, const float *qs, size_t nq, float *out, float *pad, float *pad_out)
 {
@@ -477,6 +478,13 @@ static void ivf_coarse(const vdb_ivf *ivf, const float *qs, size_t nq, float *ou
     const vdb_metric cm = ivf_coarse_metric(ivf->metric);
     if (full) vdb_distance_block(cm, qs, full, ivf->centroids, nl, d, out);
     if (!rest) return;
+    /* The rest one at a time, each as a tile gives it, at a quarter of a padded tile's work; a kernel
+     * variant without that (-1: NEON) pads a tile with copies. */
+    if (vdb_distance_block_one(cm, qs + full * d, ivf->centroids, nl, d, out + full * nl) == 0) {
+        for (size_t j = 1; j < rest; j++)
+            vdb_distance_block_one(cm, qs + (full + j) * d, ivf->centroids, nl, d, out + (full + j) * nl);
+        return;
+    }
     for (size_t j = 0; j < 4; j++) memcpy(pad + j * d, qs + (full + (j < rest ? j : rest - 1)) * d, d * sizeof(float));
     vdb_distance_block(cm, pad, 4, ivf->centroids, nl, d, pad_out);
     memcpy(out + full * nl, pad_out, rest * nl * sizeof(float));

@@ -212,6 +212,33 @@ def test_distance_block_many_rows(isa, metric, shape):
     assert_close(got, want, scale, d, f"{isa} block {metric} {shape}")
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("d", DIMS)
+def test_distance_block_one_is_the_blocks_row(isa, metric, d):
+    """One query's block distances computed alone: bit for bit the block's row for it, whichever
+    tile position the query has (so an IVF query probes the same lists alone and in a batch), and
+    close to float64; rows past a cache chunk and every tile remainder."""
+    if not variant_available(isa):
+        pytest.skip(f"{isa} not detected on this CPU")
+    rng = np.random.default_rng(d * 13 + METRICS.index(metric))
+    queries = rng_data(rng, (4, d))
+    queries[3] = 0.0
+    for n in (1, 2, 3, 5, 23, 1031 if d < 64 else 61):
+        rows = rng_data(rng, (n, d))
+        block = _core.distance_block(isa, metric, queries, rows)
+        want, scale = ref_distances(metric, queries, rows)
+        for a in range(4):
+            try:
+                got = _core.distance_block_one(isa, metric, queries[a], rows)
+            except ValueError:
+                assert isa == "neon"  # no one-query tile there: callers pad a tile
+                return
+            assert got.dtype == np.float32 and got.shape == (n,)
+            assert np.array_equal(got.view(np.uint32), block[a].view(np.uint32)), (isa, metric, d, n, a)
+            assert_close(got[None], want[a:a + 1], scale, d, f"{isa} block_one {metric} d={d} n={n}")
+
+
 @pytest.mark.parametrize("metric", METRICS)
 def test_variants_agree_with_each_other(metric):
     rng = np.random.default_rng(5)
