@@ -95,7 +95,6 @@ static int reserve(vdb_collection *c, size_t extra, size_t id_bytes, size_t meta
         size_t old_words = (c->cap_rows + 63) / 64, new_words = (cap + 63) / 64;
         if (grow_array((void **)&c->id_off, sizeof *c->id_off, c->cap_rows, cap) ||
             grow_array((void **)&c->id_len, sizeof *c->id_len, c->cap_rows, cap) ||
-            grow_array((void **)&c->id_hash, sizeof *c->id_hash, c->cap_rows, cap) ||
             grow_array((void **)&c->live, sizeof *c->live, old_words, new_words))
             return vdb_set_error(VDB_ENOMEM, "out of memory growing the collection to %zu rows", need);
         c->cap_rows = cap;
@@ -304,7 +303,6 @@ static int apply_write(vdb_collection *c, int op, const vdb_batch *b, write_plan
             size_t r = c->n_rows++;
             c->id_off[r] = c->ids.len;
             c->id_len[r] = b->id_lens[i];
-            c->id_hash[r] = p->hash[i];
             vdb_buf_append(&c->ids, b->ids[i], b->id_lens[i]); /* reserved */
             if (c->ivf)
                 queue_ivf(c, p, (int64_t)r, b->vectors + i * d);
@@ -314,7 +312,7 @@ static int apply_write(vdb_collection *c, int op, const vdb_batch *b, write_plan
             vdb_meta_set(c->meta, r, 1, meta, meta_len, 1, doc, doc ? b->doc_lens[i] : 0);
             set_live(c, r, 1);
             c->n_live++;
-            vdb_idmap_insert(c, (int64_t)r);
+            vdb_idmap_insert(c, (int64_t)r, p->hash[i]);
             break;
         }
         case ACT_UPDATE:
@@ -390,7 +388,6 @@ int vdb_coll_compact(vdb_collection *c)
         if (!is_live(c, r)) continue;
         c->id_off[k] = off;
         c->id_len[k] = c->id_len[r];
-        c->id_hash[k] = c->id_hash[r];
         off += c->id_len[r];
         k++;
     }
@@ -663,12 +660,11 @@ static int load_records(vdb_collection *c, const char *path, uint64_t n_rows_exp
         size_t row = c->n_rows++;
         c->id_off[row] = c->ids.len;
         c->id_len[row] = l[0];
-        c->id_hash[row] = h;
         vdb_buf_append(&c->ids, s[0], l[0]);
         vdb_meta_set(meta, row, 1, (const uint8_t *)s[1], l[1], 1, s[2], l[2]);
         set_live(c, row, 1);
         c->n_live++;
-        vdb_idmap_insert(c, (int64_t)row);
+        vdb_idmap_insert(c, (int64_t)row, h);
     }
     if (r.left) rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt (trailing bytes)", path);
 cleanup:
@@ -741,7 +737,6 @@ static void collection_free(vdb_collection *c)
     free(c->live);
     free(c->id_off);
     free(c->id_len);
-    free(c->id_hash);
     free(c->slots);
     vdb_buf_free(&c->ids);
     vdb_meta_free(c->meta);
@@ -1337,7 +1332,7 @@ int vdb_collection_stats_get(vdb_collection *c, vdb_collection_stats *out)
     pthread_mutex_unlock(&c->meta_mu);
     out->bytes_in_memory = (int64_t)(c->tail_cap * (size_t)(c->dim > 0 ? c->dim : 0) * sizeof(float) + vdb_vecmap_len(c->vmap) +
                                      c->ids.cap + meta_bytes +
-                                     c->cap_rows * (sizeof(uint64_t) * 2 + sizeof(uint32_t)) +
+                                     c->cap_rows * (sizeof(uint64_t) + sizeof(uint32_t)) +
                                      c->n_slots * sizeof(int64_t));
     out->ivf_trained = c->ivf != NULL;
     out->n_lists = c->ivf ? (int64_t)vdb_ivf_n_lists(c->ivf) : c->cfg.n_clusters;

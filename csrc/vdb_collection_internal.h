@@ -48,10 +48,9 @@ struct vdb_collection {
     uint64_t *live; /* bitmap over rows */
     uint64_t *id_off;
     uint32_t *id_len;
-    uint64_t *id_hash;
     vdb_buf ids; /* id bytes */
 
-    int64_t *slots; /* open-addressing id -> row table, -1 empty */
+    int64_t *slots; /* open-addressing id -> row table: row | 32 hash bits << 32, -1 empty (vdb_idmap.c) */
     size_t n_slots;
 
     vdb_meta *meta;
@@ -119,7 +118,7 @@ int vdb_coll_codes_maybe_retrain(vdb_collection *c);
 uint64_t vdb_idmap_hash(const char *p, size_t n);
 /* The live row holding id (h = vdb_idmap_hash of it), or -1. */
 int64_t vdb_idmap_lookup(const vdb_collection *c, const char *id, size_t len, uint64_t h);
-void vdb_idmap_insert(vdb_collection *c, int64_t row);
+void vdb_idmap_insert(vdb_collection *c, int64_t row, uint64_t h);
 void vdb_idmap_remove(vdb_collection *c, int64_t row);
 /* An empty id table for want_rows ids (at most half full); the caller fills it (vdb_idmap_install). */
 int vdb_idmap_alloc(size_t want_rows, int64_t **slots, size_t *n_slots);

@@ -484,3 +484,51 @@ def test_open_reads_ids_from_ids_bin_and_metadata_when_first_needed(tmp_path, us
     client = vectordb.PersistentClient(path)
     assert _answers(client.get_collection("big", embedding_function=None), vecs, ids) == after
     client.close()
+
+
+def _fnv(b: bytes) -> int:
+    h = 1469598103934665603
+    for x in b:
+        h = ((h ^ x) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return h ^ (h >> 29)
+
+
+def test_ids_bin_version_1_still_opens_and_is_rewritten(tmp_path):
+    """ids.bin version 1 (its ids' hashes in an array of their own, plain rows in its slots) opens
+    with the same answers; the next checkpoint writes the current version."""
+    import struct
+
+    from tests.test_fuzz_files import crc32c
+
+    path = str(tmp_path / "db")
+    vecs, ids = _big_collection(path, n=3000)
+    client = vectordb.PersistentClient(path)
+    before = _answers(client.get_collection("big", embedding_function=None), vecs, ids)
+    client.close()
+    (ids_bin,) = glob.glob(os.path.join(collection_dir(path), "gen-*", "ids.bin"))
+    data = open(ids_bin, "rb").read()
+    version, n, n_slots, id_bytes = struct.unpack_from("<I4xQQQ", data, 8)
+    assert version == 2
+    off = np.frombuffer(data, "<u8", n, 64)
+    lens = np.frombuffer(data, "<u4", n, 64 + 8 * n)
+    slots = np.frombuffer(data, "<i8", n_slots, 64 + 12 * n)
+    raw = data[64 + 12 * n + 8 * n_slots:]
+    hashes = np.array([_fnv(raw[o:o + ln]) for o, ln in zip(off.tolist(), lens.tolist())], "<u8")
+    plain = np.where(slots == -1, -1, slots & 0xFFFFFFFF).astype("<i8")
+    payload = off.tobytes() + lens.tobytes() + hashes.tobytes() + plain.tobytes() + raw
+    head = bytearray(data[:64])
+    struct.pack_into("<I", head, 8, 1)
+    struct.pack_into("<I", head, 40, crc32c(payload))
+    struct.pack_into("<I", head, 60, crc32c(bytes(head[:60])))
+    with open(ids_bin, "wb") as f:
+        f.write(bytes(head) + payload)
+    client = vectordb.PersistentClient(path)
+    col = client.get_collection("big", embedding_function=None)
+    assert _answers(col, vecs, ids) == before
+    col.checkpoint()
+    client.close()
+    (ids_bin,) = glob.glob(os.path.join(collection_dir(path), "gen-*", "ids.bin"))
+    assert struct.unpack_from("<I", open(ids_bin, "rb").read(), 8)[0] == 2
+    client = vectordb.PersistentClient(path)
+    assert _answers(client.get_collection("big", embedding_function=None), vecs, ids) == before
+    client.close()
