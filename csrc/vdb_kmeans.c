@@ -342,7 +342,7 @@ static void km_update(const float *xt, size_t m, size_t d, size_t k, int spheric
     }
 }
 
-enum { KM_FULL_ITER = 3, KM_WARM_MIN_PER_CENTROID = 32 };
+enum { KM_FULL_ITER = 2, KM_WARM_MIN_PER_CENTROID = 32 };
 
 void vdb_kmeans_sample(size_t n, size_t m, uint64_t seed, size_t *idx)
 {
@@ -469,7 +469,9 @@ int vdb_kmeans_train(vdb_metric m, const float *x, size_t n, size_t d, size_t k,
      * KM_FULL_ITER on all of it. Centroids move most in the first iterations, where a quarter places
      * them about as well at a quarter of the cost; the final ones refine them on every point
      * (measured on 384-d text embeddings and 128-d synthetic sets: the same partition recall and
-     * objective within ~0.5%, about half the training time at the default 10 iterations). */
+     * objective within ~0.5%, about half the training time at the default 10 iterations). Two
+     * final ones instead of three: 78k x 384 text embeddings, recall@10 at n_probe 16 / 32 0.914 /
+     * 0.953 against 0.913 / 0.952, objective +0.2%, 16% less training time. */
     size_t mw = mt / 4, warm_iter = p.n_iter > KM_FULL_ITER ? p.n_iter - KM_FULL_ITER : 0;
     if (mw < KM_WARM_MIN_PER_CENTROID * k) warm_iter = 0;
     if (warm_iter) {

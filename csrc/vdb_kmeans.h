@@ -12,8 +12,8 @@
  *     most seed_points_per_centroid * k of them (16 per centroid: the candidates stay cache
  *     resident), because every seed costs one pass over its candidates and that pass cannot be
  *     blocked; the triangle inequality skips candidates that cannot get closer to a new seed.
- *   - Warm start: all but the last 3 iterations run on a uniform quarter of the training set (when
- *     that quarter still holds >= 32 points per centroid), the last 3 on all of it: early
+ *   - Warm start: all but the last 2 iterations run on a uniform quarter of the training set (when
+ *     that quarter still holds >= 32 points per centroid), the last 2 on all of it: early
  *     iterations move the centroids most and a quarter places them about as well, at a quarter
  *     of the cost (partition recall unchanged, objective within ~0.5% on the sets measured).
  *   - Stops after n_iter iterations or as soon as an assignment step on the whole training set
