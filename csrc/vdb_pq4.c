@@ -251,13 +251,13 @@ static int pq4_calibrate(vdb_pq4 *pq, const float *x, size_t n, const float *pro
     const size_t nnp = npool < PQ4_CALIB_NEAR_PROBES ? npool : PQ4_CALIB_NEAR_PROBES;
     const size_t nb = PQ4_CALIB_NEAR_BLOCK;
     size_t *si = malloc(npool * sizeof *si);
-    float *e = malloc((nrs + 1) * d * sizeof *e), *u = malloc(npool * d * sizeof *u);
+    float *e = malloc((nrs + 1) * d * sizeof *e), *u = malloc(npool * d * sizeof *u), *uu = malloc(nrp * d * sizeof *uu + 1);
     double *en = malloc((nrs + 1) * sizeof *en), *un = malloc(npool * sizeof *un);
     float *far = malloc((nrp * nrs + 1) * sizeof *far), *near = malloc(nnp * PQ4_CALIB_NEAR * sizeof *near + 1);
     float *dist = malloc(nb * npool * sizeof *dist), nd[PQ4_CALIB_NEAR];
     int64_t ni[PQ4_CALIB_NEAR];
     uint8_t *code = malloc(pq->m);
-    if (!si || !e || !u || !en || !un || !far || !near || !dist || !code) {
+    if (!si || !e || !u || !uu || !en || !un || !far || !near || !dist || !code) {
         rc = vdb_set_error(VDB_ENOMEM, "out of memory calibrating the pq4 error estimate");
         goto cleanup;
     }
@@ -271,15 +271,20 @@ static int pq4_calibrate(vdb_pq4 *pq, const float *x, size_t n, const float *pro
     float *ne = e + nrs * d; /* one near partner's error */
     size_t nf = 0, nn = 0;
     /* The pool is a random sample: its first vectors are random probes and random partners. Their
-     * nrp x nrs dot products come from the blocked kernel (1 - dot in float: ~1e-7 off a ratio
-     * whose 0.999 quantile is kept), written into far and compacted in place (nf never passes the
-     * entry read). */
-    vdb_distance_block(VDB_METRIC_IP, u, nrp, e, nrs, d, far);
+     * nrp x nrs dot products come from the blocked kernel, on unit-length copies (1 - dot in float
+     * is then ~1e-7 off the ratio itself, whose 0.999 quantile is kept, at any scale of the data:
+     * unscaled, small vectors' dot products vanished in the rounding of 1 - dot), written into far
+     * and compacted in place (nf never passes the entry read). */
+    for (size_t p = 0; p < nrp; p++)
+        for (size_t j = 0; j < d; j++) uu[p * d + j] = un[p] > 0 ? (float)(u[p * d + j] / un[p]) : 0.0f;
+    for (size_t s = 0; s < nrs; s++)
+        for (size_t j = 0; j < d; j++) e[s * d + j] = en[s] > 0 ? (float)(e[s * d + j] / en[s]) : 0.0f;
+    vdb_distance_block(VDB_METRIC_IP, uu, nrp, e, nrs, d, far);
     for (size_t p = 0; p < nrp; p++)
         for (size_t s = 0; s < nrs; s++) {
             float one_minus_dot = far[p * nrs + s];
             if (s == p || !(un[p] > 0) || !(en[s] > 0)) continue;
-            double r = fabs(1.0 - (double)one_minus_dot) / (un[p] * en[s]);
+            double r = fabs(1.0 - (double)one_minus_dot);
             far[nf++] = r < 1.0 ? (float)r : 1.0f; /* Cauchy-Schwarz, against the float rounding */
         }
     for (size_t p0 = 0; p0 < nnp; p0 += nb) {
@@ -317,6 +322,7 @@ cleanup:
     free(si);
     free(e);
     free(u);
+    free(uu);
     free(en);
     free(un);
     free(far);

@@ -137,6 +137,18 @@ def test_encode_lut_and_quantized_scan_against_float64(d, m):
         assert np.all(np.abs(est - exact) <= m * step / 2 * (1 + 1e-6) + 1e-4 * np.abs(tab).max()), isa
 
 
+@pytest.mark.parametrize("scale", [1e-3, 1e-5, 1e3])
+def test_error_calibration_does_not_depend_on_the_data_scale(scale):
+    """The error bounds are ratios <u, e> / (|u| |e|): the same for a collection's vectors at any
+    scale. (Small vectors once lost their random-pair ratios to float rounding of 1 - <u, e>, so
+    eps_lo shrank and a search cut true neighbours.)"""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3000, 64)).astype(np.float32)
+    _, hi1, lo1 = _core.pq4_train(x, 16, 1)
+    _, hi, lo = _core.pq4_train((x * np.float32(scale)).astype(np.float32), 16, 1)
+    assert hi == pytest.approx(hi1, rel=1e-3) and lo == pytest.approx(lo1, rel=1e-3), (scale, hi, lo, hi1, lo1)
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("d,m", [(1, 1), (7, 3), (17, 5), (100, 25), (385, 96), (384, 96), (130, 128)])
 def test_encoders_match_float64_and_serial_bits(isa, d, m):
