@@ -723,6 +723,67 @@ done:
     return (PyObject *)out;
 }
 
+static PyObject *core_pq4_scan_multi(PyObject *module, PyObject *args)
+{
+    (void)module;
+    const char *isa;
+    PyObject *p_o, *l_o;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "sOOn", &isa, &p_o, &l_o, &n)) return NULL;
+    PyArrayObject *packed = as_u8(p_o, 1, "packed"), *luts = packed ? as_u8(l_o, 2, "luts") : NULL, *out = NULL;
+    if (!luts) goto done;
+    size_t nlut = (size_t)PyArray_DIM(luts, 0), m_pad = (size_t)PyArray_DIM(luts, 1) / 16;
+    size_t plen = (size_t)PyArray_DIM(packed, 0);
+    if (nlut == 0 || nlut > 64 || m_pad == 0 || m_pad % 4 || m_pad > VDB_PQ4_MAX_M ||
+        (size_t)PyArray_DIM(luts, 1) != m_pad * 16 || plen % (m_pad * 16) || n < 0 ||
+        (size_t)n > plen / (m_pad * 16) * VDB_PQ4_BLOCK) {
+        PyErr_SetString(PyExc_ValueError, "luts must be 1-64 rows of m_pad * 16 bytes, packed whole blocks of "
+                                          "m_pad * 16, and n at most the vectors those blocks hold");
+        goto done;
+    }
+    size_t per = ((size_t)n + VDB_PQ4_BLOCK - 1) / VDB_PQ4_BLOCK * VDB_PQ4_BLOCK;
+    npy_intp dims[2] = {(npy_intp)nlut, (npy_intp)per};
+    if (!(out = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_UINT16))) goto done;
+    const uint8_t *lp[64];
+    uint16_t *op[64];
+    for (size_t g = 0; g < nlut; g++) {
+        lp[g] = (const uint8_t *)PyArray_DATA(luts) + g * m_pad * 16;
+        op[g] = (uint16_t *)PyArray_DATA(out) + g * per;
+    }
+    if (vdb_pq4_scan_multi_isa(isa, PyArray_DATA(packed), (size_t)n, m_pad, lp, nlut, op)) {
+        Py_CLEAR(out);
+        PyErr_Format(PyExc_ValueError, "kernel variant '%s' is not available on this CPU or build", isa);
+    }
+done:
+    Py_XDECREF(packed);
+    Py_XDECREF(luts);
+    return (PyObject *)out;
+}
+
+static PyObject *core_pq4_cut(PyObject *module, PyObject *args)
+{
+    (void)module;
+    const char *isa;
+    PyObject *s_o, *res = NULL;
+    unsigned long smin;
+    if (!PyArg_ParseTuple(args, "sOk", &isa, &s_o, &smin)) return NULL;
+    PyArrayObject *sums = (PyArrayObject *)PyArray_FROMANY(s_o, NPY_UINT16, 1, 1, NPY_ARRAY_IN_ARRAY), *surv = NULL;
+    if (!sums) return NULL;
+    npy_intp dims[1] = {PyArray_DIM(sums, 0)};
+    if (!(surv = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_UINT32))) goto done;
+    size_t ns;
+    if (vdb_pq4_cut_isa(isa, PyArray_DATA(sums), (size_t)dims[0], smin > 0x10000 ? 0x10000u : (unsigned)smin,
+                        PyArray_DATA(surv), &ns)) {
+        PyErr_Format(PyExc_ValueError, "kernel variant '%s' is not available on this CPU or build", isa);
+        goto done;
+    }
+    res = PySequence_GetSlice((PyObject *)surv, 0, (Py_ssize_t)ns);
+done:
+    Py_DECREF(sums);
+    Py_XDECREF(surv);
+    return res;
+}
+
 static PyObject *core_pq4_scan_cut(PyObject *module, PyObject *args)
 {
     (void)module;
@@ -1717,6 +1778,9 @@ static PyMethodDef core_methods[] = {
     {"pq4_pack", core_pq4_pack, METH_O, "pq4_pack(codes) -> packed blocks"},
     {"pq4_unpack", core_pq4_unpack, METH_VARARGS, "pq4_unpack(packed, m, n) -> codes"},
     {"pq4_scan", core_pq4_scan, METH_VARARGS, "pq4_scan(isa, packed, lut8) -> uint16 sums"},
+    {"pq4_scan_multi", core_pq4_scan_multi, METH_VARARGS,
+     "pq4_scan_multi(isa, packed, luts, n) -> (len(luts), ceil(n / 32) * 32) uint16 sums"},
+    {"pq4_cut", core_pq4_cut, METH_VARARGS, "pq4_cut(isa, sums, smin) -> uint32 positions of sums >= smin"},
     {"pq4_scan_cut", core_pq4_scan_cut, METH_VARARGS,
      "pq4_scan_cut(isa, packed, lut8, n, smin) -> (uint16 sums, uint32 positions < n with sum >= smin)"},
     {"ivf_new", core_ivf_new, METH_VARARGS, "ivf_new(d, metric, n_lists) -> handle (tests, benchmarks; one thread)"},

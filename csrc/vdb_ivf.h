@@ -96,8 +96,9 @@ int vdb_ivf_error(const vdb_ivf *ivf);
  * is a bitmap, bit r of allow[r / 64] = row r allowed, covering rows [0, allow_len); rows at or
  * past allow_len are not allowed. Outputs are nq * k each, sorted ascending by (distance, row);
  * unused slots hold row -1 and distance +inf. One query runs on the calling thread; a batch is
- * split over the worker pool, its queries searched in the order of their nearest list (cache reuse)
- * and each exactly as it would be alone: same rows, same distances. Needs a trained index. */
+ * split over the worker pool, its queries searched in the order of their nearest list (cache reuse),
+ * a pq4 list's codes scanned once for the queries of a task that probe it, and each query exactly
+ * as it would be alone: same rows, same distances. Needs a trained index. */
 int vdb_ivf_search(const vdb_ivf *ivf, const float *queries, size_t nq, size_t k, size_t n_probe,
                    const uint64_t *allow, size_t allow_len, float *out_dist, int64_t *out_rows);
 

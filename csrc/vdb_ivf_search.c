@@ -1,6 +1,7 @@
 /* vdb_ivf_search — the IVF index's probed search: rank the lists per query, scan the n_probe
  * nearest with prefetch, probe further while a filter leaves fewer than k hits; batches of
- * queries ordered by nearest list and split over the worker pool. See vdb_ivf.h. */
+ * queries ordered by nearest list, split over the worker pool, a task's pq4 list scans shared by
+ * its queries. See vdb_ivf.h. */
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -265,23 +266,38 @@ static size_t ivf_cand_bucket(ivf_pq_scratch *ps, size_t n, float lo, float hi, 
  * threshold of malloc, and mapping, faulting in and unmapping it for every query cost more than
  * the scan (measured ~40 us a query at n_probe 32 on 78k x 384). It only grows (to the largest
  * search the thread ran: 12 bytes per probed vector) and is freed when the thread exits. */
+typedef struct {
+    unsigned char *p[2]; /* 0: a query's scratch; 1: a batch task's shared scans (ivf_pq_batch) */
+    size_t size[2];
+} ivf_pq_blocks;
+
 static pthread_key_t ivf_pq_key;
 static pthread_once_t ivf_pq_once = PTHREAD_ONCE_INIT;
-static _Thread_local unsigned char *ivf_pq_block;
-static _Thread_local size_t ivf_pq_block_size;
+static _Thread_local ivf_pq_blocks *ivf_pq_tls;
 
-static void ivf_pq_key_make(void) { pthread_key_create(&ivf_pq_key, free); }
-
-static unsigned char *ivf_pq_thread_block(size_t size)
+static void ivf_pq_blocks_free(void *v)
 {
-    if (size <= ivf_pq_block_size) return ivf_pq_block;
+    ivf_pq_blocks *b = v;
+    free(b->p[0]);
+    free(b->p[1]);
+    free(b);
+}
+
+static void ivf_pq_key_make(void) { pthread_key_create(&ivf_pq_key, ivf_pq_blocks_free); }
+
+static unsigned char *ivf_pq_thread_block(int slot, size_t size)
+{
+    if (ivf_pq_tls && size <= ivf_pq_tls->size[slot]) return ivf_pq_tls->p[slot];
     pthread_once(&ivf_pq_once, ivf_pq_key_make);
+    if (!ivf_pq_tls) {
+        if (!(ivf_pq_tls = calloc(1, sizeof *ivf_pq_tls))) return NULL;
+        pthread_setspecific(ivf_pq_key, ivf_pq_tls); /* frees the blocks at thread exit */
+    }
     unsigned char *p = malloc(size + size / 4);
     if (!p) return NULL;
-    free(ivf_pq_block);
-    ivf_pq_block = p;
-    ivf_pq_block_size = size + size / 4;
-    pthread_setspecific(ivf_pq_key, p); /* frees it at thread exit */
+    free(ivf_pq_tls->p[slot]);
+    ivf_pq_tls->p[slot] = p;
+    ivf_pq_tls->size[slot] = size + size / 4;
     return p;
 }
 
@@ -296,7 +312,7 @@ static ivf_pq_scratch *ivf_pq_scratch_new(const vdb_ivf *ivf, size_t k, size_t n
                     nsum * sizeof(uint32_t), (ncand ? ncand : 1) * sizeof(ivf_cand),
                     (IVF_PQ_BUCKETS + 2) * sizeof(uint32_t)};
     for (int i = 0; i < 9; i++) total += ivf_align(sz[i]);
-    unsigned char *p = ivf_pq_thread_block(total);
+    unsigned char *p = ivf_pq_thread_block(0, total);
     if (!p) return NULL;
     ivf_pq_scratch *s = (ivf_pq_scratch *)p;
     p += ivf_align(sz[0]);
@@ -319,9 +335,16 @@ static ivf_pq_scratch *ivf_pq_scratch_new(const vdb_ivf *ivf, size_t k, size_t n
     return s;
 }
 
-/* 0: this query cannot use the codes (cosine with a zero query): the caller scans float32. */
+/* A batch query's table and list sums, made for several queries at once (ivf_pq_batch). */
+typedef struct {
+    double step, bias;         /* of its quantized table */
+    uint16_t *const *sums;     /* sums[j]: vdb_pq4_scan's sums of list order[j] for this query */
+} ivf_pq_pre;
+
+/* 0: this query cannot use the codes (cosine with a zero query): the caller scans float32. pre
+ * (NULL: a query alone) gives the table's step and bias and the sums already scanned. */
 static int ivf_pq_search_one(const ivf_search_ctx *c, ivf_pq_scratch *ps, const float *q, const float *cd,
-                             const int64_t *order, size_t np, vdb_topk *R)
+                             const int64_t *order, size_t np, vdb_topk *R, const ivf_pq_pre *pre)
 {
     const vdb_ivf *ivf = c->ivf;
     const vdb_pq4 *pq = ivf->pq;
@@ -331,9 +354,13 @@ static int ivf_pq_search_one(const ivf_search_ctx *c, ivf_pq_scratch *ps, const 
     for (size_t t = 0; t < d; t++) qq += (double)q[t] * q[t];
     const float qn = (float)sqrt(qq);
     if (metric == VDB_METRIC_COSINE && !(qn > 0)) return 0;
-    vdb_pq4_lut(pq, q, ps->lut);
     double step, bias;
-    vdb_pq4_lut_quantize(ps->lut, pq->m_pad, ps->lut8, &step, &bias);
+    if (pre) {
+        step = pre->step, bias = pre->bias;
+    } else {
+        vdb_pq4_lut(pq, q, ps->lut);
+        vdb_pq4_lut_quantize(ps->lut, pq->m_pad, ps->lut8, &step, &bias);
+    }
     /* <q, r^> ~= bias + step * sum; each estimate is A + B * sum (+ aux for L2). The distance falls
      * as <q, e> grows: lower estimate est - (C err + D), upper est + (Cu err + D) (vdb_pq4.h). */
     const float lm = (float)(pq->m * step / 2) * 1.0001f + 1e-6f * (float)fabs(bias);
@@ -367,10 +394,11 @@ static int ivf_pq_search_one(const ivf_search_ctx *c, ivf_pq_scratch *ps, const 
         float cut = l2 ? -INFINITY : (A - D - C * L->qerr_max - thr) / -B;
         unsigned smin = !(cut > 0) ? 0 : cut >= 65536.0f ? 65536u : (unsigned)cut;
         if (smin > 0xFFFF) continue; /* the whole list is out */
-        const size_t ns = vdb_pq4_scan_cut(L->codes, L->n, pq->m_pad, ps->lut8, smin, ps->sums, ps->surv);
+        const size_t ns = pre ? vdb_pq4_cut(pre->sums[j], L->n, smin, ps->surv)
+                              : vdb_pq4_scan_cut(L->codes, L->n, pq->m_pad, ps->lut8, smin, ps->sums, ps->surv);
         /* Branch-free but for the rare new upper bound: whether a survivor becomes a candidate is
          * a coin toss that the branch predictor loses. */
-        const uint16_t *sums = ps->sums;
+        const uint16_t *sums = pre ? pre->sums[j] : ps->sums;
         const uint32_t *surv = ps->surv;
         const float *qe = L->qerr, *qa = L->qaux;
         ivf_cand *cand = ps->cand;
@@ -490,6 +518,95 @@ static void ivf_coarse(const vdb_ivf *ivf, const float *qs, size_t nq, float *ou
     memcpy(out + full * nl, pad_out, rest * nl * sizeof(float));
 }
 
+/* Query blocking for a task's queries through the codes: each probed list's codes are scanned
+ * once for every query of the task that probes it (vdb_pq4_scan_multi: a block's codes loaded and
+ * split once for up to 4 tables), the sums kept; each query then runs alone over its sums
+ * (ivf_pq_search_one with pre: the same cut, candidates and re-rank, so the same results). */
+#define IVF_PQ_BATCH_BYTES ((size_t)8 << 20) /* a task's kept sums above this: each query scans alone */
+
+typedef struct {
+    uint32_t l, q, j; /* query q probes list l as its j-th */
+} ivf_pq_pair;
+
+typedef struct {
+    int64_t *order; /* query qi's probed lists at order + qi * n_probe */
+    size_t *np;
+    ivf_pq_pre *pre; /* pre[qi].sums NULL: query qi searches alone (it cannot use the codes) */
+} ivf_pq_batch;
+
+static int ivf_pq_pair_cmp(const void *a, const void *b)
+{
+    const ivf_pq_pair *x = a, *y = b;
+    if (x->l != y->l) return x->l < y->l ? -1 : 1;
+    return x->q < y->q ? -1 : x->q > y->q;
+}
+
+/* Probes, tables and the shared scans of the nqb queries qs[i] (centroid distances cds[i]) into
+ * the thread's second block; 0 when the kept sums would pass IVF_PQ_BATCH_BYTES or memory is short
+ * (the queries then search alone, as they would anyway). */
+static int ivf_pq_batch_prepare(const ivf_search_ctx *c, ivf_pq_scratch *ps, ivf_scratch *s, const float *const *qs,
+                                const float *const *cds, size_t nqb, ivf_pq_batch *b)
+{
+    const vdb_ivf *ivf = c->ivf;
+    const vdb_pq4 *pq = ivf->pq;
+    const size_t nl = ivf->n_lists, npr = c->n_probe, tab = pq->m_pad * 16;
+    const size_t per_list = (c->max_list + VDB_PQ4_BLOCK - 1) / VDB_PQ4_BLOCK * VDB_PQ4_BLOCK;
+    if (per_list && nqb * npr > IVF_PQ_BATCH_BYTES / sizeof(uint16_t) / per_list) return 0;
+    const size_t sums_len = nqb * npr * per_list;
+    size_t sz[7] = {nqb * npr * sizeof(int64_t), nqb * sizeof(size_t), nqb * sizeof(ivf_pq_pre),
+                    nqb * npr * sizeof(uint16_t *), nqb * tab, nqb * npr * sizeof(ivf_pq_pair),
+                    (sums_len ? sums_len : 1) * sizeof(uint16_t)};
+    size_t total = 0;
+    for (int i = 0; i < 7; i++) total += ivf_align(sz[i]);
+    unsigned char *p = ivf_pq_thread_block(1, total);
+    if (!p) return 0;
+    b->order = (int64_t *)p;
+    p += ivf_align(sz[0]);
+    b->np = (size_t *)p;
+    p += ivf_align(sz[1]);
+    b->pre = (ivf_pq_pre *)p;
+    p += ivf_align(sz[2]);
+    uint16_t **sp = (uint16_t **)p;
+    p += ivf_align(sz[3]);
+    uint8_t *luts = p;
+    p += ivf_align(sz[4]);
+    ivf_pq_pair *pairs = (ivf_pq_pair *)p;
+    p += ivf_align(sz[5]);
+    uint16_t *sums = (uint16_t *)p;
+    size_t n_pairs = 0;
+    for (size_t qi = 0; qi < nqb; qi++) {
+        const size_t np = vdb_topk_smallest(cds[qi], nl, npr, s->order_d, s->order_i);
+        memcpy(b->order + qi * npr, s->order_i, np * sizeof(int64_t));
+        b->np[qi] = np;
+        b->pre[qi].sums = NULL;
+        double qq = 0; /* as ivf_pq_search_one: a zero cosine query searches the float32 lists */
+        for (size_t t = 0; t < ivf->d; t++) qq += (double)qs[qi][t] * qs[qi][t];
+        if (ivf->metric == VDB_METRIC_COSINE && !((float)sqrt(qq) > 0)) continue;
+        vdb_pq4_lut(pq, qs[qi], ps->lut);
+        vdb_pq4_lut_quantize(ps->lut, pq->m_pad, luts + qi * tab, &b->pre[qi].step, &b->pre[qi].bias);
+        b->pre[qi].sums = sp + qi * npr;
+        for (size_t j = 0; j < np; j++) {
+            sp[qi * npr + j] = NULL;
+            const size_t l = (size_t)b->order[qi * npr + j];
+            if (ivf->lists[l].n) pairs[n_pairs++] = (ivf_pq_pair){(uint32_t)l, (uint32_t)qi, (uint32_t)j};
+        }
+    }
+    qsort(pairs, n_pairs, sizeof *pairs, ivf_pq_pair_cmp);
+    size_t off = 0;
+    for (size_t a = 0, e; a < n_pairs; a = e) {
+        const ivf_list *L = &ivf->lists[pairs[a].l];
+        const uint8_t *lp[IVF_QB];
+        uint16_t *op[IVF_QB];
+        for (e = a; e < n_pairs && pairs[e].l == pairs[a].l; e++) {
+            lp[e - a] = luts + pairs[e].q * tab;
+            op[e - a] = sp[pairs[e].q * npr + pairs[e].j] = sums + off;
+            off += (L->n + VDB_PQ4_BLOCK - 1) / VDB_PQ4_BLOCK * VDB_PQ4_BLOCK;
+        }
+        vdb_pq4_scan_multi(L->codes, L->n, pq->m_pad, lp, e - a, op);
+    }
+    return 1;
+}
+
 /* The worker's scratch slot, or (*own) a new block when the pool grew after the slots were sized
  * (a concurrent vdb_threads_set_count); NULL when out of memory. */
 static unsigned char *ivf_task_scratch(const ivf_search_ctx *c, size_t worker, unsigned char **own)
@@ -518,21 +635,38 @@ static void ivf_search_task(void *vctx, size_t task, size_t worker)
         return;
     }
     if (!c->coarse) ivf_coarse(ivf, c->queries + (c->q0 + t0) * d, nqb, s.coarse, s.pad, s.pad_out);
+    const float *qs[IVF_QB], *cds[IVF_QB];
+    size_t ats[IVF_QB];
     for (size_t qi = 0; qi < nqb; qi++) {
-        const size_t local = c->perm ? c->perm[t0 + qi] : t0 + qi, at = c->q0 + local;
-        const float *q = c->queries + at * d;
-        const float *cd = c->coarse ? c->coarse + local * nl : s.coarse + qi * nl;
+        const size_t local = c->perm ? c->perm[t0 + qi] : t0 + qi;
+        ats[qi] = c->q0 + local;
+        qs[qi] = c->queries + ats[qi] * d;
+        cds[qi] = c->coarse ? c->coarse + local * nl : s.coarse + qi * nl;
+    }
+    ivf_pq_batch b;
+    const int batched = ps && nqb > 1 && ivf_pq_batch_prepare(c, ps, &s, qs, cds, nqb, &b);
+    for (size_t qi = 0; qi < nqb; qi++) {
+        const size_t at = ats[qi];
+        const float *q = qs[qi], *cd = cds[qi];
         vdb_topk H, R;
-        size_t np = vdb_topk_smallest(cd, nl, c->n_probe, s.order_d, s.order_i);
+        size_t np;
+        const int64_t *order;
+        if (batched) {
+            np = b.np[qi];
+            order = b.order + qi * c->n_probe;
+        } else {
+            np = vdb_topk_smallest(cd, nl, c->n_probe, s.order_d, s.order_i);
+            order = s.order_i;
+        }
+        const ivf_pq_pre *pre = batched && b.pre[qi].sums ? &b.pre[qi] : NULL;
         vdb_topk_init(&R, c->k, c->out_dist + at * c->k, c->out_rows + at * c->k);
-        if (!ps || !ivf_pq_search_one(c, ps, q, cd, s.order_i, np, &R))
+        if (!ps || !ivf_pq_search_one(c, ps, q, cd, order, np, &R, pre))
             for (size_t j = 0; j < np; j++)
-                ivf_scan_list(c, &s, q, &ivf->lists[s.order_i[j]],
-                              j + 1 < np ? &ivf->lists[s.order_i[j + 1]] : NULL, &R);
+                ivf_scan_list(c, &s, q, &ivf->lists[order[j]], j + 1 < np ? &ivf->lists[order[j + 1]] : NULL, &R);
         if (R.size < c->k && np < nl) {
             /* Too few hits (small lists or a selective filter): continue in centroid order. */
             memset(s.scanned, 0, nl);
-            for (size_t j = 0; j < np; j++) s.scanned[s.order_i[j]] = 1;
+            for (size_t j = 0; j < np; j++) s.scanned[order[j]] = 1;
             vdb_topk_init(&H, nl, s.order_d, s.order_i);
             for (size_t l = 0; l < nl; l++) vdb_topk_push(&H, cd[l], (int64_t)l);
             size_t all = vdb_topk_sort(&H);

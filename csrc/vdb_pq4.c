@@ -482,6 +482,42 @@ static inline size_t pq4_emit(uint32_t mask, size_t b, size_t n, uint32_t *surv,
     return ns;
 }
 
+/* Query blocking: the sums of one packed list for up to PQ4_MULTI tables at once (each block's
+ * codes loaded and split into nibbles once, then looked up in every table); out[g] as
+ * pq4_scan's out for table g. And the cut of stored sums: positions i < n with sums[i] >= smin. */
+#define PQ4_MULTI 4
+typedef void (*pq4_multi_fn)(const uint8_t *packed, size_t n, size_t m_pad, const uint8_t *const *luts, size_t nlut,
+                             uint16_t *const *outs);
+typedef size_t (*pq4_cut_fn)(const uint16_t *sums, size_t n, unsigned smin, uint32_t *surv);
+
+static void pq4_multi_serial(const uint8_t *packed, size_t n, size_t m_pad, const uint8_t *const *luts, size_t nlut,
+                             uint16_t *const *outs)
+{
+    for (size_t g = 0; g < nlut; g++) pq4_scan_serial(packed, n, m_pad, luts[g], 0, outs[g], NULL);
+}
+
+static size_t pq4_cut_serial(const uint16_t *sums, size_t n, unsigned smin, uint32_t *surv)
+{
+    size_t ns = 0;
+    for (size_t i = 0; i < n; i++) {
+        surv[ns] = (uint32_t)i; /* branch-free: written always, kept when it passes */
+        ns += sums[i] >= smin;
+    }
+    return ns;
+}
+
+/* Runs fn_g (an always-inline kernel whose last argument, the table count, is a constant in each
+ * case, so its loops over tables unroll into registers) over the tables in groups of PQ4_MULTI. */
+#define PQ4_MULTI_GROUPS(fn_g)                                                                         \
+    for (size_t g0 = 0; g0 < nlut; g0 += PQ4_MULTI) {                                                  \
+        switch (nlut - g0 < PQ4_MULTI ? nlut - g0 : PQ4_MULTI) {                                       \
+        case 1: fn_g(packed, n, m_pad, luts + g0, outs + g0, 1); break;                               \
+        case 2: fn_g(packed, n, m_pad, luts + g0, outs + g0, 2); break;                               \
+        case 3: fn_g(packed, n, m_pad, luts + g0, outs + g0, 3); break;                               \
+        default: fn_g(packed, n, m_pad, luts + g0, outs + g0, 4); break;                              \
+        }                                                                                              \
+    }
+
 #if defined(PQ4_HAVE_X86)
 #define PQ4_AVX2 __attribute__((target("avx2")))
 #define PQ4_AVX512 __attribute__((target("avx512f,avx512bw,avx2")))
@@ -532,6 +568,67 @@ PQ4_AVX2 static size_t pq4_scan_avx2(const uint8_t *packed, size_t n, size_t m_p
     return ns;
 }
 
+/* G tables over one list: per block, the codes' nibbles once, then G lookups and accumulations. */
+PQ4_AVX2 static inline __attribute__((always_inline)) void pq4_multi_avx2_g(const uint8_t *packed, size_t n,
+                                                                            size_t m_pad, const uint8_t *const *luts,
+                                                                            uint16_t *const *outs, const int G)
+{
+    const __m256i nib = _mm256_set1_epi8(0x0f);
+    const __m128i zero = _mm_setzero_si128();
+    const size_t n_blocks = (n + VDB_PQ4_BLOCK - 1) / VDB_PQ4_BLOCK;
+    for (size_t b = 0; b < n_blocks; b++) {
+        const uint8_t *blk = packed + b * m_pad * 16;
+        __m256i acc[PQ4_MULTI][4];
+        for (int g = 0; g < G; g++)
+            for (int a = 0; a < 4; a++) acc[g][a] = _mm256_setzero_si256();
+        for (size_t j = 0; j < m_pad; j += 2) {
+            __m256i c = _mm256_loadu_si256((const __m256i *)(blk + j * 16));
+            __m256i cl = _mm256_and_si256(c, nib), ch = _mm256_and_si256(_mm256_srli_epi16(c, 4), nib);
+            for (int g = 0; g < G; g++) {
+                __m256i t = _mm256_loadu_si256((const __m256i *)(luts[g] + j * 16));
+                __m256i rl = _mm256_shuffle_epi8(t, cl), rh = _mm256_shuffle_epi8(t, ch);
+                acc[g][0] = _mm256_add_epi16(acc[g][0], rl);
+                acc[g][1] = _mm256_add_epi16(acc[g][1], _mm256_srli_epi16(rl, 8));
+                acc[g][2] = _mm256_add_epi16(acc[g][2], rh);
+                acc[g][3] = _mm256_add_epi16(acc[g][3], _mm256_srli_epi16(rh, 8));
+            }
+        }
+        for (int g = 0; g < G; g++) {
+            uint16_t *o = outs[g] + b * VDB_PQ4_BLOCK;
+            __m128i s[4];
+            for (int a = 0; a < 4; a++)
+                s[a] = _mm_add_epi16(_mm256_castsi256_si128(acc[g][a]), _mm256_extracti128_si256(acc[g][a], 1));
+            pq4_finish_128(s[0], s[1], o, zero);
+            pq4_finish_128(s[2], s[3], o + 16, zero);
+        }
+    }
+}
+
+PQ4_AVX2 static void pq4_multi_avx2(const uint8_t *packed, size_t n, size_t m_pad, const uint8_t *const *luts,
+                                    size_t nlut, uint16_t *const *outs)
+{
+    PQ4_MULTI_GROUPS(pq4_multi_avx2_g);
+}
+
+PQ4_AVX2 static size_t pq4_cut_avx2(const uint16_t *sums, size_t n, unsigned smin, uint32_t *surv)
+{
+    const __m256i vmin = _mm256_set1_epi16((short)(uint16_t)smin);
+    size_t ns = 0, b = 0;
+    for (; (b + 1) * VDB_PQ4_BLOCK <= n; b++) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)(sums + b * VDB_PQ4_BLOCK));
+        __m256i c = _mm256_loadu_si256((const __m256i *)(sums + b * VDB_PQ4_BLOCK + 16));
+        __m256i ga = _mm256_cmpeq_epi16(_mm256_max_epu16(a, vmin), a), gc = _mm256_cmpeq_epi16(_mm256_max_epu16(c, vmin), c);
+        /* packs interleaves the 128-bit lanes: put them back in order before the byte mask */
+        __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi16(ga, gc), 0xD8);
+        ns = pq4_emit((uint32_t)_mm256_movemask_epi8(p), b, n, surv, ns);
+    }
+    for (size_t i = b * VDB_PQ4_BLOCK; i < n; i++) { /* the last partial block */
+        surv[ns] = (uint32_t)i;
+        ns += sums[i] >= smin;
+    }
+    return ns;
+}
+
 PQ4_AVX512 static __m128i pq4_sum_lanes_512(__m512i v)
 {
     __m256i h = _mm256_add_epi16(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
@@ -564,6 +661,59 @@ PQ4_AVX512 static size_t pq4_scan_avx512(const uint8_t *packed, size_t n, size_t
     }
     return ns;
 }
+PQ4_AVX512 static inline __attribute__((always_inline)) void pq4_multi_avx512_g(const uint8_t *packed, size_t n,
+                                                                                size_t m_pad,
+                                                                                const uint8_t *const *luts,
+                                                                                uint16_t *const *outs, const int G)
+{
+    const __m512i nib = _mm512_set1_epi8(0x0f);
+    const __m128i zero = _mm_setzero_si128();
+    const size_t n_blocks = (n + VDB_PQ4_BLOCK - 1) / VDB_PQ4_BLOCK;
+    for (size_t b = 0; b < n_blocks; b++) {
+        const uint8_t *blk = packed + b * m_pad * 16;
+        __m512i acc[PQ4_MULTI][4];
+        for (int g = 0; g < G; g++)
+            for (int a = 0; a < 4; a++) acc[g][a] = _mm512_setzero_si512();
+        for (size_t j = 0; j < m_pad; j += 4) {
+            __m512i c = _mm512_loadu_si512((const void *)(blk + j * 16));
+            __m512i cl = _mm512_and_si512(c, nib), ch = _mm512_and_si512(_mm512_srli_epi16(c, 4), nib);
+            for (int g = 0; g < G; g++) {
+                __m512i t = _mm512_loadu_si512((const void *)(luts[g] + j * 16));
+                __m512i rl = _mm512_shuffle_epi8(t, cl), rh = _mm512_shuffle_epi8(t, ch);
+                acc[g][0] = _mm512_add_epi16(acc[g][0], rl);
+                acc[g][1] = _mm512_add_epi16(acc[g][1], _mm512_srli_epi16(rl, 8));
+                acc[g][2] = _mm512_add_epi16(acc[g][2], rh);
+                acc[g][3] = _mm512_add_epi16(acc[g][3], _mm512_srli_epi16(rh, 8));
+            }
+        }
+        for (int g = 0; g < G; g++) {
+            uint16_t *o = outs[g] + b * VDB_PQ4_BLOCK;
+            pq4_finish_128(pq4_sum_lanes_512(acc[g][0]), pq4_sum_lanes_512(acc[g][1]), o, zero);
+            pq4_finish_128(pq4_sum_lanes_512(acc[g][2]), pq4_sum_lanes_512(acc[g][3]), o + 16, zero);
+        }
+    }
+}
+
+PQ4_AVX512 static void pq4_multi_avx512(const uint8_t *packed, size_t n, size_t m_pad, const uint8_t *const *luts,
+                                        size_t nlut, uint16_t *const *outs)
+{
+    PQ4_MULTI_GROUPS(pq4_multi_avx512_g);
+}
+
+PQ4_AVX512 static size_t pq4_cut_avx512(const uint16_t *sums, size_t n, unsigned smin, uint32_t *surv)
+{
+    const __m512i vmin = _mm512_set1_epi16((short)(uint16_t)smin);
+    size_t ns = 0, b = 0;
+    for (; (b + 1) * VDB_PQ4_BLOCK <= n; b++) {
+        __m512i a = _mm512_loadu_si512((const void *)(sums + b * VDB_PQ4_BLOCK));
+        ns = pq4_emit((uint32_t)_mm512_cmpge_epu16_mask(a, vmin), b, n, surv, ns);
+    }
+    for (size_t i = b * VDB_PQ4_BLOCK; i < n; i++) { /* the last partial block */
+        surv[ns] = (uint32_t)i;
+        ns += sums[i] >= smin;
+    }
+    return ns;
+}
 #endif
 
 typedef struct {
@@ -571,18 +721,21 @@ typedef struct {
     unsigned feature;
     pq4_scan_fn scan;
     pq4_encode_fn encode;
+    pq4_multi_fn multi;
+    pq4_cut_fn cut;
 } pq4_kernel;
 
 static const pq4_kernel pq4_kernels[] = {
 #if defined(PQ4_HAVE_X86)
-    {"avx512", VDB_CPU_AVX512, pq4_scan_avx512, pq4_encode_avx512},
-    {"avx2", VDB_CPU_AVX2, pq4_scan_avx2, pq4_encode_avx2},
+    {"avx512", VDB_CPU_AVX512, pq4_scan_avx512, pq4_encode_avx512, pq4_multi_avx512, pq4_cut_avx512},
+    {"avx2", VDB_CPU_AVX2, pq4_scan_avx2, pq4_encode_avx2, pq4_multi_avx2, pq4_cut_avx2},
 #endif
-    {"serial", 0, pq4_scan_serial, pq4_encode_serial},
+    {"serial", 0, pq4_scan_serial, pq4_encode_serial, pq4_multi_serial, pq4_cut_serial},
 };
 #define PQ4_N_KERNELS (sizeof pq4_kernels / sizeof pq4_kernels[0])
 
 static _Atomic(pq4_scan_fn) pq4_current;
+static _Atomic(const pq4_kernel *) pq4_current_kernel; /* the multi and cut variants */
 static _Atomic(pq4_encode_fn) pq4_encode_current;
 
 void vdb_pq4_select(unsigned enabled_features)
@@ -594,6 +747,7 @@ void vdb_pq4_select(unsigned enabled_features)
             break;
         }
     atomic_store_explicit(&pq4_encode_current, pick->encode, memory_order_release);
+    atomic_store_explicit(&pq4_current_kernel, pick, memory_order_release);
     atomic_store_explicit(&pq4_current, pick->scan, memory_order_release);
 }
 
@@ -661,5 +815,43 @@ int vdb_pq4_encode_isa(const char *isa, const vdb_pq4 *pq, const float *x, size_
     const pq4_kernel *k = pq4_kernel_named(isa);
     if (!k) return -1;
     k->encode(pq, x, n, codes, err);
+    return 0;
+}
+
+static const pq4_kernel *pq4_kernel_current(void)
+{
+    const pq4_kernel *k = atomic_load_explicit(&pq4_current_kernel, memory_order_acquire);
+    if (!k) {
+        vdb_cpu_enabled(); /* first use: detection selects the kernels */
+        k = atomic_load_explicit(&pq4_current_kernel, memory_order_acquire);
+    }
+    return k;
+}
+
+void vdb_pq4_scan_multi(const uint8_t *packed, size_t n, size_t m_pad, const uint8_t *const *luts, size_t nlut,
+                        uint16_t *const *outs)
+{
+    pq4_kernel_current()->multi(packed, n, m_pad, luts, nlut, outs);
+}
+
+size_t vdb_pq4_cut(const uint16_t *sums, size_t n, unsigned smin, uint32_t *surv)
+{
+    return smin > 0xFFFF ? 0 : pq4_kernel_current()->cut(sums, n, smin, surv);
+}
+
+int vdb_pq4_scan_multi_isa(const char *isa, const uint8_t *packed, size_t n, size_t m_pad, const uint8_t *const *luts,
+                           size_t nlut, uint16_t *const *outs)
+{
+    const pq4_kernel *k = pq4_kernel_named(isa);
+    if (!k) return -1;
+    k->multi(packed, n, m_pad, luts, nlut, outs);
+    return 0;
+}
+
+int vdb_pq4_cut_isa(const char *isa, const uint16_t *sums, size_t n, unsigned smin, uint32_t *surv, size_t *n_surv)
+{
+    const pq4_kernel *k = pq4_kernel_named(isa);
+    if (!k) return -1;
+    *n_surv = smin > 0xFFFF ? 0 : k->cut(sums, n, smin, surv);
     return 0;
 }

@@ -107,6 +107,19 @@ int vdb_pq4_scan_cut_isa(const char *isa, const uint8_t *packed, size_t n, size_
 int vdb_pq4_scan_isa(const char *isa, const uint8_t *packed, size_t n_blocks, size_t m_pad, const uint8_t *lut8,
                      uint16_t *out);
 
+/* Query blocking: vdb_pq4_scan's sums of the ceil(n / 32) blocks holding n vectors for nlut tables
+ * at once, outs[g] (room for ceil(n / 32) * 32 each) for luts[g]: each block's codes are loaded
+ * and split once for up to 4 tables. The same integers as vdb_pq4_scan per table. */
+void vdb_pq4_scan_multi(const uint8_t *packed, size_t n, size_t m_pad, const uint8_t *const *luts, size_t nlut,
+                        uint16_t *const *outs);
+/* The positions i < n with sums[i] >= smin, ascending, into surv; returns their count (0 when smin
+ * > 0xFFFF): vdb_pq4_scan_cut's survivors, from sums stored by vdb_pq4_scan_multi. */
+size_t vdb_pq4_cut(const uint16_t *sums, size_t n, unsigned smin, uint32_t *surv);
+/* Variant access for tests: isa "serial", "avx2", "avx512"; -1 when not available. */
+int vdb_pq4_scan_multi_isa(const char *isa, const uint8_t *packed, size_t n, size_t m_pad, const uint8_t *const *luts,
+                           size_t nlut, uint16_t *const *outs);
+int vdb_pq4_cut_isa(const char *isa, const uint16_t *sums, size_t n, unsigned smin, uint32_t *surv, size_t *n_surv);
+
 /* Called by vdb_cpu when the enabled feature set changes. */
 void vdb_pq4_select(unsigned enabled_features);
 

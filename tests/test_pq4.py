@@ -88,6 +88,30 @@ def test_scan_cut_returns_the_survivors_of_the_reference(isa, m, n):
     assert len(sums) == (n // 2 + 31) // 32 * 32 and list(surv) == list(range(n // 2))
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m,n", [(1, 1), (3, 31), (5, 33), (96, 200), (255, 64)])
+def test_query_blocked_scan_and_cut_match_the_reference(isa, m, n):
+    """Query blocking: one pass over a list's codes for 1-9 tables (blocks of 4 and every remainder)
+    gives each table the plain scan's sums; the cut of stored sums gives the fused cut's survivors."""
+    if not variant_available(isa):
+        pytest.skip(f"{isa} not on this CPU")
+    rng = np.random.default_rng(m * 31 + n)
+    codes, _ = random_codes_and_table(m, n, m * 5 + n)
+    packed = _core.pq4_pack(codes)
+    mp = m_pad(m)
+    for nlut in (1, 2, 3, 4, 5, 9):
+        luts = rng.integers(0, 256, size=(nlut, mp * 16), dtype=np.uint8)
+        luts[:, m * 16:] = 0  # the padding sub-spaces' tables are 0, as vdb_pq4_lut makes them
+        got = _core.pq4_scan_multi(isa, packed, luts, n)
+        assert got.shape == (nlut, (n + 31) // 32 * 32) and got.dtype == np.uint16
+        for g in range(nlut):
+            want = ref_scan(codes, luts[g], m)
+            np.testing.assert_array_equal(got[g, :n].astype(np.int64), want)
+            np.testing.assert_array_equal(got[g], _core.pq4_scan("serial", packed, luts[g])[:got.shape[1]])
+            for smin in sorted({0, 1, int(np.median(want)), int(want.max()), int(want.max()) + 1, 65535, 65536}):
+                np.testing.assert_array_equal(_core.pq4_cut(isa, got[g, :n], smin), np.flatnonzero(want >= smin))
+
+
 @pytest.mark.parametrize("m,n", [(1, 5), (3, 40), (96, 65), (130, 97)])
 def test_pack_roundtrip_and_overwrite(m, n):
     rng = np.random.default_rng(n)
