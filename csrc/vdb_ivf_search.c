@@ -371,7 +371,9 @@ static int ivf_pq_search_one(const ivf_search_ctx *c, ivf_pq_scratch *ps, const 
     } else if (metric == VDB_METRIC_IP) {
         B = (float)-step, C = eh * qn, Cu = pq->eps_lo * qn, D = lm;
     } else {
-        B = (float)(-step / qn), C = eh, Cu = pq->eps_lo, D = lm / qn;
+        /* A takes <q, c> from cd = 1 - <q, c> rounded to float (an error up to 2^-24 (1 + |q|)
+         * whatever <q, c> is): divided by |q| below, it matters for a small query */
+        B = (float)(-step / qn), C = eh, Cu = pq->eps_lo, D = (lm + 0x1p-23f * (1.0f + qn)) / qn;
     }
     vdb_topk U;
     vdb_topk_init(&U, c->k, ps->ub_d, ps->ub_i);
