@@ -178,8 +178,9 @@ static int ids_corrupt(const char *path, const char *why)
 }
 
 /* Checks what the checksum cannot vouch for (a file whose checksum was made to match): every id
- * inside the id bytes, every row in the table exactly once, with its id's hash bits, and reachable
- * from its home slot. O(rows + slots); the table is never walked from untrusted bytes before this. */
+ * inside the id bytes, every row in the table exactly once, with its id's hash bits, reachable
+ * from its home slot, and no id twice. O(rows + slots + the probes of a lookup of every id); the
+ * table is never walked from untrusted bytes before this. */
 static int ids_check(const vdb_collection *c, const char *path)
 {
     size_t n = c->n_rows, mask = c->n_slots - 1;
@@ -220,6 +221,17 @@ static int ids_check(const vdb_collection *c, const char *path)
         if (((s - (hash[r] & mask)) & mask) > ((s - run_start) & mask)) {
             rc = ids_corrupt(path, "the id table holds a row out of its place");
             goto cleanup;
+        }
+        /* A repeated id has the same home: it sits between that home and s, in slots of this run
+         * already checked (as many as a lookup of r probes). */
+        const char *id = (const char *)c->ids.data + c->id_off[r];
+        for (size_t t = hash[r] & mask; t != s; t = (t + 1) & mask) {
+            int64_t w = c->slots[t], o = slot_row(w);
+            if (slot_hash(w) == hash[r] && c->id_len[o] == c->id_len[r] &&
+                memcmp(c->ids.data + c->id_off[o], id, c->id_len[r]) == 0) {
+                rc = ids_corrupt(path, "an id is repeated");
+                goto cleanup;
+            }
         }
     }
     if (found != n) rc = ids_corrupt(path, "the id table lacks rows");

@@ -532,3 +532,45 @@ def test_ids_bin_version_1_still_opens_and_is_rewritten(tmp_path):
     client = vectordb.PersistentClient(path)
     assert _answers(client.get_collection("big", embedding_function=None), vecs, ids) == before
     client.close()
+
+
+def test_ids_bin_with_a_repeated_id_is_damage_naming_it(tmp_path):
+    """ids.bin whose checksums and table were made to match but that names one id twice is refused
+    at open, naming ids.bin (it once opened: reads returned the id twice, and the metadata's load
+    later blamed records.bin)."""
+    import struct
+
+    from tests.test_fuzz_files import crc32c
+
+    path = str(tmp_path / "db")
+    client = vectordb.PersistentClient(path)
+    col = client.create_collection("dups", embedding_function=None)
+    col.add(ids=[f"id{i:02d}" for i in range(50)], embeddings=np.eye(50, 4, dtype=np.float32))
+    col.checkpoint()
+    client.close()
+    (ids_bin,) = glob.glob(os.path.join(collection_dir(path), "gen-*", "ids.bin"))
+    data = open(ids_bin, "rb").read()
+    _, n, n_slots, _ = struct.unpack_from("<I4xQQQ", data, 8)
+    off = np.frombuffer(data, "<u8", n, 64).tolist()
+    lens = np.frombuffer(data, "<u4", n, 64 + 8 * n).tolist()
+    raw = bytearray(data[64 + 12 * n + 8 * n_slots:])
+    raw[off[5]:off[5] + lens[5]] = raw[off[0]:off[0] + lens[0]]  # row 5 gets row 0's id
+    slots = np.full(n_slots, -1, "<i8")
+    for r in range(n):  # the table as the engine builds it, for the ids as they now are
+        h = _fnv(bytes(raw[off[r]:off[r] + lens[r]]))
+        s = h & (n_slots - 1)
+        while slots[s] != -1:
+            s = (s + 1) & (n_slots - 1)
+        slots[s] = np.uint64(((h & 0xFFFFFFFF) << 32) | r).astype(np.int64)
+    payload = np.asarray(off, "<u8").tobytes() + np.asarray(lens, "<u4").tobytes() + slots.tobytes() + bytes(raw)
+    head = bytearray(data[:64])
+    struct.pack_into("<I", head, 40, crc32c(payload))
+    struct.pack_into("<I", head, 60, crc32c(bytes(head[:60])))
+    with open(ids_bin, "wb") as f:
+        f.write(bytes(head) + payload)
+    with pytest.raises(CorruptionError, match="ids.bin"):
+        client = vectordb.PersistentClient(path)
+        try:
+            client.get_collection("dups", embedding_function=None).count()
+        finally:
+            client.close()
