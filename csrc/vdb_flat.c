@@ -4,9 +4,10 @@
  * in chunks: the SIMD kernel writes a chunk's distances into a stack buffer, then only distances
  * at or below the heap's current threshold touch the heap (after the first k rows almost none do).
  * With a bitmap, 64-row groups whose word is 0 are skipped, sparse words are scored row by row.
- * Batches: groups of queries go to the worker pool and use the blocked kernel, so each row loaded
- * serves the whole group; when there are fewer groups than threads (a few queries against many
- * rows), the rows are also split into slices whose per-slice top-k are merged at the end. A single
+ * Batches: groups of queries go to the worker pool, each query scored by the single-query kernel
+ * (a batch answers each query bit for bit as alone; 16 or more unfiltered queries take vdb_exact,
+ * which does too, at GEMM speed); when there are fewer groups than threads (a few queries against
+ * many rows), the rows are also split into slices whose per-slice top-k are merged at the end. A single
  * query over enough rows is split the same way. The merge keeps the k smallest (distance, row)
  * pairs, so a split search returns exactly what the single-thread scan returns.
  */
@@ -25,7 +26,7 @@
 #include "vdb_threads.h"
 #include "vdb_topk.h"
 
-#define VDB_FLAT_GROUP 8          /* queries per task (two 4-query kernel tiles) */
+#define VDB_FLAT_GROUP 8          /* queries per task (a chunk of rows is read once from memory for them) */
 /* Unfiltered batches of at least this many queries use the GEMM-style kernel (vdb_exact), in
  * groups of up to VDB_FLAT_GEMM_GROUP queries (4 panels: ~200 KB at d = 384, L2-resident). */
 #define VDB_FLAT_GEMM_MIN 16
@@ -34,7 +35,7 @@
 #define VDB_FLAT_MAX_CHUNK 1024   /* rows per chunk for one query */
 /* A bitmap word with at most this many bits set is scored row by row, else the whole 64-row group
  * in one kernel call: measured crossover ~28 of 64 for one query (10k x 128: 20% density 28 us row
- * by row vs 58 us whole groups); lower for query groups, which lose the blocked kernel. */
+ * by row vs 58 us whole groups); lower for query groups (set when they used the blocked kernel). */
 #define VDB_FLAT_SPARSE_ONE 24
 #define VDB_FLAT_SPARSE_GROUP 8
 /* Below this many query x row x dim products (~25 us of work) stay inline: a pool wake-up costs
@@ -119,14 +120,14 @@ static inline void vdb_flat_push_bits(vdb_topk *h, const float *dist, uint64_t b
     }
 }
 
-/* Distances of nqg queries against cnt rows into scratch (query-major, stride cnt). */
+/* Distances of nqg queries against cnt rows into scratch (query-major, stride cnt). Each query
+ * through the single-query kernel: the block kernel's 4-query tiles round otherwise, and a query
+ * must get the same distance bits (and so the same rows on near-ties) alone and in any batch. */
 static inline void vdb_flat_score(const vdb_flat_ctx *c, const float *q, size_t nqg, const float *rows, size_t cnt,
                                   float *scratch)
 {
-    if (nqg == 1)
-        vdb_distance_batch(c->m, q, rows, cnt, c->d, scratch);
-    else
-        vdb_distance_block(c->m, q, nqg, rows, cnt, c->d, scratch);
+    for (size_t j = 0; j < nqg; j++)
+        vdb_distance_batch(c->m, q + j * c->d, rows, cnt, c->d, scratch + j * cnt);
 }
 
 /* Scans local rows [i0, i1) of range r for queries q0..q0+nqg-1 into heaps[0..nqg). */
@@ -222,7 +223,7 @@ static void vdb_flat_task(void *ctxp, size_t task, size_t worker)
             vdb_topk_init(&heaps[j], k, c->part_dist + (s * c->nq + q0 + j) * k,
                           c->part_rows + (s * c->nq + q0 + j) * k);
     }
-    /* Out of memory for the packed queries: the blocked kernel gives the same answers. */
+    /* Out of memory for the packed queries: the single-query kernel gives the same answers. */
     vdb_exact_queries eq;
     int gemm = c->gemm && vdb_exact_prepare(c->m, c->queries + q0 * c->d, nqg, c->d, &eq) == VDB_OK;
     vdb_flat_scan(c, p0, p1, q0, nqg, heaps, gemm ? &eq : NULL);

@@ -4,8 +4,9 @@
  * (bit i of allow[i / 64] = row i allowed; covers every row of every range) restricts the search;
  * NULL allows all rows. Outputs are caller-allocated, nq * k each, sorted ascending by
  * (distance, row); slots past the number of allowed rows hold row -1 and distance +inf.
- * A single query runs on the calling thread; a batch is split over the worker pool and blocked
- * with vdb_distance_block. Thread-safe for concurrent calls over read-only data.
+ * A single query runs on the calling thread; a batch is split over the worker pool, and each of
+ * its queries gets the answer it gets alone, bit for bit. Thread-safe for concurrent calls over
+ * read-only data.
  */
 #ifndef VDB_FLAT_H
 #define VDB_FLAT_H

@@ -591,6 +591,25 @@ def test_exact_batch_through_flat_search_is_the_single_query_answer(restore_cpu,
         np.testing.assert_array_equal(got[0], want[0])
 
 
+@pytest.mark.parametrize("features", [None, ["avx2"], []])
+def test_small_and_filtered_batches_through_flat_search_are_the_single_query_answer(restore_cpu, features):
+    """Batches below the GEMM-style kernel's 16 queries, and filtered batches, return each query's
+    single-query answer bit for bit too (they once took 4-query tiles' distances, rounded otherwise:
+    other distance bits and, on near-ties, other rows)."""
+    if features is not None:
+        _core.set_cpu_features(features)
+    rng = np.random.default_rng(8)
+    data, queries = rng_data(rng, (3000, 37)), rng_data(rng, (40, 37))
+    allow = np.ones(3000, dtype=bool)
+    allow[::3] = False
+    for metric in METRICS:
+        for nq, k, filt in [(2, 3000, None), (5, 50, None), (9, 3000, None), (40, 3000, allow), (6, 100, allow)]:
+            got = _core.flat_search(metric, data, queries[:nq], k, filt)
+            outs = [_core.flat_search(metric, data, queries[i:i + 1], k, filt) for i in range(nq)]
+            np.testing.assert_array_equal(got[1], np.vstack([o[1] for o in outs]), err_msg=f"{metric} {nq}")
+            np.testing.assert_array_equal(got[0], np.vstack([o[0] for o in outs]), err_msg=f"{metric} {nq}")
+
+
 @pytest.mark.parametrize("metric", METRICS)
 def test_exact_batch_kernel_keeps_rows_its_rounding_would_misjudge(metric):
     # Rows and queries near one large common point: the dot products behind the GEMM-style bound
