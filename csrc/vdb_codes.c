@@ -29,7 +29,7 @@
 #include "vdb_topk.h"
 
 #define CODES_MAGIC "VDBSQ8C1"
-#define CODES_VERSION 1u
+#define CODES_VERSION 2u /* 1: one checksum over everything (still read) */
 #define CODES_HEADER 48
 #define CODES_CHUNK 256 /* rows per scan call */
 
@@ -40,6 +40,7 @@ struct vdb_codes {
     uint8_t *codes; /* cap * d: malloc'd, or inside map (codes.bin mapped at open) */
     void *map;      /* codes.bin, MAP_PRIVATE: changed pages stay in memory; NULL once codes are owned */
     size_t map_len;
+    vdb_vecmap *chk; /* codes.crc over the mapped codes (NULL: all checked, or not mapped) */
     float *err;     /* cap */
     size_t cap;
     float err_max;  /* >= every err set since the last training */
@@ -63,6 +64,8 @@ static void codes_drop(vdb_codes *t)
 {
     if (t->map) munmap(t->map, t->map_len);
     else free(t->codes);
+    vdb_vecmap_close(t->chk);
+    t->chk = NULL;
     t->map = NULL;
     t->codes = NULL;
 }
@@ -100,9 +103,14 @@ static int codes_reserve(vdb_codes *t, size_t rows)
     return VDB_OK;
 }
 
+int vdb_codes_verify(const vdb_codes *t) { return t ? vdb_vecmap_verify_all(t->chk) : VDB_OK; }
+int vdb_codes_error(const vdb_codes *t) { return t ? vdb_vecmap_error(t->chk) : VDB_OK; }
+
 int vdb_codes_prepare_write(vdb_codes *t, const float *vectors, size_t n, size_t d, size_t n_rows_after)
 {
     int rc;
+    /* A write changes mapped codes in place or copies them: never over unchecked pages. */
+    if (vectors && n && (rc = vdb_codes_verify(t))) return rc;
     if (!t->q) {
         if (!vectors || n == 0) return VDB_OK; /* nothing to encode yet */
         if ((rc = vdb_sq8_train(t->metric, d, vectors, n, &t->q))) return rc;
@@ -232,9 +240,10 @@ int vdb_codes_write(const vdb_codes *t, const char *path, size_t n_rows, uint64_
 {
     if (!t->q || n_rows > t->cap) return vdb_set_error(VDB_EINVAL, "code table holds no codes for %zu rows", n_rows);
     const size_t d = t->d;
+    int rc = vdb_codes_verify(t); /* never copy damage into the next generation */
+    if (rc) return rc;
     uint8_t h[CODES_HEADER] = {0};
     uint8_t *ranges = malloc(8 * d), *errs = malloc(4 * (n_rows ? n_rows : 1));
-    int rc;
     if (!ranges || !errs) {
         rc = vdb_set_error(VDB_ENOMEM, "out of memory writing '%s'", path);
         goto cleanup;
@@ -242,9 +251,7 @@ int vdb_codes_write(const vdb_codes *t, const char *path, size_t n_rows, uint64_
     codes_put_f32s(ranges, t->q->lo, d);
     codes_put_f32s(ranges + 4 * d, t->q->step, d);
     codes_put_f32s(errs, t->err, n_rows);
-    uint32_t crc = vdb_crc32c(0, ranges, 8 * d);
-    crc = vdb_crc32c(crc, t->codes, n_rows * d);
-    crc = vdb_crc32c(crc, errs, 4 * n_rows);
+    uint32_t crc = vdb_crc32c(vdb_crc32c(0, ranges, 8 * d), errs, 4 * n_rows);
     memcpy(h, CODES_MAGIC, 8);
     vdb_put_u32(h + 8, CODES_VERSION);
     vdb_put_u32(h + 12, (uint32_t)t->metric);
@@ -256,6 +263,7 @@ int vdb_codes_write(const vdb_codes *t, const char *path, size_t n_rows, uint64_
     const void *chunks[3] = {ranges, t->codes, errs};
     uint64_t bytes[3] = {8 * d, n_rows * d, 4 * n_rows};
     rc = vdb_file_write_new(path, h, sizeof h, chunks, bytes, 3);
+    if (rc == VDB_OK) rc = vdb_crc_table_write(path, chunks + 1, bytes + 1, 1, VDB_VECTORS_SMALL_CHUNK);
     if (rc == VDB_OK && bytes_written) *bytes_written = CODES_HEADER + bytes[0] + bytes[1] + bytes[2];
 cleanup:
     free(ranges);
@@ -283,7 +291,8 @@ int vdb_codes_read(const char *path, vdb_metric m, size_t d, size_t n_rows, vdb_
     if (len < CODES_HEADER || vdb_read_all(fd, h, CODES_HEADER, path) || memcmp(h, CODES_MAGIC, 8) ||
         vdb_get_u32(h + 44) != vdb_crc32c(0, h, 44))
         CORRUPT("file '%s' is corrupt (bad magic or header checksum)", path);
-    if (vdb_get_u32(h + 8) != CODES_VERSION)
+    const uint32_t version = vdb_get_u32(h + 8);
+    if (version != 1 && version != CODES_VERSION)
         CORRUPT("file '%s' has format version %u; this vectordb reads version %u", path, vdb_get_u32(h + 8),
                 CODES_VERSION);
     if (vdb_get_u32(h + 12) != (uint32_t)m || vdb_get_u64(h + 16) != d || vdb_get_u64(h + 24) != n_rows || d == 0)
@@ -320,8 +329,16 @@ int vdb_codes_read(const char *path, vdb_metric m, size_t d, size_t n_rows, vdb_
             goto cleanup;
         }
         const uint8_t *errs = t->codes + n_rows * d;
-        uint32_t crc = vdb_crc32c(vdb_crc32c(vdb_crc32c(0, ranges, 8 * d), t->codes, n_rows * d), errs, n_rows * 4);
-        if (crc != vdb_get_u32(h + 40)) CORRUPT("file '%s' is corrupt (checksum mismatch)", path);
+        uint32_t crc = vdb_crc32c(0, ranges, 8 * d);
+        if (version == 1) { /* one checksum over everything: checked whole, now */
+            crc = vdb_crc32c(crc, t->codes, n_rows * d);
+        } else { /* the codes' pages are checked on first use (codes.crc), the rest now */
+            if ((rc = vdb_vecmap_wrap(path, t->codes, (uint64_t)n_rows * d, &t->chk)) == VDB_ENOTFOUND)
+                CORRUPT("file '%s' has no checksum table beside it (codes.crc is missing)", path);
+            if (rc) goto cleanup;
+        }
+        if (vdb_crc32c(crc, errs, n_rows * 4) != vdb_get_u32(h + 40))
+            CORRUPT("file '%s' is corrupt (checksum mismatch)", path);
         codes_get_f32s(t->err, errs, n_rows);
         /* Checked and unchanged: searches page in what they scan, open keeps none of it resident. */
         madvise(map, len, MADV_DONTNEED);
@@ -520,6 +537,7 @@ static int flat_one(void *ctx, size_t qi)
     vdb_topk_init(&R, c->k, od, orow);
     for (size_t i0 = 0; i0 < c->n_rows; i0 += CODES_CHUNK) {
         size_t i1 = c->n_rows - i0 < CODES_CHUNK ? c->n_rows : i0 + CODES_CHUNK;
+        if (t->chk && (rc = vdb_vecmap_verify(t->chk, i0 * t->d, i1 * t->d))) goto cleanup;
         vdb_sq8_scan(&qp, t->codes + i0 * t->d, i1 - i0, s + i0);
         if (!c->allow) {
             push_approx(&A, s, i0, i1, NULL);
@@ -578,6 +596,16 @@ typedef struct {
 static const float *ivf_vec(const void *ctx, int64_t row) { return vdb_ivf_vector(((const ivf_ctx *)ctx)->ivf, row); }
 static int ivf_check(const void *ctx, int64_t row) { return vdb_ivf_verify_row(((const ivf_ctx *)ctx)->ivf, row); }
 
+/* Verifies the pages holding the codes of rows (a list's) not verified yet. */
+static int codes_verify_rows(const vdb_codes *t, const int64_t *rows, size_t n)
+{
+    if (vdb_vecmap_verified(t->chk)) return VDB_OK;
+    int rc = VDB_OK;
+    for (size_t i = 0; i < n && rc == VDB_OK; i++)
+        rc = vdb_vecmap_verify(t->chk, (uint64_t)rows[i] * t->d, ((uint64_t)rows[i] + 1) * t->d);
+    return rc;
+}
+
 static int ivf_one(void *ctx, size_t qi)
 {
     const ivf_ctx *c = ctx;
@@ -622,6 +650,7 @@ static int ivf_one(void *ctx, size_t qi)
             for (size_t i = 0; i < ln; i++)
                 if (allowed(c->allow, c->allow_len, lr[i])) rows[n++] = lr[i];
         }
+        if ((rc = codes_verify_rows(t, rows + n0, n - n0))) goto cleanup;
         vdb_sq8_scan_rows(&qp, t->codes, rows + n0, n - n0, s + n0);
         push_approx(&A, s, n0, n, rows);
     }

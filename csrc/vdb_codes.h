@@ -11,14 +11,18 @@
  * vectors it sees and reserves rows; retrain re-derives the ranges from all live vectors (the
  * caller does it when the collection doubled since the last training, see should_retrain).
  *
- * File (codes.bin in a snapshot generation), version 1, integers and floats little-endian:
+ * File (codes.bin in a snapshot generation), version 2, integers and floats little-endian:
  *   0 magic "VDBSQ8C1"  8 u32 version  12 u32 metric  16 u64 d  24 u64 n_rows  32 u64 rows at
- *   training  40 u32 CRC-32C of the payload  44 u32 CRC-32C of bytes 0..43;
+ *   training  40 u32 CRC-32C of lo, step and err  44 u32 CRC-32C of bytes 0..43;
  *   48 payload: lo (d f32), step (d f32), codes (n_rows * d u8), err (n_rows f32).
+ * Beside it, codes.crc: the codes' checksums per 4 KiB, in the format of vectors.crc (vdb_store.h).
  * The file length is exactly 48 + 8 d + n_rows (d + 4); any damage is VDB_ECORRUPT naming it.
- * Open maps the file (checked whole, then left to the page cache: searches page in the codes they
- * scan) and copies only the error bounds; a write that grows the table moves the codes to memory.
- *
+ * Open checks the header, codes.crc, the ranges and the error bounds (copied out: 4 bytes a row),
+ * and maps the codes unread: a search verifies each 4 KiB page of codes the first time it scans it
+ * (a damaged one fails that search naming codes.bin), a write or a checkpoint verifies them all
+ * first, as vdb_codes_verify does. Version 1 (one checksum over the whole payload, no codes.crc) is
+ * checked whole at open and written as version 2 at the next checkpoint. A write that grows the
+ * table moves the codes to memory.
  * Concurrency: searches are const and may run in parallel; everything else needs the
  * collection's write lock. Ownership: the table owns its arrays; inputs are borrowed.
  */
@@ -55,6 +59,11 @@ int vdb_codes_should_retrain(const vdb_codes *t, size_t n_live);
  * are unchanged. */
 int vdb_codes_retrain(vdb_codes *t, size_t d, size_t n_rows, const uint64_t *live, vdb_codes_vec_fn vec, const void *ctx);
 
+/* Verifies every mapped code page not verified yet (VDB_ECORRUPT naming codes.bin); _error sets
+ * the message of the first damaged page found (by any thread) again, or returns VDB_OK. */
+int vdb_codes_verify(const vdb_codes *t);
+int vdb_codes_error(const vdb_codes *t);
+/* Writes path and its .crc (after vdb_codes_verify). */
 int vdb_codes_write(const vdb_codes *t, const char *path, size_t n_rows, uint64_t *bytes_written);
 /* Reads a table written for n_rows rows of dimension d and metric m. */
 int vdb_codes_read(const char *path, vdb_metric m, size_t d, size_t n_rows, vdb_codes **out);

@@ -350,6 +350,7 @@ int vdb_coll_compact(vdb_collection *c)
     size_t n = c->n_live, d = (size_t)c->dim, k = 0;
     if (c->n_live == c->n_rows) return VDB_OK;
     int rc = c->ivf ? VDB_OK : vdb_coll_verify_all(c); /* rows are copied: never copy damage */
+    if (rc == VDB_OK) rc = vdb_codes_verify(c->codes);
     if (rc == VDB_OK) rc = vdb_coll_meta_load(c);
     if (rc) return rc;
     float *vec = NULL;
@@ -886,6 +887,7 @@ int vdb_collection_verify(vdb_collection *c)
 {
     pthread_rwlock_rdlock(&c->lock);
     int rc = vdb_coll_verify_all(c);
+    if (rc == VDB_OK) rc = vdb_codes_verify(c->codes);
     if (rc == VDB_OK) rc = vdb_coll_meta_load(c); /* records.bin, if open left it unread */
     pthread_rwlock_unlock(&c->lock);
     return rc;
@@ -1279,7 +1281,7 @@ int vdb_collection_query(vdb_collection *c, const vdb_query_request *req, vdb_re
             rc = vdb_ivf_search(c->ivf, req->queries, nq, k, (size_t)n_probe, bm, c->n_rows, dist, rows);
         last_reranked = c->codes ? vdb_codes_last_reranked() : vdb_ivf_pq4_m(c->ivf) ? vdb_ivf_last_reranked() : 0;
         /* A damaged chunk found on a worker thread: its message, set again on this one. */
-        if (rc == VDB_ECORRUPT && vdb_ivf_error(c->ivf)) rc = VDB_ECORRUPT;
+        if (rc == VDB_ECORRUPT && (vdb_ivf_error(c->ivf) || vdb_codes_error(c->codes))) rc = VDB_ECORRUPT;
         if (rc) goto done;
     } else if (k > 0) {
         vdb_vec_range ranges[2] = {{c->base, 0, c->n_base}, {c->tail, (int64_t)c->n_base, c->n_rows - c->n_base}};
@@ -1288,7 +1290,8 @@ int vdb_collection_query(vdb_collection *c, const vdb_query_request *req, vdb_re
             rc = vdb_codes_search_flat(c->codes, ranges, 2, bm, req->queries, nq, k, dist, rows, check_row, c);
             last_reranked = vdb_codes_last_reranked();
             /* A damaged chunk found on a worker thread: its message, set again on this one. */
-            if (rc == VDB_ECORRUPT && c->vmap && vdb_vecmap_error(c->vmap)) rc = VDB_ECORRUPT;
+            if (rc == VDB_ECORRUPT && ((c->vmap && vdb_vecmap_error(c->vmap)) || vdb_codes_error(c->codes)))
+                rc = VDB_ECORRUPT;
         } else if ((rc = vdb_coll_verify_all(c)) == VDB_OK) {
             rc = vdb_flat_search(c->cfg.metric, (size_t)c->dim, ranges, 2, bm, req->queries, nq, k, dist, rows);
         }

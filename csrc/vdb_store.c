@@ -343,32 +343,23 @@ static void crc_path_of(const char *path, char *out, size_t cap)
     }
 }
 
-int vdb_vectors_write(const char *path, uint32_t metric, uint64_t dim, const float *const *chunks,
-                      const uint64_t *chunk_rows, size_t n_chunks, uint32_t crc_bytes)
+/* The checksums of data given as chunks: one per crc_bytes (*table, malloc'd, n_crc of them) and the
+ * whole data's (*whole). */
+static int crc_table_build(const char *path, const void *const *chunks, const uint64_t *bytes, size_t n_chunks,
+                           uint32_t crc_bytes, uint8_t **table, uint64_t *n_crc, uint32_t *whole)
 {
-    uint8_t h[VECTORS_HEADER] = {0}, ch[VECTORS_CRC_HEADER] = {0};
-    uint64_t n_rows = 0;
-    uint32_t crc = 0;
-    char cpath[4200];
-    uint64_t *bytes = malloc((n_chunks ? n_chunks : 1) * sizeof *bytes);
-    if (!bytes) return vdb_set_error(VDB_ENOMEM, "out of memory writing '%s'", path);
-    for (size_t i = 0; i < n_chunks; i++) {
-        n_rows += chunk_rows[i];
-        bytes[i] = chunk_rows[i] * dim * sizeof(float);
-    }
-    /* One checksum per crc_bytes of data (vectors.crc), and the whole data's (header). */
-    uint64_t total = n_rows * dim * sizeof(float), n_crc = (total + crc_bytes - 1) / crc_bytes;
-    uint8_t *table = malloc(n_crc ? n_crc * 4 : 1);
-    if (!table) {
-        free(bytes);
+    uint64_t total = 0;
+    for (size_t i = 0; i < n_chunks; i++) total += bytes[i];
+    *n_crc = (total + crc_bytes - 1) / crc_bytes;
+    *whole = 0;
+    if (!(*table = malloc(*n_crc ? *n_crc * 4 : 1)))
         return vdb_set_error(VDB_ENOMEM, "out of memory for the checksums of '%s'", path);
-    }
     uint64_t pos = 0, k = 0;
     uint32_t part = 0;
     for (size_t i = 0; i < n_chunks; i++) {
         const uint8_t *p = (const uint8_t *)chunks[i];
         uint64_t left = bytes[i];
-        crc = vdb_crc32c(crc, p, left);
+        *whole = vdb_crc32c(*whole, p, left);
         while (left) {
             uint64_t take = crc_bytes - pos % crc_bytes;
             if (take > left) take = left;
@@ -377,18 +368,19 @@ int vdb_vectors_write(const char *path, uint32_t metric, uint64_t dim, const flo
             left -= take;
             pos += take;
             if (pos % crc_bytes == 0 || pos == total) {
-                vdb_put_u32(table + 4 * k++, part);
+                vdb_put_u32(*table + 4 * k++, part);
                 part = 0;
             }
         }
     }
-    memcpy(h, "VDBVECT1", 8);
-    vdb_put_u32(h + 8, VDB_FORMAT_VERSION);
-    vdb_put_u32(h + 12, metric);
-    vdb_put_u64(h + 16, n_rows);
-    vdb_put_u64(h + 24, dim);
-    vdb_put_u32(h + 32, crc);
-    vdb_put_u32(h + 36, vdb_crc32c(0, h, 36));
+    return VDB_OK;
+}
+
+/* Writes path's .crc file from a table made by crc_table_build. */
+static int crc_table_file_write(const char *path, const uint8_t *table, uint64_t n_crc, uint32_t crc_bytes)
+{
+    uint8_t ch[VECTORS_CRC_HEADER] = {0};
+    char cpath[4200];
     memcpy(ch, "VDBVCRC1", 8);
     vdb_put_u32(ch + 8, VDB_FORMAT_VERSION);
     vdb_put_u32(ch + 12, crc_bytes);
@@ -396,10 +388,48 @@ int vdb_vectors_write(const char *path, uint32_t metric, uint64_t dim, const flo
     vdb_put_u32(ch + 24, vdb_crc32c(0, table, n_crc * 4));
     vdb_put_u32(ch + 28, vdb_crc32c(0, ch, 28));
     crc_path_of(path, cpath, sizeof cpath);
-    const float *tc[1] = {(const float *)table};
+    const float *tc[1] = {(const float *)(const void *)table};
     uint64_t tb[1] = {n_crc * 4};
-    int rc = write_new_file(path, h, sizeof h, chunks, bytes, n_chunks);
-    if (rc == VDB_OK) rc = write_new_file(cpath, ch, sizeof ch, tc, tb, 1);
+    return write_new_file(cpath, ch, sizeof ch, tc, tb, 1);
+}
+
+int vdb_crc_table_write(const char *path, const void *const *chunks, const uint64_t *bytes, size_t n_chunks,
+                        uint32_t crc_bytes)
+{
+    uint8_t *table;
+    uint64_t n_crc;
+    uint32_t whole;
+    int rc = crc_table_build(path, chunks, bytes, n_chunks, crc_bytes, &table, &n_crc, &whole);
+    if (rc == VDB_OK) rc = crc_table_file_write(path, table, n_crc, crc_bytes);
+    free(table);
+    return rc;
+}
+
+int vdb_vectors_write(const char *path, uint32_t metric, uint64_t dim, const float *const *chunks,
+                      const uint64_t *chunk_rows, size_t n_chunks, uint32_t crc_bytes)
+{
+    uint8_t h[VECTORS_HEADER] = {0}, *table = NULL;
+    uint64_t n_rows = 0, n_crc;
+    uint32_t crc;
+    uint64_t *bytes = malloc((n_chunks ? n_chunks : 1) * sizeof *bytes);
+    if (!bytes) return vdb_set_error(VDB_ENOMEM, "out of memory writing '%s'", path);
+    for (size_t i = 0; i < n_chunks; i++) {
+        n_rows += chunk_rows[i];
+        bytes[i] = chunk_rows[i] * dim * sizeof(float);
+    }
+    /* One checksum per crc_bytes of data (vectors.crc), and the whole data's (header). */
+    int rc = crc_table_build(path, (const void *const *)chunks, bytes, n_chunks, crc_bytes, &table, &n_crc, &crc);
+    if (rc == VDB_OK) {
+        memcpy(h, "VDBVECT1", 8);
+        vdb_put_u32(h + 8, VDB_FORMAT_VERSION);
+        vdb_put_u32(h + 12, metric);
+        vdb_put_u64(h + 16, n_rows);
+        vdb_put_u64(h + 24, dim);
+        vdb_put_u32(h + 32, crc);
+        vdb_put_u32(h + 36, vdb_crc32c(0, h, 36));
+        rc = write_new_file(path, h, sizeof h, chunks, bytes, n_chunks);
+    }
+    if (rc == VDB_OK) rc = crc_table_file_write(path, table, n_crc, crc_bytes);
     free(table);
     free(bytes);
     return rc;
@@ -415,6 +445,7 @@ struct vdb_vecmap {
     uint32_t chunk;               /* bytes a checksum covers (vectors.crc's header) */
     _Atomic unsigned char *ok;    /* chunk verified */
     _Atomic int all;              /* every chunk verified */
+    _Atomic size_t n_ok;          /* chunks verified (all is set when it reaches n_chunks) */
     _Atomic int64_t bad;          /* first damaged chunk found, -1 none */
     char *path;
 };
@@ -444,8 +475,8 @@ static int vecmap_crc_table(vdb_vecmap *m, const char *path)
                            VDB_FORMAT_VERSION, VDB_VECTORS_SMALL_CHUNK, VDB_VECTORS_CHUNK);
     } else if (vdb_get_u64(buf + 16) != want || len != VECTORS_CRC_HEADER + want * 4 ||
                vdb_get_u32(buf + 24) != vdb_crc32c(0, buf + VECTORS_CRC_HEADER, want * 4)) {
-        rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt (its checksum table does not match vectors.bin)",
-                           cpath);
+        rc = vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt (its checksum table does not match '%s')", cpath,
+                           path);
     } else if (!(m->crc = malloc(want ? want * 4 : 4)) || !(m->ok = calloc(want ? want : 1, 1))) {
         rc = vdb_set_error(VDB_ENOMEM, "out of memory reading '%s'", cpath);
     } else {
@@ -532,6 +563,27 @@ cleanup:
     return VDB_OK;
 }
 
+int vdb_vecmap_wrap(const char *path, const void *data, uint64_t data_len, vdb_vecmap **out)
+{
+    vdb_vecmap *m = calloc(1, sizeof *m);
+    *out = NULL;
+    if (!m || !(m->path = strdup(path))) {
+        free(m);
+        return vdb_set_error(VDB_ENOMEM, "out of memory opening '%s'", path);
+    }
+    atomic_store(&m->bad, -1);
+    m->data = data;
+    m->data_len = data_len;
+    int rc = vecmap_crc_table(m, path);
+    if (rc) {
+        vdb_vecmap_close(m);
+        return rc;
+    }
+    if (m->n_chunks == 0) atomic_store(&m->all, 1);
+    *out = m;
+    return VDB_OK;
+}
+
 int vdb_vecmap_verify(vdb_vecmap *m, uint64_t lo, uint64_t hi)
 {
     if (!m || atomic_load_explicit(&m->all, memory_order_acquire) || lo >= hi) return VDB_OK;
@@ -545,7 +597,9 @@ int vdb_vecmap_verify(vdb_vecmap *m, uint64_t lo, uint64_t hi)
             atomic_compare_exchange_strong(&m->bad, &none, (int64_t)c);
             return vdb_vecmap_error(m);
         }
-        atomic_store_explicit(&m->ok[c], 1, memory_order_release);
+        if (!atomic_exchange_explicit(&m->ok[c], 1, memory_order_acq_rel) &&
+            atomic_fetch_add_explicit(&m->n_ok, 1, memory_order_acq_rel) + 1 == m->n_chunks)
+            atomic_store_explicit(&m->all, 1, memory_order_release);
     }
     return VDB_OK;
 }
@@ -563,10 +617,12 @@ int vdb_vecmap_error(const vdb_vecmap *m)
     int64_t c = m ? atomic_load(&m->bad) : -1;
     if (c < 0) return VDB_OK;
     uint64_t a = (uint64_t)c * m->chunk;
-    return vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt (vector data checksum mismatch in bytes %llu..%llu of its "
-                         "data)", m->path, (unsigned long long)a,
+    return vdb_set_error(VDB_ECORRUPT, "file '%s' is corrupt (%s checksum mismatch in bytes %llu..%llu of its data)",
+                         m->path, m->map ? "vector data" : "data", (unsigned long long)a,
                          (unsigned long long)(a + m->chunk < m->data_len ? a + m->chunk : m->data_len));
 }
+
+int vdb_vecmap_verified(const vdb_vecmap *m) { return !m || atomic_load_explicit(&m->all, memory_order_acquire); }
 
 size_t vdb_vecmap_len(const vdb_vecmap *m) { return m ? m->map_len : 0; }
 

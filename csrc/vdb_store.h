@@ -34,7 +34,9 @@
  *                   centroids and list rows (vdb_ivf.h), and its vectors in list order in the format of
  *                   vectors.bin / vectors.crc, mapped and verified the same way; ivfpq4.bin: its
  *                   4-bit PQ codes, when it has them (mapped at open and copied into the lists).
- *     Other files (e.g. codes.bin) may be added by the index and are listed in no table: a
+ *     codes.bin, codes.crc  a quantized collection's 8-bit codes (vdb_codes.h), the codes' checksums
+ *                   in the format of vectors.crc (4096-byte chunks), verified the same way.
+ *     Other files may be added by the index and are listed in no table: a
  *     generation directory is only ever used after MANIFEST names it, so it is complete.
  * Checkpoint: write gen-<G+1>/ (each file fsync'd, then the directory), switch MANIFEST, start
  * wal-<G+1>, then remove gen-<G>/ and wal-<G>. A crash at any point leaves G or G+1 whole; leftovers
@@ -118,10 +120,20 @@ int vdb_vecmap_verify(vdb_vecmap *m, uint64_t lo, uint64_t hi);
 int vdb_vecmap_verify_all(vdb_vecmap *m);
 /* Sets the error of the first damaged chunk found (VDB_ECORRUPT naming the file), or returns VDB_OK. */
 int vdb_vecmap_error(const vdb_vecmap *m);
+/* Whether every chunk is verified (a reader may then skip vdb_vecmap_verify). */
+int vdb_vecmap_verified(const vdb_vecmap *m);
 size_t vdb_vecmap_len(const vdb_vecmap *m);
 /* Tells the kernel reads will be scattered (re-ranking): no read-ahead around each fault. */
 void vdb_vecmap_advise_random(vdb_vecmap *m);
 void vdb_vecmap_close(vdb_vecmap *m);
+
+/* The same checksum table (<stem>.crc, chunks of crc_bytes) for data that another file holds (e.g. the
+ * codes of codes.bin), and a vdb_vecmap over that data, already mapped by the caller (who keeps the
+ * mapping): verified with vdb_vecmap_verify / _verify_all, errors naming path, closed with
+ * vdb_vecmap_close. VDB_ENOTFOUND (no error set) when path has no .crc file. */
+int vdb_crc_table_write(const char *path, const void *const *chunks, const uint64_t *bytes, size_t n_chunks,
+                        uint32_t crc_bytes);
+int vdb_vecmap_wrap(const char *path, const void *data, uint64_t data_len, vdb_vecmap **out);
 
 /* Snapshot records file: payload as described above, built by the caller. */
 int vdb_records_write(const char *path, uint64_t n_rows, const uint8_t *payload, size_t len);

@@ -4,7 +4,8 @@ database wrote, and each damaged copy is opened in a separate worker process.
 Files: catalog.json, and of a flat collection and of an IVF collection (use_ivf=True, 8 lists,
 quantization="pq4", 1200 vectors, checkpointed) MANIFEST, wal-<G>, gen-<G>/vectors.bin,
 gen-<G>/vectors.crc, gen-<G>/records.bin, gen-<G>/ids.bin, gen-<G>/ivf.bin, gen-<G>/ivfvec.bin,
-gen-<G>/ivfvec.crc, gen-<G>/ivfpq4.bin. Damage: multi-byte overwrites, insertions,
+gen-<G>/ivfvec.crc, gen-<G>/ivfpq4.bin, and of a flat collection with quantization="sq8" its
+gen-<G>/codes.bin and gen-<G>/codes.crc. Damage: multi-byte overwrites, insertions,
 truncations, appended garbage (1-3 of them per copy).
 
 What must happen (vdb_store.h): a damaged copy either raises vectordb.errors.CorruptionError whose
@@ -278,6 +279,12 @@ class Base:
         ivf.add(ids=["settle"], embeddings=rng.standard_normal((1, DIM)).astype(np.float32))
         ivf.checkpoint()
         self.states["ivf"] = self._writes(ivf, rng, "v")
+        sq8 = client.create_collection("sq8", metadata={"hnsw:space": "l2"}, quantization="sq8",
+                                       embedding_function=None)
+        n = 1500  # 3 pages of codes
+        sq8.add(ids=[f"s{i}" for i in range(n)], embeddings=rng.standard_normal((n, DIM)).astype(np.float32))
+        sq8.checkpoint()
+        self.states["sq8"] = self._writes(sq8, rng, "s")
         client.close()
         self.files = {}  # key -> path relative to the database root
         for name in ("flat", "ivf"):
@@ -288,6 +295,9 @@ class Base:
             self.files[f"{name}/wal"] = wal
             for f in sorted(os.listdir(gen)):
                 self.files[f"{name}/{f}"] = os.path.join(gen, f)
+        (gen,) = glob.glob(os.path.join(self.collection_dir("sq8"), "gen-*"))
+        for f in ("codes.bin", "codes.crc"):  # the rest of it is fuzzed through flat
+            self.files[f"sq8/{f}"] = os.path.join(gen, f)
         self.files["catalog.json"] = os.path.join(self.path, "catalog.json")
         self.files = {k: os.path.relpath(v, self.path) for k, v in self.files.items()}
         self.bytes = {k: open(os.path.join(self.path, v), "rb").read() for k, v in self.files.items()}
@@ -497,7 +507,7 @@ def check_damaged_copy(base: Base, worker: Worker, scratch: str, key: str, data:
 
 KEYS = ["flat/MANIFEST", "flat/wal", "flat/vectors.bin", "flat/vectors.crc", "flat/records.bin", "flat/ids.bin",
         "ivf/MANIFEST", "ivf/wal", "ivf/ivf.bin", "ivf/ivfvec.bin", "ivf/ivfvec.crc", "ivf/ivfpq4.bin",
-        "ivf/records.bin", "ivf/ids.bin", "catalog.json"]
+        "ivf/records.bin", "ivf/ids.bin", "sq8/codes.bin", "sq8/codes.crc", "catalog.json"]
 
 
 def test_base_database_has_the_files_the_fuzzing_assumes(base, worker, scratch):
@@ -550,7 +560,7 @@ def fix_checksums(key: str, data: bytes, fix_lengths: bool, ivf_header: int = 0)
     elif key.endswith(("vectors.bin", "ivfvec.bin")) and len(b) >= 64:
         put_u32(b, 32, crc32c(bytes(b[64:])))
         put_u32(b, 36, crc32c(bytes(b[:36])))
-    elif key.endswith(("vectors.crc", "ivfvec.crc")) and len(b) >= 32:
+    elif key.endswith(("vectors.crc", "ivfvec.crc", "codes.crc")) and len(b) >= 32:
         put_u32(b, 24, crc32c(bytes(b[32:])))
         put_u32(b, 28, crc32c(bytes(b[:28])))
     elif key.endswith("records.bin") and len(b) >= 36:

@@ -305,24 +305,124 @@ def _closed_snapshot_file(tmp_path, client, col, name):
     return cdir / next(p for p in os.listdir(cdir) if p.startswith("gen-")) / name
 
 
-@pytest.mark.parametrize("where", ["middle", "header", "truncated"])
-def test_damaged_code_file_is_an_error_naming_it(tmp_path, where):
+@pytest.mark.parametrize("where", ["header", "truncated", "error bounds", "crc", "no crc"])
+def test_damaged_code_file_is_an_error_naming_it_at_open(tmp_path, where):
+    """What open checks: codes.bin's header, length, ranges and error bounds, and all of codes.crc."""
     client, col = _public(tmp_path, "db", quantization="sq8")
     x = np.random.default_rng(1).standard_normal((500, 8)).astype(np.float32)
     col.add(ids=[str(i) for i in range(500)], embeddings=x)
     col.checkpoint()
     path = _closed_snapshot_file(tmp_path, client, col, "codes.bin")
-    if where == "middle":
-        _damage(path)
-    elif where == "header":
+    name = "codes.bin"
+    if where == "header":
         with open(path, "r+b") as f:
             f.seek(20)
             f.write(b"\x01")
-    else:
+    elif where == "truncated":
         os.truncate(path, os.path.getsize(path) - 3)
+    elif where == "error bounds":
+        _damage(path, offset_from_end=10)
+    elif where == "crc":
+        name = "codes.crc"
+        _damage(path.with_name(name), offset_from_end=2)
+    else:
+        name = "codes.crc"
+        os.remove(path.with_name(name))
     client = vectordb.PersistentClient(str(tmp_path / "db"))
-    with pytest.raises(CorruptionError, match="codes.bin"):
+    with pytest.raises(CorruptionError, match=name):
         client.get_collection("quant").count()
+    client.close()
+
+
+def _sorted_blobs(n, d, centres, seed):
+    """Well separated blobs, each one's rows contiguous: a code page holds one blob's rows."""
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centres, d)) * 20
+    which = np.sort(rng.integers(0, centres, n))
+    return (c[which] + rng.standard_normal((n, d))).astype(np.float32), which
+
+
+@pytest.mark.parametrize("use_ivf", [False, True])
+def test_damaged_code_page_is_found_on_first_use_naming_codes_bin(tmp_path, use_ivf):
+    """Open checks no code page: a damaged one is an error naming codes.bin when a search first scans
+    it (a flat search scans them all; an IVF search only its probed lists' rows, so a query elsewhere
+    is answered), and `verify` (what `vectordb check` runs) finds it without a query."""
+    d, n = 16, 20000  # 320 KB of codes: 79 pages of 4 KiB (256 rows each)
+    x, blob = _sorted_blobs(n, d, 8, 3)
+    kw = {"use_ivf": True, "n_clusters": 8} if use_ivf else {}
+    client, col = _public(tmp_path, "db", quantization="sq8", **kw)
+    col.add(ids=[str(i) for i in range(n)], embeddings=x)
+    col.checkpoint()
+    path = _closed_snapshot_file(tmp_path, client, col, "codes.bin")
+    with open(path.with_name("codes.crc"), "rb") as f:
+        assert struct.unpack_from("<I", f.read(16), 12)[0] == 4096
+    victim = int(np.flatnonzero(blob == blob[-1])[len(np.flatnonzero(blob == blob[-1])) // 2])  # mid last blob
+    with open(path, "r+b") as f:
+        f.seek(48 + 8 * d + victim * d + 5)
+        b = f.read(1)[0]
+        f.seek(48 + 8 * d + victim * d + 5)
+        f.write(bytes([b ^ 0x08]))
+    client = vectordb.PersistentClient(str(tmp_path / "db"))
+    col = client.get_collection("quant")
+    assert col.count() == n  # open checks no code page
+    q = {"n_probe": 1} if use_ivf else {}
+    if use_ivf:  # a query in the first blob probes its list only: the damaged page is never scanned
+        got = col.query(query_embeddings=x[:1], n_results=3, include=["distances"], **q)
+        assert got["ids"][0][0] == "0"
+    with pytest.raises(CorruptionError, match="codes.bin"):
+        col.query(query_embeddings=x[victim:victim + 1], n_results=3, **q)
+    with pytest.raises(CorruptionError, match="codes.bin"):  # found again, not remembered as checked
+        col.query(query_embeddings=x[victim:victim + 1], n_results=3, **q)
+    with pytest.raises(CorruptionError, match="codes.bin"):  # a write never changes unchecked codes
+        col.update(ids=["1"], embeddings=x[2:3])
+    client.close()
+    cdir = path.parent.parent
+    engine = _core.Collection(str(cdir), "cosine", d, False, use_ivf, 8 if use_ivf else 0, 0, "sq8")
+    with pytest.raises(CorruptionError, match="codes.bin"):
+        engine.verify()
+    engine.close()
+
+
+def _codes_as_version_1(path):
+    """Rewrites codes.bin as version 1 (one checksum over its whole payload, no codes.crc)."""
+    from test_fuzz_files import crc32c  # noqa: PLC0415
+
+    b = bytearray(path.read_bytes())
+    assert struct.unpack_from("<I", b, 8)[0] == 2
+    struct.pack_into("<II", b, 8, 1, struct.unpack_from("<I", b, 12)[0])
+    struct.pack_into("<I", b, 40, crc32c(bytes(b[48:])))
+    struct.pack_into("<I", b, 44, crc32c(bytes(b[:44])))
+    path.write_bytes(bytes(b))
+    os.remove(path.with_name("codes.crc"))
+
+
+@pytest.mark.parametrize("damaged", [False, True])
+def test_code_file_of_version_1_is_checked_whole_and_upgraded_at_checkpoint(tmp_path, damaged):
+    client, col = _public(tmp_path, "db", quantization="sq8")
+    x = np.random.default_rng(6).standard_normal((3000, 12)).astype(np.float32)
+    col.add(ids=[str(i) for i in range(len(x))], embeddings=x)
+    col.checkpoint()
+    want = col.query(query_embeddings=x[:4], n_results=5, include=["distances"])
+    path = _closed_snapshot_file(tmp_path, client, col, "codes.bin")
+    _codes_as_version_1(path)
+    if damaged:
+        _damage(path)
+    client = vectordb.PersistentClient(str(tmp_path / "db"))
+    if damaged:  # no page checksums: the whole file is checked at open
+        with pytest.raises(CorruptionError, match="codes.bin"):
+            client.get_collection("quant").count()
+        client.close()
+        return
+    col = client.get_collection("quant")
+    assert col.query(query_embeddings=x[:4], n_results=5, include=["distances"]) == want
+    col.add(ids=["new"], embeddings=-x[:1])
+    col.checkpoint()
+    path = _closed_snapshot_file(tmp_path, client, col, "codes.bin")
+    assert struct.unpack_from("<I", path.read_bytes(), 8)[0] == 2 and path.with_name("codes.crc").exists()
+    client = vectordb.PersistentClient(str(tmp_path / "db"))
+    col = client.get_collection("quant")
+    assert col.count() == len(x) + 1
+    assert col.query(query_embeddings=x[:4], n_results=5, include=["distances"]) == want
     client.close()
 
 
@@ -535,7 +635,7 @@ def test_ivf_pq4_codes_are_written_with_the_index_and_read_back(tmp_path, damage
 
 @pytest.mark.parametrize("use_ivf", [False, True])
 def test_mapped_codes_take_writes_and_never_change_the_file(tmp_path, use_ivf):
-    """Open maps codes.bin (checked whole, copy-on-write): in-place updates, deletes, appends that grow
+    """Open maps codes.bin (pages checked on first use, copy-on-write): in-place updates, deletes, appends that grow
     the table and the compaction of a checkpoint work on the mapped codes, answers stay exactly the
     float32 ones, and the file itself never changes (only a checkpoint writes a new one)."""
     rng = np.random.default_rng(8)
