@@ -340,7 +340,7 @@ int vdb_codes_read(const char *path, vdb_metric m, size_t d, size_t n_rows, vdb_
         if (vdb_crc32c(crc, errs, n_rows * 4) != vdb_get_u32(h + 40))
             CORRUPT("file '%s' is corrupt (checksum mismatch)", path);
         codes_get_f32s(t->err, errs, n_rows);
-        /* Checked and unchanged: searches page in what they scan, open keeps none of it resident. */
+        /* Open keeps none of what it read resident: searches page in (and verify) what they scan. */
         madvise(map, len, MADV_DONTNEED);
     }
     for (size_t r = 0; r < n_rows; r++) {
