@@ -3,6 +3,7 @@
 SIMD kernels are selected at run time (csrc/vdb_cpu.c), so the build uses no -march flag and runs
 on any x86-64 or arm64 CPU. No fast-math flags either: they would change float behaviour in the whole process.
 """
+import glob
 import os
 
 import numpy
@@ -51,6 +52,8 @@ setup(
         Extension(
             "vectordb._core",
             sources=[os.path.join("csrc", f) for f in [BINDING] + ENGINE_SOURCES],
+            # A header change rebuilds the extension (build_ext compares sources and depends only).
+            depends=sorted(glob.glob(os.path.join("csrc", "*.h"))),
             include_dirs=["csrc", numpy.get_include()],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"), ("_GNU_SOURCE", "1")],
             extra_compile_args=extra_compile_args,
