@@ -4,6 +4,7 @@
     python -m benchmarks                               # full run, < 30 minutes on 2 cores
     python -m benchmarks --datasets blobs:50k:384 --systems vectordb,faiss-flat --threads 1
     python -m benchmarks --data-dir DIR --datasets minilm --quick --threads 1   # real embeddings
+    python -m benchmarks ... --interleave 10   # systems timed in alternating rounds, same load
 
 External embedding sets (minilm: DIR/minilm/) come from --data-dir DIR or $VECTORDB_BENCH_DATA;
 a full run without --datasets includes them when present, and a set asked for but absent is
@@ -118,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "--quick: benchmarks/results/quick, scratch that is not committed)")
     p.add_argument("--in-process", action="store_true",
                    help="run every system in this process instead of one fresh process each")
+    p.add_argument("--interleave", type=int, default=0, metavar="ROUNDS",
+                   help="build all systems of a thread count in one process, then time their "
+                   "single queries and batch passes in ROUNDS alternating rounds (each round: "
+                   "every system and sweep point runs a slice of the single queries, then one "
+                   "batch pass; order rotated), so load drift on a shared machine hits all alike")
     return p
 
 
@@ -175,7 +181,7 @@ def run(args: argparse.Namespace) -> list[Path]:
                              budget=budget, options=options)
                  for t in threads for name in names]
         rows = runner.run_tasks(tasks, in_process=args.in_process,
-                                log=lambda s: print(s, flush=True))
+                                log=lambda s: print(s, flush=True), interleave=args.interleave)
         stem = f"{date}-{ds.name}"
         png = out_dir / f"{stem}.png"
         title = (f"{ds.name} ({ds.base.shape[0]:,} x {ds.base.shape[1]}, {ds.metric}), k=10 -- "
@@ -184,19 +190,21 @@ def run(args: argparse.Namespace) -> list[Path]:
         ds_info = {"name": ds.name, "description": ds.description, "n": ds.base.shape[0],
                    "d": ds.base.shape[1], "nq": ds.queries.shape[0], "metric": ds.metric,
                    "date": date}
+        cpu = f"{m['cpu']['model']}, {m['cpu']['cores']} cores"
         md = report.dataset_markdown(ds_info, rows, machine_md, command, threads,
-                                     png.name if plot_error is None else None, plot_error)
+                                     png.name if plot_error is None else None, plot_error, cpu)
         md_path = out_dir / f"{stem}.md"
         md_path.write_text(md)
         report.write_json(out_dir / f"{stem}.json",
                           {"dataset": ds_info, "machine": m, "command": command, "rows": rows,
-                           "budget": budget.__dict__, "options": options})
+                           "budget": budget.__dict__, "options": options,
+                           "interleave": args.interleave})
         written.append(md_path)
         print()
         print(f"### {ds.name}: summary")
         print(report.summary_table(rows))
         for t in threads:
-            print(f"\n### {ds.name}: {t} thread{'s' if t > 1 else ''}")
+            print(f"\n### {ds.name}: {report.heading(rows, t, cpu)}")
             print(report.table(rows, t))
         print(f"\nwrote {md_path}" + (f" and {png.name}" if plot_error is None else
                                        f" (no plot: {plot_error})"), flush=True)

@@ -156,6 +156,23 @@ def machine_markdown(m: dict) -> str:
 
 # ---------------------------------------------------------------------------------- process
 
+class LoadRange:
+    """The lowest and highest 1-minute load average among the samples taken (None before any):
+    how busy the shared machine was while something was measured."""
+
+    def __init__(self) -> None:
+        self.low: float | None = None
+        self.high: float | None = None
+
+    def sample(self) -> None:
+        try:
+            x = os.getloadavg()[0]
+        except OSError:
+            return
+        self.low = x if self.low is None else min(self.low, x)
+        self.high = x if self.high is None else max(self.high, x)
+
+
 def rss_bytes() -> int:
     """Resident set size of this process (VmRSS), 0 where /proc is unavailable."""
     return _status_field("VmRSS")

@@ -28,6 +28,7 @@ COLUMNS = (
     ("add_per_s", "adds/s", ",.0f"),
     ("add1k_ms", "+1k add ms", ".1f"),
     ("p50_us", "p50 us", ".0f"),
+    ("p95_us", "p95 us", ".0f"),
     ("p99_us", "p99 us", ".0f"),
     ("batch_qps", "batch QPS", ",.0f"),
     ("recall", "recall@10", ".4f"),
@@ -41,8 +42,11 @@ LEGEND = """\
   `PersistentClient`; vectordb-ivf adds inside `with col.batch():`, and *train s* is the batch exit:
   k-means plus filling the lists). adds/s = base size / the add part of the build.
 - +1k add ms: median of 3 further adds of 1,000 vectors into the built (trained) index.
-- p50/p99 us: single queries one at a time through each system's Python API (k=10, distances
-  returned). batch QPS: all held-out queries in one call, best of 2 passes.
+- p50/p95/p99 us: single queries one at a time through each system's Python API (k=10, distances
+  returned). batch QPS: all held-out queries in one call, best of 2 passes. Interleaved runs
+  (`--interleave ROUNDS`): all systems of a thread count built in one process, then timed in
+  alternating rounds (each point a slice of the single queries, then one batch pass; order rotated
+  each round); percentiles over the pooled single-query times, batch QPS from the median pass.
 - faiss-ivf-sq8 / -pqfs / -rabitq: IVF over 8-bit scalar, 4-bit fast-scan PQ or RaBitQ codes,
   then exact re-ranking of k x k_factor candidates (IndexRefineFlat). vectordb-ivf's
   `n_probe=default(N)` row is what a user who sets no n_probe gets.
@@ -73,6 +77,20 @@ def _sort_key(row: dict) -> tuple:
     name = row.get("system", "")
     order = SYSTEM_ORDER.index(name) if name in SYSTEM_ORDER else len(SYSTEM_ORDER)
     return (order, name)
+
+
+def heading(rows: list[dict], threads: int, cpu: str) -> str:
+    """A thread count's table heading: threads, CPU and the load average range while it ran."""
+    sel = [r for r in rows if r.get("threads") == threads]
+    lows = [r["load_min"] for r in sel if r.get("load_min") is not None]
+    highs = [r["load_max"] for r in sel if r.get("load_max") is not None]
+    rounds = max((r.get("interleave_rounds") or 0 for r in sel), default=0)
+    text = f"{threads} thread{'s' if threads > 1 else ''} -- {cpu}"
+    if lows and highs:
+        text += f", load average {min(lows):.2f}-{max(highs):.2f}"
+    if rounds:
+        text += f", systems interleaved in {rounds} rounds"
+    return text
 
 
 def table(rows: list[dict], threads: int) -> str:
@@ -189,7 +207,8 @@ def plot(rows: list[dict], path: Path, title: str) -> str | None:
 
 
 def dataset_markdown(ds_info: dict, rows: list[dict], machine_md: str, command: str,
-                     threads: list[int], plot_name: str | None, plot_error: str | None) -> str:
+                     threads: list[int], plot_name: str | None, plot_error: str | None,
+                     cpu: str = "") -> str:
     parts = [f"# vectordb benchmark: {ds_info['name']}", "",
              f"{ds_info['date']} -- `{command}`", "",
              "## Data", "",
@@ -213,7 +232,7 @@ def dataset_markdown(ds_info: dict, rows: list[dict], machine_md: str, command: 
     parts += ["## Summary (best batch QPS / lowest p50 reaching each recall@10)", "",
               summary_table(rows), ""]
     for t in threads:
-        parts += [f"## {t} thread{'s' if t > 1 else ''}", "", table(rows, t), ""]
+        parts += [f"## {heading(rows, t, cpu)}", "", table(rows, t), ""]
     if plot_name:
         parts += [f"![recall@10 vs QPS]({plot_name})", ""]
     elif plot_error:

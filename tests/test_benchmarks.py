@@ -318,3 +318,50 @@ def test_every_system_has_its_own_colour_and_marker():
     assert set(names) <= set(report.COLORS) and set(names) <= set(report.MARKERS)
     assert len({report.COLORS[n] for n in names}) == len(names)
     assert len({report.MARKERS[n] for n in names}) == len(names)
+
+
+def test_interleaved_mode_measures_every_point_with_the_sequential_recall(tmp_path, monkeypatch):
+    """--interleave: every system and sweep point gets a row with pooled timings from every round,
+    and the recall (batch and single) is the one the one-after-another mode measures."""
+    monkeypatch.setenv("VECTORDB_BENCH_CACHE", str(tmp_path / "cache"))
+    ds = datasets.load(datasets.DatasetSpec("blobs", n=3000, d=16, nq=30, n_extra=50), verbose=False)
+    names = ["vectordb", "vectordb-ivf-pq4", "numpy", "faiss-ivf-pqfs", "hnswlib", "chromadb"]
+    names = [n for n in names if n.startswith("vectordb") or importlib.util.find_spec(MODULE_OF[n])]
+    budget = runner.Budget(n_single=20, single_seconds=5, batch_repeats=1, add_repeats=1)
+    options = {"n_clusters": 12, "n_probe_sweep": [1, 3, 12], "ef_sweep": [10, 40]}
+    tasks = [runner.Task(str(ds.directory), n, 1, budget, options) for n in names]
+    said: list[str] = []
+    seq = runner.run_tasks(tasks, in_process=True, log=lambda s: None)
+    mixed = runner.run_tasks(tasks, in_process=True, log=said.append, interleave=4)
+    key = lambda r: (r["system"], r["params"])  # noqa: E731
+    assert [key(r) for r in mixed] == [key(r) for r in seq]
+    assert len({r["system"] for r in mixed}) == len(names) and len(mixed) > len(names)
+    assert sum("round 4/4" in s for s in said) == 1
+    for a, b in zip(seq, mixed):
+        assert b["status"] == "ok" == a["status"], b
+        assert (b["recall"], b["recall_single"]) == (a["recall"], a["recall_single"]), key(b)
+        assert b["interleave_rounds"] == 4 and len(b["p50_rounds_us"]) == 4
+        assert len(b["batch_qps_rounds"]) == 4 and b["nq_batch"] == 30 and b["n_single"] == 20
+        assert 0 < b["p50_us"] <= b["p95_us"] <= b["p99_us"] and b["batch_qps"] > 0
+        assert b["build_s"] >= 0 and b["add1k_ms"] is not None
+        assert b["load_min"] <= b["load_max"]
+
+
+def test_interleaved_run_prints_tables_with_cpu_and_load(tmp_path):
+    out = tmp_path / "results"
+    env = dict(os.environ, VECTORDB_BENCH_CACHE=str(tmp_path / "cache"), MPLBACKEND="Agg")
+    cmd = [sys.executable, "-m", "benchmarks", "--datasets", "sphere:1000:12", "--nq", "20",
+           "--n-single", "12", "--threads", "1,2", "--n-clusters", "8", "--n-probe", "2,8",
+           "--systems", "vectordb-ivf,numpy", "--interleave", "3", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = next(out.glob("*-sphere-1k-12.md")).read_text()
+    for threads in ("1 thread", "2 threads"):
+        (head,) = [line for line in text.splitlines() if line.startswith(f"## {threads} -- ")]
+        assert "cores, load average " in head and head.endswith("systems interleaved in 3 rounds")
+        assert any(line.startswith(f"### sphere-1k-12: {threads} -- ") for line in proc.stdout.splitlines())
+    rows = json.loads(next(out.glob("*-sphere-1k-12.json")).read_text())["rows"]
+    assert sorted((r["threads"], r["system"], r["params"]) for r in rows) == sorted(
+        (t, s, p) for t in (1, 2) for s, p in [("numpy", ""), ("vectordb-ivf", "n_probe=default(8)"),
+                                               ("vectordb-ivf", "n_probe=2"), ("vectordb-ivf", "n_probe=8")])
+    assert all(r["status"] == "ok" and r["recall"] == 1.0 for r in rows if r["params"] != "n_probe=2")
