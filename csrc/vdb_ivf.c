@@ -37,11 +37,11 @@ static int ivf_list_reserve(const vdb_ivf *ivf, ivf_list *L, size_t need)
 
 /* Before a list changes: a mapped list's vectors move to memory (verified first: damage is never
  * copied). Its contents stay the same, so callers may do this before they validate the rest. */
-static int ivf_list_own(const vdb_ivf *ivf, ivf_list *L)
+static int ivf_list_own(vdb_ivf *ivf, ivf_list *L)
 {
-    if (!L->mapped) return VDB_OK;
-    int rc = ivf_verify_vecs(ivf, L, 0, L->n);
-    if (rc) return rc;
+    int rc = vdb_ivf_pq_own(ivf, L);
+    if (rc || !L->mapped) return rc;
+    if ((rc = ivf_verify_vecs(ivf, L, 0, L->n))) return rc;
     float *v = malloc((L->n ? L->n : 1) * ivf->d * sizeof(float)); /* n * d fit: they are mapped */
     if (!v) return vdb_set_error(VDB_ENOMEM, "out of memory copying an IVF list of %zu vectors", L->n);
     memcpy(v, L->vecs, L->n * ivf->d * sizeof(float));
@@ -50,8 +50,17 @@ static int ivf_list_own(const vdb_ivf *ivf, ivf_list *L)
     return VDB_OK;
 }
 
-int vdb_ivf_verify(const vdb_ivf *ivf) { return vdb_vecmap_verify_all(ivf->vmap); }
-int vdb_ivf_error(const vdb_ivf *ivf) { return vdb_vecmap_error(ivf->vmap); }
+int vdb_ivf_verify(const vdb_ivf *ivf)
+{
+    int rc = vdb_vecmap_verify_all(ivf->vmap);
+    return rc ? rc : vdb_vecmap_verify_all(ivf->pq_chk);
+}
+
+int vdb_ivf_error(const vdb_ivf *ivf)
+{
+    int rc = vdb_vecmap_error(ivf->vmap);
+    return rc ? rc : vdb_vecmap_error(ivf->pq_chk);
+}
 
 int vdb_ivf_verify_row(const vdb_ivf *ivf, int64_t row)
 {
@@ -173,11 +182,10 @@ void vdb_ivf_free(vdb_ivf *ivf)
         for (size_t l = 0; l < ivf->n_lists; l++) {
             if (!ivf->lists[l].mapped) free(ivf->lists[l].vecs);
             free(ivf->lists[l].rows);
-            free(ivf->lists[l].codes);
-            free(ivf->lists[l].qerr);
-            free(ivf->lists[l].qaux);
+            vdb_ivf_pq_free_list(&ivf->lists[l]);
         }
     }
+    vdb_ivf_pq_unmap(ivf);
     free(ivf->lists);
     vdb_pq4_free(ivf->pq);
     free(ivf->pq_tmp);
@@ -440,9 +448,7 @@ int vdb_ivf_retrain(vdb_ivf *ivf, size_t n_lists, uint64_t seed)
         }
         if (!O->mapped) free(O->vecs);
         free(O->rows);
-        free(O->codes);
-        free(O->qerr);
-        free(O->qaux);
+        vdb_ivf_pq_free_list(O);
         memset(O, 0, sizeof *O);
     }
     /* Keep the new lists plus any old list not moved yet (only after a failed allocation). */
@@ -596,7 +602,7 @@ void vdb_ivf_stats_get(const vdb_ivf *ivf, vdb_ivf_stats *out)
         if (L->n > out->list_max) out->list_max = L->n;
         out->n_empty_lists += L->n == 0;
         bytes += L->cap * ((L->mapped ? 0 : ivf->d * sizeof(float)) + sizeof(int64_t));
-        if (ivf->pq) /* codes, error and term per vector */
+        if (ivf->pq && !L->codes_mapped) /* codes, error and term per vector */
             bytes += (L->cap + VDB_PQ4_BLOCK - 1) / VDB_PQ4_BLOCK * vdb_pq4_block_bytes(ivf->pq) + 8 * L->cap;
     }
     out->list_mean = (double)ivf->n_vectors / (double)ivf->n_lists;

@@ -137,16 +137,23 @@ int vdb_ivf_renumber(vdb_ivf *ivf, const int64_t *old_to_new, size_t n_old);
  * The caller syncs the directory. read maps ivfvec.bin (see vdb_store.h: chunks verified on first
  * use) instead of reading the vectors: a list's vectors move to memory when the list first changes.
  * remap, after a write to path (the index unchanged since), maps what was written, dropping the
- * copies in memory. With pq4 codes, write also writes ivfpq4.bin (version 2, little-endian):
+ * copies in memory. With pq4 codes, write also writes ivfpq4.bin (version 3, little-endian):
  *   0 magic "VDBIVPQ1"  8 u32 version  12 u32 block bytes  16 u64 d  24 u64 m  32 u64 n_lists
- *   40 u64 n_vectors  48 u64 seed  56 f32 eps_hi  60 f32 eps_lo  64 u64 payload length
- *   72 payload: f32 eps_rand, n_lists f32: the eps_hi of a search probing 1..n_lists lists, the
- *   sub-quantizers' centroids (16 d f32, vdb_pq4.h), then per list: u64 n, f32 qerr_max,
- *   u32 0, the packed code blocks (ceil(n / 32) x block bytes), n f32 qerr, n f32 qaux
- *   end: u32 CRC-32C of every byte before it.
- * read loads it when present (every size checked against the lists of ivf.bin first); without it
- * the index has no codes. Version 1 (one f32 eps at 56, no eps_rand nor table) still reads: eps
- * is then every bound.
+ *   40 u64 n_vectors  48 u64 seed  56 f32 eps_hi  60 f32 eps_lo  64 u64 payload length (the
+ *   file's length - 72)  72 payload: f32 eps_rand, n_lists f32: the eps_hi of a search probing
+ *   1..n_lists lists, the sub-quantizers' centroids (16 d f32, vdb_pq4.h), the list table (per
+ *   list: u64 n, f32 qerr_max, u32 0), zeros to a multiple of 64 bytes; then per list a segment:
+ *   the packed code blocks (ceil(n / 32) x block bytes), n f32 qerr, n f32 qaux, zeros to a
+ *   multiple of 64 bytes. Beside it ivfpq4.crc: a CRC-32C per 4096 bytes of the whole file
+ *   (vdb_store.h's vectors.crc format).
+ * read maps it (every size checked against the lists of ivf.bin first, the pages up to the first
+ * segment and all of ivfpq4.crc checked at once); the lists' codes point into the mapping, each
+ * list's pages checked when a search first scans it (or a write first copies it into memory:
+ * a list's codes move to memory, like its vectors, when the list first changes); without the file
+ * the index has no codes. Versions 1 and 2 still read (checked whole and copied into the lists;
+ * the next write writes version 3): version 2 had no list table, each list's n, qerr_max and u32 0
+ * inline before its codes, no padding, a u32 CRC-32C of every byte before it at the end and no
+ * ivfpq4.crc; version 1 also lacked eps_rand and the table (one f32 eps at 56: every bound).
  * Row numbers in a file must be below 2 * n_vectors + 1024 (write refuses others with
  * VDB_EINVAL: renumber first), so that a damaged row number cannot make read size its row map
  * beyond ~16 bytes per vector. read loads an index written by write; any damage (bad magic,

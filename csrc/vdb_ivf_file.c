@@ -218,15 +218,30 @@ static void ivf_pq_path(const char *path, char *out, size_t cap)
 }
 
 #define PQF_MAGIC "VDBIVPQ1"
-#define PQF_VERSION 2u /* 1: one eps, no table by n_probe (still read) */
+#define PQF_VERSION 3u /* 2: lists inline, one CRC over the file, copied at open; 1: also one eps (both still read) */
 #define PQF_HEADER_LEN 72
+#define PQF_ALIGN 64 /* version 3: each list's segment starts at a multiple of it */
 
 static size_t pqf_list_code_bytes(size_t n, size_t block_bytes)
 {
     return (n + VDB_PQ4_BLOCK - 1) / VDB_PQ4_BLOCK * block_bytes;
 }
 
-/* The codes as they are (see vdb_ivf.h, ivfpq4.bin): reopening needs no training or encoding. */
+static uint64_t pqf_align(uint64_t x) { return (x + PQF_ALIGN - 1) / PQF_ALIGN * PQF_ALIGN; }
+
+/* Version 3: where the lists' segments start (after the header, eps_rand, the eps table, the
+ * sub-quantizers' centroids and the list table), and each segment's length. */
+static uint64_t pqf_lists_start(uint64_t n_lists, uint64_t d)
+{
+    return pqf_align(PQF_HEADER_LEN + 4 + 4 * n_lists + 64 * d + 16 * n_lists);
+}
+
+static uint64_t pqf_segment(size_t n, size_t bb) { return pqf_align(pqf_list_code_bytes(n, bb) + 8 * (uint64_t)n); }
+
+static const uint8_t pqf_zeros[PQF_ALIGN];
+
+/* The codes as they are (see vdb_ivf.h, ivfpq4.bin): reopening needs no training or encoding, and
+ * maps them (ivfpq4.crc, written here from the synced file, checks their pages on first use). */
 static int ivf_write_pq4(const vdb_ivf *ivf, const char *path, uint64_t *bytes)
 {
     char ppath[4200];
@@ -237,15 +252,15 @@ static int ivf_write_pq4(const vdb_ivf *ivf, const char *path, uint64_t *bytes)
     ivf_writer *w = malloc(sizeof *w);
     if (!w) return vdb_set_error(VDB_ENOMEM, "out of memory writing '%s'", ppath);
     *w = (ivf_writer){.fd = -1, .path = ppath};
-    w->fd = open(ppath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    w->fd = open(ppath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644); /* read back for its page checksums */
     if (w->fd < 0) {
         rc = vdb_set_io_error(errno, "cannot create '%s': %s", ppath, strerror(errno));
         goto cleanup;
     }
-    uint64_t payload = 4 + 4 * (uint64_t)ivf->n_lists + 16 * (uint64_t)ivf->d * 4;
-    for (size_t l = 0; l < ivf->n_lists; l++)
-        payload += 16 + pqf_list_code_bytes(ivf->lists[l].n, bb) + 8 * (uint64_t)ivf->lists[l].n;
-    uint8_t h[PQF_HEADER_LEN] = {0}, t[8];
+    const uint64_t start = pqf_lists_start(ivf->n_lists, ivf->d);
+    uint64_t len = start;
+    for (size_t l = 0; l < ivf->n_lists; l++) len += pqf_segment(ivf->lists[l].n, bb);
+    uint8_t h[PQF_HEADER_LEN] = {0}, t[16];
     memcpy(h, PQF_MAGIC, 8);
     vdb_put_u32(h + 8, PQF_VERSION);
     vdb_put_u32(h + 12, (uint32_t)bb);
@@ -259,26 +274,40 @@ static int ivf_write_pq4(const vdb_ivf *ivf, const char *path, uint64_t *bytes)
     vdb_put_u32(h + 56, eu);
     memcpy(&eu, &pq->eps_lo, 4);
     vdb_put_u32(h + 60, eu);
-    vdb_put_u64(h + 64, payload);
+    vdb_put_u64(h + 64, len - PQF_HEADER_LEN);
     if ((rc = ivf_put(w, h, sizeof h)) || (rc = ivf_put_f32s(w, &pq->eps_rand, 1))) goto cleanup;
     for (size_t l = 0; l < ivf->n_lists; l++)
         if ((rc = ivf_put_f32s(w, ivf->pq_eps ? ivf->pq_eps + l : &pq->eps_hi, 1))) goto cleanup;
     if ((rc = ivf_put_f32s(w, pq->cent, 16 * ivf->d))) goto cleanup;
     for (size_t l = 0; l < ivf->n_lists; l++) {
-        const ivf_list *L = &ivf->lists[l];
         uint32_t qm;
-        memcpy(&qm, &L->qerr_max, 4);
-        vdb_put_u64(t, L->n);
-        if ((rc = ivf_put(w, t, 8))) goto cleanup;
-        vdb_put_u32(t, qm);
-        vdb_put_u32(t + 4, 0);
-        if ((rc = ivf_put(w, t, 8)) || (rc = ivf_put(w, L->codes, pqf_list_code_bytes(L->n, bb))) ||
-            (rc = ivf_put_f32s(w, L->qerr, L->n)) || (rc = ivf_put_f32s(w, L->qaux, L->n)))
+        memcpy(&qm, &ivf->lists[l].qerr_max, 4);
+        vdb_put_u64(t, ivf->lists[l].n);
+        vdb_put_u32(t + 8, qm);
+        vdb_put_u32(t + 12, 0);
+        if ((rc = ivf_put(w, t, 16))) goto cleanup;
+    }
+    uint64_t at = PQF_HEADER_LEN + 4 + 4 * (uint64_t)ivf->n_lists + 64 * (uint64_t)ivf->d + 16 * (uint64_t)ivf->n_lists;
+    if ((rc = ivf_put(w, pqf_zeros, (size_t)(start - at)))) goto cleanup;
+    for (size_t l = 0; l < ivf->n_lists; l++) {
+        const ivf_list *L = &ivf->lists[l];
+        const uint64_t used = pqf_list_code_bytes(L->n, bb) + 8 * (uint64_t)L->n;
+        if ((rc = ivf_put(w, L->codes, pqf_list_code_bytes(L->n, bb))) || (rc = ivf_put_f32s(w, L->qerr, L->n)) ||
+            (rc = ivf_put_f32s(w, L->qaux, L->n)) || (rc = ivf_put(w, pqf_zeros, (size_t)(pqf_segment(L->n, bb) - used))))
             goto cleanup;
     }
-    if ((rc = ivf_flush(w))) goto cleanup;
-    vdb_put_u32(t, w->crc);
-    if ((rc = ivf_write_all(w, t, 4)) || (rc = vdb_fdatasync(w->fd, ppath))) goto cleanup;
+    if ((rc = ivf_flush(w)) || (rc = vdb_fdatasync(w->fd, ppath))) goto cleanup;
+    /* The page checksums, from the file as written (in the page cache: no second encoding pass). */
+    void *m = mmap(NULL, (size_t)len, PROT_READ, MAP_PRIVATE, w->fd, 0);
+    if (m == MAP_FAILED) {
+        rc = vdb_set_io_error(errno, "cannot map '%s': %s", ppath, strerror(errno));
+        goto cleanup;
+    }
+    const void *chunks[1] = {m};
+    uint64_t cbytes[1] = {len};
+    rc = vdb_crc_table_write(ppath, chunks, cbytes, 1, VDB_VECTORS_SMALL_CHUNK);
+    munmap(m, (size_t)len);
+    if (rc) goto cleanup;
     *bytes = w->written;
 cleanup:
     if (w->fd >= 0) {
@@ -296,25 +325,13 @@ cleanup:
         goto cleanup;                                    \
     } while (0)
 
-/* Loads ivfpq4.bin beside path into ivf (its lists read already). VDB_ENOTFOUND: there is none (an
- * index without codes, or written before the file existed). Damage is VDB_ECORRUPT naming it. */
-static int ivf_read_pq4(vdb_ivf *ivf, const char *path)
+/* Reads the header fields and the table of eps by n_probe into a new pq (ivf->pq_eps), checking
+ * them against ivf; p: the bytes after the header. */
+static int pqf_read_params(vdb_ivf *ivf, const char *ppath, const uint8_t *buf, uint64_t len, uint32_t version,
+                           vdb_pq4 **out, const uint8_t **after)
 {
-    char ppath[4200];
-    uint8_t *buf = NULL;
-    size_t len = 0;
+    int rc = VDB_OK;
     vdb_pq4 *pq = NULL;
-    int rc;
-    ivf_pq_path(path, ppath, sizeof ppath);
-    if (access(ppath, F_OK) != 0 && errno == ENOENT) return VDB_ENOTFOUND;
-    /* Mapped, not read: the codes are copied once, from the page cache into their lists. */
-    if ((rc = ivf_map_file(ppath, &buf, &len))) return rc;
-    if (len < PQF_HEADER_LEN + 4 || memcmp(buf, PQF_MAGIC, 8) != 0)
-        PQF_CORRUPT("file '%s' is not a pq4 code file (bad magic or truncated)", ppath);
-    if (vdb_get_u32(buf + len - 4) != vdb_crc32c(0, buf, len - 4)) PQF_CORRUPT("file '%s' failed its CRC-32C check", ppath);
-    const uint32_t version = vdb_get_u32(buf + 8);
-    if (version != 1 && version != PQF_VERSION)
-        PQF_CORRUPT("file '%s' has format version %u; this build reads versions 1 to %u", ppath, version, PQF_VERSION);
     uint64_t d = vdb_get_u64(buf + 16), m = vdb_get_u64(buf + 24), nl = vdb_get_u64(buf + 32);
     uint64_t nv = vdb_get_u64(buf + 40), payload = vdb_get_u64(buf + 64);
     float eps, eps_lo;
@@ -323,18 +340,13 @@ static int ivf_read_pq4(vdb_ivf *ivf, const char *path)
     eu = version == 1 ? eu : vdb_get_u32(buf + 60);
     memcpy(&eps_lo, &eu, 4);
     const uint64_t table = version == 1 ? 0 : 4 + 4 * nl; /* eps_rand and eps by n_probe */
+    const uint64_t trailer = version < 3 ? 4 : 0;         /* the whole file's CRC */
     if (d != ivf->d || nl != ivf->n_lists || nv != (uint64_t)ivf->n_vectors || m == 0 || m > d ||
-        m > VDB_PQ4_MAX_M || payload != len - PQF_HEADER_LEN - 4 || !(eps >= 0) || !isfinite(eps) ||
+        m > VDB_PQ4_MAX_M || payload != len - PQF_HEADER_LEN - trailer || !(eps >= 0) || !isfinite(eps) ||
         !(eps_lo >= 0) || !isfinite(eps_lo))
         PQF_CORRUPT("file '%s' does not match its IVF index (dimension, lists, vectors or length)", ppath);
     if ((rc = vdb_pq4_create((size_t)d, (size_t)m, &pq))) goto cleanup;
-    const size_t bb = vdb_pq4_block_bytes(pq);
-    if (vdb_get_u32(buf + 12) != bb) PQF_CORRUPT("file '%s' has an invalid block size", ppath);
-    /* Sizes first, from the lists already read: nothing is allocated by a number of this file. */
-    uint64_t want = table + 16 * d * 4;
-    for (size_t l = 0; l < ivf->n_lists; l++)
-        want += 16 + pqf_list_code_bytes(ivf->lists[l].n, bb) + 8 * (uint64_t)ivf->lists[l].n;
-    if (want != payload) PQF_CORRUPT("file '%s' does not match the list sizes of its IVF index", ppath);
+    if (vdb_get_u32(buf + 12) != vdb_pq4_block_bytes(pq)) PQF_CORRUPT("file '%s' has an invalid block size", ppath);
     const uint8_t *p = buf + PQF_HEADER_LEN;
     pq->eps_hi = pq->eps_rand = eps;
     pq->eps_lo = eps_lo;
@@ -354,7 +366,74 @@ static int ivf_read_pq4(vdb_ivf *ivf, const char *path)
     }
     memcpy(pq->cent, p, 16 * (size_t)d * 4);
     ivf_fix_f32s(pq->cent, 16 * (size_t)d);
-    p += 16 * d * 4;
+    *after = p + 16 * d * 4;
+    *out = pq;
+    pq = NULL;
+cleanup:
+    vdb_pq4_free(pq);
+    return rc;
+}
+
+/* Version 3, mapped: every list's codes, errors and terms point into the mapping, whose pages are
+ * checked on first use (ivfpq4.crc); the header, tables and centroids are checked now. */
+static int pqf_map_lists(vdb_ivf *ivf, const char *ppath, const uint8_t *buf, size_t len, vdb_pq4 **pq_out)
+{
+    int rc;
+    vdb_vecmap *chk = NULL;
+    vdb_pq4 *pq = NULL;
+    const uint8_t *p;
+    const uint64_t start = pqf_lists_start(ivf->n_lists, ivf->d);
+    if ((rc = vdb_vecmap_wrap(ppath, buf, len, &chk)) == VDB_ENOTFOUND)
+        PQF_CORRUPT("file '%s' has no checksum table beside it (ivfpq4.crc is missing)", ppath);
+    if (rc) goto cleanup;
+    if (len < start) PQF_CORRUPT("file '%s' does not match its IVF index (dimension, lists, vectors or length)", ppath);
+    if ((rc = vdb_vecmap_verify(chk, 0, start))) goto cleanup;
+    if ((rc = pqf_read_params(ivf, ppath, buf, len, 3, &pq, &p))) goto cleanup;
+    const size_t bb = vdb_pq4_block_bytes(pq);
+    /* Sizes first, from the lists already read: nothing is placed by a number of this file. */
+    uint64_t want = start;
+    for (size_t l = 0; l < ivf->n_lists; l++) want += pqf_segment(ivf->lists[l].n, bb);
+    if (want != len) PQF_CORRUPT("file '%s' does not match the list sizes of its IVF index", ppath);
+    uint64_t off = start;
+    for (size_t l = 0; l < ivf->n_lists; l++, p += 16) {
+        ivf_list *L = &ivf->lists[l];
+        if (vdb_get_u64(p) != L->n) PQF_CORRUPT("file '%s': list %zu does not match its IVF index", ppath, l);
+        uint32_t qm = vdb_get_u32(p + 8);
+        memcpy(&L->qerr_max, &qm, 4);
+        if (!(L->qerr_max >= 0)) PQF_CORRUPT("file '%s' has an invalid error bound", ppath);
+        if (L->n) {
+            const size_t cb = pqf_list_code_bytes(L->n, bb);
+            L->codes = (uint8_t *)buf + off;
+            L->qerr = (float *)(void *)(buf + off + cb);
+            L->qaux = L->qerr + L->n;
+            L->codes_mapped = 1;
+        }
+        off += pqf_segment(L->n, bb);
+    }
+    ivf->pq_chk = chk;
+    chk = NULL;
+    *pq_out = pq;
+    pq = NULL;
+cleanup:
+    vdb_vecmap_close(chk);
+    vdb_pq4_free(pq);
+    return rc;
+}
+
+/* Versions 1 and 2: checked whole (one CRC) and copied into the lists. */
+static int pqf_copy_lists(vdb_ivf *ivf, const char *ppath, const uint8_t *buf, size_t len, uint32_t version,
+                          vdb_pq4 **pq_out)
+{
+    int rc;
+    vdb_pq4 *pq = NULL;
+    const uint8_t *p;
+    if (vdb_get_u32(buf + len - 4) != vdb_crc32c(0, buf, len - 4)) PQF_CORRUPT("file '%s' failed its CRC-32C check", ppath);
+    if ((rc = pqf_read_params(ivf, ppath, buf, len, version, &pq, &p))) goto cleanup;
+    const size_t bb = vdb_pq4_block_bytes(pq);
+    uint64_t want = (uint64_t)(p - buf) + 4;
+    for (size_t l = 0; l < ivf->n_lists; l++)
+        want += 16 + pqf_list_code_bytes(ivf->lists[l].n, bb) + 8 * (uint64_t)ivf->lists[l].n;
+    if (want != len) PQF_CORRUPT("file '%s' does not match the list sizes of its IVF index", ppath);
     for (size_t l = 0; l < ivf->n_lists; l++) {
         ivf_list *L = &ivf->lists[l];
         if (vdb_get_u64(p) != L->n) PQF_CORRUPT("file '%s': list %zu does not match its IVF index", ppath, l);
@@ -375,16 +454,62 @@ static int ivf_read_pq4(vdb_ivf *ivf, const char *path)
         ivf_fix_f32s(L->qaux, L->n);
         p += L->n * 4;
     }
-    if (!(ivf->pq_tmp = malloc((size_t)d * sizeof(float))) || !(ivf->pq_code = malloc((size_t)m))) {
+    *pq_out = pq;
+    pq = NULL;
+cleanup:
+    vdb_pq4_free(pq);
+    return rc;
+}
+
+/* Loads ivfpq4.bin beside path into ivf (its lists read already). VDB_ENOTFOUND: there is none (an
+ * index without codes, or written before the file existed). Damage is VDB_ECORRUPT naming it. */
+static int ivf_read_pq4(vdb_ivf *ivf, const char *path)
+{
+    char ppath[4200];
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    vdb_pq4 *pq = NULL;
+    int rc;
+    ivf_pq_path(path, ppath, sizeof ppath);
+    if (access(ppath, F_OK) != 0 && errno == ENOENT) return VDB_ENOTFOUND;
+    if ((rc = ivf_map_file(ppath, &buf, &len))) return rc;
+    if (len < PQF_HEADER_LEN + 4 || memcmp(buf, PQF_MAGIC, 8) != 0)
+        PQF_CORRUPT("file '%s' is not a pq4 code file (bad magic or truncated)", ppath);
+    const uint32_t version = vdb_get_u32(buf + 8);
+    if (version < 1 || version > PQF_VERSION)
+        PQF_CORRUPT("file '%s' has format version %u; this build reads versions 1 to %u", ppath, version, PQF_VERSION);
+    if (version == 3) {
+        madvise(buf, len, MADV_NORMAL); /* lists are scanned whole: read-ahead helps */
+        rc = pqf_map_lists(ivf, ppath, buf, len, &pq);
+        if (rc == VDB_OK) {
+            ivf->pq_map = buf;
+            ivf->pq_map_len = len;
+            buf = NULL;
+            len = 0;
+        }
+    } else {
+        rc = pqf_copy_lists(ivf, ppath, buf, len, version, &pq);
+    }
+    if (rc) goto cleanup;
+    if (!(ivf->pq_tmp = malloc(ivf->d * sizeof(float))) || !(ivf->pq_code = malloc(pq->m))) {
         rc = vdb_set_error(VDB_ENOMEM, "out of memory reading '%s'", ppath);
         goto cleanup;
     }
     ivf->pq = pq;
-    ivf->pq_seed = vdb_get_u64(buf + 48);
+    ivf->pq_seed = vdb_get_u64((ivf->pq_map ? ivf->pq_map : buf) + 48);
     pq = NULL;
+#if IVF_BIG_ENDIAN
+    /* The file's floats are little-endian: this host copies the lists out and converts them. */
+    for (size_t l = 0; l < ivf->n_lists && rc == VDB_OK; l++) {
+        ivf_list *L = &ivf->lists[l];
+        if (!L->codes_mapped || (rc = vdb_ivf_pq_own(ivf, L))) continue;
+        ivf_fix_f32s(L->qerr, L->n);
+        ivf_fix_f32s(L->qaux, L->n);
+    }
+#endif
 cleanup:
     if (rc && !ivf->pq) {
-        vdb_ivf_pq_drop(ivf); /* frees what the lists got */
+        vdb_ivf_pq_drop(ivf); /* frees what the lists got, forgets what they pointed at */
     }
     vdb_pq4_free(pq);
     if (len) munmap(buf, len);

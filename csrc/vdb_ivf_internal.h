@@ -28,6 +28,8 @@ typedef struct {
      * (L2: |x|^2 - |centroid|^2; unused otherwise). */
     uint8_t *codes;
     float *qerr, *qaux;
+    int codes_mapped; /* codes, qerr and qaux point into ivf->pq_map (read-only, checked on first use,
+                       * ivf_verify_codes): ivf_list_own copies them out before the list changes */
     float qerr_max; /* >= every qerr of the list (not lowered by removes): a list-wide pruning bound */
 } ivf_list;
 
@@ -52,6 +54,9 @@ struct vdb_ivf {
     vdb_vecmap *vmap; /* the snapshot's list-ordered vectors (ivfvec.bin) that mapped lists point into */
     const char *map_data; /* its first float */
     float *pq_eps;    /* n_lists: the bound eps_hi a search probing n lists uses (vdb_ivf_pq4.c), NULL: pq->eps_hi */
+    const uint8_t *pq_map; /* the mapped ivfpq4.bin that lists' codes may point into (NULL: none) */
+    size_t pq_map_len;
+    vdb_vecmap *pq_chk;    /* its page checksums (ivfpq4.crc) */
 };
 
 /* Verifies the mapped bytes of count vectors of L from pos (a no-op for lists in memory, and for
@@ -61,6 +66,16 @@ static inline int ivf_verify_vecs(const vdb_ivf *ivf, const ivf_list *L, size_t 
     if (!L->mapped || count == 0) return 0;
     uint64_t lo = (uint64_t)((const char *)L->vecs - ivf->map_data) + (uint64_t)pos * ivf->d * sizeof(float);
     return vdb_vecmap_verify(ivf->vmap, lo, lo + (uint64_t)count * ivf->d * sizeof(float));
+}
+
+/* Verifies the mapped pages of L's codes, errors and terms (a no-op for codes in memory, and for
+ * pages verified before): VDB_ECORRUPT naming ivfpq4.bin on damage. Before every read of them. */
+static inline int ivf_verify_codes(const vdb_ivf *ivf, const ivf_list *L)
+{
+    if (!L->codes_mapped) return 0;
+    uint64_t lo = (uint64_t)(L->codes - ivf->pq_map);
+    uint64_t hi = (uint64_t)((const uint8_t *)(L->qaux + L->n) - ivf->pq_map);
+    return vdb_vecmap_verify(ivf->pq_chk, lo, hi);
 }
 
 static inline int ivf_mul(size_t a, size_t b, size_t *out)
@@ -89,5 +104,11 @@ int vdb_ivf_pq_reserve(ivf_list *L, size_t cap, size_t block_bytes);
 void vdb_ivf_pq_encode_at(vdb_ivf *ivf, size_t l, size_t pos);
 void vdb_ivf_pq_move(vdb_ivf *ivf, ivf_list *L, size_t from, size_t to);
 void vdb_ivf_pq_drop(vdb_ivf *ivf);
+/* Frees a list's codes (unless mapped) and forgets them; own copies mapped codes into memory
+ * (verified first), sized for the list's cap: 0, or -1 (error set) with the list unchanged. */
+void vdb_ivf_pq_free_list(ivf_list *L);
+int vdb_ivf_pq_own(vdb_ivf *ivf, ivf_list *L);
+/* Unmaps ivfpq4.bin (no list may point into it any more). */
+void vdb_ivf_pq_unmap(vdb_ivf *ivf);
 
 #endif

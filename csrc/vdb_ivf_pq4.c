@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "vdb_distance.h"
 #include "vdb_error.h"
@@ -94,17 +95,57 @@ void vdb_ivf_pq_move(vdb_ivf *ivf, ivf_list *L, size_t from, size_t to)
 #define IVF_PQ_MISS_SHARE 0.5 /* see ivf_pq_eps_table */
 #define IVF_PQ_TRAIN 16384 /* residuals the sub-quantizers train on (they use 16 x 256 at most) */
 
-void vdb_ivf_pq_drop(vdb_ivf *ivf)
+void vdb_ivf_pq_free_list(ivf_list *L)
 {
-    for (size_t l = 0; l < ivf->n_lists; l++) {
-        ivf_list *L = &ivf->lists[l];
+    if (!L->codes_mapped) {
         free(L->codes);
         free(L->qerr);
         free(L->qaux);
-        L->codes = NULL;
-        L->qerr = L->qaux = NULL;
-        L->qerr_max = 0;
     }
+    L->codes_mapped = 0;
+    L->codes = NULL;
+    L->qerr = L->qaux = NULL;
+}
+
+int vdb_ivf_pq_own(vdb_ivf *ivf, ivf_list *L)
+{
+    if (!L->codes_mapped) return VDB_OK;
+    int rc = ivf_verify_codes(ivf, L);
+    if (rc) return rc;
+    ivf_list copy = *L;
+    L->codes = NULL;
+    L->qerr = L->qaux = NULL;
+    const size_t bb = vdb_pq4_block_bytes(ivf->pq);
+    if (vdb_ivf_pq_reserve(L, L->cap > L->n ? L->cap : L->n, bb)) {
+        free(L->codes);
+        free(L->qerr);
+        free(L->qaux);
+        *L = copy;
+        return vdb_set_error(VDB_ENOMEM, "out of memory copying the codes of an IVF list of %zu vectors", L->n);
+    }
+    memcpy(L->codes, copy.codes, (L->n + VDB_PQ4_BLOCK - 1) / VDB_PQ4_BLOCK * bb);
+    memcpy(L->qerr, copy.qerr, L->n * sizeof(float));
+    memcpy(L->qaux, copy.qaux, L->n * sizeof(float));
+    L->codes_mapped = 0;
+    return VDB_OK;
+}
+
+void vdb_ivf_pq_unmap(vdb_ivf *ivf)
+{
+    if (ivf->pq_map) munmap((void *)ivf->pq_map, ivf->pq_map_len);
+    vdb_vecmap_close(ivf->pq_chk);
+    ivf->pq_map = NULL;
+    ivf->pq_map_len = 0;
+    ivf->pq_chk = NULL;
+}
+
+void vdb_ivf_pq_drop(vdb_ivf *ivf)
+{
+    for (size_t l = 0; l < ivf->n_lists; l++) {
+        vdb_ivf_pq_free_list(&ivf->lists[l]);
+        ivf->lists[l].qerr_max = 0;
+    }
+    vdb_ivf_pq_unmap(ivf);
     vdb_pq4_free(ivf->pq);
     free(ivf->pq_tmp);
     free(ivf->pq_code);

@@ -375,6 +375,11 @@ static int ivf_pq_search_one(const ivf_search_ctx *c, ivf_pq_scratch *ps, const 
          * whatever <q, c> is): divided by |q| below, it matters for a small query */
         B = (float)(-step / qn), C = eh, Cu = pq->eps_lo, D = (lm + 0x1p-23f * (1.0f + qn)) / qn;
     }
+    for (size_t j = 0; j < np; j++)
+        if (ivf_verify_codes(ivf, &ivf->lists[order[j]])) { /* mapped codes: checked on first use */
+            ivf_fail(c, VDB_ECORRUPT);
+            return 1;
+        }
     vdb_topk U;
     vdb_topk_init(&U, c->k, ps->ub_d, ps->ub_i);
     /* thr: the cut a lower bound must pass, min(ubk, the k-th exact distance once seeded) */
@@ -604,6 +609,7 @@ static int ivf_pq_batch_prepare(const ivf_search_ctx *c, ivf_pq_scratch *ps, ivf
             op[e - a] = sp[pairs[e].q * npr + pairs[e].j] = sums + off;
             off += (L->n + VDB_PQ4_BLOCK - 1) / VDB_PQ4_BLOCK * VDB_PQ4_BLOCK;
         }
+        if (ivf_verify_codes(ivf, L)) return 0; /* each query alone then meets (and reports) the damage */
         vdb_pq4_scan_multi(L->codes, L->n, pq->m_pad, lp, e - a, op);
     }
     return 1;
@@ -781,7 +787,7 @@ int vdb_ivf_search(const vdb_ivf *ivf, const float *queries, size_t nq, size_t k
         }
     }
     if (ctx.failed == VDB_ECORRUPT)
-        rc = vdb_vecmap_error(ivf->vmap); /* the message again, on this thread */
+        rc = vdb_ivf_error(ivf); /* the message again, on this thread */
     else if (ctx.failed)
         rc = vdb_set_error(VDB_ENOMEM, "out of memory for IVF search scratch");
 cleanup:

@@ -32,8 +32,9 @@
  *                   and gain ids.bin at their next checkpoint.
  *     ivf.bin, ivfvec.bin, ivfvec.crc  a trained IVF index (then there is no vectors.bin): its
  *                   centroids and list rows (vdb_ivf.h), and its vectors in list order in the format of
- *                   vectors.bin / vectors.crc, mapped and verified the same way; ivfpq4.bin: its
- *                   4-bit PQ codes, when it has them (mapped at open and copied into the lists).
+ *                   vectors.bin / vectors.crc, mapped and verified the same way; ivfpq4.bin and
+ *                   ivfpq4.crc: its 4-bit PQ codes, when it has them, mapped and verified the same
+ *                   way (the lists point into the mapping; vdb_ivf.h).
  *     codes.bin, codes.crc  a quantized collection's 8-bit codes (vdb_codes.h), the codes' checksums
  *                   in the format of vectors.crc (4096-byte chunks), verified the same way.
  *     Other files may be added by the index and are listed in no table: a

@@ -3,7 +3,7 @@ tests/fixtures/make_format1.py with that version) opens, answers as it did, veri
 whole at open (it has no per-chunk checksums), and gains vectors.crc at its first checkpoint. An IVF
 index written before ivfvec.bin existed (ivf.bin version 1, each list's vectors inline) is read whole
 and written in the new layout at the next checkpoint; pq4 codes written with one error bound
-(ivfpq4.bin version 1) open and are written as version 2 at the next checkpoint."""
+(ivfpq4.bin versions 1 and 2) open and are written as version 3 at the next checkpoint."""
 from __future__ import annotations
 
 import glob
@@ -147,10 +147,41 @@ def test_ivf_index_with_inline_vectors_opens_and_is_upgraded_at_checkpoint(tmp_p
     client.close()
 
 
+def _pq4_v2(gen: str) -> None:
+    """Rewrites gen's ivfpq4.bin (version 3: lists in 64-byte aligned segments after a list table,
+    ivfpq4.crc beside it) as version 2 (each list's n and bound inline before its codes, one CRC-32C
+    at the end, no ivfpq4.crc)."""
+    from test_fuzz_files import crc32c  # noqa: PLC0415
+
+    path = os.path.join(gen, "ivfpq4.bin")
+    with open(path, "rb") as f:
+        v3 = f.read()
+    assert int.from_bytes(v3[8:12], "little") == 3
+    bb = int.from_bytes(v3[12:16], "little")
+    d, n_lists = int.from_bytes(v3[16:24], "little"), int.from_bytes(v3[32:40], "little")
+    head = 72 + 4 + 4 * n_lists + 64 * d
+    at = -(-(head + 16 * n_lists) // 64) * 64
+    out = bytearray(v3[:head])
+    for li in range(n_lists):
+        entry = v3[head + 16 * li:head + 16 * li + 16]
+        n = int.from_bytes(entry[:8], "little")
+        used = -(-n // 32) * bb + 8 * n
+        out += entry + v3[at:at + used]
+        at += -(-used // 64) * 64
+    assert at == len(v3)
+    out[8:12] = (2).to_bytes(4, "little")
+    out[64:72] = (len(out) - 72).to_bytes(8, "little")
+    out += crc32c(bytes(out)).to_bytes(4, "little")
+    with open(path, "wb") as f:
+        f.write(out)
+    os.remove(os.path.join(gen, "ivfpq4.crc"))
+
+
 def _pq4_v1(gen: str) -> float:
     """Rewrites gen's ivfpq4.bin as version 1 (one eps, no bounds by n_probe); returns its eps."""
     from test_fuzz_files import crc32c  # noqa: PLC0415
 
+    _pq4_v2(gen)
     path = os.path.join(gen, "ivfpq4.bin")
     with open(path, "rb") as f:
         v2 = f.read()
@@ -165,6 +196,40 @@ def _pq4_v1(gen: str) -> float:
     with open(path, "wb") as f:
         f.write(out)
     return float(np.frombuffer(v2[56:60], dtype="<f4")[0])
+
+
+def test_pq4_codes_of_version_2_are_copied_at_open_and_upgraded_at_checkpoint(tmp_path):
+    """ivfpq4.bin version 2 (lists inline, one CRC, no ivfpq4.crc) opens with the same answers, takes
+    writes, and the next checkpoint writes version 3 with its page checksums, which opens the same."""
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((40, 16)) * 3)[rng.integers(0, 40, 3000)].astype(np.float32)
+    x += rng.standard_normal(x.shape).astype(np.float32)
+    ids = [f"r{i}" for i in range(len(x))]
+    client = vectordb.PersistentClient(str(tmp_path / "db"))
+    col = client.create_collection("pqc", embedding_function=None, use_ivf=True, quantization="pq4")
+    col.add(ids=ids, embeddings=x)
+    col.checkpoint()
+    want = col.query(query_embeddings=x[:20], n_results=5, include=["distances"], n_probe=7)
+    cdir = str(tmp_path / "db" / "collections" / str(col.id))
+    client.close()
+    (gen,) = glob.glob(os.path.join(cdir, "gen-*"))
+    _pq4_v2(gen)
+    client = vectordb.PersistentClient(str(tmp_path / "db"))
+    col = client.get_collection("pqc", embedding_function=None)
+    assert col.query(query_embeddings=x[:20], n_results=5, include=["distances"], n_probe=7) == want
+    col.delete(ids=["r3"])
+    col.checkpoint()
+    want = col.query(query_embeddings=x[:20], n_results=5, include=["distances"], n_probe=7)
+    client.close()
+    (gen,) = glob.glob(os.path.join(cdir, "gen-*"))
+    with open(os.path.join(gen, "ivfpq4.bin"), "rb") as f:
+        assert int.from_bytes(f.read(12)[8:12], "little") == 3
+    assert os.path.exists(os.path.join(gen, "ivfpq4.crc"))
+    client = vectordb.PersistentClient(str(tmp_path / "db"))
+    col = client.get_collection("pqc", embedding_function=None)
+    assert col.count() == len(x) - 1
+    assert col.query(query_embeddings=x[:20], n_results=5, include=["distances"], n_probe=7) == want
+    client.close()
 
 
 def test_pq4_codes_of_version_1_open_with_one_bound_and_are_upgraded_at_checkpoint(tmp_path):
@@ -196,7 +261,7 @@ def test_pq4_codes_of_version_1_open_with_one_bound_and_are_upgraded_at_checkpoi
     client.close()
     (gen,) = glob.glob(os.path.join(cdir, "gen-*"))
     with open(os.path.join(gen, "ivfpq4.bin"), "rb") as f:
-        assert int.from_bytes(f.read(12)[8:12], "little") == 2
+        assert int.from_bytes(f.read(12)[8:12], "little") == 3
     client = vectordb.PersistentClient(str(tmp_path / "db"))
     assert client.get_collection("pqc", embedding_function=None).count() == len(x) + 1
     client.close()

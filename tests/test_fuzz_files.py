@@ -4,7 +4,7 @@ database wrote, and each damaged copy is opened in a separate worker process.
 Files: catalog.json, and of a flat collection and of an IVF collection (use_ivf=True, 8 lists,
 quantization="pq4", 1200 vectors, checkpointed) MANIFEST, wal-<G>, gen-<G>/vectors.bin,
 gen-<G>/vectors.crc, gen-<G>/records.bin, gen-<G>/ids.bin, gen-<G>/ivf.bin, gen-<G>/ivfvec.bin,
-gen-<G>/ivfvec.crc, gen-<G>/ivfpq4.bin, and of a flat collection with quantization="sq8" its
+gen-<G>/ivfvec.crc, gen-<G>/ivfpq4.bin, gen-<G>/ivfpq4.crc, and of a flat collection with quantization="sq8" its
 gen-<G>/codes.bin and gen-<G>/codes.crc. Damage: multi-byte overwrites, insertions,
 truncations, appended garbage (1-3 of them per copy).
 
@@ -120,7 +120,10 @@ def state_digest(col) -> dict:
     h.update(json.dumps([got["ids"], got["metadatas"], got["documents"]], sort_keys=True).encode())
     emb = np.asarray(got["embeddings"], dtype="<f4") if len(got["ids"]) else np.zeros((0, 0), "<f4")
     h.update(emb.tobytes())
-    q = col.query(query_embeddings=QUERIES, n_results=5, include=["distances"]) if got["ids"] else None
+    # The IVF collection's queries probe all its 8 lists: they read (and check) every list's codes,
+    # whose pages are checked on first use, as get() above reads every vector.
+    kw = {"n_probe": 8} if col.name == "ivf" else {}
+    q = col.query(query_embeddings=QUERIES, n_results=5, include=["distances"], **kw) if got["ids"] else None
     qd = hashlib.sha256(json.dumps(q and [q["ids"], q["distances"]]).encode()).hexdigest()
     return {"ids": got["ids"], "state": h.hexdigest(), "query": qd}
 
@@ -507,7 +510,7 @@ def check_damaged_copy(base: Base, worker: Worker, scratch: str, key: str, data:
 
 KEYS = ["flat/MANIFEST", "flat/wal", "flat/vectors.bin", "flat/vectors.crc", "flat/records.bin", "flat/ids.bin",
         "ivf/MANIFEST", "ivf/wal", "ivf/ivf.bin", "ivf/ivfvec.bin", "ivf/ivfvec.crc", "ivf/ivfpq4.bin",
-        "ivf/records.bin", "ivf/ids.bin", "sq8/codes.bin", "sq8/codes.crc", "catalog.json"]
+        "ivf/ivfpq4.crc", "ivf/records.bin", "ivf/ids.bin", "sq8/codes.bin", "sq8/codes.crc", "catalog.json"]
 
 
 def test_base_database_has_the_files_the_fuzzing_assumes(base, worker, scratch):
@@ -560,7 +563,7 @@ def fix_checksums(key: str, data: bytes, fix_lengths: bool, ivf_header: int = 0)
     elif key.endswith(("vectors.bin", "ivfvec.bin")) and len(b) >= 64:
         put_u32(b, 32, crc32c(bytes(b[64:])))
         put_u32(b, 36, crc32c(bytes(b[:36])))
-    elif key.endswith(("vectors.crc", "ivfvec.crc", "codes.crc")) and len(b) >= 32:
+    elif key.endswith(("vectors.crc", "ivfvec.crc", "codes.crc", "ivfpq4.crc")) and len(b) >= 32:
         put_u32(b, 24, crc32c(bytes(b[32:])))
         put_u32(b, 28, crc32c(bytes(b[:28])))
     elif key.endswith("records.bin") and len(b) >= 36:
@@ -659,7 +662,7 @@ def check_consistent_or_corrupt(base: Base, worker: Worker, scratch: str, key: s
 
 CHECKSUMMED = ["flat/MANIFEST", "flat/vectors.bin", "flat/vectors.crc", "flat/records.bin", "flat/ids.bin",
                "ivf/MANIFEST", "ivf/ivf.bin", "ivf/ivfvec.bin", "ivf/ivfvec.crc", "ivf/ivfpq4.bin",
-               "ivf/records.bin", "ivf/ids.bin"]
+               "ivf/ivfpq4.crc", "ivf/records.bin", "ivf/ids.bin"]
 
 
 @pytest.mark.parametrize("key", CHECKSUMMED)

@@ -597,12 +597,14 @@ def test_ivf_pq4_reopen_reads_codes_not_vectors(tmp_path, codes):
     client.close()
 
 
-@pytest.mark.parametrize("damage", ["none", "middle", "truncated", "missing"])
+@pytest.mark.parametrize("damage", ["none", "middle", "header", "truncated", "crc", "no crc", "missing"])
 def test_ivf_pq4_codes_are_written_with_the_index_and_read_back(tmp_path, damage):
-    """A checkpoint writes the pq4 codes as they are (ivfpq4.bin): reopening answers the same (that it
-    reads them rather than encoding again is the test above); a damaged code file is an error naming
-    it; a missing one (a generation written before the file existed) has its codes made again from
-    the vectors."""
+    """A checkpoint writes the pq4 codes as they are (ivfpq4.bin, with ivfpq4.crc: a checksum per 4 KiB
+    page): reopening maps them and answers the same (that it reads them rather than encoding again is
+    the test above). Open checks the header, tables and sizes and all of ivfpq4.crc; a list's pages
+    are checked when first scanned, so damage there is an error naming the file at the first query
+    that probes it (and in verify). A missing code file (a generation written before the file
+    existed) has its codes made again from the vectors."""
     client, col = _public(tmp_path, "db", quantization="pq4", use_ivf=True)
     rng = np.random.default_rng(6)
     x = (rng.standard_normal((30, 24)) * 4)[rng.integers(0, 30, 6000)].astype(np.float32)
@@ -613,16 +615,37 @@ def test_ivf_pq4_codes_are_written_with_the_index_and_read_back(tmp_path, damage
     col.checkpoint()
     want = col.query(query_embeddings=x[:20], n_results=5, include=["distances"], n_probe=3)
     path = _closed_snapshot_file(tmp_path, client, col, "ivfpq4.bin")
+    assert struct.unpack_from("<I", path.read_bytes(), 8)[0] == 3
     if damage == "middle":
         _damage(path)
+    elif damage == "header":
+        _damage(path, offset_from_end=os.path.getsize(path) - 100)  # the eps table
     elif damage == "truncated":
         os.truncate(path, os.path.getsize(path) - 3)
+    elif damage == "crc":
+        _damage(path.with_name("ivfpq4.crc"), offset_from_end=2)
+    elif damage == "no crc":
+        os.remove(path.with_name("ivfpq4.crc"))
     elif damage == "missing":
         os.remove(path)
     client = vectordb.PersistentClient(str(tmp_path / "db"))
-    if damage in ("middle", "truncated"):
+    if damage in ("header", "truncated", "no crc"):
         with pytest.raises(CorruptionError, match="ivfpq4.bin"):
             client.get_collection("quant").count()
+    elif damage == "crc":
+        with pytest.raises(CorruptionError, match="ivfpq4.crc"):
+            client.get_collection("quant").count()
+    elif damage == "middle":
+        col = client.get_collection("quant")
+        assert col.count() == len(x) + 1
+        with pytest.raises(CorruptionError, match="ivfpq4.bin"):  # every list probed
+            col.query(query_embeddings=x[:20], n_results=5, n_probe=col.stats()["n_clusters"] - 1)
+        client.close()
+        cdir = tmp_path / "db" / "collections" / str(col.id)
+        engine = _core.Collection(str(cdir), "cosine", 24, False, True, 0, 0, "pq4")
+        with pytest.raises(CorruptionError, match="ivfpq4.bin"):
+            engine.verify()
+        engine.close()
     else:
         got = client.get_collection("quant").query(query_embeddings=x[:20], n_results=5, include=["distances"],
                                                    n_probe=3)
@@ -631,6 +654,48 @@ def test_ivf_pq4_codes_are_written_with_the_index_and_read_back(tmp_path, damage
         else:  # codes trained again: the same float32 distances for the rows both found
             assert got["ids"][0][0] == want["ids"][0][0]
     client.close()
+
+
+def test_mapped_pq4_codes_take_writes_like_codes_in_memory(tmp_path):
+    """Open maps ivfpq4.bin's lists (version 3) and copies a list out only when it first changes:
+    deletes, updates and adds on the mapped codes answer exactly as the same writes on codes read
+    into memory (a version 2 file), before and after a checkpoint, and the mapped file never changes."""
+    import shutil  # noqa: PLC0415
+
+    from test_format_upgrade import _pq4_v2  # noqa: PLC0415
+
+    client, col = _public(tmp_path, "a", quantization="pq4", use_ivf=True)
+    rng = np.random.default_rng(9)
+    x = (rng.standard_normal((30, 24)) * 4)[rng.integers(0, 30, 4000)].astype(np.float32)
+    x += rng.standard_normal(x.shape).astype(np.float32)
+    col.add(ids=[str(i) for i in range(len(x))], embeddings=x)
+    col.checkpoint()
+    client.close()
+    cdir = tmp_path / "a" / "collections" / str(col.id)
+    path = cdir / next(p for p in os.listdir(cdir) if p.startswith("gen-")) / "ivfpq4.bin"
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    _pq4_v2(str(path.parent).replace(str(tmp_path / "a"), str(tmp_path / "b")))
+    before = path.read_bytes()
+    answers = []
+    for name in ("a", "b"):
+        client = vectordb.PersistentClient(str(tmp_path / name))
+        col = client.get_collection("quant")
+        col.delete(ids=[str(i) for i in range(0, 4000, 7)])
+        col.update(ids=[str(i) for i in range(1, 400, 5)], embeddings=x[1:400:5][::-1].copy())
+        col.add(ids=["new%d" % i for i in range(50)], embeddings=x[:50] + 0.5)
+        got = [col.query(query_embeddings=x[:30], n_results=6, include=["distances"], n_probe=9)]
+        if name == "a":
+            assert path.read_bytes() == before
+        col.checkpoint()
+        got.append(col.query(query_embeddings=x[:30], n_results=6, include=["distances"], n_probe=9))
+        client.close()
+        client = vectordb.PersistentClient(str(tmp_path / name))
+        got.append(client.get_collection("quant").query(query_embeddings=x[:30], n_results=6, include=["distances"],
+                                                         n_probe=9))
+        client.close()
+        answers.append(got)
+    assert answers[0] == answers[1]
+    assert answers[0][0] == answers[0][1] == answers[0][2]
 
 
 @pytest.mark.parametrize("use_ivf", [False, True])
