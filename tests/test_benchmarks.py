@@ -365,3 +365,35 @@ def test_interleaved_run_prints_tables_with_cpu_and_load(tmp_path):
         (t, s, p) for t in (1, 2) for s, p in [("numpy", ""), ("vectordb-ivf", "n_probe=default(8)"),
                                                ("vectordb-ivf", "n_probe=2"), ("vectordb-ivf", "n_probe=8")])
     assert all(r["status"] == "ok" and r["recall"] == 1.0 for r in rows if r["params"] != "n_probe=2")
+
+
+def test_pq4_bound_benchmark_reports_engine_and_error_model(tmp_path):
+    """bench_pq4_bound.py on a small MiniLM-shaped set (clustered unit vectors, exact ground truth):
+    the engine table and the simulation give a recall in [0, 1] and at least k rows re-ranked a
+    query; without the set it says why and fails."""
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(40, 32))
+    base = centres[rng.integers(0, 40, 3000)] + 0.4 * rng.normal(size=(3000, 32))
+    queries = centres[rng.integers(0, 40, 30)] + 0.4 * rng.normal(size=(30, 32))
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    sim = queries @ base.T
+    gt = np.argsort(-sim, axis=1)[:, :100]
+    d = tmp_path / "minilm"
+    d.mkdir()
+    np.save(d / "base.npy", base.astype(np.float32))
+    np.save(d / "queries_dev.npy", queries.astype(np.float32))
+    np.save(d / "gt_dev.npy", gt.astype(np.int32))
+    np.save(d / "gt_dev_dist.npy", (1 - np.take_along_axis(sim, gt, 1)).astype(np.float32))
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_pq4_bound", "--data-dir", str(tmp_path),
+                           "--n-probe", "4,55", "--sim-n-probe", "4", "--eps", "0.2", "--eps-bias", "0.1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    cells = [[c.strip() for c in line.replace("\\|", "").strip("|").split("|")] for line in proc.stdout.splitlines()]
+    engine = [r for r in cells if r[0] in ("4", "55")]
+    assert len(engine) == 2 and all(0 <= float(r[1]) <= 1 and float(r[2]) >= 10 for r in engine), proc.stdout
+    simulated = [r for r in cells if r[0].startswith(("eps", "a^"))]
+    assert len(simulated) == 4 and all(0 <= float(r[2]) <= 1 and float(r[3]) >= 10 for r in simulated), proc.stdout
+    missing = subprocess.run([sys.executable, "-m", "benchmarks.bench_pq4_bound", "--data-dir", str(tmp_path / "no")],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0 and "minilm set not available" in missing.stderr
