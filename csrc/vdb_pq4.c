@@ -520,7 +520,7 @@ static size_t pq4_cut_serial(const uint16_t *sums, size_t n, unsigned smin, uint
 
 #if defined(PQ4_HAVE_X86)
 #define PQ4_AVX2 __attribute__((target("avx2")))
-#define PQ4_AVX512 __attribute__((target("avx512f,avx512bw,avx2")))
+#define PQ4_AVX512 __attribute__((target("avx512f,avx512bw,avx2,popcnt"))) /* popcnt: every AVX-512 CPU has it */
 
 /* Accumulation: adding the looked-up bytes as 16-bit words sums (even byte + 256 * odd byte)
  * modulo 2^16; a second accumulator adds the odd bytes alone (word >> 8). The even sums are then
@@ -629,6 +629,23 @@ PQ4_AVX2 static size_t pq4_cut_avx2(const uint16_t *sums, size_t n, unsigned smi
     return ns;
 }
 
+/* pq4_emit without its loop over the mask's bits (one branch mispredicted a block, the survivor
+ * count being a coin toss): each half's positions compressed into one store of 16 (the lanes past
+ * the survivors are junk, written below base + 32 <= n). A partial last block goes through
+ * pq4_emit, which writes no position >= n. */
+PQ4_AVX512 static inline size_t pq4_emit_512(uint32_t mask, size_t b, size_t n, uint32_t *surv, size_t ns)
+{
+    const size_t base = b * VDB_PQ4_BLOCK;
+    if (n - base < VDB_PQ4_BLOCK) return pq4_emit(mask, b, n, surv, ns);
+    const __m512i lo = _mm512_add_epi32(_mm512_set1_epi32((int)base),
+                                        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(16));
+    _mm512_storeu_si512((void *)(surv + ns), _mm512_maskz_compress_epi32((__mmask16)mask, lo));
+    ns += (size_t)__builtin_popcount(mask & 0xFFFFu);
+    _mm512_storeu_si512((void *)(surv + ns), _mm512_maskz_compress_epi32((__mmask16)(mask >> 16), hi));
+    return ns + (size_t)__builtin_popcount(mask >> 16);
+}
+
 PQ4_AVX512 static __m128i pq4_sum_lanes_512(__m512i v)
 {
     __m256i h = _mm256_add_epi16(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
@@ -657,7 +674,7 @@ PQ4_AVX512 static size_t pq4_scan_avx512(const uint8_t *packed, size_t n, size_t
         uint16_t *o = out + b * VDB_PQ4_BLOCK;
         uint32_t mask = pq4_finish_128(pq4_sum_lanes_512(lo_w), pq4_sum_lanes_512(lo_o), o, vmin);
         mask |= pq4_finish_128(pq4_sum_lanes_512(hi_w), pq4_sum_lanes_512(hi_o), o + 16, vmin) << 16;
-        if (surv) ns = pq4_emit(mask, b, n, surv, ns);
+        if (surv) ns = pq4_emit_512(mask, b, n, surv, ns);
     }
     return ns;
 }
@@ -706,7 +723,7 @@ PQ4_AVX512 static size_t pq4_cut_avx512(const uint16_t *sums, size_t n, unsigned
     size_t ns = 0, b = 0;
     for (; (b + 1) * VDB_PQ4_BLOCK <= n; b++) {
         __m512i a = _mm512_loadu_si512((const void *)(sums + b * VDB_PQ4_BLOCK));
-        ns = pq4_emit((uint32_t)_mm512_cmpge_epu16_mask(a, vmin), b, n, surv, ns);
+        ns = pq4_emit_512((uint32_t)_mm512_cmpge_epu16_mask(a, vmin), b, n, surv, ns);
     }
     for (size_t i = b * VDB_PQ4_BLOCK; i < n; i++) { /* the last partial block */
         surv[ns] = (uint32_t)i;
