@@ -416,17 +416,20 @@ done:
 }
 
 /* One variant of the GEMM-style exact batch kernel over all of data, for the kernel tests:
- * exact_search_isa(isa, metric, data, queries, k) -> (dist, rows) as flat_search returns them. */
+ * exact_search_isa(isa, metric, data, queries, k, allow=None) -> (dist, rows) as flat_search
+ * returns them. */
 static PyObject *core_exact_search_isa(PyObject *module, PyObject *args)
 {
     const char *isa, *metric_s;
-    PyObject *data_o, *q_o, *res = NULL;
+    PyObject *data_o, *q_o, *allow_o = Py_None, *res = NULL;
     Py_ssize_t k;
     vdb_metric m;
+    uint64_t *allow = NULL;
     PyArrayObject *data = NULL, *q = NULL, *dist = NULL, *rows = NULL;
     vdb_topk *heaps = NULL;
     vdb_exact_queries eq = {0};
-    if (!PyArg_ParseTuple(args, "ssOOn", &isa, &metric_s, &data_o, &q_o, &k) || metric_from_str(metric_s, &m))
+    if (!PyArg_ParseTuple(args, "ssOOn|O", &isa, &metric_s, &data_o, &q_o, &k, &allow_o) ||
+        metric_from_str(metric_s, &m))
         return NULL;
     if (k < 1) return PyErr_Format(PyExc_ValueError, "k must be >= 1");
     if (!(data = as_matrix(data_o, "data")) || !(q = as_matrix(q_o, "queries"))) goto done;
@@ -435,6 +438,7 @@ static PyObject *core_exact_search_isa(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "need queries (nq >= 1, d) and data (n, d) with d >= 1");
         goto done;
     }
+    if (allow_o != Py_None && !(allow = bitmap_from_bools(allow_o, n))) goto done;
     if (new_search_result(nq, k, &dist, &rows)) goto done;
     heaps = PyMem_RawMalloc(nq * sizeof *heaps);
     if (!heaps) {
@@ -450,7 +454,7 @@ static PyObject *core_exact_search_isa(PyObject *module, PyObject *args)
     int64_t *rp = PyArray_DATA(rows);
     for (size_t j = 0; j < nq; j++) vdb_topk_init(&heaps[j], (size_t)k, dp + j * (size_t)k, rp + j * (size_t)k);
     Py_BEGIN_ALLOW_THREADS
-    rc = vdb_exact_scan_isa(isa, &eq, PyArray_DATA(data), n, 0, heaps);
+    rc = vdb_exact_scan_isa(isa, &eq, PyArray_DATA(data), n, 0, allow, heaps);
     if (rc == 0)
         for (size_t j = 0; j < nq; j++)
             for (size_t t = vdb_topk_sort(&heaps[j]); t < (size_t)k; t++) {
@@ -464,6 +468,7 @@ static PyObject *core_exact_search_isa(PyObject *module, PyObject *args)
     }
     res = PyTuple_Pack(2, dist, rows);
 done:
+    free(allow);
     vdb_exact_free(&eq);
     PyMem_RawFree(heaps);
     Py_XDECREF(data);
@@ -1770,7 +1775,7 @@ static PyMethodDef core_methods[] = {
      "last_reranked() -> int: rows the calling thread's last query of a quantized collection re-ranked (sq8 or pq4)"},
     {"flat_search", core_flat_search, METH_VARARGS, "flat_search(metric, data, queries, k, allow=None) -> (dist, rows)"},
     {"exact_search_isa", core_exact_search_isa, METH_VARARGS,
-     "exact_search_isa(isa, metric, data, queries, k) -> (dist, rows): one variant of the exact batch kernel"},
+     "exact_search_isa(isa, metric, data, queries, k, allow=None) -> (dist, rows): one variant of the exact batch kernel"},
     {"pq4_train", core_pq4_train, METH_VARARGS, "pq4_train(x, m, seed) -> (centroids, eps_hi, eps_lo)"},
     {"pq4_encode", core_pq4_encode, METH_VARARGS, "pq4_encode(centroids, m, x, isa=None) -> (codes, err); isa: serial, avx2, avx512"},
     {"pq4_lut", core_pq4_lut, METH_VARARGS, "pq4_lut(centroids, m, q) -> float table"},

@@ -28,7 +28,8 @@
 #define EX_U (1.0f / 16777216.0f) /* unit roundoff of float32 */
 #define EX_W VDB_PANEL_WIDTH
 
-typedef void (*vdb_exact_fn)(vdb_exact_queries *q, const float *rows, size_t n, int64_t row0, vdb_topk *heaps);
+typedef void (*vdb_exact_fn)(vdb_exact_queries *q, const float *rows, size_t n, int64_t row0, const uint64_t *allow,
+                             vdb_topk *heaps);
 
 void vdb_exact_free(vdb_exact_queries *q)
 {
@@ -121,13 +122,26 @@ static void ex_candidates(vdb_exact_queries *q, uint32_t mask, size_t p, const f
 }
 
 /* One variant's kernels: `tile` scans mr rows x (their terms t, first row number row) against every
- * panel, `one` a single row (mr = 1); qv = ex_qv(q), cos: the metric is cosine. The driver below
+ * panel, `one` a single row (mr = 1); qv = ex_qv(q), cos: the metric is cosine; on: bit r = row r
+ * is offered (the others' products are computed but never become candidates). The driver below
  * gives every variant the same work order. */
 typedef void (*ex_rows_fn)(vdb_exact_queries *q, const float *qv, int cos, const float *x, const ex_row *t, int64_t row,
-                           vdb_topk *heaps);
+                           uint32_t on, vdb_topk *heaps);
+
+/* Bits of the cnt (<= 32) rows from row on: bit r = row + r is allowed; all of them without a bitmap. */
+static inline uint32_t ex_allowed(const uint64_t *allow, int64_t row, size_t cnt)
+{
+    uint32_t all = cnt >= 32 ? 0xffffffffu : ((uint32_t)1 << cnt) - 1u;
+    if (!allow) return all;
+    uint64_t g = (uint64_t)row;
+    unsigned off = (unsigned)(g & 63);
+    uint64_t bits = allow[g >> 6] >> off;
+    if (off + cnt > 64) bits |= allow[(g >> 6) + 1] << (64 - off);
+    return (uint32_t)bits & all;
+}
 
 static void ex_drive(size_t mr, ex_rows_fn tile, ex_rows_fn one, vdb_exact_queries *q, const float *rows, size_t n,
-                     int64_t row0, vdb_topk *heaps)
+                     int64_t row0, const uint64_t *allow, vdb_topk *heaps)
 {
     const size_t d = q->d;
     const float *qv = ex_qv(q);
@@ -136,20 +150,35 @@ static void ex_drive(size_t mr, ex_rows_fn tile, ex_rows_fn one, vdb_exact_queri
     size_t i = 0;
     for (; i + mr <= n; i += mr) {
         const float *x = rows + i * d;
+        int64_t row = row0 + (int64_t)i;
+        uint32_t on = ex_allowed(allow, row, mr);
+        if (on == 0) continue;
+        if ((size_t)__builtin_popcount(on) * 2 <= mr) {
+            /* A few allowed rows: one by one costs less than the tile's every row. */
+            while (on) {
+                unsigned r = (unsigned)__builtin_ctz(on);
+                on &= on - 1;
+                t[0] = ex_row_terms(q, x + (size_t)r * d);
+                one(q, qv, cos, x + (size_t)r * d, t, row + r, 1, heaps);
+            }
+            continue;
+        }
         for (size_t r = 0; r < mr; r++) t[r] = ex_row_terms(q, x + r * d);
-        tile(q, qv, cos, x, t, row0 + (int64_t)i, heaps);
+        tile(q, qv, cos, x, t, row, on, heaps);
     }
     for (; i < n; i++) {
+        if (!ex_allowed(allow, row0 + (int64_t)i, 1)) continue;
         t[0] = ex_row_terms(q, rows + i * d);
-        one(q, qv, cos, rows + i * d, t, row0 + (int64_t)i, heaps);
+        one(q, qv, cos, rows + i * d, t, row0 + (int64_t)i, 1, heaps);
     }
 }
 
 /* ---- Serial reference: one row at a time, the 32 lanes of a panel in a plain loop. */
 
 static void ex_row_serial(vdb_exact_queries *q, const float *qv, int cos, const float *x, const ex_row *t, int64_t row,
-                          vdb_topk *heaps)
+                          uint32_t on, vdb_topk *heaps)
 {
+    (void)on; /* mr = 1: the driver offers only allowed rows */
     const size_t d = q->d;
     for (size_t p = 0; p < q->panels; p++) {
         const float *P = q->packed + p * EX_W * d;
@@ -166,9 +195,10 @@ static void ex_row_serial(vdb_exact_queries *q, const float *qv, int cos, const 
     }
 }
 
-static void vdb_exact_serial(vdb_exact_queries *q, const float *rows, size_t n, int64_t row0, vdb_topk *heaps)
+static void vdb_exact_serial(vdb_exact_queries *q, const float *rows, size_t n, int64_t row0, const uint64_t *allow,
+                             vdb_topk *heaps)
 {
-    ex_drive(1, ex_row_serial, ex_row_serial, q, rows, n, row0, heaps);
+    ex_drive(1, ex_row_serial, ex_row_serial, q, rows, n, row0, allow, heaps);
 }
 
 #if defined(VDB_EXACT_X86)
@@ -177,41 +207,45 @@ static void vdb_exact_serial(vdb_exact_queries *q, const float *rows, size_t n, 
 #define VDB_EXACT_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
 enum { EX_MR512 = VDB_TILE_MR_AVX512 };
 
+/* Bits of the 16 lanes at off..off+15 of panel p that can enter their heaps. */
+static inline VDB_EXACT_AVX512 uint32_t ex_mask16_avx512(const vdb_exact_queries *q, const float *qv, int cos,
+                                                        ex_row t, size_t p, int off, __m512 dot)
+{
+    const __m512 v = _mm512_loadu_ps(qv + p * EX_W + off);
+    __m512 l;
+    if (cos)
+        l = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(t.beta), dot), v);
+    else
+        l = _mm512_fmadd_ps(_mm512_set1_ps(t.gamma), v,
+                            _mm512_fmadd_ps(_mm512_set1_ps(t.beta), dot, _mm512_set1_ps(t.alpha)));
+    return (uint32_t)_mm512_cmp_ps_mask(l, _mm512_loadu_ps(q->lim + p * EX_W + off), _CMP_LE_OQ) << off;
+}
+
 static inline VDB_EXACT_AVX512 uint32_t ex_mask_avx512(const vdb_exact_queries *q, const float *qv, int cos,
                                                       ex_row t, size_t p, __m512 d0, __m512 d1)
 {
-    const __m512 v0 = _mm512_loadu_ps(qv + p * EX_W), v1 = _mm512_loadu_ps(qv + p * EX_W + 16);
-    __m512 l0, l1;
-    if (cos) {
-        l0 = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(t.beta), d0), v0);
-        l1 = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(t.beta), d1), v1);
-    } else {
-        const __m512 a = _mm512_set1_ps(t.alpha), b = _mm512_set1_ps(t.beta), g = _mm512_set1_ps(t.gamma);
-        l0 = _mm512_fmadd_ps(g, v0, _mm512_fmadd_ps(b, d0, a));
-        l1 = _mm512_fmadd_ps(g, v1, _mm512_fmadd_ps(b, d1, a));
-    }
-    __mmask16 m0 = _mm512_cmp_ps_mask(l0, _mm512_loadu_ps(q->lim + p * EX_W), _CMP_LE_OQ);
-    __mmask16 m1 = _mm512_cmp_ps_mask(l1, _mm512_loadu_ps(q->lim + p * EX_W + 16), _CMP_LE_OQ);
-    return (uint32_t)m0 | ((uint32_t)m1 << 16);
+    return ex_mask16_avx512(q, qv, cos, t, p, 0, d0) | ex_mask16_avx512(q, qv, cos, t, p, 16, d1);
 }
 
+
 static VDB_EXACT_AVX512 void ex_tile_avx512(vdb_exact_queries *q, const float *qv, int cos, const float *x,
-                                            const ex_row *t, int64_t row, vdb_topk *heaps)
+                                            const ex_row *t, int64_t row, uint32_t on, vdb_topk *heaps)
 {
     const size_t d = q->d;
     for (size_t p = 0; p < q->panels; p++) {
         __m512 acc[2 * EX_MR512];
         vdb_tile_dots_avx512(x, d, q->packed + p * EX_W * d, acc);
         for (int r = 0; r < EX_MR512; r++) {
-            uint32_t mask = ex_mask_avx512(q, qv, cos, t[r], p, acc[2 * r], acc[2 * r + 1]);
+            uint32_t mask = (on >> r) & 1 ? ex_mask_avx512(q, qv, cos, t[r], p, acc[2 * r], acc[2 * r + 1]) : 0;
             if (mask) ex_candidates(q, mask, p, x + (size_t)r * d, row + r, heaps);
         }
     }
 }
 
 static VDB_EXACT_AVX512 void ex_row_avx512(vdb_exact_queries *q, const float *qv, int cos, const float *x,
-                                           const ex_row *t, int64_t row, vdb_topk *heaps)
+                                           const ex_row *t, int64_t row, uint32_t on, vdb_topk *heaps)
 {
+    (void)on; /* the driver offers only allowed rows one by one */
     const size_t d = q->d;
     for (size_t p = 0; p < q->panels; p++) {
         const float *P = q->packed + p * EX_W * d;
@@ -226,9 +260,10 @@ static VDB_EXACT_AVX512 void ex_row_avx512(vdb_exact_queries *q, const float *qv
     }
 }
 
-static void vdb_exact_avx512(vdb_exact_queries *q, const float *rows, size_t n, int64_t row0, vdb_topk *heaps)
+static void vdb_exact_avx512(vdb_exact_queries *q, const float *rows, size_t n, int64_t row0, const uint64_t *allow,
+                             vdb_topk *heaps)
 {
-    ex_drive(EX_MR512, ex_tile_avx512, ex_row_avx512, q, rows, n, row0, heaps);
+    ex_drive(EX_MR512, ex_tile_avx512, ex_row_avx512, q, rows, n, row0, allow, heaps);
 }
 
 /* ---- AVX2 + FMA: tiles of 6 rows x 16 queries (half a panel) = 12 ymm accumulators. */
@@ -249,7 +284,7 @@ static inline VDB_EXACT_AVX2 uint32_t ex_mask8_avx2(const vdb_exact_queries *q, 
 }
 
 static VDB_EXACT_AVX2 void ex_tile_avx2(vdb_exact_queries *q, const float *qv, int cos, const float *x,
-                                        const ex_row *t, int64_t row, vdb_topk *heaps)
+                                        const ex_row *t, int64_t row, uint32_t on, vdb_topk *heaps)
 {
     const size_t d = q->d;
     for (size_t p = 0; p < q->panels; p++) {
@@ -257,6 +292,7 @@ static VDB_EXACT_AVX2 void ex_tile_avx2(vdb_exact_queries *q, const float *qv, i
             __m256 acc[2 * EX_MR2];
             vdb_tile_dots_avx2(x, d, q->packed + p * EX_W * d + 16 * half, acc);
             for (int r = 0; r < EX_MR2; r++) {
+                if (!((on >> r) & 1)) continue;
                 uint32_t mask = ex_mask8_avx2(q, qv, cos, t[r], p, 16 * half, acc[2 * r]) |
                                 ex_mask8_avx2(q, qv, cos, t[r], p, 16 * half + 8, acc[2 * r + 1]);
                 if (mask) ex_candidates(q, mask, p, x + (size_t)r * d, row + r, heaps);
@@ -266,8 +302,9 @@ static VDB_EXACT_AVX2 void ex_tile_avx2(vdb_exact_queries *q, const float *qv, i
 }
 
 static VDB_EXACT_AVX2 void ex_row_avx2(vdb_exact_queries *q, const float *qv, int cos, const float *x,
-                                       const ex_row *t, int64_t row, vdb_topk *heaps)
+                                       const ex_row *t, int64_t row, uint32_t on, vdb_topk *heaps)
 {
+    (void)on; /* the driver offers only allowed rows one by one */
     const size_t d = q->d;
     for (size_t p = 0; p < q->panels; p++) {
         const float *P = q->packed + p * EX_W * d;
@@ -283,9 +320,10 @@ static VDB_EXACT_AVX2 void ex_row_avx2(vdb_exact_queries *q, const float *qv, in
     }
 }
 
-static void vdb_exact_avx2(vdb_exact_queries *q, const float *rows, size_t n, int64_t row0, vdb_topk *heaps)
+static void vdb_exact_avx2(vdb_exact_queries *q, const float *rows, size_t n, int64_t row0, const uint64_t *allow,
+                           vdb_topk *heaps)
 {
-    ex_drive(EX_MR2, ex_tile_avx2, ex_row_avx2, q, rows, n, row0, heaps);
+    ex_drive(EX_MR2, ex_tile_avx2, ex_row_avx2, q, rows, n, row0, allow, heaps);
 }
 #endif /* VDB_EXACT_X86 */
 
@@ -308,19 +346,20 @@ static void ex_sync(vdb_exact_queries *q, vdb_topk *heaps)
     for (size_t j = 0; j < q->nq; j++) q->lim[j] = ex_lim(q, j, vdb_topk_threshold(&heaps[j]));
 }
 
-void vdb_exact_scan(vdb_exact_queries *q, const float *rows, size_t n, int64_t row0, vdb_topk *heaps)
+void vdb_exact_scan(vdb_exact_queries *q, const float *rows, size_t n, int64_t row0, const uint64_t *allow,
+                    vdb_topk *heaps)
 {
     if (n == 0) return;
     ex_sync(q, heaps);
-    vdb_exact_variant(NULL, vdb_cpu_enabled())(q, rows, n, row0, heaps);
+    vdb_exact_variant(NULL, vdb_cpu_enabled())(q, rows, n, row0, allow, heaps);
 }
 
 int vdb_exact_scan_isa(const char *isa, vdb_exact_queries *q, const float *rows, size_t n, int64_t row0,
-                       vdb_topk *heaps)
+                       const uint64_t *allow, vdb_topk *heaps)
 {
     vdb_exact_fn f = isa ? vdb_exact_variant(isa, vdb_cpu_detected()) : NULL;
     if (!f) return -1;
     ex_sync(q, heaps);
-    if (n > 0) f(q, rows, n, row0, heaps);
+    if (n > 0) f(q, rows, n, row0, allow, heaps);
     return 0;
 }

@@ -44,11 +44,14 @@ void vdb_exact_free(vdb_exact_queries *q);
 
 /* Offers rows [0, n) of rows (row-major, n x d; row numbers row0 + i) to every query: heaps[j]
  * (query j's heap, possibly partly filled) receives, with its exact distance, every row that
- * can still enter it. Afterwards heaps[j] holds what pushing every row would have left. */
-void vdb_exact_scan(vdb_exact_queries *q, const float *rows, size_t n, int64_t row0, vdb_topk *heaps);
+ * can still enter it. Afterwards heaps[j] holds what pushing every row would have left.
+ * allow: NULL, or a bitmap over row numbers (bit r of allow[r / 64] = row r may be offered; it
+ * covers rows row0 .. row0 + n - 1): rows whose bit is 0 are skipped. */
+void vdb_exact_scan(vdb_exact_queries *q, const float *rows, size_t n, int64_t row0, const uint64_t *allow,
+                    vdb_topk *heaps);
 
 /* Variant access for tests: isa "serial", "avx2" or "avx512"; -1 when not available here. */
 int vdb_exact_scan_isa(const char *isa, vdb_exact_queries *q, const float *rows, size_t n, int64_t row0,
-                       vdb_topk *heaps);
+                       const uint64_t *allow, vdb_topk *heaps);
 
 #endif

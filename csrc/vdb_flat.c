@@ -5,10 +5,11 @@
  * at or below the heap's current threshold touch the heap (after the first k rows almost none do).
  * With a bitmap, 64-row groups whose word is 0 are skipped, sparse words are scored row by row.
  * Batches: groups of queries go to the worker pool, each query scored by the single-query kernel
- * (a batch answers each query bit for bit as alone; 16 or more unfiltered queries take vdb_exact,
- * which does too, at GEMM speed); when there are fewer groups than threads (a few queries against
- * many rows), the rows are also split into slices whose per-slice top-k are merged at the end. A single
- * query over enough rows is split the same way. The merge keeps the k smallest (distance, row)
+ * over blocks of rows kept in L1 for the group; 12 or more queries, filtered or not, take vdb_exact,
+ * whose register tiles only screen the rows and whose candidates that kernel scores. So a batch
+ * answers each query bit for bit as alone; when there are fewer
+ * groups than threads (a few queries against many rows), the rows are also split into slices whose
+ * per-slice top-k are merged at the end. A single query over enough rows is split the same way. The merge keeps the k smallest (distance, row)
  * pairs, so a split search returns exactly what the single-thread scan returns.
  */
 #include "vdb_flat.h"
@@ -27,12 +28,15 @@
 #include "vdb_topk.h"
 
 #define VDB_FLAT_GROUP 8          /* queries per task (a chunk of rows is read once from memory for them) */
-/* Unfiltered batches of at least this many queries use the GEMM-style kernel (vdb_exact), in
- * groups of up to VDB_FLAT_GEMM_GROUP queries (4 panels: ~200 KB at d = 384, L2-resident). */
-#define VDB_FLAT_GEMM_MIN 16
+/* Batches of at least this many queries, filtered or not, use the GEMM-style kernel (vdb_exact), in
+ * groups of up to VDB_FLAT_GEMM_GROUP queries (4 panels: ~200 KB at d = 384, L2-resident). Its cost
+ * hardly depends on the number of queries below a panel (50k x 384, one thread: ~25-29 ms for 2 to
+ * 32 queries, where the single-query kernel in L1 blocks takes ~9 ms for 2, ~19-25 for 8 and ~36 for 12). */
+#define VDB_FLAT_GEMM_MIN 12
 #define VDB_FLAT_GEMM_GROUP 128
 #define VDB_FLAT_SCRATCH 8192     /* floats of distances per chunk, on the stack (32 KB) */
 #define VDB_FLAT_MAX_CHUNK 1024   /* rows per chunk for one query */
+#define VDB_FLAT_L1_BYTES 24576   /* a block of rows that stays in L1 while a group's queries score it */
 /* A bitmap word with at most this many bits set is scored row by row, else the whole 64-row group
  * in one kernel call: measured crossover ~28 of 64 for one query (10k x 128: 20% density 28 us row
  * by row vs 58 us whole groups); lower for query groups (set when they used the blocked kernel). */
@@ -54,6 +58,7 @@ typedef struct {
     const float *queries;
     size_t nq, k;
     size_t group;     /* queries per group */
+    size_t l1_rows;   /* rows per block that several queries score in turn (vdb_flat_score) */
     size_t n_slices;  /* row slices per group */
     int gemm;         /* groups go through vdb_exact */
     size_t total_rows;
@@ -122,12 +127,19 @@ static inline void vdb_flat_push_bits(vdb_topk *h, const float *dist, uint64_t b
 
 /* Distances of nqg queries against cnt rows into scratch (query-major, stride cnt). Each query
  * through the single-query kernel: the block kernel's 4-query tiles round otherwise, and a query
- * must get the same distance bits (and so the same rows on near-ties) alone and in any batch. */
+ * must get the same distance bits (and so the same rows on near-ties) alone and in any batch (the
+ * kernel's result for a row does not depend on the rows beside it). Several queries take the rows
+ * in blocks of ~24 KB, so only the first query reads a block from memory and the others from L1
+ * (8 queries over 50k x 384: 29 -> 19 ms; 96 KB blocks gained nothing). */
 static inline void vdb_flat_score(const vdb_flat_ctx *c, const float *q, size_t nqg, const float *rows, size_t cnt,
                                   float *scratch)
 {
-    for (size_t j = 0; j < nqg; j++)
-        vdb_distance_batch(c->m, q + j * c->d, rows, cnt, c->d, scratch + j * cnt);
+    size_t blk = nqg == 1 ? cnt : c->l1_rows;
+    for (size_t r0 = 0; r0 < cnt; r0 += blk) {
+        size_t n = cnt - r0 < blk ? cnt - r0 : blk;
+        for (size_t j = 0; j < nqg; j++)
+            vdb_distance_batch(c->m, q + j * c->d, rows + r0 * c->d, n, c->d, scratch + j * cnt + r0);
+    }
 }
 
 /* Scans local rows [i0, i1) of range r for queries q0..q0+nqg-1 into heaps[0..nqg). */
@@ -198,7 +210,7 @@ static void vdb_flat_scan(const vdb_flat_ctx *c, size_t p0, size_t p1, size_t q0
         size_t a = p0 > pos ? p0 - pos : 0;
         size_t b = p1 - pos < r->n ? p1 - pos : r->n;
         if (a < b && eq)
-            vdb_exact_scan(eq, r->data + a * c->d, b - a, r->first_row + (int64_t)a, heaps);
+            vdb_exact_scan(eq, r->data + a * c->d, b - a, r->first_row + (int64_t)a, c->allow, heaps);
         else if (a < b)
             vdb_flat_scan_range(c, r, a, b, q0, nqg, heaps);
         pos += r->n;
@@ -274,8 +286,11 @@ int vdb_flat_search(vdb_metric m, size_t d, const vdb_vec_range *ranges, size_t 
     c.out_rows = out_rows;
     c.n_slices = 1;
     c.group = nq < VDB_FLAT_GROUP ? nq : VDB_FLAT_GROUP;
+    c.l1_rows = VDB_FLAT_L1_BYTES / (d * sizeof(float));
+    if (c.l1_rows < 8)
+        c.l1_rows = 8;
     size_t threads = vdb_threads_count();
-    if (!allow && nq >= VDB_FLAT_GEMM_MIN) {
+    if (nq >= VDB_FLAT_GEMM_MIN) {
         /* Whole panels of 32, enough groups for every thread, at most VDB_FLAT_GEMM_GROUP. */
         size_t per = (nq + threads - 1) / threads;
         per = (per + 31) / 32 * 32;

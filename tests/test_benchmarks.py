@@ -397,3 +397,12 @@ def test_pq4_bound_benchmark_reports_engine_and_error_model(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "benchmarks.bench_pq4_bound", "--data-dir", str(tmp_path / "no")],
                              cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert missing.returncode != 0 and "minilm set not available" in missing.stderr
+
+
+def test_flat_batch_benchmark_runs_and_checks_batches_against_single_queries():
+    proc = subprocess.run([sys.executable, "benchmarks/bench_flat_batch.py", "--n", "3000", "--d", "16", "--sizes",
+                           "1,3,13", "--rounds", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "differs" not in proc.stdout and "load average" in proc.stdout
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [r.split("|")[1:3] for r in rows] == [[f" {n} ", f" {f} "] for n in (1, 3, 13) for f in ("none", "half")]

@@ -610,6 +610,58 @@ def test_small_and_filtered_batches_through_flat_search_are_the_single_query_ans
             np.testing.assert_array_equal(got[0], np.vstack([o[0] for o in outs]), err_msg=f"{metric} {nq}")
 
 
+def near_tie_data(rng, kind, n, nq, d):
+    """Rows and queries whose distances tie or nearly tie: small integers (exact ties), points near
+    one large common point (distances agree in their leading bits), or duplicated rows."""
+    data, queries = rng_data(rng, (n, d), ints=True), rng_data(rng, (nq, d), ints=True)
+    if kind == "offset":
+        data, queries = data * 1e-3 + 100.0, queries * 1e-3 + 100.0
+    elif kind == "duplicates":
+        data = data[rng.integers(0, max(1, n // 4), n)]
+        queries = data[rng.integers(0, n, nq)] + rng_data(rng, (nq, d)) * 1e-4
+    return data.astype(np.float32), queries.astype(np.float32)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(1, 2500), d=st.sampled_from([1, 5, 16, 37, 130]), nq=st.integers(1, 15),
+       k=st.integers(1, 30), metric=st.sampled_from(METRICS), density=st.sampled_from([None, 0.03, 0.4, 0.9]),
+       kind=st.sampled_from(["ints", "offset", "duplicates"]), features=st.sampled_from([None, ["avx2"], []]),
+       threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**32 - 1))
+def test_small_batches_filtered_or_not_are_each_querys_single_answer(restore_cpu, n, d, nq, k, metric, density, kind,
+                                                                     features, threads, seed):
+    """A batch of 1..15 queries, with or without a filter, returns for each query exactly the rows
+    and float32 distance bits that query gets alone, on near-tie data, on every kernel variant."""
+    if features is not None:
+        _core.set_cpu_features(features)
+    _core.set_num_threads(threads)
+    rng = np.random.default_rng(seed)
+    data, queries = near_tie_data(rng, kind, n, nq, d)
+    allow = None if density is None else rng.random(n) < density
+    got_d, got_r = _core.flat_search(metric, data, queries, k, allow)
+    outs = [_core.flat_search(metric, data, queries[i:i + 1], k, allow) for i in range(nq)]
+    np.testing.assert_array_equal(got_r, np.vstack([o[1] for o in outs]))
+    np.testing.assert_array_equal(got_d, np.vstack([o[0] for o in outs]))
+
+
+@pytest.mark.parametrize("isa", EXACT_ISAS)
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("density", [0.0, 0.02, 0.3, 0.7, 1.0])
+def test_exact_batch_kernel_with_a_filter_is_the_filtered_single_answer(isa, metric, density):
+    """The GEMM-style kernel skips the rows a bitmap leaves out (whole tiles, tiles of a few rows
+    taken one by one, partly allowed tiles) and returns each query's filtered single-query answer."""
+    if not variant_available(isa):
+        pytest.skip(f"{isa} not detected on this CPU")
+    rng = np.random.default_rng(int(density * 100) + len(metric))
+    for kind, n, d, nq in [("ints", 1037, 19, 13), ("offset", 700, 64, 40), ("duplicates", 203, 7, 33)]:
+        data, queries = near_tie_data(rng, kind, n, nq, d)
+        allow = rng.random(n) < density
+        allow[: rng.integers(0, 70)] = density > 0.5  # a run of whole words on or off
+        got_d, got_r = _core.exact_search_isa(isa, metric, data, queries, 9, allow)
+        outs = [_core.flat_search(metric, data, queries[i:i + 1], 9, allow) for i in range(nq)]
+        np.testing.assert_array_equal(got_r, np.vstack([o[1] for o in outs]), err_msg=f"{isa} {kind}")
+        np.testing.assert_array_equal(got_d, np.vstack([o[0] for o in outs]), err_msg=f"{isa} {kind}")
+
+
 @pytest.mark.parametrize("metric", METRICS)
 def test_exact_batch_kernel_keeps_rows_its_rounding_would_misjudge(metric):
     # Rows and queries near one large common point: the dot products behind the GEMM-style bound
