@@ -1,7 +1,8 @@
-/* vdb_bytes — the growable byte buffer and the UTF-8 check behind vdb_bytes.h's codecs. */
+/* vdb_bytes — the growable byte buffer, the UTF-8 check behind vdb_bytes.h's codecs, and prefaulting of large buffers. */
 #include "vdb_bytes.h"
 
 #include <stdlib.h>
+#include <sys/mman.h>
 
 
 int vdb_buf_reserve(vdb_buf *b, size_t extra)
@@ -57,4 +58,17 @@ int vdb_utf8_valid(const uint8_t *p, size_t n)
         i += len;
     }
     return 1;
+}
+
+void vdb_prefault(void *p, size_t bytes)
+{
+    const uintptr_t page = 4096, lo = ((uintptr_t)p + page - 1) & ~(page - 1);
+    const uintptr_t hi = ((uintptr_t)p + bytes) & ~(page - 1);
+    if (hi <= lo || hi - lo < ((uintptr_t)1 << 20)) return;
+#ifdef MADV_HUGEPAGE
+    madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+#endif
+#ifdef MADV_POPULATE_WRITE
+    madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);
+#endif
 }

@@ -87,4 +87,9 @@ static inline int vdb_buf_u64(vdb_buf *b, uint64_t v)
 }
 void vdb_buf_free(vdb_buf *b);
 
+/* Faults in a large malloc'd buffer that is about to be written whole, in one call instead of a
+ * fault per 4 KiB page, with huge pages where the kernel gives them: open fills tens of MB this way.
+ * Advice only (no effect on contents; ignored below 1 MiB or where unsupported). */
+void vdb_prefault(void *p, size_t bytes);
+
 #endif

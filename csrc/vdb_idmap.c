@@ -187,7 +187,7 @@ static int ids_check(const vdb_collection *c, const char *path)
     for (size_t r = 0; r < n; r++)
         if (c->id_len[r] == 0 || c->id_off[r] > c->ids.len || c->id_len[r] > c->ids.len - c->id_off[r])
             return ids_corrupt(path, "an id lies outside the id bytes");
-    /* Hash bits per row (sequential over the ids), then one pass over the slots. */
+    /* The hash bits the table gives each row (hash[r]), and the rows seen. */
     uint32_t *hash = malloc((n ? n : 1) * sizeof *hash);
     uint64_t *seen = calloc((n + 63) / 64 + 1, sizeof *seen);
     int rc = VDB_OK;
@@ -195,14 +195,16 @@ static int ids_check(const vdb_collection *c, const char *path)
         rc = vdb_set_error(VDB_ENOMEM, "out of memory checking '%s'", path);
         goto cleanup;
     }
-    for (size_t r = 0; r < n; r++) hash[r] = (uint32_t)row_hash(c, (int64_t)r);
     size_t empty = 0, found = 0;
     while (empty < c->n_slots && c->slots[empty] != -1) empty++;
     if (empty == c->n_slots) {
         rc = ids_corrupt(path, "the id table has no empty slot");
         goto cleanup;
     }
-    /* Walk the slots once from an empty one: a row's home must lie in the run it sits in. */
+    /* Walk the slots once from an empty one: a row's home must lie in the run it sits in. The
+     * walk trusts each slot's hash bits h and notes them by row (hash[r]); the ids' real hashes
+     * are compared with those afterwards, row by row. Both passes read sequentially: only the
+     * small bitmap and the notes are written at random. */
     size_t run_start = (empty + 1) & mask;
     for (size_t i = 1; i <= c->n_slots; i++) {
         size_t s = (empty + i) & mask;
@@ -212,29 +214,38 @@ static int ids_check(const vdb_collection *c, const char *path)
             continue;
         }
         int64_t r = slot_row(v);
-        if ((uint64_t)r >= n || (seen[r >> 6] >> (r & 63)) & 1 || slot_hash(v) != hash[r]) {
+        const uint32_t h = slot_hash(v);
+        if ((uint64_t)r >= n || (seen[r >> 6] >> (r & 63)) & 1) {
             rc = ids_corrupt(path, "the id table names a row that does not exist, names it twice or with another hash");
             goto cleanup;
         }
         seen[r >> 6] |= 1ull << (r & 63);
+        hash[r] = h;
         found++;
-        if (((s - (hash[r] & mask)) & mask) > ((s - run_start) & mask)) {
+        if (((s - (h & mask)) & mask) > ((s - run_start) & mask)) {
             rc = ids_corrupt(path, "the id table holds a row out of its place");
             goto cleanup;
         }
         /* A repeated id has the same home: it sits between that home and s, in slots of this run
          * already checked (as many as a lookup of r probes). */
-        const char *id = (const char *)c->ids.data + c->id_off[r];
-        for (size_t t = hash[r] & mask; t != s; t = (t + 1) & mask) {
+        for (size_t t = h & mask; t != s; t = (t + 1) & mask) {
             int64_t w = c->slots[t], o = slot_row(w);
-            if (slot_hash(w) == hash[r] && c->id_len[o] == c->id_len[r] &&
-                memcmp(c->ids.data + c->id_off[o], id, c->id_len[r]) == 0) {
+            if (slot_hash(w) == h && c->id_len[o] == c->id_len[r] &&
+                memcmp(c->ids.data + c->id_off[o], c->ids.data + c->id_off[r], c->id_len[r]) == 0) {
                 rc = ids_corrupt(path, "an id is repeated");
                 goto cleanup;
             }
         }
     }
-    if (found != n) rc = ids_corrupt(path, "the id table lacks rows");
+    if (found != n) {
+        rc = ids_corrupt(path, "the id table lacks rows");
+        goto cleanup;
+    }
+    for (size_t r = 0; r < n; r++)
+        if (hash[r] != (uint32_t)row_hash(c, (int64_t)r)) {
+            rc = ids_corrupt(path, "the id table names a row that does not exist, names it twice or with another hash");
+            goto cleanup;
+        }
 cleanup:
     free(hash);
     free(seen);
@@ -292,6 +303,9 @@ int vdb_idmap_read(vdb_collection *c, const char *path, uint64_t n_rows_expected
     c->cap_rows = cap;
     void *dst[5] = {c->id_off, c->id_len, old_hash, c->slots, c->ids.data};
     uint64_t bytes[5] = {n * 8, n * 4, version == 1 ? n * 8 : 0, n_slots * 8, id_bytes};
+    for (int i = 0; i < 5; i++)
+        if (bytes[i]) vdb_prefault(dst[i], (size_t)bytes[i]); /* filled whole just below */
+
     uint32_t crc = 0;
     for (int i = 0; i < 5; i++) {
         if (!bytes[i]) continue;

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "vdb_bytes.h"
 #include "vdb_error.h"
 #include "vdb_ivf_internal.h"
 #include "vdb_kmeans.h"
@@ -98,6 +99,7 @@ int vdb_ivf_where_reserve(vdb_ivf *ivf, size_t need_len)
     if (ivf_mul(len, sizeof(uint64_t), &bytes)) return -1;
     uint64_t *w = realloc(ivf->where, bytes);
     if (!w) return -1;
+    vdb_prefault(w + ivf->where_len, (len - ivf->where_len) * sizeof *w); /* filled whole below */
     for (size_t i = ivf->where_len; i < len; i++) w[i] = IVF_ABSENT;
     ivf->where = w;
     ivf->where_len = len;

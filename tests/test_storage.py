@@ -534,6 +534,27 @@ def test_ids_bin_version_1_still_opens_and_is_rewritten(tmp_path):
     client.close()
 
 
+def _fifty_ids_checkpointed(tmp_path, name):
+    """A collection of 50 ids, checkpointed and closed: (database path, its ids.bin)."""
+    path = str(tmp_path / "db")
+    client = vectordb.PersistentClient(path)
+    col = client.create_collection(name, embedding_function=None)
+    col.add(ids=[f"id{i:02d}" for i in range(50)], embeddings=np.eye(50, 4, dtype=np.float32))
+    col.checkpoint()
+    client.close()
+    (ids_bin,) = glob.glob(os.path.join(collection_dir(path), "gen-*", "ids.bin"))
+    return path, ids_bin
+
+
+def _open_is_refused_naming_ids_bin(path, name):
+    with pytest.raises(CorruptionError, match="ids.bin"):
+        client = vectordb.PersistentClient(path)
+        try:
+            client.get_collection(name, embedding_function=None).count()
+        finally:
+            client.close()
+
+
 def test_ids_bin_with_a_repeated_id_is_damage_naming_it(tmp_path):
     """ids.bin whose checksums and table were made to match but that names one id twice is refused
     at open, naming ids.bin (it once opened: reads returned the id twice, and the metadata's load
@@ -542,13 +563,7 @@ def test_ids_bin_with_a_repeated_id_is_damage_naming_it(tmp_path):
 
     from tests.test_fuzz_files import crc32c
 
-    path = str(tmp_path / "db")
-    client = vectordb.PersistentClient(path)
-    col = client.create_collection("dups", embedding_function=None)
-    col.add(ids=[f"id{i:02d}" for i in range(50)], embeddings=np.eye(50, 4, dtype=np.float32))
-    col.checkpoint()
-    client.close()
-    (ids_bin,) = glob.glob(os.path.join(collection_dir(path), "gen-*", "ids.bin"))
+    path, ids_bin = _fifty_ids_checkpointed(tmp_path, "dups")
     data = open(ids_bin, "rb").read()
     _, n, n_slots, _ = struct.unpack_from("<I4xQQQ", data, 8)
     off = np.frombuffer(data, "<u8", n, 64).tolist()
@@ -568,9 +583,28 @@ def test_ids_bin_with_a_repeated_id_is_damage_naming_it(tmp_path):
     struct.pack_into("<I", head, 60, crc32c(bytes(head[:60])))
     with open(ids_bin, "wb") as f:
         f.write(bytes(head) + payload)
-    with pytest.raises(CorruptionError, match="ids.bin"):
-        client = vectordb.PersistentClient(path)
-        try:
-            client.get_collection("dups", embedding_function=None).count()
-        finally:
-            client.close()
+    _open_is_refused_naming_ids_bin(path, "dups")
+
+
+
+def test_ids_bin_with_wrong_hash_bits_is_damage_naming_it(tmp_path):
+    """ids.bin whose checksums were made to match but whose table gives a row hash bits that are not
+    its id's (a high bit: the slot is still in its run) is refused at open, naming ids.bin: a lookup
+    of that id would miss it, and a later add would store the id twice."""
+    import struct
+
+    from tests.test_fuzz_files import crc32c
+
+    path, ids_bin = _fifty_ids_checkpointed(tmp_path, "bits")
+    data = bytearray(open(ids_bin, "rb").read())
+    _, n, n_slots, _ = struct.unpack_from("<I4xQQQ", data, 8)
+    start = 64 + 12 * n
+    slots = np.frombuffer(bytes(data[start:start + 8 * n_slots]), "<u8").copy()
+    (at,) = np.nonzero((slots & np.uint64(0xFFFFFFFF)) == np.uint64(7))
+    slots[at] ^= np.uint64(1 << 63)
+    data[start:start + 8 * n_slots] = slots.tobytes()
+    struct.pack_into("<I", data, 40, crc32c(bytes(data[64:])))
+    struct.pack_into("<I", data, 60, crc32c(bytes(data[:60])))
+    with open(ids_bin, "wb") as f:
+        f.write(bytes(data))
+    _open_is_refused_naming_ids_bin(path, "bits")
