@@ -52,7 +52,8 @@ LEGEND = """\
   `n_probe=default(N)` row is what a user who sets no n_probe gets.
 - recall@10: ann-benchmarks definition (returned ids whose true distance <= the true 10th + 1e-3),
   ground truth by exact float64 search.
-- RSS +MB: growth of the process's VmRSS over the build (each system in a fresh process).
+- RSS +MB: growth of the process's VmRSS over the build (each system in a fresh process; in an
+  interleaved run, over each system's build in the shared process, one after another).
   disk MB: the persistent directory (vectordb, chromadb) or the serialized index (write_index,
   save_index, np.save) for in-memory libraries.
 - The machine is 2 vCPUs shared with other work: absolute numbers move from run to run, ratios
