@@ -620,7 +620,8 @@ static PyObject *core_pq4_lut(PyObject *module, PyObject *args)
 {
     PyObject *c_o, *q_o;
     Py_ssize_t m;
-    if (!PyArg_ParseTuple(args, "OnO", &c_o, &m, &q_o)) return NULL;
+    const char *isa = NULL;
+    if (!PyArg_ParseTuple(args, "OnO|z", &c_o, &m, &q_o, &isa)) return NULL;
     vdb_pq4 *pq = pq4_from_centroids(module, c_o, m);
     PyArrayObject *q = pq ? as_matrix(q_o, "query") : NULL, *lut = NULL;
     if (!q) goto done;
@@ -629,16 +630,25 @@ static PyObject *core_pq4_lut(PyObject *module, PyObject *args)
         goto done;
     }
     npy_intp dims[1] = {(npy_intp)(pq->m_pad * 16)};
-    if ((lut = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_FLOAT32))) vdb_pq4_lut(pq, PyArray_DATA(q), PyArray_DATA(lut));
+    if (!(lut = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_FLOAT32))) goto done;
+    if (!isa) {
+        vdb_pq4_lut(pq, PyArray_DATA(q), PyArray_DATA(lut));
+    } else if (vdb_pq4_lut_isa(isa, pq, PyArray_DATA(q), PyArray_DATA(lut))) {
+        PyErr_Format(PyExc_ValueError, "pq4 table kernel '%s' is not available on this CPU", isa);
+        Py_CLEAR(lut);
+    }
 done:
     vdb_pq4_free(pq);
     Py_XDECREF(q);
     return (PyObject *)lut;
 }
 
-static PyObject *core_pq4_lut_quantize(PyObject *module, PyObject *arg)
+static PyObject *core_pq4_lut_quantize(PyObject *module, PyObject *args)
 {
     (void)module;
+    PyObject *arg;
+    const char *isa = NULL;
+    if (!PyArg_ParseTuple(args, "O|z", &arg, &isa)) return NULL;
     PyArrayObject *lut = (PyArrayObject *)PyArray_FROMANY(arg, NPY_FLOAT32, 1, 1, NPY_ARRAY_IN_ARRAY), *l8 = NULL;
     PyObject *res = NULL;
     if (!lut) return NULL;
@@ -650,7 +660,12 @@ static PyObject *core_pq4_lut_quantize(PyObject *module, PyObject *arg)
     npy_intp dims[1] = {(npy_intp)len};
     if (!(l8 = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_UINT8))) goto done;
     double step, bias;
-    vdb_pq4_lut_quantize(PyArray_DATA(lut), len / 16, PyArray_DATA(l8), &step, &bias);
+    if (!isa) {
+        vdb_pq4_lut_quantize(PyArray_DATA(lut), len / 16, PyArray_DATA(l8), &step, &bias);
+    } else if (vdb_pq4_lut_quantize_isa(isa, PyArray_DATA(lut), len / 16, PyArray_DATA(l8), &step, &bias)) {
+        PyErr_Format(PyExc_ValueError, "pq4 table kernel '%s' is not available on this CPU", isa);
+        goto done;
+    }
     res = Py_BuildValue("(Odd)", l8, step, bias);
 done:
     Py_DECREF(lut);
@@ -1778,8 +1793,8 @@ static PyMethodDef core_methods[] = {
      "exact_search_isa(isa, metric, data, queries, k, allow=None) -> (dist, rows): one variant of the exact batch kernel"},
     {"pq4_train", core_pq4_train, METH_VARARGS, "pq4_train(x, m, seed) -> (centroids, eps_hi, eps_lo)"},
     {"pq4_encode", core_pq4_encode, METH_VARARGS, "pq4_encode(centroids, m, x, isa=None) -> (codes, err); isa: serial, avx2, avx512"},
-    {"pq4_lut", core_pq4_lut, METH_VARARGS, "pq4_lut(centroids, m, q) -> float table"},
-    {"pq4_lut_quantize", core_pq4_lut_quantize, METH_O, "pq4_lut_quantize(lut) -> (lut8, step, bias)"},
+    {"pq4_lut", core_pq4_lut, METH_VARARGS, "pq4_lut(centroids, m, q[, isa]) -> float table"},
+    {"pq4_lut_quantize", core_pq4_lut_quantize, METH_VARARGS, "pq4_lut_quantize(lut[, isa]) -> (lut8, step, bias)"},
     {"pq4_pack", core_pq4_pack, METH_O, "pq4_pack(codes) -> packed blocks"},
     {"pq4_unpack", core_pq4_unpack, METH_VARARGS, "pq4_unpack(packed, m, n) -> codes"},
     {"pq4_scan", core_pq4_scan, METH_VARARGS, "pq4_scan(isa, packed, lut8) -> uint16 sums"},

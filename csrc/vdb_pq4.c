@@ -387,7 +387,7 @@ void vdb_pq4_pack_get(const uint8_t *packed, size_t m_pad, size_t m, size_t i, u
     }
 }
 
-void vdb_pq4_lut(const vdb_pq4 *pq, const float *q, float *lut)
+static void pq4_lut_serial(const vdb_pq4 *pq, const float *q, float *lut)
 {
     for (size_t j = 0; j < pq->m; j++) {
         const float *ct = pq->cent + 16 * (size_t)pq->off[j];
@@ -405,7 +405,7 @@ void vdb_pq4_lut(const vdb_pq4 *pq, const float *q, float *lut)
     memset(lut + pq->m * 16, 0, (pq->m_pad - pq->m) * 16 * sizeof(float));
 }
 
-void vdb_pq4_lut_quantize(const float *lut, size_t m_pad, uint8_t *lut8, double *step, double *bias)
+static void pq4_quantize_serial(const float *lut, size_t m_pad, uint8_t *lut8, double *step, double *bias)
 {
     double span = 0, b = 0;
     float mins[VDB_PQ4_MAX_M];
@@ -440,6 +440,132 @@ void vdb_pq4_lut_quantize(const float *lut, size_t m_pad, uint8_t *lut8, double 
     *step = span > 0 ? span / 255.0 : 0.0;
     *bias = b;
 }
+
+
+/* The tables' SIMD variants: the serial arithmetic lane for lane (a sub-space's 16 centroids in one
+ * register; products and sums in the serial order, no fused multiply-add; min / max as the
+ * serial ternaries, which are what MINPS / MAXPS compute, NaN and signed zeros included), so every
+ * variant gives the same bits. The scalar parts (the table's bias and span in double) are shared. */
+typedef void (*pq4_lut_fn)(const vdb_pq4 *pq, const float *q, float *lut);
+typedef void (*pq4_quantize_fn)(const float *lut, size_t m_pad, uint8_t *lut8, double *step, double *bias);
+
+#if defined(PQ4_HAVE_X86)
+/* A sub-space table's min and max as the serial loop finds them (4 lanes, then across them). */
+static inline void pq4_minmax_sse(const float *t, float *lo_out, float *hi_out)
+{
+    __m128 lo = _mm_loadu_ps(t), hi = lo;
+    for (int c = 4; c < 16; c += 4) {
+        __m128 v = _mm_loadu_ps(t + c);
+        lo = _mm_min_ps(v, lo); /* v < lo ? v : lo */
+        hi = _mm_max_ps(v, hi);
+    }
+    float l4[4], h4[4];
+    _mm_storeu_ps(l4, lo);
+    _mm_storeu_ps(h4, hi);
+    float l = l4[0], h = h4[0];
+    for (int t = 1; t < 4; t++) {
+        l = l4[t] < l ? l4[t] : l;
+        h = h4[t] > h ? h4[t] : h;
+    }
+    *lo_out = l;
+    *hi_out = h;
+}
+
+/* The serial first pass: mins, bias and the common scale a (0 for constant tables). */
+static inline float pq4_quantize_scale(const float *lut, size_t m_pad, float *mins, double *step, double *bias)
+{
+    double span = 0, b = 0;
+    for (size_t j = 0; j < m_pad; j++) {
+        float lo, hi;
+        pq4_minmax_sse(lut + j * 16, &lo, &hi);
+        mins[j] = lo;
+        b += lo;
+        if ((double)hi - lo > span) span = (double)hi - lo;
+    }
+    *step = span > 0 ? span / 255.0 : 0.0;
+    *bias = b;
+    return span > 0 ? (float)(255.0 / span) : 0.0f;
+}
+
+__attribute__((target("avx512f"))) static void pq4_lut_avx512(const vdb_pq4 *pq, const float *q, float *lut)
+{
+    for (size_t j = 0; j < pq->m; j++) {
+        const float *ct = pq->cent + 16 * (size_t)pq->off[j], *qs = q + pq->off[j];
+        const size_t len = pq4_len(pq, j);
+        __m512 acc;
+        if (len == 4) {
+            acc = _mm512_mul_ps(_mm512_set1_ps(qs[0]), _mm512_loadu_ps(ct));
+            for (size_t t = 1; t < 4; t++)
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(qs[t]), _mm512_loadu_ps(ct + t * 16)));
+        } else {
+            acc = _mm512_setzero_ps();
+            for (size_t t = 0; t < len; t++)
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(qs[t]), _mm512_loadu_ps(ct + t * 16)));
+        }
+        _mm512_storeu_ps(lut + j * 16, acc);
+    }
+    memset(lut + pq->m * 16, 0, (pq->m_pad - pq->m) * 16 * sizeof(float));
+}
+
+__attribute__((target("avx512f"))) static void pq4_quantize_avx512(const float *lut, size_t m_pad, uint8_t *lut8,
+                                                                  double *step, double *bias)
+{
+    float mins[VDB_PQ4_MAX_M];
+    const __m512 a = _mm512_set1_ps(pq4_quantize_scale(lut, m_pad, mins, step, bias));
+    for (size_t j = 0; j < m_pad; j++) {
+        __m512 u = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(lut + j * 16), _mm512_set1_ps(mins[j])), a),
+                                 _mm512_set1_ps(0.5f));
+        u = _mm512_max_ps(_mm512_min_ps(u, _mm512_set1_ps(255.0f)), _mm512_setzero_ps());
+        _mm_storeu_si128((__m128i *)(lut8 + j * 16), _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(u)));
+    }
+}
+
+__attribute__((target("avx2"))) static void pq4_lut_avx2(const vdb_pq4 *pq, const float *q, float *lut)
+{
+    for (size_t j = 0; j < pq->m; j++) {
+        const float *ct = pq->cent + 16 * (size_t)pq->off[j], *qs = q + pq->off[j];
+        const size_t len = pq4_len(pq, j);
+        __m256 a0, a1;
+        size_t t = 0;
+        if (len == 4) {
+            __m256 v = _mm256_set1_ps(qs[0]);
+            a0 = _mm256_mul_ps(v, _mm256_loadu_ps(ct));
+            a1 = _mm256_mul_ps(v, _mm256_loadu_ps(ct + 8));
+            t = 1;
+        } else {
+            a0 = a1 = _mm256_setzero_ps();
+        }
+        for (; t < len; t++) {
+            __m256 v = _mm256_set1_ps(qs[t]);
+            a0 = _mm256_add_ps(a0, _mm256_mul_ps(v, _mm256_loadu_ps(ct + t * 16)));
+            a1 = _mm256_add_ps(a1, _mm256_mul_ps(v, _mm256_loadu_ps(ct + t * 16 + 8)));
+        }
+        _mm256_storeu_ps(lut + j * 16, a0);
+        _mm256_storeu_ps(lut + j * 16 + 8, a1);
+    }
+    memset(lut + pq->m * 16, 0, (pq->m_pad - pq->m) * 16 * sizeof(float));
+}
+
+__attribute__((target("avx2"))) static void pq4_quantize_avx2(const float *lut, size_t m_pad, uint8_t *lut8,
+                                                             double *step, double *bias)
+{
+    float mins[VDB_PQ4_MAX_M];
+    const __m256 a = _mm256_set1_ps(pq4_quantize_scale(lut, m_pad, mins, step, bias));
+    const __m256 top = _mm256_set1_ps(255.0f), half = _mm256_set1_ps(0.5f), zero = _mm256_setzero_ps();
+    for (size_t j = 0; j < m_pad; j++) {
+        const __m256 mn = _mm256_set1_ps(mins[j]);
+        __m256i w[2];
+        for (int h = 0; h < 2; h++) {
+            __m256 u = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(lut + j * 16 + h * 8), mn), a), half);
+            w[h] = _mm256_cvttps_epi32(_mm256_max_ps(_mm256_min_ps(u, top), zero));
+        }
+        /* 0..255 each: the saturating packs are exact; packus_epi32 interleaves the 128-bit lanes */
+        __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(w[0], w[1]), 0xD8);
+        __m128i b = _mm_packus_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+        _mm_storeu_si128((__m128i *)(lut8 + j * 16), b);
+    }
+}
+#endif
 
 /* ------------------------------------------------------------------------------------------ */
 /* Scan kernels */
@@ -740,14 +866,16 @@ typedef struct {
     pq4_encode_fn encode;
     pq4_multi_fn multi;
     pq4_cut_fn cut;
+    pq4_lut_fn lut;
+    pq4_quantize_fn quantize;
 } pq4_kernel;
 
 static const pq4_kernel pq4_kernels[] = {
 #if defined(PQ4_HAVE_X86)
-    {"avx512", VDB_CPU_AVX512, pq4_scan_avx512, pq4_encode_avx512, pq4_multi_avx512, pq4_cut_avx512},
-    {"avx2", VDB_CPU_AVX2, pq4_scan_avx2, pq4_encode_avx2, pq4_multi_avx2, pq4_cut_avx2},
+    {"avx512", VDB_CPU_AVX512, pq4_scan_avx512, pq4_encode_avx512, pq4_multi_avx512, pq4_cut_avx512, pq4_lut_avx512, pq4_quantize_avx512},
+    {"avx2", VDB_CPU_AVX2, pq4_scan_avx2, pq4_encode_avx2, pq4_multi_avx2, pq4_cut_avx2, pq4_lut_avx2, pq4_quantize_avx2},
 #endif
-    {"serial", 0, pq4_scan_serial, pq4_encode_serial, pq4_multi_serial, pq4_cut_serial},
+    {"serial", 0, pq4_scan_serial, pq4_encode_serial, pq4_multi_serial, pq4_cut_serial, pq4_lut_serial, pq4_quantize_serial},
 };
 #define PQ4_N_KERNELS (sizeof pq4_kernels / sizeof pq4_kernels[0])
 
@@ -870,5 +998,29 @@ int vdb_pq4_cut_isa(const char *isa, const uint16_t *sums, size_t n, unsigned sm
     const pq4_kernel *k = pq4_kernel_named(isa);
     if (!k) return -1;
     *n_surv = smin > 0xFFFF ? 0 : k->cut(sums, n, smin, surv);
+    return 0;
+}
+
+void vdb_pq4_lut(const vdb_pq4 *pq, const float *q, float *lut) { pq4_kernel_current()->lut(pq, q, lut); }
+
+void vdb_pq4_lut_quantize(const float *lut, size_t m_pad, uint8_t *lut8, double *step, double *bias)
+{
+    pq4_kernel_current()->quantize(lut, m_pad, lut8, step, bias);
+}
+
+int vdb_pq4_lut_isa(const char *isa, const vdb_pq4 *pq, const float *q, float *lut)
+{
+    const pq4_kernel *k = pq4_kernel_named(isa);
+    if (!k) return -1;
+    k->lut(pq, q, lut);
+    return 0;
+}
+
+int vdb_pq4_lut_quantize_isa(const char *isa, const float *lut, size_t m_pad, uint8_t *lut8, double *step,
+                             double *bias)
+{
+    const pq4_kernel *k = pq4_kernel_named(isa);
+    if (!k) return -1;
+    k->quantize(lut, m_pad, lut8, step, bias);
     return 0;
 }

@@ -30,7 +30,8 @@
  * of its table entries: <q, x^> ~= bias + step * sum.
  *
  * Kernels: `_serial` reference plus AVX2 and AVX-512BW variants chosen through vdb_cpu (the serial
- * one is the portable fallback, arm64 included); every variant returns the same integers.
+ * one is the portable fallback, arm64 included) for the scan, the encoder and the tables; every
+ * variant returns the same integers and table bits.
  * Ownership: vdb_pq4 owns its arrays (vdb_pq4_free); every other output is caller-allocated.
  * A trained quantizer is read-only: concurrent encodes, tables and scans are safe.
  */
@@ -92,6 +93,11 @@ void vdb_pq4_lut(const vdb_pq4 *pq, const float *q, float *lut);
 /* lut8: m_pad * 16 bytes. *step = common step (0 when every table is constant), *bias = sum of
  * the per-sub-space minima (float64). */
 void vdb_pq4_lut_quantize(const float *lut, size_t m_pad, uint8_t *lut8, double *step, double *bias);
+/* Variant access for tests (isa as for vdb_pq4_encode_isa; -1 when not available). Every variant
+ * returns the serial tables bit for bit. */
+int vdb_pq4_lut_isa(const char *isa, const vdb_pq4 *pq, const float *q, float *lut);
+int vdb_pq4_lut_quantize_isa(const char *isa, const float *lut, size_t m_pad, uint8_t *lut8, double *step,
+                             double *bias);
 
 /* out[32 b + t] = sum_j lut8[j * 16 + index_j(vector 32b+t)] for n_blocks blocks. */
 void vdb_pq4_scan(const uint8_t *packed, size_t n_blocks, size_t m_pad, const uint8_t *lut8, uint16_t *out);

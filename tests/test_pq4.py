@@ -173,16 +173,21 @@ def test_error_calibration_does_not_depend_on_the_data_scale(scale):
     assert hi == pytest.approx(hi1, rel=1e-3) and lo == pytest.approx(lo1, rel=1e-3), (scale, hi, lo, hi1, lo1)
 
 
+def trained_for(isa, d, m, seed):
+    """(rng, 203 x d training vectors, their transposed centroids); skips an ISA this CPU lacks."""
+    if not variant_available(isa):
+        pytest.skip(f"{isa} not on this CPU")
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(203, d)).astype(np.float32)
+    return rng, x, _core.pq4_train(x, m, 3)[0]
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("d,m", [(1, 1), (7, 3), (17, 5), (100, 25), (385, 96), (384, 96), (130, 128)])
 def test_encoders_match_float64_and_serial_bits(isa, d, m):
     """Each encoder picks, per sub-space, a centroid at the float64 minimum distance (the first one
     on exact ties) and returns the serial encoder's codes and err bit for bit."""
-    if not variant_available(isa):
-        pytest.skip(f"{isa} not on this CPU")
-    rng = np.random.default_rng(d * 7 + m)
-    x = rng.normal(size=(203, d)).astype(np.float32)
-    cent_t, _, _ = _core.pq4_train(x, m, 3)
+    rng, x, cent_t = trained_for(isa, d, m, d * 7 + m)
     # Ties: rows equal to a centroid set, and a sub-space whose centroids repeat.
     cents, off = centroids_of(cent_t, d, m)
     for j in range(m):
@@ -203,6 +208,39 @@ def test_encoders_match_float64_and_serial_bits(isa, d, m):
     assert not _core.pq4_encode(dup, m, x, isa)[0][:, 0].any()  # equal centroids: the first wins
     with pytest.raises(ValueError, match="not available"):
         _core.pq4_encode(cent_t, m, x, "sse9")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("d,m", [(1, 1), (7, 3), (17, 5), (100, 25), (385, 96), (384, 96), (130, 128)])
+def test_tables_match_float64_and_serial_bits(isa, d, m):
+    """Each variant's float table is <q_j, C_j[c]> to float rounding and the serial table bit for
+    bit, and so is its quantized table (step and bias too): a query's candidates and results do not
+    depend on the CPU's table kernel. Constant sub-spaces, zeros of either sign and ties included."""
+    rng, _, cent_t = trained_for(isa, d, m, d * 11 + m)
+    cents, off = centroids_of(cent_t, d, m)
+    for q in (rng.normal(size=d), np.zeros(d), -np.zeros(d), np.where(np.arange(d) % 3, 0.0, 2.0)):
+        q = q.astype(np.float32)
+        lut = _core.pq4_lut(cent_t, m, q, isa)
+        np.testing.assert_array_equal(lut.view(np.uint32), _core.pq4_lut(cent_t, m, q, "serial").view(np.uint32))
+        want = np.zeros(m_pad(m) * 16)
+        for j in range(m):
+            want[j * 16: j * 16 + 16] = cents[j] @ q[off[j]: off[j + 1]].astype(np.float64)
+        np.testing.assert_allclose(lut, want, rtol=1e-5, atol=1e-5 * np.abs(q).sum() + 1e-30)
+        tabs = [lut, -lut, np.round(lut * 4) / 4]  # ties and repeated entries
+        tabs.append(np.where(np.arange(lut.size) % 5 == 0, np.float32(-0.0), lut).astype(np.float32))
+        for tab in tabs:
+            tab = np.ascontiguousarray(tab, dtype=np.float32)
+            got, ref = _core.pq4_lut_quantize(tab, isa), _core.pq4_lut_quantize(tab, "serial")
+            np.testing.assert_array_equal(got[0], ref[0])
+            assert np.float64(got[1]).tobytes() == np.float64(ref[1]).tobytes(), (got[1], ref[1])
+            assert np.float64(got[2]).tobytes() == np.float64(ref[2]).tobytes(), (got[2], ref[2])
+            t64 = tab.reshape(-1, 16).astype(np.float64)
+            approx = t64.min(1)[:, None] + got[1] * got[0].reshape(-1, 16)
+            assert np.all(np.abs(approx - t64) <= got[1] / 2 * (1 + 1e-6) + 1e-7)
+    with pytest.raises(ValueError, match="not available"):
+        _core.pq4_lut(cent_t, m, q, "sse9")
+    with pytest.raises(ValueError, match="not available"):
+        _core.pq4_lut_quantize(lut, "sse9")
 
 
 def test_constant_tables_and_bad_inputs():
