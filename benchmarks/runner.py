@@ -301,11 +301,26 @@ class _Point:
         return row
 
 
+def _quiesce(max_s: float = 1.0, step: float = 0.01) -> None:
+    """Waits (at most max_s) until this process uses no CPU while its main thread sleeps: a BLAS or
+    OpenMP pool keeps spinning after its work returns (OpenBLAS workers ~85 ms of CPU in the 200 ms
+    after a matrix product), and a system timed meanwhile would share a core with the previous
+    one's spinning threads."""
+    end = time.perf_counter() + max_s
+    while time.perf_counter() < end:
+        c0 = time.process_time()
+        time.sleep(step)
+        if time.process_time() - c0 < step / 10:
+            return
+
+
 def run_interleaved(tasks: list[Task], rounds: int, log=print) -> list[dict[str, Any]]:
     """Build every task's system (one after another, timed as in run_task), then time single
     queries and batch passes in alternating rounds, so load from other processes lands on every
     system alike. Round r: each (system, sweep value) in turn -- the order rotated by r -- runs
-    the r-th slice of the single queries, then each runs one batch pass over all queries.
+    the r-th slice of the single queries, then each runs one batch pass over all queries. Each
+    point's turn starts once the process is idle (_quiesce): the point before it, always the same
+    one but in the first slot, cannot hand it its thread pools' spinning.
 
     Per point: p50/p95/p99 over the pooled single-query times, batch QPS from the median pass;
     recall from a full batch pass (and the pooled single results) against the exact ground truth,
@@ -338,6 +353,7 @@ def run_interleaved(tasks: list[Task], rounds: int, log=print) -> list[dict[str,
             try:
                 pt.built.system.set_param(pt.value)
                 pt.label = pt.label or pt.built.system.param_label()
+                _quiesce()  # the previous point's threads may still spin: not on this one's clock
                 what(pt)
             except Exception as exc:  # noqa: BLE001 -- one broken system must not end the run
                 log(traceback.format_exc(limit=4))

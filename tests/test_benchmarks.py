@@ -11,6 +11,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmarks import datasets, runner
+from benchmarks import datasets, runner, systems
 
 ROOT = Path(__file__).resolve().parent.parent
 EXACT_SYSTEMS = {"vectordb", "numpy", "faiss-flat"}
@@ -345,6 +347,65 @@ def test_interleaved_mode_measures_every_point_with_the_sequential_recall(tmp_pa
         assert 0 < b["p50_us"] <= b["p95_us"] <= b["p99_us"] and b["batch_qps"] > 0
         assert b["build_s"] >= 0 and b["add1k_ms"] is not None
         assert b["load_min"] <= b["load_max"]
+
+
+class _Spinner(systems.NumpyBrute):
+    """numpy's system whose every search leaves a thread burning CPU for a while after it returns,
+    as a BLAS or OpenMP pool does (OpenBLAS workers spin ~0.1 s after a matrix product)."""
+
+    name = "spinner"
+    busy = threading.Event()
+
+    def _spin(self) -> None:
+        type(self).busy.set()
+        end = time.perf_counter() + 0.15
+        while time.perf_counter() < end:
+            pass
+        type(self).busy.clear()
+
+    def query_one(self, q, k):
+        out = super().query_one(q, k)
+        threading.Thread(target=self._spin, daemon=True).start()
+        time.sleep(0.001)  # the thread is running when the search returns
+        return out
+
+    def query_batch(self, queries, k):
+        out = super().query_batch(queries, k)
+        threading.Thread(target=self._spin, daemon=True).start()
+        time.sleep(0.001)
+        return out
+
+
+class _Observer(systems.NumpyBrute):
+    """numpy's system noting, at each search it is timed on, whether another system's thread still
+    burns CPU in the process."""
+
+    name = "observer"
+    saw_busy: list[bool] = []
+
+    def query_one(self, q, k):
+        type(self).saw_busy.append(_Spinner.busy.is_set())
+        return super().query_one(q, k)
+
+    def query_batch(self, queries, k):
+        type(self).saw_busy.append(_Spinner.busy.is_set())
+        return super().query_batch(queries, k)
+
+
+def test_interleaved_mode_times_no_system_while_another_ones_threads_still_run(tmp_path, monkeypatch):
+    """In one process, a system's thread pool can keep a core busy after its search returns: the next
+    system must not be timed meanwhile (interleaved rounds put the same neighbour before it every
+    round, so the cost would land on it alone)."""
+    monkeypatch.setenv("VECTORDB_BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(systems.SYSTEMS, "spinner", _Spinner)
+    monkeypatch.setitem(systems.SYSTEMS, "observer", _Observer)
+    _Observer.saw_busy = []
+    ds = datasets.load(datasets.DatasetSpec("blobs", n=500, d=8, nq=10, n_extra=10), verbose=False)
+    budget = runner.Budget(n_single=6, single_seconds=5, batch_repeats=1, add_repeats=1)
+    tasks = [runner.Task(str(ds.directory), n, 1, budget, {}) for n in ("spinner", "observer")]
+    rows = runner.run_tasks(tasks, in_process=True, log=lambda s: None, interleave=3)
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert len(_Observer.saw_busy) > 3 and not any(_Observer.saw_busy), _Observer.saw_busy
 
 
 def test_interleaved_run_prints_tables_with_cpu_and_load(tmp_path):
