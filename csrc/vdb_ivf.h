@@ -136,8 +136,8 @@ int vdb_ivf_renumber(vdb_ivf *ivf, const int64_t *old_to_new, size_t n_old);
  * directory (vdb_store.h's vectors file format); *bytes_written (optional) = both files' bytes.
  * The caller syncs the directory. read maps ivfvec.bin (see vdb_store.h: chunks verified on first
  * use) instead of reading the vectors: a list's vectors move to memory when the list first changes.
- * remap, after a write to path (the index unchanged since), maps what was written, dropping the
- * copies in memory. With pq4 codes, write also writes ivfpq4.bin (version 3, little-endian):
+ * remap, after a write to path (the index unchanged since), maps what was written (the vectors,
+ * and the pq4 codes), dropping the copies in memory. With pq4 codes, write also writes ivfpq4.bin (version 3, little-endian):
  *   0 magic "VDBIVPQ1"  8 u32 version  12 u32 block bytes  16 u64 d  24 u64 m  32 u64 n_lists
  *   40 u64 n_vectors  48 u64 seed  56 f32 eps_hi  60 f32 eps_lo  64 u64 payload length (the
  *   file's length - 72)  72 payload: f32 eps_rand, n_lists f32: the eps_hi of a search probing

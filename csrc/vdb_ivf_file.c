@@ -174,7 +174,13 @@ static int ivf_map_vectors(vdb_ivf *ivf, const char *path)
     return VDB_OK;
 }
 
-int vdb_ivf_remap(vdb_ivf *ivf, const char *path) { return ivf_map_vectors(ivf, path); }
+static int ivf_remap_pq4(vdb_ivf *ivf, const char *path);
+
+int vdb_ivf_remap(vdb_ivf *ivf, const char *path)
+{
+    int rc = ivf_map_vectors(ivf, path);
+    return rc || !ivf->pq || IVF_BIG_ENDIAN ? rc : ivf_remap_pq4(ivf, path);
+}
 
 void vdb_ivf_advise_random(vdb_ivf *ivf) { vdb_vecmap_advise_random(ivf->vmap); }
 
@@ -374,6 +380,24 @@ cleanup:
     return rc;
 }
 
+/* Points every non-empty list's codes, errors and terms into buf (a version 3 file whose sizes
+ * match the lists), freeing the lists' own copies. */
+static void pqf_point_lists(vdb_ivf *ivf, const uint8_t *buf, size_t bb)
+{
+    uint64_t off = pqf_lists_start(ivf->n_lists, ivf->d);
+    for (size_t l = 0; l < ivf->n_lists; l++) {
+        ivf_list *L = &ivf->lists[l];
+        if (L->n) {
+            vdb_ivf_pq_free_list(L);
+            L->codes = (uint8_t *)buf + off;
+            L->qerr = (float *)(void *)(buf + off + pqf_list_code_bytes(L->n, bb));
+            L->qaux = L->qerr + L->n;
+            L->codes_mapped = 1;
+        }
+        off += pqf_segment(L->n, bb);
+    }
+}
+
 /* Version 3, mapped: every list's codes, errors and terms point into the mapping, whose pages are
  * checked on first use (ivfpq4.crc); the header, tables and centroids are checked now. */
 static int pqf_map_lists(vdb_ivf *ivf, const char *ppath, const uint8_t *buf, size_t len, vdb_pq4 **pq_out)
@@ -394,22 +418,14 @@ static int pqf_map_lists(vdb_ivf *ivf, const char *ppath, const uint8_t *buf, si
     uint64_t want = start;
     for (size_t l = 0; l < ivf->n_lists; l++) want += pqf_segment(ivf->lists[l].n, bb);
     if (want != len) PQF_CORRUPT("file '%s' does not match the list sizes of its IVF index", ppath);
-    uint64_t off = start;
     for (size_t l = 0; l < ivf->n_lists; l++, p += 16) {
         ivf_list *L = &ivf->lists[l];
         if (vdb_get_u64(p) != L->n) PQF_CORRUPT("file '%s': list %zu does not match its IVF index", ppath, l);
         uint32_t qm = vdb_get_u32(p + 8);
         memcpy(&L->qerr_max, &qm, 4);
         if (!(L->qerr_max >= 0)) PQF_CORRUPT("file '%s' has an invalid error bound", ppath);
-        if (L->n) {
-            const size_t cb = pqf_list_code_bytes(L->n, bb);
-            L->codes = (uint8_t *)buf + off;
-            L->qerr = (float *)(void *)(buf + off + cb);
-            L->qaux = L->qerr + L->n;
-            L->codes_mapped = 1;
-        }
-        off += pqf_segment(L->n, bb);
     }
+    pqf_point_lists(ivf, buf, bb);
     ivf->pq_chk = chk;
     chk = NULL;
     *pq_out = pq;
@@ -515,6 +531,38 @@ cleanup:
     if (len) munmap(buf, len);
     else free(buf);
     return rc;
+}
+
+/* After a write to path (the index unchanged since): points every list's codes into the new
+ * ivfpq4.bin, freeing the copies in memory and the previous mapping (its file is gone). Checked like
+ * a read, and nothing changes unless all of it matches. */
+static int ivf_remap_pq4(vdb_ivf *ivf, const char *path)
+{
+    char ppath[4200];
+    uint8_t *buf;
+    size_t len;
+    vdb_vecmap *chk = NULL;
+    const size_t bb = vdb_pq4_block_bytes(ivf->pq);
+    const uint64_t start = pqf_lists_start(ivf->n_lists, ivf->d);
+    ivf_pq_path(path, ppath, sizeof ppath);
+    int rc = ivf_map_file(ppath, &buf, &len);
+    if (rc) return rc;
+    uint64_t want = start;
+    for (size_t l = 0; l < ivf->n_lists; l++) want += pqf_segment(ivf->lists[l].n, bb);
+    if (len != want || memcmp(buf, PQF_MAGIC, 8) != 0 || vdb_get_u32(buf + 8) != PQF_VERSION) {
+        rc = vdb_set_error(VDB_ECORRUPT, "file '%s' does not match its IVF index", ppath);
+    } else if ((rc = vdb_vecmap_wrap(ppath, buf, len, &chk)) == VDB_OK) {
+        madvise(buf, len, MADV_NORMAL);
+        pqf_point_lists(ivf, buf, bb); /* the old mapping, if any, is unused from here */
+        vdb_ivf_pq_unmap(ivf);
+        ivf->pq_map = buf;
+        ivf->pq_map_len = len;
+        ivf->pq_chk = chk;
+        return VDB_OK;
+    }
+    if (len) munmap(buf, len);
+    else free(buf);
+    return rc == VDB_ENOTFOUND ? vdb_set_error(VDB_ECORRUPT, "file '%s' has no checksum table beside it", ppath) : rc;
 }
 
 int vdb_ivf_write(const vdb_ivf *ivf, const char *path, uint64_t *bytes_written)

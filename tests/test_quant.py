@@ -698,6 +698,31 @@ def test_mapped_pq4_codes_take_writes_like_codes_in_memory(tmp_path):
     assert answers[0][0] == answers[0][1] == answers[0][2]
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads the process's mappings")
+def test_checkpoint_maps_the_pq4_codes_it_wrote(tmp_path):
+    """After a checkpoint the lists' codes point into the ivfpq4.bin it wrote, as after a reopen (the
+    copies in memory are freed), and the previous generation's file is no longer held open; answers
+    stay those of a reopen."""
+    client, col = _public(tmp_path, "db", quantization="pq4", use_ivf=True)
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((30, 24)) * 4)[rng.integers(0, 30, 3000)].astype(np.float32)
+    col.add(ids=[str(i) for i in range(len(x))], embeddings=x)
+    cdir = tmp_path / "db" / "collections" / str(col.id)
+    for step in range(2):
+        col.delete(ids=[str(step)])
+        col.checkpoint()
+        (gen,) = [p for p in os.listdir(cdir) if p.startswith("gen-")]
+        with open("/proc/self/maps") as f:
+            mapped = [line.split(maxsplit=5)[-1].strip() for line in f if "ivfpq4.bin" in line]
+        assert mapped and all(m == str(cdir / gen / "ivfpq4.bin") for m in mapped), mapped
+    want = col.query(query_embeddings=x[:20], n_results=5, include=["distances"], n_probe=9)
+    client.close()
+    client = vectordb.PersistentClient(str(tmp_path / "db"))
+    got = client.get_collection("quant").query(query_embeddings=x[:20], n_results=5, include=["distances"], n_probe=9)
+    assert got == want
+    client.close()
+
+
 @pytest.mark.parametrize("use_ivf", [False, True])
 def test_mapped_codes_take_writes_and_never_change_the_file(tmp_path, use_ivf):
     """Open maps codes.bin (pages checked on first use, copy-on-write): in-place updates, deletes, appends that grow
