@@ -3,6 +3,7 @@ deletes, batches and checkpoints); after each kill the database reopens, every a
 is there, and the write (or batch) in flight is either whole or absent.
 
 VECTORDB_CRASH_TRIALS sets the number of trials (default 50; a long run uses thousands)."""
+import glob
 import os
 import random
 import textwrap
@@ -21,7 +22,7 @@ WRITER = textwrap.dedent(
     import sys, numpy as np, vectordb
     path, start = sys.argv[1], int(sys.argv[2])
     client = vectordb.PersistentClient(path)
-    col = client.get_or_create_collection("crash", quantization=QUANT)
+    col = client.get_or_create_collection("crash", **KW)
     def batch(i):
         n = 1 + i % 37
         rng = np.random.default_rng(i)
@@ -101,16 +102,19 @@ def check(path, model, in_flight):
         client.close()
 
 
-@pytest.mark.parametrize("quantization", [None, "sq8"])
-def test_kill9_loses_no_acknowledged_write(tmp_path, quantization):
+@pytest.mark.parametrize("kw", [{}, {"quantization": "sq8"}, {"use_ivf": True, "quantization": "pq4"}],
+                         ids=["flat", "sq8", "ivf-pq4"])
+def test_kill9_loses_no_acknowledged_write(tmp_path, kw):
     """Kills land in adds, upserts, deletes and checkpoints of a collection whose snapshot vectors
-    are mapped (and, with sq8, whose codes are rewritten at each checkpoint)."""
+    are mapped (and, with sq8, whose codes are rewritten at each checkpoint; with IVF pq4, whose
+    index is trained as it grows and whose codes are mapped from ivfpq4.bin at open and after each
+    checkpoint, and copied out of it by the writes that change their lists)."""
     path = str(tmp_path / "db")
     rnd = random.Random(12345)
     model: dict = {}
     next_batch = 0
     for _ in range(TRIALS):
-        script = WRITER.replace("QUANT", repr(quantization))
+        script = WRITER.replace("KW", f"dict({kw!r})")
         acked, in_flight = kill_writer_at_random(script, path, next_batch, rnd, 0.25)
         for op, i in acked:
             apply(model, op, i)
@@ -119,6 +123,13 @@ def test_kill9_loses_no_acknowledged_write(tmp_path, quantization):
         if in_flight is not None:
             next_batch = in_flight[1] + 1
     assert next_batch > TRIALS  # the writers made progress: the kills landed mid-stream
+    if kw.get("use_ivf"):  # the kills landed in a trained index with its codes on disk
+        client = vectordb.PersistentClient(path)
+        try:
+            assert client.get_or_create_collection("crash").stats()["trained"]
+        finally:
+            client.close()
+        assert glob.glob(os.path.join(path, "collections", "*", "gen-*", "ivfpq4.bin"))
 
 
 # The start of the batch writers: argv[1] the database, argv[2] "flat" or "ivf".
