@@ -1,6 +1,7 @@
 /* vdb_ivf_file — the IVF index's files: ivf.bin (centroids, list rows) written whole with a trailing
- * CRC32C and read back with every header field, length and row number validated before use, and
- * ivfvec.bin (the vectors in list order, mapped; vdb_store.h's vectors format). See vdb_ivf.h. */
+ * CRC32C and read back with every header field, length and row number validated before use,
+ * ivfvec.bin (the vectors in list order, mapped; vdb_store.h's vectors format), and ivfpq4.bin with
+ * ivfpq4.crc (the pq4 codes in list segments, mapped, pages checked on first use). See vdb_ivf.h. */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>

@@ -1,5 +1,6 @@
 /* vdb_ivf_pq4 — the IVF index's optional 4-bit PQ codes: training them on the residuals, encoding
- * vectors as they enter a list, moving codes with their vectors. See vdb_ivf.h (vdb_ivf_set_pq4). */
+ * vectors as they enter a list, moving codes with their vectors, and owning them (copied out of
+ * the mapped ivfpq4.bin before a list changes; freed or unmapped). See vdb_ivf.h (vdb_ivf_set_pq4). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
