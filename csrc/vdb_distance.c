@@ -39,6 +39,10 @@ typedef struct {
     vdb_batch_fn batch[3];
     vdb_block_fn block[3];
     vdb_batch_fn block_one[3]; /* NULL: this variant has none (vdb_distance_block_one returns -1) */
+    /* The cosine pair with a's squared norm given, and that norm (NULL: vdb_distance_aa falls back
+     * to the pair) */
+    float (*sumsq)(const float *a, size_t d);
+    float (*cosine_aa)(const float *a, float aa, const float *b, size_t d);
 } vdb_kernel_set;
 
 /* Scalar epilogue (serial kernels, SIMD tails). The cosine denominator is formed in double:
@@ -156,12 +160,17 @@ VDB_INLINE float vdb_raw1_serial(int m, const float *q, const float *r, size_t d
     return s;
 }
 
-VDB_INLINE float vdb_pair_serial(int m, const float *a, const float *b, size_t d)
+/* qq: a's squared norm (cosine only) */
+VDB_INLINE float vdb_pair_qq_serial(int m, const float *a, float qq, const float *b, size_t d)
 {
     float rr;
-    float qq = m == VDB_METRIC_COSINE ? vdb_sumsq_serial(a, d) : 0.0f;
     float s = vdb_raw1_serial(m, a, b, d, &rr);
     return vdb_finish(m, s, qq, rr);
+}
+
+VDB_INLINE float vdb_pair_serial(int m, const float *a, const float *b, size_t d)
+{
+    return vdb_pair_qq_serial(m, a, m == VDB_METRIC_COSINE ? vdb_sumsq_serial(a, d) : 0.0f, b, d);
 }
 
 VDB_INLINE void vdb_batch_serial(int m, const float *q, const float *rows, size_t n, size_t d, float *out)
@@ -177,6 +186,8 @@ VDB_INLINE void vdb_batch_serial(int m, const float *q, const float *rows, size_
 static float vdb_l2sq_f32_serial(const float *a, const float *b, size_t d) { return vdb_pair_serial(VDB_METRIC_L2, a, b, d); }
 static float vdb_ip_f32_serial(const float *a, const float *b, size_t d) { return vdb_pair_serial(VDB_METRIC_IP, a, b, d); }
 static float vdb_cosine_f32_serial(const float *a, const float *b, size_t d) { return vdb_pair_serial(VDB_METRIC_COSINE, a, b, d); }
+static float vdb_cosine_aa_serial(const float *a, float aa, const float *b, size_t d) { return vdb_pair_qq_serial(VDB_METRIC_COSINE, a, aa, b, d); }
+static float vdb_sumsq_fn_serial(const float *a, size_t d) { return vdb_sumsq_serial(a, d); }
 
 static void vdb_l2sq_batch_serial(const float *q, const float *r, size_t n, size_t d, float *o) { vdb_batch_serial(VDB_METRIC_L2, q, r, n, d, o); }
 static void vdb_ip_batch_serial(const float *q, const float *r, size_t n, size_t d, float *o) { vdb_batch_serial(VDB_METRIC_IP, q, r, n, d, o); }
@@ -204,6 +215,8 @@ static const vdb_kernel_set vdb_kernels_serial = {
     {vdb_l2sq_batch_serial, vdb_ip_batch_serial, vdb_cosine_batch_serial},
     {vdb_l2sq_block_serial, vdb_ip_block_serial, vdb_cosine_block_serial},
     {vdb_l2sq_batch_serial, vdb_ip_batch_serial, vdb_cosine_batch_serial}, /* the serial block, per query */
+    vdb_sumsq_fn_serial,
+    vdb_cosine_aa_serial,
 };
 
 #if defined(VDB_HAVE_X86)
@@ -418,10 +431,10 @@ VDB_INLINE VDB_AVX2 void vdb_tile_avx2(int m, int nql, const float *q, size_t d,
     }
 }
 
-VDB_INLINE VDB_AVX2 float vdb_pair_avx2(int m, const float *a, const float *b, size_t d)
+/* qq: a's squared norm (cosine only) */
+VDB_INLINE VDB_AVX2 float vdb_pair_qq_avx2(int m, const float *a, float qq, const float *b, size_t d)
 {
     float rr;
-    float qq = m == VDB_METRIC_COSINE ? vdb_sumsq_avx2(a, d) : 0.0f;
     float s = vdb_raw1_avx2(m, a, b, d, &rr);
     if (m == VDB_METRIC_COSINE) {
         /* The batch epilogue's float arithmetic, so a row's distance does not depend on whether a
@@ -432,9 +445,15 @@ VDB_INLINE VDB_AVX2 float vdb_pair_avx2(int m, const float *a, const float *b, s
     return vdb_finish(m, s, qq, rr);
 }
 
+VDB_INLINE VDB_AVX2 float vdb_pair_avx2(int m, const float *a, const float *b, size_t d)
+{
+    return vdb_pair_qq_avx2(m, a, m == VDB_METRIC_COSINE ? vdb_sumsq_avx2(a, d) : 0.0f, b, d);
+}
+
 static VDB_AVX2 float vdb_l2sq_f32_avx2(const float *a, const float *b, size_t d) { return vdb_pair_avx2(VDB_METRIC_L2, a, b, d); }
 static VDB_AVX2 float vdb_ip_f32_avx2(const float *a, const float *b, size_t d) { return vdb_pair_avx2(VDB_METRIC_IP, a, b, d); }
 static VDB_AVX2 float vdb_cosine_f32_avx2(const float *a, const float *b, size_t d) { return vdb_pair_avx2(VDB_METRIC_COSINE, a, b, d); }
+static VDB_AVX2 float vdb_cosine_aa_avx2(const float *a, float aa, const float *b, size_t d) { return vdb_pair_qq_avx2(VDB_METRIC_COSINE, a, aa, b, d); }
 
 static VDB_AVX2 void vdb_l2sq_batch_avx2(const float *q, const float *r, size_t n, size_t d, float *o) { vdb_batch_avx2(VDB_METRIC_L2, q, r, n, d, o); }
 static VDB_AVX2 void vdb_ip_batch_avx2(const float *q, const float *r, size_t n, size_t d, float *o) { vdb_batch_avx2(VDB_METRIC_IP, q, r, n, d, o); }
@@ -464,6 +483,8 @@ static const vdb_kernel_set vdb_kernels_avx2 = {
     {vdb_l2sq_batch_avx2, vdb_ip_batch_avx2, vdb_cosine_batch_avx2},
     {vdb_l2sq_block_avx2, vdb_ip_block_avx2, vdb_cosine_block_avx2},
     {vdb_l2sq_block_one_avx2, vdb_ip_block_one_avx2, vdb_cosine_block_one_avx2},
+    vdb_sumsq_fn_avx2,
+    vdb_cosine_aa_avx2,
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -657,10 +678,10 @@ VDB_INLINE VDB_AVX512 void vdb_tile_avx512(int m, int nql, const float *q, size_
     _mm_storeu_ps(out + 3 * n, _mm512_extractf32x4_ps(v, 3));
 }
 
-VDB_INLINE VDB_AVX512 float vdb_pair_avx512(int m, const float *a, const float *b, size_t d)
+/* qq: a's squared norm (cosine only) */
+VDB_INLINE VDB_AVX512 float vdb_pair_qq_avx512(int m, const float *a, float qq, const float *b, size_t d)
 {
     float rr;
-    float qq = m == VDB_METRIC_COSINE ? vdb_sumsq_avx512(a, d) : 0.0f;
     float s = vdb_raw1_avx512(m, a, b, d, &rr);
     if (m == VDB_METRIC_COSINE) {
         /* The batch epilogue's float arithmetic, so a row's distance does not depend on whether a
@@ -671,9 +692,15 @@ VDB_INLINE VDB_AVX512 float vdb_pair_avx512(int m, const float *a, const float *
     return vdb_finish(m, s, qq, rr);
 }
 
+VDB_INLINE VDB_AVX512 float vdb_pair_avx512(int m, const float *a, const float *b, size_t d)
+{
+    return vdb_pair_qq_avx512(m, a, m == VDB_METRIC_COSINE ? vdb_sumsq_avx512(a, d) : 0.0f, b, d);
+}
+
 static VDB_AVX512 float vdb_l2sq_f32_avx512(const float *a, const float *b, size_t d) { return vdb_pair_avx512(VDB_METRIC_L2, a, b, d); }
 static VDB_AVX512 float vdb_ip_f32_avx512(const float *a, const float *b, size_t d) { return vdb_pair_avx512(VDB_METRIC_IP, a, b, d); }
 static VDB_AVX512 float vdb_cosine_f32_avx512(const float *a, const float *b, size_t d) { return vdb_pair_avx512(VDB_METRIC_COSINE, a, b, d); }
+static VDB_AVX512 float vdb_cosine_aa_avx512(const float *a, float aa, const float *b, size_t d) { return vdb_pair_qq_avx512(VDB_METRIC_COSINE, a, aa, b, d); }
 
 static VDB_AVX512 void vdb_l2sq_batch_avx512(const float *q, const float *r, size_t n, size_t d, float *o) { vdb_batch_avx512(VDB_METRIC_L2, q, r, n, d, o); }
 static VDB_AVX512 void vdb_ip_batch_avx512(const float *q, const float *r, size_t n, size_t d, float *o) { vdb_batch_avx512(VDB_METRIC_IP, q, r, n, d, o); }
@@ -703,6 +730,8 @@ static const vdb_kernel_set vdb_kernels_avx512 = {
     {vdb_l2sq_batch_avx512, vdb_ip_batch_avx512, vdb_cosine_batch_avx512},
     {vdb_l2sq_block_avx512, vdb_ip_block_avx512, vdb_cosine_block_avx512},
     {vdb_l2sq_block_one_avx512, vdb_ip_block_one_avx512, vdb_cosine_block_one_avx512},
+    vdb_sumsq_fn_avx512,
+    vdb_cosine_aa_avx512,
 };
 #endif /* VDB_HAVE_X86 */
 
@@ -810,6 +839,8 @@ static const vdb_kernel_set vdb_kernels_neon = {
     {vdb_l2sq_batch_neon, vdb_ip_batch_neon, vdb_cosine_batch_neon},
     {vdb_l2sq_block_neon, vdb_ip_block_neon, vdb_cosine_block_neon},
     {NULL, NULL, NULL}, /* no one-query tile yet: callers pad a tile */
+    NULL, /* vdb_distance_aa: the pair */
+    NULL,
 };
 #endif /* __aarch64__ */
 
@@ -860,6 +891,20 @@ float vdb_distance(vdb_metric m, const float *a, const float *b, size_t d)
     return vdb_kernels()->pair[m](a, b, d);
 }
 
+float vdb_distance_norm2(vdb_metric m, const float *a, size_t d)
+{
+    const vdb_kernel_set *k = vdb_kernels();
+    return m == VDB_METRIC_COSINE && k->sumsq ? k->sumsq(a, d) : 0.0f;
+}
+
+float vdb_distance_aa(vdb_metric m, const float *a, float aa, const float *b, size_t d)
+{
+    const vdb_kernel_set *k = vdb_kernels();
+    if (m == VDB_METRIC_COSINE && k->cosine_aa)
+        return k->cosine_aa(a, aa, b, d);
+    return vdb_distance(m, a, b, d);
+}
+
 void vdb_distance_batch(vdb_metric m, const float *q, const float *rows, size_t n, size_t d, float *out)
 {
     if (vdb_metric_ok(m) && n > 0)
@@ -894,6 +939,17 @@ int vdb_distance_batch_isa(const char *isa, vdb_metric m, const float *q, const 
         return -1;
     if (n > 0)
         k->batch[m](q, rows, n, d, out);
+    return 0;
+}
+
+int vdb_distance_aa_isa(const char *isa, vdb_metric m, const float *a, const float *b, size_t d, float *pair,
+                        float *aa_pair)
+{
+    const vdb_kernel_set *k = vdb_kernels_by_name(isa);
+    if (!k || !vdb_metric_ok(m))
+        return -1;
+    *pair = k->pair[m](a, b, d);
+    *aa_pair = m == VDB_METRIC_COSINE && k->cosine_aa ? k->cosine_aa(a, k->sumsq(a, d), b, d) : *pair;
     return 0;
 }
 

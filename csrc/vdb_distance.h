@@ -20,6 +20,12 @@ typedef enum { VDB_METRIC_L2 = 0, VDB_METRIC_IP = 1, VDB_METRIC_COSINE = 2 } vdb
 /* One pair. */
 float vdb_distance(vdb_metric m, const float *a, const float *b, size_t d);
 
+/* Many pairs with the same a (a query against scattered rows): aa = vdb_distance_norm2(m, a, d)
+ * once (a's squared norm for cosine, 0 otherwise), then vdb_distance_aa(m, a, aa, b, d) is
+ * vdb_distance(m, a, b, d) bit for bit without recomputing |a| for every row. */
+float vdb_distance_norm2(vdb_metric m, const float *a, size_t d);
+float vdb_distance_aa(vdb_metric m, const float *a, float aa, const float *b, size_t d);
+
 /* One query against n rows stored contiguously (row i at rows + i*d): out[i] = distance. */
 void vdb_distance_batch(vdb_metric m, const float *q, const float *rows, size_t n, size_t d, float *out);
 
@@ -39,6 +45,9 @@ int vdb_distance_batch_isa(const char *isa, vdb_metric m, const float *q, const 
                            size_t d, float *out);
 int vdb_distance_block_isa(const char *isa, vdb_metric m, const float *queries, size_t nq,
                            const float *rows, size_t n, size_t d, float *out);
+/* A variant's pair and its vdb_distance_aa form (with its own norm) of the same a, b. */
+int vdb_distance_aa_isa(const char *isa, vdb_metric m, const float *a, const float *b, size_t d, float *pair,
+                        float *aa_pair);
 int vdb_distance_block_one_isa(const char *isa, vdb_metric m, const float *q, const float *rows, size_t n, size_t d,
                                float *out);
 

@@ -365,6 +365,7 @@ static int ivf_pq_search_one(const ivf_search_ctx *c, ivf_pq_scratch *ps, const 
     for (size_t t = 0; t < d; t++) qq += (double)q[t] * q[t];
     const float qn = (float)sqrt(qq);
     if (metric == VDB_METRIC_COSINE && !(qn > 0)) return 0;
+    const float q_aa = vdb_distance_norm2(metric, q, d); /* for the re-rank's pairs: |q| once, not per row */
     double step, bias;
     if (pre) {
         step = pre->step, bias = pre->bias;
@@ -463,7 +464,7 @@ static int ivf_pq_search_one(const ivf_search_ctx *c, ivf_pq_scratch *ps, const 
                     ivf_reranked = done;
                     return 1;
                 }
-                vdb_topk_push(R, vdb_distance(metric, q, S->vecs + (size_t)cc->pos * d, d), S->rows[cc->pos]);
+                vdb_topk_push(R, vdb_distance_aa(metric, q, q_aa, S->vecs + (size_t)cc->pos * d, d), S->rows[cc->pos]);
                 cc->lb = NAN;
                 fresh++;
             }
@@ -504,7 +505,7 @@ static int ivf_pq_search_one(const ivf_search_ctx *c, ivf_pq_scratch *ps, const 
                 ivf_fail(c, VDB_ECORRUPT);
                 break;
             }
-            vdb_topk_push(R, vdb_distance(metric, q, L->vecs + (size_t)sc[i].pos * d, d), L->rows[sc[i].pos]);
+            vdb_topk_push(R, vdb_distance_aa(metric, q, q_aa, L->vecs + (size_t)sc[i].pos * d, d), L->rows[sc[i].pos]);
             done++;
         }
     }

@@ -126,6 +126,18 @@ static void test_distance_variants(void)
                     CHECK(close_enough(out[i], want, scale, d), "%s batch %s d=%zu row %zu: got %.9g want %.9g",
                           isa, metric_name(m), d, i, out[i], want);
                 }
+                /* the pair with the query's norm given: the pair's bits, and close to float64 */
+                for (size_t j = 0; j < nq; j++)
+                    for (size_t i = 0; i < n; i++) {
+                        float pair, aa_pair;
+                        rc = vdb_distance_aa_isa(isa, (vdb_metric)m, q + j * d, rows + i * d, d, &pair, &aa_pair);
+                        CHECK(rc == 0, "%s aa rc %d", isa, rc);
+                        CHECK(memcmp(&pair, &aa_pair, sizeof pair) == 0, "%s aa %s d=%zu q %zu row %zu: %.9g vs pair %.9g",
+                              isa, metric_name(m), d, j, i, aa_pair, pair);
+                        double scale, want = ref_distance(m, q + j * d, rows + i * d, d, &scale);
+                        CHECK(close_enough(aa_pair, want, scale, d), "%s aa %s d=%zu q %zu row %zu: got %.9g want %.9g",
+                              isa, metric_name(m), d, j, i, aa_pair, want);
+                    }
                 /* block */
                 rc = vdb_distance_block_isa(isa, (vdb_metric)m, q, nq, rows, n, d, out);
                 CHECK(rc == 0, "%s block rc %d", isa, rc);
