@@ -82,6 +82,10 @@ def check(path, model, in_flight):
             # then every row read back.
             some = next(iter(model.values()))[0]
             assert col.query(query_embeddings=[some], n_results=1, include=["distances"])["distances"][0][0] <= 1e-5
+            lists = col.stats().get("n_clusters") or 0
+            if lists:  # an IVF index: every list probed, so every list's codes are read (and checked)
+                got = col.query(query_embeddings=[some], n_results=1, include=["distances"], n_probe=lists)
+                assert got["distances"][0][0] <= 1e-5
         got = col.get(include=["embeddings", "metadatas"])
         state = {k: (v, m) for k, v, m in zip(got["ids"], got["embeddings"], got["metadatas"])}
         candidates = [model]
