@@ -305,13 +305,14 @@ def _quiesce(max_s: float = 1.0, step: float = 0.01) -> None:
     """Waits (at most max_s) until this process uses no CPU while its main thread sleeps: a BLAS or
     OpenMP pool keeps spinning after its work returns (OpenBLAS workers ~85 ms of CPU in the 200 ms
     after a matrix product), and a system timed meanwhile would share a core with the previous
-    one's spinning threads."""
+    one's spinning threads. Quiet means two steps in a row: on a loaded machine a spinning thread
+    can wait a step for a core."""
     end = time.perf_counter() + max_s
-    while time.perf_counter() < end:
+    quiet = 0
+    while quiet < 2 and time.perf_counter() < end:
         c0 = time.process_time()
         time.sleep(step)
-        if time.process_time() - c0 < step / 10:
-            return
+        quiet = quiet + 1 if time.process_time() - c0 < step / 10 else 0
 
 
 def run_interleaved(tasks: list[Task], rounds: int, log=print) -> list[dict[str, Any]]:
