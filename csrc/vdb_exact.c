@@ -6,7 +6,9 @@
  *   l2:     lhs = (1 - c) |x|^2 - 2 x.q - 2 c |x| |q|     lim = thr - (1 - c) |q|^2
  *   ip:     lhs = -x.q - c |x| |q|                        lim = thr - 1 + 4 u (1 + |thr|)
  *   cosine: lhs = -(x.q) / |x| / |q| (0 for a zero norm)  lim = thr - 1 + 2 c
- * lim is +inf while the heap is not full, -inf for the padding lanes of the last panel. Rows are
+ * lim is +inf while the heap is not full (and for a query whose squared norm is outside {0} u
+ * [2^-60, 2^60]: ex_wild), -inf for the padding lanes of the last panel; a row with such a norm
+ * skips the bound and goes to every query. A NaN lhs is a candidate. Rows are
  * taken in micro-blocks (8 on AVX-512, 6 on AVX2) so a tile of rows x queries stays in registers.
  */
 #include "vdb_exact.h"
@@ -70,10 +72,15 @@ int vdb_exact_prepare(vdb_metric m, const float *queries, size_t nq, size_t d, v
     return VDB_OK;
 }
 
+/* Whether a squared norm takes no bound: the bounds hold for norms in [2^-30, 2^30] (no overflow,
+ * underflow far below c |q| |x|) and for zero vectors (exact products); other rows are offered to
+ * every query and other queries take every row. */
+static inline int ex_wild(float sq) { return sq != 0.0f && !(sq >= 0x1p-60f && sq <= 0x1p60f); }
+
 /* The bound a row must reach for query j whose heap's k-th distance is thr. */
 static inline float ex_lim(const vdb_exact_queries *q, size_t j, float thr)
 {
-    if (!(thr < INFINITY)) return INFINITY;
+    if (!(thr < INFINITY) || ex_wild(q->qsq[j])) return INFINITY;
     if (q->m == VDB_METRIC_L2) return thr - (1.0f - q->c) * q->qsq[j];
     if (q->m == VDB_METRIC_IP) return thr - 1.0f + 4.0f * EX_U * (1.0f + fabsf(thr));
     return thr - 1.0f + 2.0f * q->c;
@@ -83,12 +90,14 @@ static inline float ex_lim(const vdb_exact_queries *q, size_t j, float thr)
  * (beta x.q_j) qv_j (cosine; qv = 1/|q|). */
 typedef struct {
     float alpha, beta, gamma;
+    int wild; /* the row takes no bound (ex_wild) */
 } ex_row;
 
 static inline ex_row ex_row_terms(const vdb_exact_queries *q, const float *x)
 {
-    ex_row r = {0.0f, 0.0f, 0.0f};
+    ex_row r = {0.0f, 0.0f, 0.0f, 0};
     float s = vdb_sumsq(x, q->d), n = sqrtf(s);
+    r.wild = ex_wild(s);
     if (q->m == VDB_METRIC_L2) {
         r.alpha = (1.0f - q->c) * s;
         r.beta = -2.0f;
@@ -118,6 +127,15 @@ static void ex_candidates(vdb_exact_queries *q, uint32_t mask, size_t p, const f
             vdb_topk_push(h, e, row);
             q->lim[j] = ex_lim(q, j, vdb_topk_threshold(h));
         }
+    }
+}
+
+/* A row without a bound: every live query of every panel recomputes it. */
+static void ex_all(vdb_exact_queries *q, const float *x, int64_t row, vdb_topk *heaps)
+{
+    for (size_t p = 0; p < q->panels; p++) {
+        size_t live = q->nq - p * EX_W < EX_W ? q->nq - p * EX_W : EX_W;
+        ex_candidates(q, live == 32 ? 0xffffffffu : ((uint32_t)1 << live) - 1u, p, x, row, heaps);
     }
 }
 
@@ -153,23 +171,33 @@ static void ex_drive(size_t mr, ex_rows_fn tile, ex_rows_fn one, vdb_exact_queri
         int64_t row = row0 + (int64_t)i;
         uint32_t on = ex_allowed(allow, row, mr);
         if (on == 0) continue;
-        if ((size_t)__builtin_popcount(on) * 2 <= mr) {
-            /* A few allowed rows: one by one costs less than the tile's every row. */
+        int wild = 0;
+        for (size_t r = 0; r < mr; r++) {
+            t[r] = ex_row_terms(q, x + r * d);
+            wild |= t[r].wild && ((on >> r) & 1);
+        }
+        if (wild || (size_t)__builtin_popcount(on) * 2 <= mr) {
+            /* A few allowed rows (one by one costs less than the tile's every row), or a row
+             * without a bound among them. */
             while (on) {
                 unsigned r = (unsigned)__builtin_ctz(on);
                 on &= on - 1;
-                t[0] = ex_row_terms(q, x + (size_t)r * d);
-                one(q, qv, cos, x + (size_t)r * d, t, row + r, 1, heaps);
+                if (t[r].wild)
+                    ex_all(q, x + (size_t)r * d, row + r, heaps);
+                else
+                    one(q, qv, cos, x + (size_t)r * d, &t[r], row + r, 1, heaps);
             }
             continue;
         }
-        for (size_t r = 0; r < mr; r++) t[r] = ex_row_terms(q, x + r * d);
         tile(q, qv, cos, x, t, row, on, heaps);
     }
     for (; i < n; i++) {
         if (!ex_allowed(allow, row0 + (int64_t)i, 1)) continue;
         t[0] = ex_row_terms(q, rows + i * d);
-        one(q, qv, cos, rows + i * d, t, row0 + (int64_t)i, 1, heaps);
+        if (t[0].wild)
+            ex_all(q, rows + i * d, row0 + (int64_t)i, heaps);
+        else
+            one(q, qv, cos, rows + i * d, t, row0 + (int64_t)i, 1, heaps);
     }
 }
 
@@ -189,7 +217,7 @@ static void ex_row_serial(vdb_exact_queries *q, const float *qv, int cos, const 
         for (int j = 0; j < EX_W; j++) {
             float v = qv[p * EX_W + j];
             float lhs = cos ? t->beta * acc[j] * v : t->alpha + t->beta * acc[j] + t->gamma * v;
-            if (lhs <= q->lim[p * EX_W + j]) mask |= 1u << j;
+            if (!(lhs > q->lim[p * EX_W + j])) mask |= 1u << j; /* NaN too */
         }
         if (mask) ex_candidates(q, mask, p, x, row, heaps);
     }
@@ -218,7 +246,7 @@ static inline VDB_EXACT_AVX512 uint32_t ex_mask16_avx512(const vdb_exact_queries
     else
         l = _mm512_fmadd_ps(_mm512_set1_ps(t.gamma), v,
                             _mm512_fmadd_ps(_mm512_set1_ps(t.beta), dot, _mm512_set1_ps(t.alpha)));
-    return (uint32_t)_mm512_cmp_ps_mask(l, _mm512_loadu_ps(q->lim + p * EX_W + off), _CMP_LE_OQ) << off;
+    return (uint32_t)_mm512_cmp_ps_mask(l, _mm512_loadu_ps(q->lim + p * EX_W + off), _CMP_NGT_UQ) << off;
 }
 
 static inline VDB_EXACT_AVX512 uint32_t ex_mask_avx512(const vdb_exact_queries *q, const float *qv, int cos,
@@ -279,7 +307,7 @@ static inline VDB_EXACT_AVX2 uint32_t ex_mask8_avx2(const vdb_exact_queries *q, 
     __m256 l = cos ? _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(t.beta), dot), v)
                    : _mm256_fmadd_ps(_mm256_set1_ps(t.gamma), v,
                                      _mm256_fmadd_ps(_mm256_set1_ps(t.beta), dot, _mm256_set1_ps(t.alpha)));
-    __m256 le = _mm256_cmp_ps(l, _mm256_loadu_ps(q->lim + p * EX_W + off), _CMP_LE_OQ);
+    __m256 le = _mm256_cmp_ps(l, _mm256_loadu_ps(q->lim + p * EX_W + off), _CMP_NGT_UQ);
     return (uint32_t)_mm256_movemask_ps(le) << off;
 }
 

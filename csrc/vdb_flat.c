@@ -4,13 +4,15 @@
  * in chunks: the SIMD kernel writes a chunk's distances into a stack buffer, then only distances
  * at or below the heap's current threshold touch the heap (after the first k rows almost none do).
  * With a bitmap, 64-row groups whose word is 0 are skipped, sparse words are scored row by row.
- * Batches: groups of queries go to the worker pool, each query scored by the single-query kernel
- * over blocks of rows kept in L1 for the group; 12 or more queries, filtered or not, take vdb_exact,
- * whose register tiles only screen the rows and whose candidates that kernel scores. So a batch
- * answers each query bit for bit as alone; when there are fewer
- * groups than threads (a few queries against many rows), the rows are also split into slices whose
- * per-slice top-k are merged at the end. A single query over enough rows is split the same way. The merge keeps the k smallest (distance, row)
- * pairs, so a split search returns exactly what the single-thread scan returns.
+ * Batches: groups of queries go to the worker pool. 12 or more queries, filtered or not, take
+ * vdb_exact, whose register tiles only screen the rows and whose candidates the single-query kernel
+ * scores; smaller unfiltered groups of 4 or more are screened the same way by the 4-query block
+ * kernel (below); the rest score each query with the single-query kernel over blocks of rows kept in
+ * L1 for the group. So a batch answers each query bit for bit as alone. When there are fewer groups
+ * than threads (a few queries against many rows), the rows are also split into slices whose
+ * per-slice top-k are merged at the end; a single query over enough rows is split the same way. The
+ * merge keeps the k smallest (distance, row) pairs, so a split search returns exactly what the
+ * single-thread scan returns.
  */
 #include "vdb_flat.h"
 
@@ -142,6 +144,87 @@ static inline void vdb_flat_score(const vdb_flat_ctx *c, const float *q, size_t 
     }
 }
 
+/* ---- Small unfiltered groups: the block kernel screens, the single-query kernel answers.
+ *
+ * vdb_distance_block's 4-query tiles read each row once for 4 queries but round differently from
+ * the single-query kernel (another summation order). Both are within a bound of the same exact
+ * value, so the block distance minus twice that bound is a lower bound lb of the single-query
+ * distance: a row with lb > the heap's k-th distance cannot enter it; the others are recomputed by
+ * the single-query kernel and pushed with that distance. Bounds (u = 2^-24, c = 2 (d + 8) u, as in
+ * vdb_exact: a sum of d float32 products in any order, fused or not, is within c/2 |q| |x| of the
+ * exact one; the differences q_i - x_i are rounded alike by both kernels):
+ *   l2:     terms >= 0, so each sum is within c/2 relative (+ underflow, < d 2^-149) of the same
+ *           exact sum: lb = s (1 - 3c) - (d + 8) 2^-146 (-inf where s overflowed)
+ *   ip:     lb = s - 4c |q| |x| - 4u (1 + |s|)      (|q|, |x| from their squared norms, within c)
+ *   cosine: lb = s - 8c, for a query and a row whose squared norms lie in [2^-60, 2^60] (else
+ *           -inf: always recomputed; zero vectors, tiny or huge norms take no bound)
+ * A NaN lb becomes -inf: always recomputed (and a NaN distance never enters). */
+
+#define VDB_FLAT_ZEROS 4096 /* the screen needs d <= this (norms as l2 distances to a zero vector) */
+static const float vdb_flat_zeros[VDB_FLAT_ZEROS];
+
+/* Squared norms of n rows (vdb_distance_batch's arithmetic: fast, within c). */
+static inline void vdb_flat_sqnorms(size_t d, const float *rows, size_t n, float *out)
+{
+    vdb_distance_batch(VDB_METRIC_L2, vdb_flat_zeros, rows, n, d, out);
+}
+
+/* Turns the block distances of nqg queries x cnt rows (query-major) into the lower bounds above;
+ * rr: scratch for cnt floats. */
+static void vdb_flat_lower_bounds(const vdb_flat_ctx *c, const float *q, size_t nqg, const float *rows, size_t cnt,
+                                  float *dist, float *rr)
+{
+    const size_t d = c->d;
+    const float u = 1.0f / 16777216.0f, cc = 2.0f * (float)(d + 8) * u;
+    if (c->m == VDB_METRIC_L2) {
+        const float k1 = 1.0f - 3.0f * cc, k2 = (float)(d + 8) * ldexpf(1.0f, -146);
+        for (size_t t = 0; t < nqg * cnt; t++) /* an overflowed (or NaN) sum: always recomputed */
+            dist[t] = dist[t] < INFINITY ? dist[t] * k1 - k2 : -INFINITY;
+        return;
+    }
+    vdb_flat_sqnorms(d, rows, cnt, rr);
+    for (size_t j = 0; j < nqg; j++) {
+        float qq;
+        vdb_flat_sqnorms(d, q + j * d, 1, &qq);
+        float *o = dist + j * cnt;
+        if (c->m == VDB_METRIC_IP) {
+            float qs = 4.0f * cc * sqrtf(qq);
+            for (size_t i = 0; i < cnt; i++) {
+                float v = o[i] - qs * sqrtf(rr[i]) - 4.0f * u * (1.0f + fabsf(o[i]));
+                o[i] = v == v ? v : -INFINITY; /* NaN (inf - inf, NaN inputs): recomputed */
+            }
+            continue;
+        }
+        const float lo = ldexpf(1.0f, -60), hi = ldexpf(1.0f, 60);
+        int q_ok = qq >= lo && qq <= hi;
+        for (size_t i = 0; i < cnt; i++)
+            o[i] = q_ok && rr[i] >= lo && rr[i] <= hi ? o[i] - 8.0f * cc : -INFINITY;
+    }
+}
+
+/* Recomputes with the single-query kernel every row whose lower bound lb[j] is not above the heap's
+ * threshold, and pushes its distance when it can enter. */
+static void vdb_flat_push_screened(const vdb_flat_ctx *c, const float *q, vdb_topk *h, const float *lb,
+                                   const float *rows, size_t cnt, int64_t row0)
+{
+    float thr = vdb_topk_threshold(h);
+    for (size_t j0 = 0; j0 < cnt; j0 += 16) {
+        size_t j1 = cnt - j0 < 16 ? cnt : j0 + 16;
+        if (j1 - j0 == 16 && !vdb_flat_any_le16(lb + j0, thr))
+            continue;
+        for (size_t j = j0; j < j1; j++) {
+            if (lb[j] > thr)
+                continue;
+            float e;
+            vdb_distance_batch(c->m, q, rows + j * c->d, 1, c->d, &e);
+            if (e <= thr) {
+                vdb_topk_push(h, e, row0 + (int64_t)j);
+                thr = vdb_topk_threshold(h);
+            }
+        }
+    }
+}
+
 /* Scans local rows [i0, i1) of range r for queries q0..q0+nqg-1 into heaps[0..nqg). */
 static void vdb_flat_scan_range(const vdb_flat_ctx *c, const vdb_vec_range *r, size_t i0, size_t i1, size_t q0,
                                 size_t nqg, vdb_topk *heaps)
@@ -156,7 +239,17 @@ static void vdb_flat_scan_range(const vdb_flat_ctx *c, const vdb_vec_range *r, s
             chunk = VDB_FLAT_MAX_CHUNK;
         for (size_t c0 = i0; c0 < i1; c0 += chunk) {
             size_t cnt = i1 - c0 < chunk ? i1 - c0 : chunk;
-            vdb_flat_score(c, q, nqg, r->data + c0 * d, cnt, scratch);
+            const float *rows = r->data + c0 * d;
+            if (nqg >= 4 && d <= VDB_FLAT_ZEROS) { /* fewer: no whole 4-query tile */
+                float rr[VDB_FLAT_MAX_CHUNK];
+                vdb_distance_block(c->m, q, nqg, rows, cnt, d, scratch);
+                vdb_flat_lower_bounds(c, q, nqg, rows, cnt, scratch, rr);
+                for (size_t j = 0; j < nqg; j++)
+                    vdb_flat_push_screened(c, q + j * d, &heaps[j], scratch + j * cnt, rows, cnt,
+                                           r->first_row + (int64_t)c0);
+                continue;
+            }
+            vdb_flat_score(c, q, nqg, rows, cnt, scratch);
             for (size_t j = 0; j < nqg; j++)
                 vdb_flat_push_all(&heaps[j], scratch + j * cnt, cnt, r->first_row + (int64_t)c0);
         }

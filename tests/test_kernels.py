@@ -612,9 +612,25 @@ def test_small_and_filtered_batches_through_flat_search_are_the_single_query_ans
 
 def near_tie_data(rng, kind, n, nq, d):
     """Rows and queries whose distances tie or nearly tie: small integers (exact ties), points near
-    one large common point (distances agree in their leading bits), or duplicated rows."""
+    one large common point (distances agree in their leading bits), duplicated rows, rows on a shell
+    around the queries (equal up to rounding); or of
+    extreme scale: norms from 1e-25 to 1e20 per vector, some zero vectors."""
     data, queries = rng_data(rng, (n, d), ints=True), rng_data(rng, (nq, d), ints=True)
-    if kind == "offset":
+    if kind == "shell":  # every row at one distance (and angle) from every query, up to rounding
+        centre = rng_data(rng, (1, d))
+        unit = centre / max(np.linalg.norm(centre), 1e-6)
+        w = rng.standard_normal((n, d))
+        w -= (w @ unit.T) * unit
+        w /= np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
+        data = 0.7 * unit + 0.5 * w
+        queries = np.repeat(centre, nq, axis=0) * (1 + 1e-7 * rng.standard_normal((nq, 1)))
+        return data.astype(np.float32), queries.astype(np.float32)
+    if kind == "extreme":
+        data = rng_data(rng, (n, d)) * (10.0 ** rng.uniform(-25, 20, (n, 1)))
+        queries = rng_data(rng, (nq, d)) * (10.0 ** rng.uniform(-25, 20, (nq, 1)))
+        data[rng.random(n) < 0.1] = 0
+        queries[rng.random(nq) < 0.1] = 0
+    elif kind == "offset":
         data, queries = data * 1e-3 + 100.0, queries * 1e-3 + 100.0
     elif kind == "duplicates":
         data = data[rng.integers(0, max(1, n // 4), n)]
@@ -622,15 +638,18 @@ def near_tie_data(rng, kind, n, nq, d):
     return data.astype(np.float32), queries.astype(np.float32)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n=st.integers(1, 2500), d=st.sampled_from([1, 5, 16, 37, 130]), nq=st.integers(1, 15),
        k=st.integers(1, 30), metric=st.sampled_from(METRICS), density=st.sampled_from([None, 0.03, 0.4, 0.9]),
-       kind=st.sampled_from(["ints", "offset", "duplicates"]), features=st.sampled_from([None, ["avx2"], []]),
+       kind=st.sampled_from(["ints", "offset", "duplicates", "extreme", "shell"]),
+       features=st.sampled_from([None, ["avx2"], []]),
        threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**32 - 1))
 def test_small_batches_filtered_or_not_are_each_querys_single_answer(restore_cpu, n, d, nq, k, metric, density, kind,
                                                                      features, threads, seed):
     """A batch of 1..15 queries, with or without a filter, returns for each query exactly the rows
-    and float32 distance bits that query gets alone, on near-tie data, on every kernel variant."""
+    and float32 distance bits that query gets alone, on near-tie and extreme-scale data, on every
+    kernel variant (small unfiltered groups screen with the 4-query block kernel, 12+ take the
+    GEMM-style kernel, the rest the single-query kernel)."""
     if features is not None:
         _core.set_cpu_features(features)
     _core.set_num_threads(threads)
@@ -643,6 +662,24 @@ def test_small_batches_filtered_or_not_are_each_querys_single_answer(restore_cpu
     np.testing.assert_array_equal(got_d, np.vstack([o[0] for o in outs]))
 
 
+@pytest.mark.parametrize("features", [None, ["avx2"], []])
+def test_small_batches_on_a_shell_keep_the_rows_the_screen_could_misjudge(restore_cpu, features):
+    """Rows on a shell around the queries: their distances differ only in rounding, so the 4-query
+    tiles that screen small batches put many rows an ulp or two away from the single-query value;
+    without the screen's error margin, rows at the k-th distance would be lost."""
+    if features is not None:
+        _core.set_cpu_features(features)
+    rng = np.random.default_rng(11)
+    for d in (37, 130, 384):
+        data, queries = near_tie_data(rng, "shell", 3000, 11, d)
+        for metric in METRICS:
+            for nq, k in [(2, 7), (5, 40), (8, 1), (11, 300)]:
+                got = _core.flat_search(metric, data, queries[:nq], k)
+                outs = [_core.flat_search(metric, data, queries[i:i + 1], k) for i in range(nq)]
+                np.testing.assert_array_equal(got[1], np.vstack([o[1] for o in outs]), err_msg=f"{metric} {d} {nq}")
+                np.testing.assert_array_equal(got[0], np.vstack([o[0] for o in outs]), err_msg=f"{metric} {d} {nq}")
+
+
 @pytest.mark.parametrize("isa", EXACT_ISAS)
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize("density", [0.0, 0.02, 0.3, 0.7, 1.0])
@@ -652,7 +689,8 @@ def test_exact_batch_kernel_with_a_filter_is_the_filtered_single_answer(isa, met
     if not variant_available(isa):
         pytest.skip(f"{isa} not detected on this CPU")
     rng = np.random.default_rng(int(density * 100) + len(metric))
-    for kind, n, d, nq in [("ints", 1037, 19, 13), ("offset", 700, 64, 40), ("duplicates", 203, 7, 33)]:
+    for kind, n, d, nq in [("ints", 1037, 19, 13), ("offset", 700, 64, 40), ("duplicates", 203, 7, 33),
+                           ("extreme", 300, 24, 20), ("shell", 500, 33, 35)]:
         data, queries = near_tie_data(rng, kind, n, nq, d)
         allow = rng.random(n) < density
         allow[: rng.integers(0, 70)] = density > 0.5  # a run of whole words on or off
