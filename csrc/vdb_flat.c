@@ -6,8 +6,8 @@
  * With a bitmap, 64-row groups whose word is 0 are skipped, sparse words are scored row by row.
  * Batches: groups of queries go to the worker pool. 12 or more queries, filtered or not, take
  * vdb_exact, whose register tiles only screen the rows and whose candidates the single-query kernel
- * scores; smaller unfiltered groups of 4 or more are screened the same way by the 4-query block
- * kernel (below); the rest score each query with the single-query kernel over blocks of rows kept in
+ * scores; smaller groups of 4 or more are screened the same way by the 4-query block kernel
+ * (below; with a bitmap, in its dense 64-row words); the rest score each query with the single-query kernel over blocks of rows kept in
  * L1 for the group. So a batch answers each query bit for bit as alone. When there are fewer groups
  * than threads (a few queries against many rows), the rows are also split into slices whose
  * per-slice top-k are merged at the end; a single query over enough rows is split the same way. The
@@ -203,9 +203,10 @@ static void vdb_flat_lower_bounds(const vdb_flat_ctx *c, const float *q, size_t 
 }
 
 /* Recomputes with the single-query kernel every row whose lower bound lb[j] is not above the heap's
- * threshold, and pushes its distance when it can enter. */
+ * threshold, and pushes its distance when it can enter. allow: NULL, or (cnt <= 64) bit j = row j
+ * may be pushed. */
 static void vdb_flat_push_screened(const vdb_flat_ctx *c, const float *q, vdb_topk *h, const float *lb,
-                                   const float *rows, size_t cnt, int64_t row0)
+                                   const float *rows, size_t cnt, int64_t row0, const uint64_t *allow)
 {
     float thr = vdb_topk_threshold(h);
     for (size_t j0 = 0; j0 < cnt; j0 += 16) {
@@ -213,7 +214,7 @@ static void vdb_flat_push_screened(const vdb_flat_ctx *c, const float *q, vdb_to
         if (j1 - j0 == 16 && !vdb_flat_any_le16(lb + j0, thr))
             continue;
         for (size_t j = j0; j < j1; j++) {
-            if (lb[j] > thr)
+            if (lb[j] > thr || (allow && !((*allow >> j) & 1)))
                 continue;
             float e;
             vdb_distance_batch(c->m, q, rows + j * c->d, 1, c->d, &e);
@@ -246,7 +247,7 @@ static void vdb_flat_scan_range(const vdb_flat_ctx *c, const vdb_vec_range *r, s
                 vdb_flat_lower_bounds(c, q, nqg, rows, cnt, scratch, rr);
                 for (size_t j = 0; j < nqg; j++)
                     vdb_flat_push_screened(c, q + j * d, &heaps[j], scratch + j * cnt, rows, cnt,
-                                           r->first_row + (int64_t)c0);
+                                           r->first_row + (int64_t)c0, NULL);
                 continue;
             }
             vdb_flat_score(c, q, nqg, rows, cnt, scratch);
@@ -283,6 +284,12 @@ static void vdb_flat_scan_range(const vdb_flat_ctx *c, const vdb_vec_range *r, s
                         vdb_topk_push(&heaps[t], dist, row0 + (int64_t)j);
                 }
             }
+        } else if (nqg >= 4 && d <= VDB_FLAT_ZEROS) {
+            float rr[64];
+            vdb_distance_block(c->m, q, nqg, rows, span, d, scratch);
+            vdb_flat_lower_bounds(c, q, nqg, rows, span, scratch, rr);
+            for (size_t t = 0; t < nqg; t++)
+                vdb_flat_push_screened(c, q + t * d, &heaps[t], scratch + t * span, rows, span, row0, &bits);
         } else {
             vdb_flat_score(c, q, nqg, rows, span, scratch);
             for (size_t t = 0; t < nqg; t++)

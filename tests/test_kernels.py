@@ -665,17 +665,18 @@ def test_small_batches_filtered_or_not_are_each_querys_single_answer(restore_cpu
 @pytest.mark.parametrize("features", [None, ["avx2"], []])
 def test_small_batches_on_a_shell_keep_the_rows_the_screen_could_misjudge(restore_cpu, features):
     """Rows on a shell around the queries: their distances differ only in rounding, so the 4-query
-    tiles that screen small batches put many rows an ulp or two away from the single-query value;
-    without the screen's error margin, rows at the k-th distance would be lost."""
+    tiles that screen small batches (filtered or not) put many rows an ulp or two away from the
+    single-query value; without the screen's error margin, rows at the k-th distance would be lost."""
     if features is not None:
         _core.set_cpu_features(features)
     rng = np.random.default_rng(11)
     for d in (37, 130, 384):
         data, queries = near_tie_data(rng, "shell", 3000, 11, d)
-        for metric in METRICS:
+        dense = rng.random(3000) < 0.7  # filtered: dense 64-row words take the screen too
+        for metric, allow in [(m, a) for m in METRICS for a in (None, dense)]:
             for nq, k in [(2, 7), (5, 40), (8, 1), (11, 300)]:
-                got = _core.flat_search(metric, data, queries[:nq], k)
-                outs = [_core.flat_search(metric, data, queries[i:i + 1], k) for i in range(nq)]
+                got = _core.flat_search(metric, data, queries[:nq], k, allow)
+                outs = [_core.flat_search(metric, data, queries[i:i + 1], k, allow) for i in range(nq)]
                 np.testing.assert_array_equal(got[1], np.vstack([o[1] for o in outs]), err_msg=f"{metric} {d} {nq}")
                 np.testing.assert_array_equal(got[0], np.vstack([o[0] for o in outs]), err_msg=f"{metric} {d} {nq}")
 
