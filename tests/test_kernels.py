@@ -650,14 +650,21 @@ def test_small_batches_filtered_or_not_are_each_querys_single_answer(restore_cpu
     and float32 distance bits that query gets alone, on near-tie and extreme-scale data, on every
     kernel variant (small unfiltered groups screen with the 4-query block kernel, 12+ take the
     GEMM-style kernel, the rest the single-query kernel)."""
+    check_batch_is_single(features, threads, seed, near_tie_data, kind, n, d, nq, k, metric, density)
+
+
+def check_batch_is_single(features, threads, seed, make, kind, n, d, nq, k, metric, density):
+    """On that variant and thread count, a flat batch over make(...)'s data (filtered at density)
+    returns each query's single-query rows and float32 bits."""
     if features is not None:
         _core.set_cpu_features(features)
     _core.set_num_threads(threads)
     rng = np.random.default_rng(seed)
-    data, queries = near_tie_data(rng, kind, n, nq, d)
+    data, queries = make(rng, kind, n, nq, d)
     allow = None if density is None else rng.random(n) < density
-    got_d, got_r = _core.flat_search(metric, data, queries, k, allow)
-    outs = [_core.flat_search(metric, data, queries[i:i + 1], k, allow) for i in range(nq)]
+    with np.errstate(all="ignore"):  # extreme scales overflow in NumPy's casts
+        got_d, got_r = _core.flat_search(metric, data, queries, k, allow)
+        outs = [_core.flat_search(metric, data, queries[i:i + 1], k, allow) for i in range(nq)]
     np.testing.assert_array_equal(got_r, np.vstack([o[1] for o in outs]))
     np.testing.assert_array_equal(got_d, np.vstack([o[0] for o in outs]))
 
@@ -679,6 +686,53 @@ def test_small_batches_on_a_shell_keep_the_rows_the_screen_could_misjudge(restor
                 outs = [_core.flat_search(metric, data, queries[i:i + 1], k, allow) for i in range(nq)]
                 np.testing.assert_array_equal(got[1], np.vstack([o[1] for o in outs]), err_msg=f"{metric} {d} {nq}")
                 np.testing.assert_array_equal(got[0], np.vstack([o[0] for o in outs]), err_msg=f"{metric} {d} {nq}")
+
+
+def scale_edge_data(rng, kind, n, nq, d):
+    """Data at the edges of the screens' bounds: per-element scales 1e-44..1e30 (subnormals inside
+    a vector), vectors of norm 1e-40..1e19, near-overflow inner products, norms at powers of two
+    around 2^-30 / 2^30 / 2^-60 / 2^60, a shell of near-ties scaled to such a norm, small integers
+    (ties) with a few elements at the float32 limit."""
+    exps = [-75, -63, -61, -60, -59, -31, -30, -29, 0, 29, 30, 31, 59, 60, 61, 63]
+    if kind == "elements":
+        data = rng.uniform(-1, 1, (n, d)) * 10.0 ** rng.uniform(-44, 30, (n, d))
+        queries = rng.uniform(-1, 1, (nq, d)) * 10.0 ** rng.uniform(-44, 30, (nq, d))
+    elif kind == "vectors":
+        data = rng.uniform(-1, 1, (n, d)) * 10.0 ** rng.uniform(-40, 19.5, (n, 1))
+        queries = rng.uniform(-1, 1, (nq, d)) * 10.0 ** rng.uniform(-40, 19.5, (nq, 1))
+    elif kind == "huge":
+        data = rng.integers(-3, 4, (n, d)) * 10.0 ** rng.uniform(17, 19.3, (n, 1))
+        queries = rng.integers(-3, 4, (nq, d)) * 10.0 ** rng.uniform(17, 19.3, (nq, 1))
+    elif kind == "pow2":
+        data = rng.uniform(-1, 1, (n, d)) * 2.0 ** rng.choice(exps, (n, 1))
+        queries = rng.uniform(-1, 1, (nq, d)) * 2.0 ** rng.choice(exps, (nq, 1))
+    elif kind == "ints":  # exact and near ties, with a few elements at the float32 limit
+        data, queries = rng.integers(-3, 4, (n, d)).astype(np.float64), rng.integers(-3, 4, (nq, d)).astype(np.float64)
+        for a in (data, queries):
+            big = rng.random(a.shape) < 0.02
+            a[big] = rng.choice([3e38, -3e38], int(big.sum()))
+    else:
+        data, queries = near_tie_data(rng, "shell", n, nq, d)
+        scale = 2.0 ** rng.choice(exps)
+        data, queries = data * scale, queries * scale
+    data, queries = data.astype(np.float32), queries.astype(np.float32)
+    data[rng.random(n) < 0.05] = 0
+    return data, queries
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.sampled_from([1, 63, 65, 130, 700]), d=st.sampled_from([1, 3, 16, 33, 130]),
+       nq=st.sampled_from([4, 5, 8, 11, 12, 33]), k=st.sampled_from([1, 10, 64, 1000]),
+       metric=st.sampled_from(METRICS), density=st.sampled_from([None, 0.25, 0.5, 1.0]),
+       kind=st.sampled_from(["elements", "vectors", "huge", "pow2", "shell", "ints"]),
+       features=st.sampled_from([None, ["avx2"], []]), threads=st.sampled_from([1, 2]),
+       seed=st.integers(0, 2**32 - 1))
+def test_batches_on_extreme_scales_are_each_querys_single_answer(restore_cpu, n, d, nq, k, metric, density, kind,
+                                                                 features, threads, seed):
+    """Batches screened by the 4-query block kernel (4-11 queries) or the GEMM-style kernel (12+),
+    filtered or not, return each query's single-query rows and float32 bits on data where a
+    screen's rounding margin could fall short: over/underflowing norms and products."""
+    check_batch_is_single(features, threads, seed, scale_edge_data, kind, n, d, nq, k, metric, density)
 
 
 @pytest.mark.parametrize("isa", EXACT_ISAS)
