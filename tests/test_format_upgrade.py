@@ -115,18 +115,29 @@ def _ivf_v1(gen: str) -> None:
     os.remove(os.path.join(gen, "ivfvec.crc"))
 
 
-@pytest.mark.parametrize("quantization", [None, "pq4"])
-def test_ivf_index_with_inline_vectors_opens_and_is_upgraded_at_checkpoint(tmp_path, quantization):
-    rng = np.random.default_rng(3)
-    x = (rng.standard_normal((30, 12)) * 4)[rng.integers(0, 30, 3000)].astype(np.float32)
+def _blobs(seed: int, centres: int, d: int, n: int, scale: float) -> np.ndarray:
+    """n float32 vectors around `centres` Gaussian centres (spread `scale`), unit noise."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((centres, d)) * scale)[rng.integers(0, centres, n)].astype(np.float32)
     x += rng.standard_normal(x.shape).astype(np.float32)
+    return x
+
+
+def _checkpointed_ivf(tmp_path, name: str, x: np.ndarray, quantization):
+    """An IVF collection holding x (ids r0, r1, ...) after a checkpoint: (client, col, ids, its directory)."""
     ids = [f"r{i}" for i in range(len(x))]
     client = vectordb.PersistentClient(str(tmp_path / "db"))
-    col = client.create_collection("ivfc", embedding_function=None, use_ivf=True, quantization=quantization)
+    col = client.create_collection(name, embedding_function=None, use_ivf=True, quantization=quantization)
     col.add(ids=ids, embeddings=x)
     col.checkpoint()
+    return client, col, ids, str(tmp_path / "db" / "collections" / str(col.id))
+
+
+@pytest.mark.parametrize("quantization", [None, "pq4"])
+def test_ivf_index_with_inline_vectors_opens_and_is_upgraded_at_checkpoint(tmp_path, quantization):
+    x = _blobs(3, 30, 12, 3000, 4)
+    client, col, ids, cdir = _checkpointed_ivf(tmp_path, "ivfc", x, quantization)
     want = col.query(query_embeddings=x[:5], n_results=4, include=["distances"], n_probe=4)
-    cdir = str(tmp_path / "db" / "collections" / str(col.id))
     client.close()
     (gen,) = glob.glob(os.path.join(cdir, "gen-*"))
     _ivf_v1(gen)
@@ -201,16 +212,9 @@ def _pq4_v1(gen: str) -> float:
 def test_pq4_codes_of_version_2_are_copied_at_open_and_upgraded_at_checkpoint(tmp_path):
     """ivfpq4.bin version 2 (lists inline, one CRC, no ivfpq4.crc) opens with the same answers, takes
     writes, and the next checkpoint writes version 3 with its page checksums, which opens the same."""
-    rng = np.random.default_rng(8)
-    x = (rng.standard_normal((40, 16)) * 3)[rng.integers(0, 40, 3000)].astype(np.float32)
-    x += rng.standard_normal(x.shape).astype(np.float32)
-    ids = [f"r{i}" for i in range(len(x))]
-    client = vectordb.PersistentClient(str(tmp_path / "db"))
-    col = client.create_collection("pqc", embedding_function=None, use_ivf=True, quantization="pq4")
-    col.add(ids=ids, embeddings=x)
-    col.checkpoint()
+    x = _blobs(8, 40, 16, 3000, 3)
+    client, col, ids, cdir = _checkpointed_ivf(tmp_path, "pqc", x, "pq4")
     want = col.query(query_embeddings=x[:20], n_results=5, include=["distances"], n_probe=7)
-    cdir = str(tmp_path / "db" / "collections" / str(col.id))
     client.close()
     (gen,) = glob.glob(os.path.join(cdir, "gen-*"))
     _pq4_v2(gen)
@@ -235,15 +239,8 @@ def test_pq4_codes_of_version_2_are_copied_at_open_and_upgraded_at_checkpoint(tm
 def test_pq4_codes_of_version_1_open_with_one_bound_and_are_upgraded_at_checkpoint(tmp_path):
     """ivfpq4.bin version 1 kept one error bound (eps): it opens, searches with eps as every bound
     (returned distances exact float32), and the next checkpoint writes version 2."""
-    rng = np.random.default_rng(5)
-    x = (rng.standard_normal((40, 16)) * 3)[rng.integers(0, 40, 3000)].astype(np.float32)
-    x += rng.standard_normal(x.shape).astype(np.float32)
-    ids = [f"r{i}" for i in range(len(x))]
-    client = vectordb.PersistentClient(str(tmp_path / "db"))
-    col = client.create_collection("pqc", embedding_function=None, use_ivf=True, quantization="pq4")
-    col.add(ids=ids, embeddings=x)
-    col.checkpoint()
-    cdir = str(tmp_path / "db" / "collections" / str(col.id))
+    x = _blobs(5, 40, 16, 3000, 3)
+    client, col, ids, cdir = _checkpointed_ivf(tmp_path, "pqc", x, "pq4")
     client.close()
     (gen,) = glob.glob(os.path.join(cdir, "gen-*"))
     assert _pq4_v1(gen) > 0
