@@ -192,30 +192,40 @@ def run_task(task: Task, log=print) -> list[dict[str, Any]]:
         built.close()
 
 
-def _measure_queries(system: systems.System, ds: datasets.Dataset, single_idx: np.ndarray,
-                     b: Budget) -> dict[str, Any]:
-    k = b.k
-    queries = np.ascontiguousarray(ds.queries, np.float32)
-    # warm-up: first calls pay for lazy initialisation, page faults, thread start-up
+def _warm_up(system: systems.System, queries: np.ndarray, k: int) -> None:
+    """First calls pay for lazy initialisation, page faults, thread start-up: a few untimed queries."""
     for i in range(min(5, queries.shape[0])):
         system.query_one(queries[i], k)
-    machine.release_memory()
 
-    times = []
-    raws = []
-    deadline = time.perf_counter() + b.single_seconds
+
+def _time_singles(system: systems.System, queries: np.ndarray, idx: np.ndarray, k: int, seconds: float,
+                  min_n: int) -> tuple[np.ndarray, list[Any]]:
+    """system.query_one over queries[idx] in order, each timed, until at least min_n were timed and
+    `seconds` have passed: (the times in microseconds, the raw results)."""
     clock = time.perf_counter_ns
-    for i in single_idx:
+    times, raws = [], []
+    deadline = time.perf_counter() + seconds
+    for i in idx:
         q = queries[i]
         t0 = clock()
         raw = system.query_one(q, k)
         times.append(clock() - t0)
         raws.append(raw)
-        if len(times) >= 50 and time.perf_counter() > deadline:
+        if len(times) >= min_n and time.perf_counter() > deadline:
             break
-    t_us = np.array(times, dtype=np.float64) / 1000.0
+    return np.array(times, dtype=np.float64) / 1000.0, raws
+
+
+def _measure_queries(system: systems.System, ds: datasets.Dataset, single_idx: np.ndarray,
+                     b: Budget) -> dict[str, Any]:
+    k = b.k
+    queries = np.ascontiguousarray(ds.queries, np.float32)
+    _warm_up(system, queries, k)
+    machine.release_memory()
+
+    t_us, raws = _time_singles(system, queries, single_idx, k, b.single_seconds, 50)
     single_rows = np.vstack([system.rows(r, k) for r in raws])
-    n_single = len(times)
+    n_single = len(raws)
     recall_single = datasets.recall_at_k(single_rows, ds, k, rows=single_idx[:n_single])
 
     best = None
@@ -360,26 +370,17 @@ def run_interleaved(tasks: list[Task], rounds: int, log=print) -> list[dict[str,
                 log(traceback.format_exc(limit=4))
                 broken[id(pt.built)] = _one_line(exc)
 
-        def warm_up(pt: _Point) -> None:  # lazy initialisation, page faults, thread start-up
-            for i in range(min(5, nq)):
-                pt.built.system.query_one(queries[i], k)
+        def warm_up(pt: _Point) -> None:
+            _warm_up(pt.built.system, queries, k)
 
         def singles(pt: _Point, part: np.ndarray) -> None:
             system = pt.built.system
             if part.size:  # two untimed queries first: the previous point left other data cached
                 for j in (1, 2):
                     system.query_one(queries[(int(part[0]) - j) % nq], k)
-            clock = time.perf_counter_ns
-            times = []
-            deadline = time.perf_counter() + b.single_seconds / rounds
-            for i in part:
-                t0 = clock()
-                raw = system.query_one(queries[i], k)
-                times.append(clock() - t0)
-                pt.single[int(i)] = raw
-                if len(times) >= min_per_slice and time.perf_counter() > deadline:
-                    break
-            pt.round_us.append(np.array(times, dtype=np.float64) / 1000.0)
+            t_us, raws = _time_singles(system, queries, part, k, b.single_seconds / rounds, min_per_slice)
+            pt.single.update((int(i), raw) for i, raw in zip(part, raws))
+            pt.round_us.append(t_us)
 
         def batch(pt: _Point) -> None:
             t0 = time.perf_counter()
